@@ -1,0 +1,50 @@
+"""The `accel-advisor` command. Each package contributes its own sub-commands."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+from rich.logging import RichHandler
+
+from api import __version__
+from profiles.cli import db_app, profiles_app
+
+app = typer.Typer(help="accel-advisor: choose, predict and run model-acceleration methods.",
+                  no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(profiles_app, name="profiles")
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(show_path=False)])
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-step chatter is not news
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="bind address (default: ACCEL_HOST or 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default: ACCEL_PORT or 8000)"),
+) -> None:
+    """Start the service on the configured store (the embedded default: a SQLite file)."""
+    import uvicorn
+
+    from profiles.db import default_engine
+    from profiles.migrate import upgrade
+    from profiles.settings import get_settings
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade(default_engine())
+    host, port = host or settings.host, port or settings.port
+    logging.getLogger(__name__).info("accel-advisor %s on http://%s:%d (store: %s)", __version__,
+                                     host, port, settings.database_url)
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")

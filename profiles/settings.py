@@ -1,0 +1,84 @@
+"""One Settings object (env prefix ``ACCEL_``) that feeds the API, Celery workers and the store."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(RuntimeError):
+    """Raised when the configuration cannot be used as given (e.g. a missing secret)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACCEL_", env_file=".env", extra="ignore")
+
+    # embedded: one machine, SQLite, no Redis; distributed: Redis + PostgreSQL, secrets required;
+    # dev: like embedded but with a fixed, insecure secret so reloads keep sessions.
+    mode: Literal["embedded", "distributed", "dev"] = "embedded"
+    data_dir: Path = Path.home() / ".accel-advisor"
+    cache_dir: Path | None = None
+    database_url: str | None = None
+    broker_url: str | None = None
+    result_backend: str | None = None
+    secret_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+    retrain_every_n: int = 200
+    sqlite_busy_timeout_ms: int = 30_000
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser()
+        if self.cache_dir is None:
+            self.cache_dir = self.data_dir / "cache"
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'accel.db'}"
+        if self.broker_url is None and self.mode != "distributed":
+            # Celery's SQLAlchemy transport needs no server, so the embedded default has no Redis.
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        if self.result_backend is None and self.mode != "distributed":
+            self.result_backend = f"db+sqlite:///{self.data_dir / 'results.db'}"
+        if self.mode == "distributed":
+            missing = [n for n in ("broker_url", "secret_key") if getattr(self, n) is None]
+            if self.database_url.startswith("sqlite"):
+                missing.append("database_url (PostgreSQL)")
+            if missing:
+                raise ConfigError(f"distributed mode needs ACCEL_ settings for: {', '.join(missing)}")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def resolved_secret_key(self) -> str:
+        """The secret for signing sessions: explicit, else dev's fixed one, else generated once.
+
+        Outside dev mode there is no guessable default: embedded mode generates a random key on
+        first use and keeps it (mode 0600) in the data dir; distributed mode requires one.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        if self.mode == "dev":
+            return "dev-insecure-secret"
+        self.ensure_dirs()
+        key_file = self.data_dir / "secret_key"
+        if not key_file.exists():
+            key_file.touch(mode=0o600)
+            key_file.write_text(secrets.token_urlsafe(48))
+        return key_file.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
