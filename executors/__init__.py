@@ -1,0 +1,1 @@
+"""Executors: the method registry, model zoo, workloads, profiler harness and hardware fingerprint."""

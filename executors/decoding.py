@@ -1,0 +1,51 @@
+"""Plain KV-cache decoding: the loop every non-speculative method runs on its own model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from executors.registry import Generation
+
+
+def next_tokens(logits: torch.Tensor, sampling: str, temperature: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """[B, V] logits → [B] tokens: argmax, or a draw from softmax(logits / temperature)."""
+    if sampling == "greedy":
+        return logits.argmax(dim=-1)
+    if sampling != "sample":
+        raise ValueError(f"sampling must be 'greedy' or 'sample', not {sampling!r}")
+    probs = torch.softmax(logits / max(temperature, 1e-5), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def sampling_generator(sampling: str, seed: int, device: torch.device) -> torch.Generator | None:
+    if sampling == "greedy":
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+@dataclass
+class PlainDecoder:
+    """Prefill the prompt in one pass, then one forward per new token."""
+
+    model: torch.nn.Module
+
+    @torch.inference_mode()
+    def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
+                 temperature: float = 1.0, seed: int = 0) -> Generation:
+        batch, prompt_len = prompts.shape
+        core = getattr(self.model, "_orig_mod", self.model)  # torch.compile wraps the module
+        cache = core.new_cache(batch, prompt_len + max_new_tokens)
+        generator = sampling_generator(sampling, seed, prompts.device)
+        out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=prompts.device)
+        logits = self.model(prompts, cache)[:, -1]
+        for step in range(max_new_tokens):
+            token = next_tokens(logits, sampling, temperature, generator)
+            out[:, step] = token
+            if step + 1 < max_new_tokens:
+                logits = self.model(token[:, None], cache)[:, -1]
+        return Generation(tokens=out, forward_passes=max_new_tokens, stats={})
