@@ -42,6 +42,7 @@ def serve(
     from profiles.settings import get_settings
 
     settings = get_settings()
+    settings.check_server_config()
     settings.ensure_dirs()
     upgrade(default_engine())
     host, port = host or settings.host, port or settings.port

@@ -45,13 +45,21 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
         if self.result_backend is None and self.mode != "distributed":
             self.result_backend = f"db+sqlite:///{self.data_dir / 'results.db'}"
-        if self.mode == "distributed":
-            missing = [n for n in ("broker_url", "secret_key") if getattr(self, n) is None]
-            if self.database_url.startswith("sqlite"):
-                missing.append("database_url (PostgreSQL)")
-            if missing:
-                raise ConfigError(f"distributed mode needs ACCEL_ settings for: {', '.join(missing)}")
+        if self.mode == "distributed" and self.broker_url is None:
+            raise ConfigError("distributed mode needs ACCEL_BROKER_URL (e.g. redis://host:6379/0)")
         return self
+
+    def check_server_config(self) -> None:
+        """What the API server (not a worker, which holds no DB credentials) needs to start."""
+        if self.mode != "distributed":
+            return
+        missing = []
+        if self.secret_key is None:
+            missing.append("ACCEL_SECRET_KEY")
+        if self.database_url.startswith("sqlite"):
+            missing.append("ACCEL_DATABASE_URL (PostgreSQL)")
+        if missing:
+            raise ConfigError(f"the distributed server needs: {', '.join(missing)}")
 
     @property
     def base_url(self) -> str:

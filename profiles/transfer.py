@@ -171,6 +171,7 @@ def add_records(session: Session, rows: Iterable[tuple[int, dict]]) -> ImportRes
         for part in parts.values():
             if session.get(type(part), part.id) is None:
                 session.add(part)
+        session.flush()  # without ORM relationships the unit of work does not order by foreign key
         session.add(run)
         session.flush()
         seen.add(run.run_id)
