@@ -1,0 +1,146 @@
+"""Group-wise low-bit weight quantisation and bit packing, shared by the kernels and executors.
+
+Format (what every low-bit kernel here reads):
+- ``q`` are unsigned codes in ``[0, 2**bits - 1]``; a weight is ``(q - zero) * scale`` with one
+  scale and one zero point per (output row, group of ``group_size`` input columns).
+- Codes are packed along the input dimension as a little-endian bit stream: code ``k`` of a row
+  occupies bits ``[k*bits, (k+1)*bits)`` of that row's bytes. For 2, 4 and 8 bits this is the
+  usual "4 / 2 / 1 codes per byte, low bits first"; for 3, 5, 6 and 7 bits codes straddle byte
+  boundaries, so memory is exactly ``bits/8`` bytes per weight (ABQ-LLM's arbitrary-bit setting).
+- Symmetric quantisation stores the midpoint ``2**(bits-1)`` as its zero point, so one kernel
+  serves both flavours.
+
+Pure torch: works on any device, no triton needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+MIN_BITS, MAX_BITS = 2, 8
+
+
+@dataclass(frozen=True)
+class PackedWeight:
+    """A quantised ``[out_features, in_features]`` weight; scales/zeros are ``[N, groups]``."""
+
+    packed: torch.Tensor  # uint8 [N, ceil(K * bits / 8)]
+    scales: torch.Tensor  # [N, ceil(K / group_size)]
+    zeros: torch.Tensor  # [N, ceil(K / group_size)], integer-valued, same dtype as scales
+    bits: int
+    group_size: int
+    out_features: int
+    in_features: int
+
+    @property
+    def groups(self) -> int:
+        return self.scales.shape[1]
+
+    @property
+    def row_bytes(self) -> int:
+        return self.packed.shape[1]
+
+    def nbytes(self) -> int:
+        """Bytes a matmul must read for the weight (codes + scales + zeros)."""
+        return sum(t.numel() * t.element_size() for t in (self.packed, self.scales, self.zeros))
+
+    def to(self, device: torch.device | str) -> "PackedWeight":
+        return PackedWeight(self.packed.to(device), self.scales.to(device), self.zeros.to(device),
+                            self.bits, self.group_size, self.out_features, self.in_features)
+
+
+def _check_bits(bits: int) -> None:
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
+
+
+def packed_row_bytes(in_features: int, bits: int) -> int:
+    return (in_features * bits + 7) // 8
+
+
+def pack_bits(q_int: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack codes ``[..., K]`` (values in ``[0, 2**bits)``) into uint8 ``[..., ceil(K*bits/8)]``."""
+    _check_bits(bits)
+    if q_int.dtype.is_floating_point or q_int.dtype == torch.bool:
+        raise TypeError(f"codes must be an integer tensor, got {q_int.dtype}")
+    q = q_int.to(torch.int32)
+    if q.numel() and (int(q.min()) < 0 or int(q.max()) >= 1 << bits):
+        raise ValueError(f"codes out of range for {bits} bits")
+    *lead, k = q.shape
+    bit_index = torch.arange(bits, device=q.device, dtype=torch.int32)
+    stream = ((q.unsqueeze(-1) >> bit_index) & 1).reshape(*lead, k * bits)
+    pad = packed_row_bytes(k, bits) * 8 - k * bits
+    stream = torch.nn.functional.pad(stream, (0, pad)).reshape(*lead, -1, 8)
+    weights = (1 << torch.arange(8, device=q.device, dtype=torch.int32))
+    return (stream * weights).sum(-1).to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int, K: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: uint8 ``[..., ceil(K*bits/8)]`` -> int32 codes ``[..., K]``."""
+    _check_bits(bits)
+    if packed.dtype != torch.uint8:
+        raise TypeError(f"packed codes must be uint8, got {packed.dtype}")
+    if packed.shape[-1] != packed_row_bytes(K, bits):
+        raise ValueError(f"{packed.shape[-1]} bytes per row do not hold {K} codes of {bits} bits")
+    *lead, nbytes = packed.shape
+    bit_index = torch.arange(8, device=packed.device, dtype=torch.int32)
+    stream = ((packed.to(torch.int32).unsqueeze(-1) >> bit_index) & 1).reshape(*lead, nbytes * 8)
+    codes = stream[..., : K * bits].reshape(*lead, K, bits)
+    weights = 1 << torch.arange(bits, device=packed.device, dtype=torch.int32)
+    return (codes * weights).sum(-1, dtype=torch.int32)
+
+
+def _grouped(weight: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``[N, K]`` -> ``[N, groups, group_size]``, the ragged last group padded by edge values."""
+    n, k = weight.shape
+    groups = -(-k // group_size)
+    pad = groups * group_size - k
+    if pad:
+        weight = torch.cat([weight, weight[:, -1:].expand(n, pad)], dim=1)  # keeps min/max unchanged
+    return weight.reshape(n, groups, group_size)
+
+
+def quantize_weight(weight: torch.Tensor, bits: int, group_size: int, symmetric: bool = False,
+                    scale_dtype: torch.dtype = torch.float16) -> PackedWeight:
+    """Round-to-nearest group-wise quantisation of a ``[N, K]`` weight (min/max by default).
+
+    ``group_size`` may exceed K (one group per row = per-channel). Scales are computed in fp32,
+    cast to ``scale_dtype`` and the codes rounded against the cast scale, so the stored format
+    is exactly what gets dequantised.
+    """
+    _check_bits(bits)
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be [out_features, in_features], got {tuple(weight.shape)}")
+    if group_size < 1:
+        raise ValueError(f"group_size must be positive, got {group_size}")
+    n, k = weight.shape
+    group_size = min(group_size, k)
+    w = _grouped(weight.detach().float(), group_size)
+    qmax = (1 << bits) - 1
+    if symmetric:
+        half = 1 << (bits - 1)
+        scale = w.abs().amax(-1) / (half - 1)
+        zero = torch.full_like(scale, float(half))
+    else:
+        # The range always holds 0, so zero is exact and a constant group still quantises.
+        lo, hi = w.amin(-1).clamp_max(0), w.amax(-1).clamp_min(0)
+        scale = (hi - lo) / qmax
+        zero = None
+    scale = scale.clamp_min(torch.finfo(scale_dtype).tiny).to(scale_dtype).float()
+    if zero is None:
+        zero = torch.round(-lo / scale).clamp(0, qmax)
+    q = torch.clamp(torch.round(w / scale.unsqueeze(-1)) + zero.unsqueeze(-1), 0, qmax)
+    q = q.reshape(n, -1)[:, :k].to(torch.int32)
+    return PackedWeight(packed=pack_bits(q, bits), scales=scale.to(scale_dtype),
+                        zeros=zero.to(scale_dtype), bits=bits, group_size=group_size,
+                        out_features=n, in_features=k)
+
+
+def dequantize_weight(pw: PackedWeight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The ``[N, K]`` weight the packed codes stand for, ``(q - zero) * scale``."""
+    q = unpack_bits(pw.packed, pw.bits, pw.in_features).float()
+    scale = pw.scales.float().repeat_interleave(pw.group_size, dim=1)[:, : pw.in_features]
+    zero = pw.zeros.float().repeat_interleave(pw.group_size, dim=1)[:, : pw.in_features]
+    return ((q - zero) * scale).to(dtype)
