@@ -1,0 +1,117 @@
+"""Grouped cross-validation of every selector, side by side.
+
+Splits: "model" (test tasks use models no training task used), "hardware" (unseen hardware
+classes), "random" (tasks), and "scenario" (an ASlib scenario's own folds). Each split runs
+with several seeds (fold assignment and learner seeds); every metric is reported as mean and
+standard deviation over the seeds, each seed's figure computed on all its out-of-fold tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from advisor.alors import Alors
+from advisor.baselines import (ISAC, GradientBoostingSelector, NearestNeighbours, Oracle, RandomForestSelector,
+                               RandomSelector, Selector, SingleBest)
+from advisor.learner import MetaLearner
+from advisor.metrics import choose, gap_closed, mean_regret, ndcg_at, task_losses, top1, TIE_TOLERANCE
+from advisor.pairwise import PairwiseVoting
+from advisor.table import PerfTable
+
+log = logging.getLogger(__name__)
+SPLITS = ("model", "hardware", "random")
+LEARNER = "lightgbm"
+METRICS = ("top1", "top1_tol", "mean_regret", "mean_loss", "gap_closed", "ndcg3")
+GAP_DIRECTION = ("gap_closed = (loss(SBS) - loss(selector)) / (loss(SBS) - loss(VBS)); 1 = oracle, 0 = single "
+                 "best solver, < 0 = worse than it. loss = oracle/chosen speed-up (ratio), PAR10 (runtime), "
+                 "|best - chosen| (other measures); SBS fitted on each training fold.")
+
+
+def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector]]:
+    """Name → (seed → unfitted selector). "small" trades accuracy for speed (tests, CI)."""
+    trees, rounds = (200, 400) if size == "full" else (40, 120)
+    return {
+        "random": lambda s: RandomSelector(seed=s),
+        "sbs": lambda s: SingleBest(),
+        "isac": lambda s: ISAC(seed=s),
+        "alors": lambda s: Alors(n_estimators=trees, seed=s),
+        "knn": lambda s: NearestNeighbours(),
+        "random_forest": lambda s: RandomForestSelector(n_estimators=trees, seed=s),
+        "gradient_boosting": lambda s: GradientBoostingSelector(max_iter=rounds // 2, seed=s),
+        "pairwise": lambda s: PairwiseVoting(n_estimators=trees // 5, seed=s),
+        LEARNER: lambda s: MetaLearner(n_estimators=rounds, seed=s),
+        "lightgbm_rank": lambda s: MetaLearner(objective="lambdarank", n_estimators=rounds, seed=s),
+        "vbs": lambda s: Oracle(),
+    }
+
+
+def cv_folds(table: PerfTable, split: str, seed: int, n_folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Whole groups go to one fold, so no test task shares a model (or hardware class) with training."""
+    if split == "scenario":
+        if table.folds is None:
+            raise ValueError(f"{table.name} has no folds of its own")
+        labels = table.folds
+    else:
+        if split not in table.groups:
+            raise ValueError(f"{table.name} cannot be split by {split!r}; it has {sorted(table.groups)}")
+        labels = table.groups[split]
+    groups = np.unique(labels)
+    if len(groups) < 2:
+        raise ValueError(f"{table.name}: split {split!r} needs at least 2 groups, found {len(groups)}")
+    if split == "scenario":
+        fold_of = {g: i for i, g in enumerate(groups)}
+    else:
+        order = np.random.default_rng(seed).permutation(groups)
+        fold_of = {g: i % min(n_folds, len(groups)) for i, g in enumerate(order)}
+    assigned = np.array([fold_of[g] for g in labels])
+    return [(np.flatnonzero(assigned != f), np.flatnonzero(assigned == f)) for f in np.unique(assigned)]
+
+
+def _out_of_fold_scores(table: PerfTable, factories: dict, split: str, seed: int, n_folds: int) -> dict[str, np.ndarray]:
+    scores = {name: np.zeros(table.values.shape) for name in factories}
+    for train, test in cv_folds(table, split, seed, n_folds):
+        train_table, test_table = table.subset(train), table.subset(test)
+        for name, make in factories.items():
+            scores[name][test] = make(seed).fit(train_table).scores(test_table)
+    return scores
+
+
+def _seed_metrics(table: PerfTable, scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    available = table.available
+    chosen = {name: choose(s, available) for name, s in scores.items()}
+    losses = {name: float(task_losses(table, c).mean()) for name, c in chosen.items()}
+    loss_vbs = float(task_losses(table, choose(Oracle().scores(table), available)).mean())
+    return {name: {"top1": top1(table, c), "top1_tol": top1(table, c, TIE_TOLERANCE),
+                   "mean_regret": mean_regret(table, c), "mean_loss": losses[name],
+                   "gap_closed": gap_closed(losses[name], losses["sbs"], loss_vbs),
+                   "ndcg3": ndcg_at(table, scores[name], 3)}
+            for name, c in chosen.items()}
+
+
+def evaluate_table(table: PerfTable, splits: tuple[str, ...] = SPLITS, seeds: int = 3, n_folds: int = 5,
+                   selectors: tuple[str, ...] | None = None, size: str = "full") -> dict:
+    """The report: per split, per selector, each metric's mean and spread over seeds."""
+    factories = selector_factories(size)
+    if selectors is not None:
+        unknown = set(selectors) - set(factories)
+        if unknown:
+            raise ValueError(f"unknown selectors {sorted(unknown)}; choose from {sorted(factories)}")
+        factories = {n: f for n, f in factories.items() if n in selectors or n in ("sbs", "vbs")}
+    report = {"table": table.name, "n_tasks": len(table.tasks), "n_candidates": len(table.candidates),
+              "measure": table.measure, "higher_is_better": table.higher_is_better,
+              "tie_tolerance": TIE_TOLERANCE, "gap_direction": GAP_DIRECTION, "n_folds": n_folds, "splits": {}}
+    for split in splits:
+        n_seeds = 1 if split == "scenario" else seeds
+        per_seed = []
+        for seed in range(n_seeds):
+            log.info("%s: split %s, seed %d", table.name, split, seed)
+            per_seed.append(_seed_metrics(table, _out_of_fold_scores(table, factories, split, seed, n_folds)))
+        report["splits"][split] = {
+            name: {metric: {"mean": float(np.mean([s[name][metric] for s in per_seed])),
+                            "std": float(np.std([s[name][metric] for s in per_seed]))} for metric in METRICS}
+            for name in factories}
+        report["splits"][split]["_seeds"] = n_seeds
+    return report

@@ -1,0 +1,54 @@
+"""Pairwise cost-sensitive classification (the approach of SATzilla'12 and other strong selectors).
+
+One classifier per candidate pair predicts which of the two is better on a task, trained on
+the tasks where both ran and weighted by how much the choice matters (their utility
+difference); at prediction time every pair whose members are both available casts a vote.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+
+from advisor.table import PerfTable
+
+
+class PairwiseVoting:
+    def __init__(self, n_estimators: int = 40, min_pair_tasks: int = 6, seed: int = 0):
+        self.n_estimators = n_estimators
+        self.min_pair_tasks = min_pair_tasks
+        self.seed = seed
+
+    def fit(self, table: PerfTable) -> "PairwiseVoting":
+        self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(table.task_x)
+        features = self.imputer_.transform(table.task_x)
+        utility, available = table.utility, table.available
+        self.pairs_ = []
+        for a, b in combinations(range(len(table.candidates)), 2):
+            rows = np.flatnonzero(available[:, a] & available[:, b])
+            if len(rows) < self.min_pair_tasks:
+                continue
+            difference = utility[rows, a] - utility[rows, b]
+            a_wins = difference > 0
+            if a_wins.all() or not a_wins.any():
+                self.pairs_.append((a, b, float(a_wins[0])))  # one side always won: a fixed vote
+                continue
+            model = RandomForestClassifier(n_estimators=self.n_estimators, min_samples_leaf=2,
+                                           random_state=self.seed, n_jobs=1)
+            model.fit(features[rows], a_wins, sample_weight=np.abs(difference) + 1e-6)
+            self.pairs_.append((a, b, model))
+        return self
+
+    def scores(self, table: PerfTable) -> np.ndarray:
+        features = self.imputer_.transform(table.task_x)
+        available = table.available
+        votes = np.zeros(table.values.shape)
+        for a, b, model in self.pairs_:
+            p_a = np.full(len(features), model) if isinstance(model, float) else model.predict_proba(features)[:, 1]
+            both = available[:, a] & available[:, b]
+            votes[:, a] += p_a * both
+            votes[:, b] += (1 - p_a) * both
+        return votes
