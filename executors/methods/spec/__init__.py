@@ -1,0 +1,1 @@
+"""Speculative and parallel decoding methods; all verify through `executors.speculative`."""
