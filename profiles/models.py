@@ -167,5 +167,32 @@ class AdvisorVersion(SQLModel, table=True):
     active: bool = Field(default=False, index=True)
 
 
+class ApiKey(SQLModel, table=True):
+    """A scoped API key. Only a hash of the secret is stored; the key is shown once on creation."""
+
+    id: str = Field(primary_key=True, max_length=32)  # public part of the key, used for lookup
+    name: str = Field(default="", max_length=200)
+    scope: str = Field(index=True, max_length=20)  # admin, client, worker
+    key_hash: str = Field(max_length=128)
+    node_id: str | None = Field(default=None, index=True, max_length=120)  # worker keys only
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class JoinToken(SQLModel, table=True):
+    """An expiring, optionally use-limited token a worker exchanges for its worker key."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    token_hash: str = Field(max_length=128)
+    note: str = Field(default="", max_length=200)
+    labels: dict = _json()  # copied onto the nodes that join with it
+    max_uses: int | None = None
+    uses: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: datetime | None = None
+
+
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 RUN_STATUSES = ("ok", "failed", "not-applicable")

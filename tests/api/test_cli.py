@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from api import __version__
 from api.cli import app
+from profiles.migrate import head_revision
 
 runner = CliRunner()
 
@@ -33,7 +34,7 @@ def test_version_prints_the_package_version():
 def test_db_upgrade_then_current_is_head():
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     result = runner.invoke(app, ["db", "current"])
-    assert result.exit_code == 0 and "current=0001" in result.output
+    assert result.exit_code == 0 and f"current={head_revision()} head={head_revision()}" in result.output
 
 
 def test_profiles_import_export_list_round_trip(tmp_path, record_factory):
@@ -97,7 +98,7 @@ def test_serve_starts_uvicorn_and_answers_healthz(isolated_data_dir):
                 assert time.monotonic() < deadline, "server did not answer within 60 s"
                 time.sleep(0.3)
         assert response.status_code == 200
-        assert response.json()["status"] == "ok" and response.json()["schema"] == "0001"
+        assert response.json()["status"] == "ok" and response.json()["schema"] == head_revision()
         docs = httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=5).json()
         assert "/healthz" in docs["paths"]
         assert (isolated_data_dir / "accel.db").exists()  # the embedded default: a SQLite file

@@ -13,7 +13,8 @@ from profiles.migrate import current_revision, head_revision
 from profiles.models import (AdvisorVersion, Job, Method, ModelSpec, Node, ProfileRun, Workload,
                              run_id_for, utcnow, workload_id_for)
 
-TABLES = {"method", "modelspec", "workload", "node", "profilerun", "job", "advisorversion"}
+TABLES = {"method", "modelspec", "workload", "node", "profilerun", "job", "advisorversion",
+          "apikey", "jointoken"}
 
 
 def test_migration_from_empty_creates_every_table_at_head(engine):

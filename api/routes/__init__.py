@@ -1,0 +1,1 @@
+"""Thin routers; the logic they call lives in profiles/, advisor/ and executors/."""

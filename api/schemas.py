@@ -1,0 +1,97 @@
+"""Request and response bodies of the REST API (one Base/Create/Public family per entity)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Scope = Literal["admin", "client", "worker"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiKeyCreate(StrictModel):
+    scope: Scope
+    name: str = Field(default="", max_length=200)
+
+
+class ApiKeyPublic(BaseModel):
+    id: str
+    name: str
+    scope: str
+    node_id: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="the secret key; shown only once")
+
+
+class JoinTokenCreate(StrictModel):
+    ttl_hours: float = Field(default=24.0, gt=0, le=24 * 90)
+    max_uses: int | None = Field(default=None, ge=1)
+    note: str = Field(default="", max_length=200)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class JoinTokenPublic(BaseModel):
+    id: str
+    note: str
+    labels: dict
+    max_uses: int | None
+    uses: int
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+class JoinTokenCreated(JoinTokenPublic):
+    token: str = Field(description="the secret token; shown only once")
+
+
+class WorkerJoin(StrictModel):
+    join_token: str = Field(min_length=1, max_length=200)
+    name: str = Field(default="", max_length=200)
+    node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,120}$")
+    hardware_class: str = Field(min_length=1, max_length=200)
+    device_kind: Literal["cpu", "cuda", "mps", "other"] = "cpu"
+    fingerprint: dict[str, Any] = Field(default_factory=dict)
+    price_per_hour: float = Field(default=0.0, ge=0)
+
+
+class WorkerJoined(BaseModel):
+    node_id: str
+    worker_key: str
+    queues: list[str]
+    heartbeat_interval_s: float
+
+
+class Heartbeat(StrictModel):
+    current_job: str | None = None
+
+
+class NodePublic(BaseModel):
+    id: str
+    name: str
+    hardware_class: str
+    device_kind: str
+    status: str
+    last_heartbeat: datetime | None
+    price_per_hour: float
+    cpu_model: str
+    threads: int | None
+    gpu_name: str | None
+    labels: dict
+
+
+class Page(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[dict]
