@@ -8,12 +8,15 @@ import typer
 from rich.logging import RichHandler
 
 from api import __version__
+from api.access_cli import keys_app, tokens_app
 from profiles.cli import db_app, profiles_app
 
 app = typer.Typer(help="accel-advisor: choose, predict and run model-acceleration methods.",
                   no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(keys_app, name="keys")
+app.add_typer(tokens_app, name="tokens")
 
 
 @app.callback()

@@ -105,3 +105,25 @@ def test_serve_starts_uvicorn_and_answers_healthz(isolated_data_dir):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_keys_and_tokens_from_the_shell():
+    created = runner.invoke(app, ["keys", "create", "--scope", "client", "--name", "laptop"])
+    assert created.exit_code == 0, created.output
+    secret = created.output.strip().splitlines()[-1]
+    assert secret.startswith("ak_")
+    key_id = secret.split("_")[1]
+    listed = runner.invoke(app, ["keys", "list"], env={"COLUMNS": "200"})
+    assert key_id in listed.output and secret not in listed.output
+    assert runner.invoke(app, ["keys", "revoke", key_id]).exit_code == 0
+    assert runner.invoke(app, ["keys", "revoke", "missing"]).exit_code == 2
+    bad = runner.invoke(app, ["keys", "create", "--scope", "root"])
+    assert bad.exit_code == 2 and "scope" in bad.output
+
+    from profiles.db import session_scope
+    from api.auth import redeem_join_token, verify_api_key
+    token = runner.invoke(app, ["tokens", "create", "--ttl-hours", "1", "--max-uses", "1"])
+    assert token.exit_code == 0
+    with session_scope() as session:
+        assert verify_api_key(session, secret) is None  # revoked
+        assert redeem_join_token(session, token.output.strip().splitlines()[-1]).uses == 1
