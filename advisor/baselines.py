@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
@@ -142,26 +142,32 @@ class RandomForestSelector:
 
 
 class GradientBoostingSelector:
-    """Per-candidate gradient-boosted regression of utility, trained where the candidate ran."""
+    """Per-candidate gradient-boosted regression of utility, trained where the candidate ran.
 
-    def __init__(self, max_iter: int = 150, seed: int = 0):
-        self.max_iter = max_iter
+    Classic (single-threaded) scikit-learn boosting: the histogram variant's OpenMP threads
+    contend badly on small tables and shared cores.
+    """
+
+    def __init__(self, n_estimators: int = 150, seed: int = 0):
+        self.n_estimators = n_estimators
         self.seed = seed
 
     def fit(self, table: PerfTable) -> "GradientBoostingSelector":
         utility, available = table.utility, table.available
+        self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(table.task_x)
+        features = self.imputer_.transform(table.task_x)
         self.models_ = []
         for j in range(len(table.candidates)):
             rows = np.flatnonzero(available[:, j])
             if len(rows) < 10:  # too few runs to learn from: predict their mean
                 self.models_.append(float(utility[rows, j].mean()) if len(rows) else float(np.nanmin(utility)))
                 continue
-            model = HistGradientBoostingRegressor(max_iter=self.max_iter, learning_rate=0.1,
-                                                  min_samples_leaf=5, random_state=self.seed)
-            self.models_.append(model.fit(table.task_x[rows], utility[rows, j]))
+            model = GradientBoostingRegressor(n_estimators=self.n_estimators, max_depth=3, learning_rate=0.1,
+                                              subsample=0.9, random_state=self.seed)
+            self.models_.append(model.fit(features[rows], utility[rows, j]))
         return self
 
     def scores(self, table: PerfTable) -> np.ndarray:
-        n = len(table.tasks)
-        return np.column_stack([np.full(n, m) if isinstance(m, float) else m.predict(table.task_x)
+        n, features = len(table.tasks), self.imputer_.transform(table.task_x)
+        return np.column_stack([np.full(n, m) if isinstance(m, float) else m.predict(features)
                                 for m in self.models_])

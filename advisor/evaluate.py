@@ -40,7 +40,7 @@ def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector
         "alors": lambda s: Alors(n_estimators=trees, seed=s),
         "knn": lambda s: NearestNeighbours(),
         "random_forest": lambda s: RandomForestSelector(n_estimators=trees, seed=s),
-        "gradient_boosting": lambda s: GradientBoostingSelector(max_iter=rounds // 2, seed=s),
+        "gradient_boosting": lambda s: GradientBoostingSelector(n_estimators=rounds // 2, seed=s),
         "pairwise": lambda s: PairwiseVoting(n_estimators=trees // 5, seed=s),
         LEARNER: lambda s: MetaLearner(n_estimators=rounds, seed=s),
         "lightgbm_rank": lambda s: MetaLearner(objective="lambdarank", n_estimators=rounds, seed=s),

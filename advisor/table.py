@@ -22,6 +22,7 @@ from advisor.features import (BASELINE, FeatureSchema, candidate_features, candi
 # (loss = chosen value, e.g. PAR10), score = any other measure (loss = |best − chosen|).
 MEASURES = ("ratio", "cost", "score")
 OBJECTIVES = ("latency", "throughput", "memory", "time-to-accuracy")
+EXTRAS = ("quality_delta", "log_speedup", "log_throughput_ratio", "log_memory_ratio", "log_baseline_latency")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ def table_from_records(records: Iterable[Mapping], objective: str = "latency",
             cell["value"].append(value)
         for key, figure in (("quality_delta", record.get("quality_delta")),
                             ("log_speedup", math.log(record["speedup"])),
+                            ("log_throughput_ratio", _log_or_none(objective_value(record, "throughput"))),
+                            ("log_memory_ratio", _log_or_none(objective_value(record, "memory"))),
                             ("log_baseline_latency", _log_or_none(record.get("baseline_latency_p50_s")))):
             if figure is not None:
                 cell[key].append(figure)
@@ -123,8 +126,10 @@ def table_from_records(records: Iterable[Mapping], objective: str = "latency",
     c_index = {c: j for j, c in enumerate(candidates)}
     shape = (len(tasks), len(candidates))
     values = np.full(shape, np.nan)
-    extras = {key: np.full(shape, np.nan) for key in ("quality_delta", "log_speedup", "log_baseline_latency")}
-    values[:, 0], extras["quality_delta"][:, 0], extras["log_speedup"][:, 0] = 1.0, 0.0, 0.0
+    extras = {key: np.full(shape, np.nan) for key in EXTRAS}
+    values[:, 0] = 1.0
+    for key in EXTRAS[:-1]:  # the baseline changes nothing: zero log ratios, zero quality change
+        extras[key][:, 0] = 0.0
     for (task, cand), cell in cells.items():
         i, j = t_index[task], c_index[cand]
         for key, figures in cell.items():

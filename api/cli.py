@@ -7,6 +7,7 @@ import logging
 import typer
 from rich.logging import RichHandler
 
+from advisor.cli import advisor_app
 from api import __version__
 from api.access_cli import keys_app, tokens_app
 from profiles.cli import db_app, profiles_app
@@ -17,6 +18,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(advisor_app, name="advisor")
 
 
 @app.callback()

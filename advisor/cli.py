@@ -1,0 +1,188 @@
+"""`accel-advisor advisor …`: train, evaluate, recommend, list versions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+advisor_app = typer.Typer(help="The meta-learner: train, evaluate against baselines, recommend.", no_args_is_help=True)
+console = Console(stderr=True)
+log = logging.getLogger(__name__)
+SPLIT_CHOICES = ("model", "hardware", "random", "all")
+
+
+@advisor_app.command()
+def train(
+    size: Annotated[str, typer.Option(help="full, or small (fewer trees; for trials)")] = "full",
+    seeds: Annotated[int, typer.Option(help="seeds for the stored evaluation")] = 1,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="store an unseen-model evaluation")] = True,
+    activate: Annotated[bool, typer.Option("--activate/--no-activate")] = True,
+) -> None:
+    """Train on every stored profile and store it as a new (active) advisor version."""
+    from advisor.versions import train_advisor
+    from profiles.db import default_engine, session_scope
+    from profiles.migrate import upgrade
+
+    engine = default_engine()
+    upgrade(engine)
+    with session_scope(engine) as session:
+        try:
+            version = train_advisor(session, size=size, seeds=seeds, activate=activate,
+                                    evaluate_splits=("model",) if evaluate else ())
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from None
+        typer.echo(json.dumps({"id": version.id, "n_profiles": version.n_profiles, "active": version.active,
+                               "artefact_path": version.artefact_path}))
+
+
+def _tables(scenario: list[Path], csv_files: list[Path], profiles_file: Path | None, synthetic: bool,
+            objective: str, quality_floor: float | None) -> list:
+    from advisor.external import load_aslib, load_long_csv
+    from advisor.table import table_from_records
+
+    tables = [load_aslib(d) for d in scenario] + [load_long_csv(f) for f in csv_files]
+    if tables:
+        return tables
+    if synthetic:
+        from advisor.synthetic import synthetic_records
+
+        return [table_from_records(synthetic_records(), objective, quality_floor, name="synthetic")]
+    if profiles_file is not None:
+        from profiles.transfer import read_records
+
+        return [table_from_records((r for _, r in read_records(profiles_file)), objective, quality_floor,
+                                   name=profiles_file.name)]
+    from profiles.db import default_engine, session_scope
+    from profiles.migrate import upgrade
+    from profiles.transfer import iter_records
+
+    engine = default_engine()
+    upgrade(engine)
+    with session_scope(engine) as session:
+        records = list(iter_records(session))
+    if not records:
+        raise ValueError("the store has no profiles: import some, or pass --profiles FILE / --synthetic")
+    return [table_from_records(records, objective, quality_floor, name="stored profiles")]
+
+
+@advisor_app.command()
+def evaluate(
+    split: Annotated[str, typer.Option(help="model | hardware | random | all")] = "all",
+    seeds: Annotated[int, typer.Option(min=1, help="repetitions with different fold assignments")] = 3,
+    folds: Annotated[int, typer.Option(min=2, help="folds per split")] = 5,
+    scenario: Annotated[list[Path], typer.Option(exists=True, file_okay=False, help="ASlib scenario directory")] = [],
+    csv: Annotated[list[Path], typer.Option(exists=True, dir_okay=False, help="long-format performance CSV")] = [],
+    profiles: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="profile records file")] = None,
+    synthetic: Annotated[bool, typer.Option(help="use the generated table (advisor.synthetic)")] = False,
+    objective: Annotated[str, typer.Option(help="latency | throughput | memory | time-to-accuracy")] = "latency",
+    quality_floor: Annotated[float | None, typer.Option(help="runs with a lower quality change are unavailable")] = None,
+    size: Annotated[str, typer.Option(help="full, or small (faster, fewer trees)")] = "full",
+    out: Annotated[Path | None, typer.Option(help="write report.json, report.md, chart.png here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+) -> None:
+    """Cross-validate the learner and every baseline side by side."""
+    from advisor.evaluate import SPLITS, evaluate_table
+    from advisor.report import markdown, write_report
+
+    if split not in SPLIT_CHOICES:
+        raise typer.BadParameter(f"choose one of {', '.join(SPLIT_CHOICES)}", param_hint="--split")
+    try:
+        tables = _tables(scenario, csv, profiles, synthetic, objective, quality_floor)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    reports = []
+    for table in tables:
+        if table.folds is not None:
+            splits = ("scenario",)
+        elif split == "all":
+            splits = tuple(s for s in SPLITS if s in table.groups)
+        else:
+            splits = (split,)
+        reports.append(evaluate_table(table, splits=splits, seeds=seeds, n_folds=folds, size=size))
+    if out is not None:
+        for path in write_report(reports, out):
+            console.print(f"wrote {path}")
+    typer.echo(json.dumps(reports if len(reports) > 1 else reports[0], indent=2) if as_json
+               else "\n\n".join(markdown(r) for r in reports))
+
+
+@advisor_app.command()
+def recommend(
+    model: Annotated[str, typer.Option(help="stored model id")],
+    workload: Annotated[str, typer.Option(help='workload shape as JSON, e.g. {"kind": "lm-generate", "batch_size": 1}')],
+    node: Annotated[str | None, typer.Option(help="a stored node id")] = None,
+    hardware_class: Annotated[str | None, typer.Option(help="every stored node of this class")] = None,
+    quality_floor: Annotated[float | None, typer.Option(help="lowest acceptable predicted quality change")] = None,
+    budget: Annotated[float | None, typer.Option(help="highest predicted cost per run (runtime × price)")] = None,
+    objective: Annotated[str, typer.Option(help="latency | throughput | memory | time-to-accuracy")] = "latency",
+    top_k: Annotated[int, typer.Option(min=1)] = 5,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rank methods for a model and workload on a node, a hardware class or the whole online pool."""
+    from sqlmodel import select
+
+    from advisor.recommend import recommend as run_recommend
+    from advisor.versions import active_advisor
+    from profiles.db import session_scope
+    from profiles.models import ModelSpec, Node, workload_id_for
+
+    try:
+        shape = json.loads(workload)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc.msg}", param_hint="--workload") from None
+    if not isinstance(shape, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="--workload")
+    with session_scope() as session:
+        found = active_advisor(session)
+        spec = session.get(ModelSpec, model)
+        query = select(Node).where(Node.status == "online")
+        if node:
+            query = select(Node).where(Node.id == node)
+        elif hardware_class:
+            query = query.where(Node.hardware_class == hardware_class)
+        nodes = [n.model_dump(mode="json") for n in session.exec(query)]
+    problem = ("no active advisor: run `accel-advisor advisor train` first" if found is None else
+               f"unknown model {model!r}" if spec is None else "no matching node" if not nodes else None)
+    if problem:
+        console.print(f"[red]{problem}[/]")
+        raise typer.Exit(2)
+    version, advisor = found
+    try:
+        result = run_recommend(advisor, spec.model_dump(mode="json"), {"id": workload_id_for(shape), **shape}, nodes,
+                               quality_floor=quality_floor, budget=budget, objective=objective, top_k=top_k)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    payload = {"advisor_version": version.id, **asdict(result)}
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    for r in result.recommendations:
+        typer.echo(f"{r.method_id:40s} {r.node_id:24s} ×{r.speedup:.2f} [{r.speedup_interval[0]:.2f}, "
+                   f"{r.speedup_interval[1]:.2f}] quality {r.quality_delta:+.3f} {'; '.join(r.warnings)}")
+    for e in result.excluded:
+        typer.echo(f"excluded {e.method_id} on {e.node_id}: {e.reason}")
+
+
+@advisor_app.command()
+def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List trained advisor versions (newest first)."""
+    from sqlmodel import select
+
+    from profiles.db import session_scope
+    from profiles.models import AdvisorVersion
+
+    with session_scope() as session:
+        rows = [{"id": v.id, "active": v.active, "n_profiles": v.n_profiles, "created_at": v.created_at.isoformat(),
+                 "feature_schema_version": v.feature_schema_version}
+                for v in session.exec(select(AdvisorVersion).order_by(AdvisorVersion.created_at.desc()))]
+    typer.echo(json.dumps(rows, indent=2) if as_json else "\n".join(
+        f"{'*' if r['active'] else ' '} {r['id']}  {r['n_profiles']} profiles" for r in rows))

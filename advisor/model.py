@@ -1,0 +1,124 @@
+"""The trained advisor: one meta-learner per predicted figure, saved as LightGBM text + JSON.
+
+Figures (all per (task, candidate), relative to the un-accelerated baseline of the same run):
+log speed-up and quality change with 10–90 % quantile intervals, log throughput and memory
+ratios, and the baseline's log latency (so a budget can be checked as runtime × price).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from advisor.features import FEATURE_SCHEMA_VERSION, FeatureSchema, candidate_features, candidate_key, to_matrix
+from advisor.learner import MetaLearner
+from advisor.table import PerfTable, table_from_records
+
+INTERVAL = (0.1, 0.9)
+FIGURES = {  # figure → (extras target, quantiles)
+    "log_speedup": ("log_speedup", INTERVAL),
+    "quality_delta": ("quality_delta", INTERVAL),
+    "log_throughput_ratio": ("log_throughput_ratio", ()),
+    "log_memory_ratio": ("log_memory_ratio", ()),
+    "log_baseline_latency": ("log_baseline_latency", ()),
+}
+SIZES = {"full": 400, "small": 80}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    method_id: str
+    config: Mapping
+
+    @property
+    def key(self) -> str:
+        return candidate_key(self.method_id, self.config)
+
+
+def data_hash(records: Sequence[Mapping], params: Mapping) -> str:
+    """Identifies the training snapshot: the same run ids and parameters give the same hash."""
+    run_ids = sorted(r["run_id"] for r in records)
+    return hashlib.sha256(json.dumps([run_ids, dict(params), FEATURE_SCHEMA_VERSION]).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AdvisorModel:
+    task_schema: FeatureSchema
+    cand_schema: FeatureSchema
+    candidates: tuple[Candidate, ...]
+    learners: Mapping[str, MetaLearner]
+    n_profiles: int
+    params: Mapping
+    # hardware class → methods that only ever recorded "not-applicable" there: never recommended on it
+    inapplicable: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def task_matrix(self, tasks: Sequence[Mapping]) -> np.ndarray:
+        return to_matrix(tasks, self.task_schema)
+
+    def candidate_matrix(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        return to_matrix([candidate_features(c.method_id, c.config) for c in candidates], self.cand_schema)
+
+    def predict(self, figure: str, task_x: np.ndarray, cand_x: np.ndarray, which: str = "point") -> np.ndarray:
+        return self.learners[figure].predict(task_x, cand_x, which)
+
+    def feature_names(self) -> list[str]:
+        return self.task_schema.columns + self.cand_schema.columns
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest = {"feature_schema_version": FEATURE_SCHEMA_VERSION, "task_schema": self.task_schema.to_json(),
+                    "cand_schema": self.cand_schema.to_json(), "n_profiles": self.n_profiles,
+                    "params": dict(self.params), "learners": {},
+                    "inapplicable": {k: list(v) for k, v in self.inapplicable.items()},
+                    "candidates": [{"method_id": c.method_id, "config": dict(c.config)} for c in self.candidates]}
+        for figure, learner in self.learners.items():
+            files = {}
+            for which, text in learner.model_texts().items():
+                files[which] = f"{figure}.{which}.txt"
+                (directory / files[which]).write_text(text)
+            manifest["learners"][figure] = files
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: Path) -> "AdvisorModel":
+        manifest = json.loads((directory / "manifest.json").read_text())
+        learners = {figure: MetaLearner.from_texts({w: (directory / f).read_text() for w, f in files.items()})
+                    for figure, files in manifest["learners"].items()}
+        return cls(FeatureSchema.from_json(manifest["task_schema"]), FeatureSchema.from_json(manifest["cand_schema"]),
+                   tuple(Candidate(c["method_id"], c["config"]) for c in manifest["candidates"]),
+                   learners, manifest["n_profiles"], manifest["params"],
+                   {k: tuple(v) for k, v in manifest["inapplicable"].items()})
+
+
+def fit_advisor(records: Sequence[Mapping], size: str = "full", seed: int = 0) -> tuple[AdvisorModel, PerfTable]:
+    table = table_from_records(records, objective="latency")
+    learners = {}
+    for figure, (target, quantiles) in FIGURES.items():
+        if np.isnan(table.extras[target]).all():
+            continue  # e.g. no run reported memory: that figure is simply not predicted
+        learners[figure] = MetaLearner(target=target, relative=False, quantiles=quantiles,
+                                       n_estimators=SIZES[size], seed=seed).fit(table)
+    seen = {}
+    for record in records:
+        candidate = Candidate(record["method_id"], record.get("config") or {})
+        seen.setdefault(candidate.key, candidate)
+    params = {"size": size, "seed": seed}
+    model = AdvisorModel(table.task_schema, table.cand_schema, tuple(seen[k] for k in sorted(seen)), learners,
+                         len(records), params | {"data_hash": data_hash(records, params)}, inapplicable_by_class(records))
+    return model, table
+
+
+def inapplicable_by_class(records: Sequence[Mapping]) -> dict[str, tuple[str, ...]]:
+    statuses: dict[tuple[str, str], set[str]] = {}
+    for record in records:
+        statuses.setdefault((record["hardware_class"], record["method_id"]), set()).add(record["status"])
+    out: dict[str, list[str]] = {}
+    for (hardware_class, method), seen in sorted(statuses.items()):
+        if seen == {"not-applicable"}:
+            out.setdefault(hardware_class, []).append(method)
+    return {k: tuple(v) for k, v in out.items()}

@@ -1,0 +1,65 @@
+"""Evaluation report outputs: JSON, a markdown table per split, and a bar chart (PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+COLUMNS = (("top1", "top-1"), ("top1_tol", "top-1 (3 % tie)"), ("mean_regret", "mean regret"),
+           ("gap_closed", "gap closed"), ("ndcg3", "NDCG@3"))
+
+
+def selectors_in(split_report: dict) -> list[str]:
+    return [name for name in split_report if not name.startswith("_")]
+
+
+def markdown(report: dict) -> str:
+    lines = [f"### {report['table']}: {report['n_tasks']} tasks × {report['n_candidates']} candidates",
+             "", f"{report['gap_direction']} Mean ± std over seeds.", ""]
+    for split, results in report["splits"].items():
+        lines += [f"**split: {split}** ({results['_seeds']} seed(s), {report['n_folds']} folds)", "",
+                  "| selector | " + " | ".join(label for _, label in COLUMNS) + " |",
+                  "|---|" + "---:|" * len(COLUMNS)]
+        for name in selectors_in(results):
+            cells = [f"{results[name][key]['mean']:.3f} ± {results[name][key]['std']:.3f}" for key, _ in COLUMNS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def chart(report: dict, path: Path) -> None:
+    """Gap closed per selector, one group of bars per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    splits = list(report["splits"])
+    names = [n for n in selectors_in(report["splits"][splits[0]]) if n not in ("random",)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) * len(splits)), 4))
+    width = 0.8 / len(splits)
+    for k, split in enumerate(splits):
+        results = report["splits"][split]
+        means = [results[n]["gap_closed"]["mean"] for n in names]
+        spreads = [results[n]["gap_closed"]["std"] for n in names]
+        ax.bar([i + k * width for i in range(len(names))], means, width, yerr=spreads, label=split, capsize=2)
+    ax.set_xticks([i + width * (len(splits) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("fraction of SBS→VBS gap closed")
+    ax.set_title(report["table"])
+    ax.legend(title="split")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(reports: list[dict], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "report.json", out_dir / "report.md"]
+    paths[0].write_text(json.dumps(reports, indent=2, sort_keys=True))
+    paths[1].write_text("\n\n".join(markdown(r) for r in reports))
+    for i, report in enumerate(reports):
+        png = out_dir / ("chart.png" if i == 0 else f"chart-{i}.png")
+        chart(report, png)
+        paths.append(png)
+    return paths
