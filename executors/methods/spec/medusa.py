@@ -1,0 +1,297 @@
+"""`lm.spec.medusa`: Medusa-1 decoding heads on a frozen model, verified as a token tree.
+
+Paper: Cai et al., "Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding
+Heads" (arXiv 2401.10774). Head k reads the backbone's last hidden state at position t and
+guesses the token at t+1+k (the model's own head guesses t+1). Its architecture is the
+paper's: one residual block h + SiLU(W1 h + b1) with W1 = 0 at start, then a vocabulary
+projection initialised from the model's output layer, so an untrained head starts as a copy
+of the model's next-token head.
+
+Medusa-1 keeps the backbone frozen. Heads are trained here by self-distillation: on the
+bundle's calibration text (never its held-out text) the frozen model's own argmax at t+k is
+head k's target, so the heads learn what greedy verification will accept. Training time is
+setup time (`setup_s`); heads are cached as safetensors keyed by the model's weights and the
+training config, so profiling the same model again does not retrain.
+
+Verification: a tree of candidates (paper §2.1.2): a node at depth d takes one of head d's
+top-k tokens; the tree keeps the `tree_nodes` paths with the highest estimated chance of
+being accepted (product of the heads' measured top-i accuracies — the paper's tree
+construction), and one tree-masked forward checks them all. Sampling uses a chain of tokens
+drawn from the heads and speculative sampling instead (exact; the paper's typical acceptance
+is not, so it is not used). Deviation: by default the vocabulary projection stays shared with
+the model and frozen (`train_vocab_projection=False`) — training V×D per head is minutes per
+step-budget on a 2-core CPU for a 49k vocabulary; the residual blocks carry the learning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from executors.registry import Method, MethodConfig, register_method
+from executors.speculative import (Draft, TokenTree, decoder_of, decoder_reason, probabilities,
+                                   speculative_generate)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MedusaConfig(MethodConfig):
+    heads: int = 3
+    tree_nodes: int = 12  # non-root nodes in the verification tree; 0 verifies a chain of top-1s
+    top_k: int = 4  # candidates per head the tree may branch into
+    train_windows: int = 32  # calibration windows the frozen model distils into the heads
+    train_seq_len: int = 128
+    train_steps: int = 150
+    train_batch: int = 256  # positions per optimiser step
+    lr: float = 3e-3
+    train_vocab_projection: bool = False
+    seed: int = 0
+    version: int = 1
+
+
+class MedusaHeads(nn.Module):
+    def __init__(self, output_weight: torch.Tensor, heads: int, own_projection: bool):
+        super().__init__()
+        vocab, dim = output_weight.shape
+        self.blocks = nn.ModuleList(nn.Linear(dim, dim) for _ in range(heads))
+        for block in self.blocks:
+            nn.init.zeros_(block.weight)
+            nn.init.zeros_(block.bias)
+        self.projections = nn.ParameterList(
+            nn.Parameter(output_weight.detach().clone()) for _ in range(heads)) if own_projection else None
+        self.shared_weight = output_weight.detach()  # a plain attribute: not saved, not trained
+
+    def head(self, hidden: torch.Tensor, k: int) -> torch.Tensor:
+        """hidden [..., D] → head k's logits [..., V]."""
+        state = hidden + F.silu(self.blocks[k](hidden))
+        weight = self.projections[k] if self.projections is not None else self.shared_weight
+        return F.linear(state, weight.to(state.dtype))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [..., D] → logits [..., heads, V]."""
+        return torch.stack([self.head(hidden, k) for k in range(len(self.blocks))], dim=-2)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Content hash of what the heads are trained against: the model's logits on a fixed probe.
+
+    Covers the weights and any transform applied before (int8, int4) without walking packed
+    parameters; rounded so bit-level kernel noise does not force a retrain.
+    """
+    config = decoder_of(model).config
+    probe = (torch.arange(32) * 7919 % config.vocab_size)[None]
+    with torch.inference_mode():
+        logits = model(probe.to(decoder_of(model).tok_embeddings.weight.device))
+    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    digest.update(logits.float().round(decimals=2).cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def heads_cache_path(model: nn.Module, config: MedusaConfig) -> Path:
+    from profiles.settings import get_settings
+
+    training = {k: v for k, v in asdict(config).items() if k not in ("tree_nodes", "top_k")}
+    key = hashlib.sha256(json.dumps({"model": model_fingerprint(model), "config": training},
+                                    sort_keys=True).encode()).hexdigest()[:24]
+    return get_settings().cache_dir / "medusa" / f"{key}.safetensors"
+
+
+def output_weight(model: nn.Module) -> torch.Tensor:
+    """The float vocabulary projection, also when a dynamic-int8 transform packed it."""
+    weight = decoder_of(model).output.weight
+    return weight().dequantize() if callable(weight) else weight
+
+
+def distillation_set(model, tokenizer, texts: tuple[str, ...], config: MedusaConfig):
+    """Hidden states [N, T, D] and the frozen model's argmax [N, T] on calibration windows."""
+    ids = [t for text in texts for t in tokenizer.encode(text) + ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])]
+    length = config.train_seq_len
+    if len(ids) < length + 1:
+        raise ValueError(f"lm.spec.medusa: calibration text has {len(ids)} tokens, needs > {length}")
+    stream = torch.tensor(ids)
+    stride = max(1, (len(stream) - length) // config.train_windows)
+    windows = torch.stack([stream[i:i + length] for i in range(0, stride * config.train_windows, stride)
+                           if i + length <= len(stream)])
+    hiddens, targets = [], []
+    with torch.no_grad():  # not inference mode: these tensors feed autograd in train_heads
+        for chunk in windows.split(4):
+            logits, hidden = model(chunk, return_hidden=True)
+            hiddens.append(hidden.float())
+            targets.append(logits.argmax(-1))
+    return torch.cat(hiddens), torch.cat(targets)
+
+
+def head_examples(hidden: torch.Tensor, targets: torch.Tensor, head: int):
+    """(inputs, labels) for head k (0-based): hidden at t, the model's argmax at t+1+k."""
+    shift = head + 1
+    return hidden[:, :-shift].reshape(-1, hidden.shape[-1]), targets[:, shift:].reshape(-1)
+
+
+def train_heads(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
+                config: MedusaConfig) -> list[float]:
+    """Self-distillation with the paper's per-head loss weights 0.8^k; returns the last losses."""
+    generator = torch.Generator().manual_seed(config.seed)
+    params = [p for p in heads.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    examples = [head_examples(hidden, targets, k) for k in range(len(heads.blocks))]
+    losses = [0.0] * len(examples)
+    heads.train()
+    for step in range(config.train_steps):
+        total = 0.0
+        for k, (inputs, labels) in enumerate(examples):
+            pick = torch.randint(len(labels), (config.train_batch,), generator=generator)
+            logits = heads.head(inputs[pick], k)
+            loss = F.cross_entropy(logits, labels[pick])
+            total = total + 0.8 ** k * loss
+            losses[k] = loss.item()
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if step % 50 == 0:
+            log.info("medusa step %d/%d losses %s", step, config.train_steps, [round(x, 3) for x in losses])
+    heads.eval()
+    return losses
+
+
+@torch.inference_mode()
+def topk_accuracy(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor, top_k: int) -> list[list[float]]:
+    """acc[k][i]: how often head k's i-th ranked token is the model's argmax (held-back windows)."""
+    table = []
+    for k in range(len(heads.blocks)):
+        inputs, labels = head_examples(hidden, targets, k)
+        ranked = heads.head(inputs, k).topk(top_k, dim=-1).indices
+        table.append([(ranked[:, i] == labels).float().mean().item() for i in range(top_k)])
+    return table
+
+
+def build_tree(accuracy: list[list[float]], nodes: int) -> tuple[TokenTree, list[int], list[int]]:
+    """Best-first: the `nodes` candidate paths with the highest product of head accuracies.
+
+    A child's product never exceeds its parent's, so the chosen set is closed under taking
+    ancestors — a valid tree. Returns the tree and, per node, its depth and the rank it takes.
+    """
+    heads, top_k = len(accuracy), len(accuracy[0])
+    chosen: dict[tuple[int, ...], int] = {(): 0}
+    parents, depths, ranks = [-1], [0], [0]
+    frontier = [(-accuracy[0][i], (i,)) for i in range(top_k)]
+    heapq.heapify(frontier)
+    while frontier and len(parents) <= nodes:
+        negative, path = heapq.heappop(frontier)
+        chosen[path] = len(parents)
+        parents.append(chosen[path[:-1]])
+        depths.append(len(path))
+        ranks.append(path[-1])
+        if len(path) < heads:
+            for i in range(top_k):
+                heapq.heappush(frontier, (negative * accuracy[len(path)][i], path + (i,)))
+    return TokenTree(tuple(parents)), depths, ranks
+
+
+class MedusaProposer:
+    def __init__(self, heads: MedusaHeads, tree: TokenTree | None, depths: list[int], ranks: list[int],
+                 top_k: int):
+        self.heads, self.tree, self.top_k = heads, tree, top_k
+        self.node_depth = torch.tensor(depths[1:]) - 1  # head index of each non-root node
+        self.node_rank = torch.tensor(ranks[1:])
+        self.last_hidden: torch.Tensor | None = None  # [B, D] at the last token in the cache
+
+    def start(self, prompts, logits, hidden, counts) -> None:
+        self.last_hidden = hidden[:, -1]
+
+    def propose(self, cache, pending, sampling, temperature, generator, counts) -> Draft:
+        logits = self.heads(self.last_hidden)  # [B, heads, V]: guesses for the tokens after pending
+        if sampling != "greedy":
+            probs = probabilities(logits, temperature)
+            drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+            return Draft(tokens=drawn.view(probs.shape[:2]), probs=probs)
+        if self.tree is None:
+            return Draft(tokens=logits.argmax(-1))
+        ranked = logits.topk(self.top_k, dim=-1).indices  # [B, heads, top_k]
+        return Draft(tokens=ranked[:, self.node_depth, self.node_rank], tree=self.tree)
+
+    def observe(self, verified, sampling, temperature, generator) -> None:
+        rows = torch.arange(verified.hidden.shape[0], device=verified.hidden.device)
+        self.last_hidden = verified.hidden[rows, verified.kept[:, -1]]
+
+
+@dataclass
+class MedusaRunner:
+    model: torch.nn.Module
+    config: MedusaConfig
+    heads: MedusaHeads
+    accuracy: list[list[float]]
+    setup_s: float  # head training (0 when the cached heads were loaded)
+    cached: bool
+
+    def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
+                 temperature: float = 1.0, seed: int = 0):
+        tree, depths, ranks = None, [0], [0]
+        if self.config.tree_nodes > 0:
+            tree, depths, ranks = build_tree(self.accuracy, self.config.tree_nodes)
+        proposer = MedusaProposer(self.heads, tree, depths, ranks, self.config.top_k)
+        width = max(self.config.heads, self.config.tree_nodes)
+        generation = speculative_generate(self.model, proposer, prompts, max_new_tokens, width=width,
+                                          sampling=sampling, temperature=temperature, seed=seed)
+        generation.stats.update(head_top1_accuracy=[round(row[0], 4) for row in self.accuracy],
+                                tree_nodes=tree.size - 1 if tree and sampling == "greedy" else 0,
+                                heads_cached=self.cached, setup_s=self.setup_s)
+        return generation
+
+
+def prepare_heads(bundle, config: MedusaConfig) -> tuple[MedusaHeads, list[list[float]], float, bool]:
+    """Cached heads for this model and config, or freshly distilled ones (then cached)."""
+    model = bundle.model
+    heads = MedusaHeads(output_weight(model), config.heads, config.train_vocab_projection)
+    path = heads_cache_path(model, config)
+    if path.exists():
+        with safe_open(str(path), framework="pt") as handle:
+            accuracy = json.loads(handle.metadata()["accuracy"])
+        heads.load_state_dict(load_file(str(path)))
+        log.info("medusa: loaded cached heads %s", path.name)
+        return heads.eval(), accuracy, 0.0, True
+    began = time.perf_counter()
+    torch.manual_seed(config.seed)
+    with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
+        hidden, targets = distillation_set(model, bundle.tokenizer, bundle.calibration_texts, config)
+        split = max(1, len(hidden) * 3 // 4)  # the last quarter measures accuracy for the tree
+        train_heads(heads, hidden[:split], targets[:split], config)
+    accuracy = topk_accuracy(heads, hidden[split:], targets[split:], config.top_k)
+    setup_s = time.perf_counter() - began
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in heads.state_dict().items()}
+    save_file(state, str(path), metadata={"accuracy": json.dumps(accuracy), "train_s": f"{setup_s:.3f}"})
+    log.info("medusa: trained %d heads in %.1f s, top-1 accuracy %s", config.heads, setup_s,
+             [round(row[0], 3) for row in accuracy])
+    return heads, accuracy, setup_s, False
+
+
+@register_method("lm.spec.medusa", MedusaConfig, family="lm-decode",
+                 paper="Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding Heads",
+                 arxiv="2401.10774", catalogue_row=16, lossless=True)
+class Medusa(Method):
+    order = 100  # a decoding strategy: after weight transforms
+    composes_with = frozenset({"quant.int8_dynamic", "quant.weight_only_int4"})
+
+    def supports(self, bundle, device):
+        reason = decoder_reason(bundle)
+        if reason is None and not bundle.calibration_texts:
+            reason = "needs calibration text to train its heads"
+        return reason
+
+    def apply(self, bundle, config, calibration):
+        if config.heads < 1 or config.top_k < 1 or config.tree_nodes < 0:
+            raise ValueError("lm.spec.medusa: heads and top_k must be ≥ 1, tree_nodes ≥ 0")
+        heads, accuracy, setup_s, cached = prepare_heads(bundle, config)
+        return MedusaRunner(bundle.model, config, heads, accuracy, setup_s, cached)
