@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -11,11 +12,13 @@ from sqlalchemy import text
 
 from api import __version__
 from api.errors import install_error_handlers
-from api.routes import access, catalog, workers
+from api.reaper import start_reaper
+from api.routes import access, catalog, jobs, workers
 from profiles.db import default_engine
 from profiles.migrate import current_revision
+from profiles.settings import get_settings
 
-ROUTERS = (access.router, workers.router, catalog.router)  # mounted under /v1
+ROUTERS = (access.router, workers.router, catalog.router, jobs.router)  # mounted under /v1
 
 
 def _install_metrics(app: FastAPI) -> None:
@@ -38,8 +41,16 @@ def _install_metrics(app: FastAPI) -> None:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+@asynccontextmanager
+async def _lifespan(_app: FastAPI):
+    settings = get_settings()
+    stop = start_reaper(settings.node_lost_after_s, every_s=max(1.0, settings.node_lost_after_s / 4))
+    yield
+    stop.set()
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(title="accel-advisor", version=__version__,
+    app = FastAPI(title="accel-advisor", version=__version__, lifespan=_lifespan,
                   description="Chooses, predicts and runs model-acceleration methods.")
     install_error_handlers(app)
     _install_metrics(app)

@@ -35,6 +35,22 @@ def version() -> None:
 
 
 @app.command()
+def worker(
+    server: str = typer.Option(..., help="the API's base URL, e.g. http://127.0.0.1:8000"),
+    join_token: str = typer.Option(..., envvar="ACCEL_JOIN_TOKEN", help="from `accel-advisor tokens create`"),
+    threads: int = typer.Option(None, min=1, help="torch threads (a different count is a different hardware class)"),
+    device: str = typer.Option("cpu", help="cpu or cuda[:n]"),
+    pool: str = typer.Option("solo", help="Celery pool: solo (one measurement at a time) or threads"),
+    name: str = typer.Option("", help="a label for people"),
+    node_id: str = typer.Option(None, help="default: derived from the hardware fingerprint and host"),
+) -> None:
+    """Join the pool and run profiling jobs and runs from this node's queues."""
+    from executors.worker import run_worker
+
+    run_worker(server, join_token, threads=threads, device=device, pool=pool, name=name, node_id=node_id)
+
+
+@app.command()
 def serve(
     host: str = typer.Option(None, help="bind address (default: ACCEL_HOST or 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default: ACCEL_PORT or 8000)"),

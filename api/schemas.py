@@ -95,3 +95,39 @@ class Page(BaseModel):
     offset: int
     limit: int
     items: list[dict]
+
+
+Target = Literal["class", "node", "pool"]
+
+
+class ProfilingJobCreate(StrictModel):
+    models: list[str] = Field(min_length=1, max_length=50)
+    methods: list[str | dict | list[dict]] = Field(
+        min_length=1, max_length=50,
+        description='method ids, config objects {"method","version","params"}, or lists of them (composites)')
+    workloads: list[dict[str, Any]] = Field(min_length=1, max_length=200)
+    hardware_classes: list[str] | None = Field(default=None, description="default: every class with an online node")
+    nodes: list[str] | None = None
+    pool: bool = Field(default=False, description="any node may take any item (measured on whichever runs it)")
+    reps: int = Field(default=5, ge=5, le=50)
+
+
+class JobPublic(BaseModel):
+    id: str
+    kind: str
+    state: str
+    done: int
+    total: int
+    failures: int
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    running_on: list[str]
+    errors: list[str]
+
+
+class ItemResult(StrictModel):
+    records: list[dict[str, Any]] = Field(default_factory=list, max_length=500)
+    outputs: dict[str, Any] | None = None
+    error: str | None = Field(default=None, max_length=20_000)

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str | None = None
     retrain_every_n: int = 200
+    heartbeat_interval_s: float = 10.0
+    node_lost_after_s: float = 45.0  # silent this long: marked lost, its running items re-queued
+    visibility_timeout_s: int = 3600  # above the longest job, or Redis redelivers a running task
+    max_item_attempts: int = 3
     sqlite_busy_timeout_ms: int = 30_000
 
     @model_validator(mode="after")

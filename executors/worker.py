@@ -1,0 +1,164 @@
+"""A worker node: joins the pool with a token, heartbeats, consumes its Celery queues and
+reports every result through the API with its own credential (it never holds DB credentials).
+
+The pool is Celery's solo pool by default: one measurement at a time keeps timings honest on
+a CPU box, and CUDA does not survive fork on a GPU box.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass, field
+
+import httpx
+
+from executors.celery_app import EXECUTE_ITEM, POOL_QUEUE, celery_app
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    server: str
+    key: str
+    node: dict  # the Node object that goes into every profile record
+    device: str = "cpu"
+    current_job: str | None = None
+    bundles: dict = field(default_factory=dict)  # model source → loaded bundle, kept across tasks
+
+    def call(self, path: str, body: dict | None = None) -> dict:
+        response = httpx.post(self.server + path, json=body or {}, timeout=120,
+                              headers={"Authorization": f"Bearer {self.key}"})
+        if response.status_code >= 400:
+            raise RuntimeError(f"{path}: HTTP {response.status_code}: {response.text[:500]}")
+        return response.json()
+
+
+_context: WorkerContext | None = None
+
+
+def _bundle(ctx: WorkerContext, source: str):
+    from executors.zoo import load_bundle
+
+    if source not in ctx.bundles:
+        ctx.bundles[source] = load_bundle(source)
+    return ctx.bundles[source]
+
+
+def _configs(config: dict):
+    from executors.registry import composite_from_json
+
+    return composite_from_json(config.get("steps", config))
+
+
+def profile_item(ctx: WorkerContext, item: dict) -> dict:
+    """One task of a profiling grid: the baseline and every method interleaved, as DESIGN.md §6."""
+    import torch
+
+    from executors.harness import calibration_batch, measure, prepare
+    from executors.workloads import LMWorkload
+
+    bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
+    calibration = calibration_batch(bundle)
+    prepared = [prepare(bundle, _configs(c), device, calibration) for c in item["methods"]
+                if c["method"] != "baseline"]
+    workload = LMWorkload.from_json(item["workload"])
+    return {"records": measure(bundle, workload, prepared, ctx.node, device=device, reps=item["reps"])}
+
+
+def run_item(ctx: WorkerContext, item: dict) -> dict:
+    """A client's run: apply the chosen method, generate for its prompts, measure when asked."""
+    import torch
+
+    from executors.harness import calibration_batch, measure, prepare
+    from executors.workloads import LMWorkload
+
+    bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
+    prepared = prepare(bundle, _configs(item["method"]), device, calibration_batch(bundle))
+    if prepared.status != "ok":
+        raise RuntimeError(f"{prepared.method_id} {prepared.status}: {prepared.reason}")
+    limit = bundle.model.config.max_seq_len - item["max_new_tokens"]
+    texts = []
+    for prompt in item["prompts"]:
+        ids = bundle.tokenizer.encode(prompt)[-limit:]
+        generation = prepared.runner.generate(torch.tensor([ids], device=device), item["max_new_tokens"],
+                                              sampling=item.get("sampling", "greedy"), seed=item.get("seed", 0))
+        texts.append(bundle.tokenizer.decode(generation.tokens[0].tolist()))
+    records = []
+    if item.get("measure"):
+        # Figures come from held-out prompts of the same shape, baseline interleaved in this process.
+        records = measure(bundle, LMWorkload.from_json(item["workload"]), [prepared], ctx.node,
+                          device=device, reps=5)
+    return {"records": records, "outputs": {"texts": texts, "method": prepared.method_id}}
+
+
+def execute_item(job_id: str, index: int) -> str:
+    """The Celery task: claim, work, report. Idempotent: the API says whether work remains."""
+    ctx = _context
+    claim = ctx.call(f"/v1/jobs/{job_id}/items/{index}/claim")
+    if claim["action"] != "run":
+        log.info("skip %s[%d]: %s", job_id, index, claim.get("reason"))
+        return "skipped"
+    ctx.current_job = job_id
+    try:
+        body = run_item(ctx, claim["item"]) if claim["kind"] == "run" else profile_item(ctx, claim["item"])
+    except Exception:  # the API counts the attempt and re-queues or fails the item
+        log.exception("%s[%d] failed", job_id, index)
+        body = {"error": traceback.format_exc(limit=20)}
+    finally:
+        ctx.current_job = None
+    answer = ctx.call(f"/v1/jobs/{job_id}/items/{index}/result", body)
+    log.info("%s[%d] reported: %s", job_id, index, answer)
+    return "done"
+
+
+def _heartbeat(ctx: WorkerContext, interval_s: float, stop: threading.Event) -> None:
+    while not stop.wait(interval_s):
+        try:
+            ctx.call("/v1/workers/heartbeat", {"current_job": ctx.current_job})
+        except Exception as exc:  # a missed beat is retried; the API marks us lost if they keep failing
+            log.warning("heartbeat failed: %s", exc)
+
+
+def run_worker(server: str, join_token: str, *, threads: int | None = None, device: str = "cpu",
+               pool: str = "solo", name: str = "", node_id: str | None = None) -> None:
+    import torch
+
+    from executors.hardware import fingerprint, node_row
+    from profiles.settings import get_settings
+
+    global _context
+    if threads:
+        torch.set_num_threads(threads)
+    settings = get_settings()
+    settings.ensure_dirs()
+    info = fingerprint(device, settings.cache_dir)
+    node = node_row(info)
+    node_id = node_id or node["id"]
+    joined = httpx.post(server.rstrip("/") + "/v1/workers/join", timeout=60, json={
+        "join_token": join_token, "name": name or node_id, "node_id": node_id,
+        "hardware_class": node["hardware_class"], "device_kind": node["device_kind"],
+        "fingerprint": {**info, **{k: node[k] for k in ("mem_bw_gbs", "fp32_gflops", "bf16_gflops")}}})
+    if joined.status_code != 201:
+        raise RuntimeError(f"join refused: HTTP {joined.status_code}: {joined.text[:300]}")
+    answer = joined.json()
+    node.update(id=answer["node_id"], name=name or answer["node_id"])
+    _context = WorkerContext(server.rstrip("/"), answer["worker_key"], node, device)
+    queues = answer["queues"] + [POOL_QUEUE]
+    log.info("joined as %s (%s); consuming %s", answer["node_id"], node["hardware_class"], ", ".join(queues))
+
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(_context, answer["heartbeat_interval_s"], stop), daemon=True).start()
+    app = celery_app()
+    app.task(name=EXECUTE_ITEM)(execute_item)
+    try:
+        app.worker_main(["worker", "-Q", ",".join(queues), "-P", pool, "-c", "1", "-n", f"{answer['node_id']}@%h",
+                         "--without-gossip", "--without-mingle", "--loglevel", "INFO"])
+    finally:
+        stop.set()
+        try:
+            _context.call("/v1/workers/leave")
+        except Exception as exc:
+            log.warning("could not leave cleanly: %s", exc)
