@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +33,7 @@ class PlainDecoder:
     """Prefill the prompt in one pass, then one forward per new token."""
 
     model: torch.nn.Module
+    stats: dict = field(default_factory=dict)  # fixed facts reported with every generation
 
     @torch.inference_mode()
     def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
@@ -48,4 +49,4 @@ class PlainDecoder:
             out[:, step] = token
             if step + 1 < max_new_tokens:
                 logits = self.model(token[:, None], cache)[:, -1]
-        return Generation(tokens=out, forward_passes=max_new_tokens, stats={})
+        return Generation(tokens=out, forward_passes=max_new_tokens, stats=dict(self.stats))

@@ -155,6 +155,8 @@ class DecoderLM(nn.Module):
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        # Small embedding init: with tied output weights, N(0, 1) would start at huge logits.
+        nn.init.normal_(self.tok_embeddings.weight, std=0.02)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
 

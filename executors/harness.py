@@ -1,0 +1,254 @@
+"""The profiler harness (DESIGN.md §6): baseline and methods interleaved in one process.
+
+Per task (model × workload × node) every prepared method and the baseline run round by
+round on the same prompts after a warm-up, so one baseline serves all methods and machine
+noise hits them alike; the speed-up is the median of the per-round baseline/method ratios.
+Setup (apply, calibration, compilation = the first call's excess over steady state) is kept
+apart from steady state. Memory on CPU is the resident weights plus the KV cache the workload
+needs (RSS high-water marks cannot separate runners sharing one process); on CUDA it is
+`torch.cuda.max_memory_allocated` over the method's timed runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import statistics
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from executors.registry import (MethodConfig, ModelBundle, Runner, apply_composite, composite_id,
+                                config_to_json, default_config, method_of)
+from executors.workloads import LMWorkload, heldout_prompts, heldout_windows, perplexity
+from profiles.models import run_id_for, utcnow
+
+log = logging.getLogger(__name__)
+
+BASELINE_ID = "baseline"
+PPL_WINDOWS, PPL_LENGTH = 8, 257
+
+
+@dataclass
+class Prepared:
+    """One method (or composite) applied to one model: a runner, or why there is none."""
+
+    configs: tuple[MethodConfig, ...]
+    runner: Runner | None = None
+    status: str = "ok"  # ok, failed, not-applicable
+    reason: str | None = None
+    apply_s: float = 0.0
+    quality: dict = field(default_factory=dict)  # held-out perplexity, computed once per model
+
+    @property
+    def method_id(self) -> str:
+        return composite_id(self.configs)
+
+    @property
+    def config_json(self) -> dict:
+        if len(self.configs) == 1:
+            return config_to_json(self.configs[0])
+        return {"method": self.method_id, "steps": [config_to_json(c) for c in self.configs]}
+
+    @property
+    def lossless(self) -> bool:
+        return all(method_of(c).lossless for c in self.configs)
+
+
+def calibration_batch(bundle: ModelBundle, count: int = 8, length: int = 128) -> torch.Tensor:
+    """Training-split token windows (never the held-out text the quality is measured on)."""
+    rows = []
+    for text in bundle.calibration_texts[::max(1, len(bundle.calibration_texts) // count)]:
+        tokens = bundle.tokenizer.encode(text)
+        if len(tokens) >= length:
+            rows.append(tokens[:length])
+        if len(rows) == count:
+            break
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def prepare(bundle: ModelBundle, configs: Sequence[MethodConfig], device: torch.device,
+            calibration: torch.Tensor | None) -> Prepared:
+    prepared = Prepared(tuple(configs))
+    for config in prepared.configs:
+        reason = method_of(config).supports(bundle, device)
+        if reason:
+            prepared.status, prepared.reason = "not-applicable", f"{method_of(config).id}: {reason}"
+            return prepared
+    started = time.perf_counter()
+    try:
+        prepared.runner = apply_composite(bundle, prepared.configs, calibration)
+    except Exception as exc:  # a broken method is a failed record, not a crashed grid
+        log.warning("%s failed to apply: %s", prepared.method_id, exc)
+        prepared.status, prepared.reason = "failed", _error(exc)
+    prepared.apply_s = time.perf_counter() - started
+    return prepared
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1500] + "\n" + "".join(traceback.format_tb(exc.__traceback__)[-2:])[:400]
+
+
+def tensor_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
+def model_bytes(module: torch.nn.Module) -> int:
+    """Weights as stored (quantized modules keep packed params, which state_dict exposes)."""
+    seen, total = set(), 0
+    for value in module.state_dict().values():
+        for tensor in (value if isinstance(value, (tuple, list)) else (value,)):
+            if isinstance(tensor, torch.Tensor) and tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                total += tensor_bytes(tensor)
+    return total
+
+
+def kv_cache_bytes(bundle: ModelBundle, workload: LMWorkload) -> int:
+    c = bundle.model.config
+    return 2 * c.n_layers * workload.batch_size * c.n_kv_heads * (workload.prompt_len + workload.gen_len) * c.head_dim * 4
+
+
+def _timed_generate(runner: Runner, prompts: torch.Tensor, workload: LMWorkload, seed: int):
+    if prompts.is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    generation = runner.generate(prompts, workload.gen_len, sampling=workload.sampling,
+                                 temperature=workload.temperature, seed=seed)
+    if prompts.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, generation
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _ensure_quality(prepared: Prepared, bundle: ModelBundle) -> None:
+    if "heldout_perplexity" in prepared.quality or prepared.runner is None:
+        return
+    length = min(PPL_LENGTH, bundle.model.config.max_seq_len)
+    model = getattr(prepared.runner.model, "_orig_mod", prepared.runner.model)
+    prepared.quality["heldout_perplexity"] = perplexity(model, heldout_windows(bundle, PPL_WINDOWS, length))
+
+
+def measure(bundle: ModelBundle, workload: LMWorkload, methods: Sequence[Prepared], node: dict, *,
+            device: torch.device, reps: int = 5, warmup: int = 1, seed: int = 0,
+            baseline: Prepared | None = None) -> list[dict]:
+    """Profiles every prepared method (and the baseline) on one task; returns profile records."""
+    if reps < 5:
+        raise ValueError("the protocol needs at least 5 timed repetitions")
+    started_at = utcnow()
+    baseline = baseline or prepare(bundle, [default_config(BASELINE_ID)], device, None)
+    everyone = [baseline] + [m for m in methods if m.method_id != BASELINE_ID]
+    misfit = workload.fits(bundle)
+    runnable = [p for p in everyone if p.status == "ok"] if misfit is None else []
+    prompts = heldout_prompts(bundle, workload.batch_size, workload.prompt_len).to(device)
+    times: dict[str, list[float]] = {p.method_id: [] for p in runnable}
+    warm: dict[str, list[float]] = {p.method_id: [] for p in runnable}
+    outputs, mem = {}, {}
+    for prepared in runnable:
+        for _ in range(warmup):
+            warm[prepared.method_id].append(_timed_generate(prepared.runner, prompts, workload, seed)[0])
+    for round_no in range(reps):
+        # Rotate the order each round so no method always runs right after the same neighbour.
+        shift = round_no % len(runnable)
+        for prepared in runnable[shift:] + runnable[:shift]:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            seconds, generation = _timed_generate(prepared.runner, prompts, workload, seed)
+            times[prepared.method_id].append(seconds)
+            outputs[prepared.method_id] = generation
+            if device.type == "cuda":
+                mem[prepared.method_id] = max(mem.get(prepared.method_id, 0), torch.cuda.max_memory_allocated(device))
+    for prepared in runnable:
+        _ensure_quality(prepared, bundle)
+    finished_at = utcnow()
+    context = dict(bundle=bundle, workload=workload, node=node, device=device, times=times, warm=warm,
+                   outputs=outputs, mem=mem, baseline=baseline, started_at=started_at,
+                   finished_at=finished_at, misfit=misfit)
+    return [_record(p, **context) for p in everyone]
+
+
+def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, outputs, mem, baseline,
+            started_at, finished_at, misfit) -> dict:
+    model_row = model_row_of(bundle)
+    config = prepared.config_json
+    record = {"run_id": run_id_for(model_row["id"], workload.id, prepared.method_id, config, node["id"]),
+              "model_id": model_row["id"], "workload_id": workload.id, "node_id": node["id"],
+              "hardware_class": node["hardware_class"], "method_id": prepared.method_id, "config": config,
+              "status": prepared.status, "reason": prepared.reason, "model": model_row,
+              "workload": workload.row(), "node": node, "environment": environment(),
+              "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
+              "setup_s": round(prepared.apply_s, 4), "metrics": {}, "repeats": 0}
+    if misfit is not None and prepared.status == "ok":
+        record.update(status="not-applicable", reason=misfit)
+    if record["status"] != "ok":
+        return record
+    mine, base = times[prepared.method_id], times[baseline.method_id]
+    ratios = [b / m for b, m in zip(base, mine)]
+    p50, base_p50 = statistics.median(mine), statistics.median(base)
+    generation, base_generation = outputs[prepared.method_id], outputs[baseline.method_id]
+    tokens = workload.batch_size * workload.gen_len
+    compile_s = max(0.0, warm[prepared.method_id][0] - p50)
+    match = (generation.tokens.cpu() == base_generation.tokens.cpu()).float()
+    kv = kv_cache_bytes(bundle, workload)
+    if device.type == "cuda":
+        peak, base_peak = mem[prepared.method_id], mem[baseline.method_id]
+    else:
+        peak = model_bytes(prepared.runner.model) + kv
+        peak += sum(model_bytes(m) for m in getattr(prepared.runner, "extra_modules", ()))
+        base_peak = model_bytes(baseline.runner.model) + kv
+    ppl, base_ppl = prepared.quality["heldout_perplexity"], baseline.quality["heldout_perplexity"]
+    greedy = workload.sampling == "greedy"
+    if prepared.lossless and greedy:
+        quality = ("greedy_token_match", 1.0, match.mean().item())
+        delta = quality[2] - 1.0
+    else:
+        quality = ("heldout_perplexity", base_ppl, ppl)
+        delta = (base_ppl - ppl) / base_ppl  # relative; negative means worse
+    record.update(
+        speedup=statistics.median(ratios), latency_p50_s=p50, latency_p10_s=_quantile(mine, 0.1),
+        latency_p90_s=_quantile(mine, 0.9), baseline_latency_p50_s=base_p50,
+        throughput=tokens / p50, baseline_throughput=tokens / base_p50,
+        peak_mem_mb=peak / 2**20, baseline_peak_mem_mb=base_peak / 2**20,
+        quality_metric=quality[0], quality_baseline=quality[1], quality_value=quality[2],
+        quality_delta=delta, setup_s=round(prepared.apply_s + compile_s, 4), repeats=len(mine),
+        metrics={"throughput_unit": "tok/s", "pairwise_speedups": [round(r, 4) for r in ratios],
+                 "latencies_s": [round(t, 5) for t in mine], "baseline_latencies_s": [round(t, 5) for t in base],
+                 "apply_s": round(prepared.apply_s, 4), "compile_s": round(compile_s, 4),
+                 "warmup_s": [round(t, 4) for t in warm[prepared.method_id]],
+                 "greedy_token_match": match.mean().item() if greedy else None,
+                 "exact_sequence_match": match.all(dim=1).float().mean().item() if greedy else None,
+                 "heldout_perplexity": ppl, "baseline_heldout_perplexity": base_ppl,
+                 "forward_passes": generation.forward_passes,
+                 "forwards_per_token": generation.forward_passes / workload.gen_len,
+                 "peak_mem_basis": "cuda max_memory_allocated" if device.type == "cuda" else "weights + kv cache",
+                 "lossless": prepared.lossless, **generation.stats})
+    return record
+
+
+def model_row_of(bundle: ModelBundle) -> dict:
+    spec = bundle.spec
+    return {"id": spec["source"], "family": spec.get("family", "decoder-lm"), "params": spec["params"],
+            "layers": spec["layers"], "width": spec["dim"], "heads": spec["heads"],
+            "kv_heads": spec["kv_heads"], "vocab": spec["vocab"], "context": spec["context"],
+            "source": spec["source"], "descriptors": spec}
+
+
+def environment() -> dict:
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "loadavg_1m": round(os.getloadavg()[0], 2),
+            "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR")}

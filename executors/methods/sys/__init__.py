@@ -1,0 +1,1 @@
+"""System-level methods: graph compilation."""
