@@ -1,0 +1,158 @@
+"""`accel-advisor profile`, `accel-advisor methods` and `accel-advisor zoo list|build`.
+
+Torch and the models are imported inside the commands: loading the CLI must stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+executors_app = typer.Typer(help="Profile acceleration methods on models.")
+zoo_app = typer.Typer(help="The model zoo: small LMs trained here, SmolLM2 from its pip package.",
+                      no_args_is_help=True)
+console = Console(stderr=True)
+log = logging.getLogger(__name__)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def parse_workloads(text: str):
+    """A JSON object, a JSON list of objects, or a grid like `batch=1,4 prompt=32,256 gen=32`."""
+    from executors.workloads import LMWorkload, grid
+
+    text = text.strip()
+    if text.startswith(("{", "[")):
+        data = json.loads(text)
+        return [LMWorkload.from_json(item) for item in (data if isinstance(data, list) else [data])]
+    axes = {"batch": [1], "prompt": [32], "gen": [32], "sampling": ["greedy"]}
+    for part in text.split():
+        key, _, values = part.partition("=")
+        if key not in axes:
+            raise typer.BadParameter(f"unknown axis {key!r}; use batch=, prompt=, gen=, sampling=")
+        axes[key] = [v if key == "sampling" else int(v) for v in values.split(",")]
+    return [w for sampling in axes["sampling"] for w in grid(axes["batch"], axes["prompt"], axes["gen"], sampling)]
+
+
+def _composites(methods: list[str], config: str | None):
+    from executors.registry import composite_from_json, default_config, validate_composite
+
+    if config is not None:
+        return [composite_from_json(json.loads(config))]
+    composites = []
+    for name in methods:
+        composite = tuple(default_config(part) for part in name.split("+"))
+        validate_composite(composite)
+        composites.append(composite)
+    return composites
+
+
+@executors_app.command("profile")
+def profile(
+    models: Annotated[list[str], typer.Option("--model", "--models", help="zoo:<name> or local:/path (repeat or comma-separate)")],
+    methods: Annotated[list[str] | None, typer.Option("--method", "--methods", help="method ids; a+b is a composite")] = None,
+    config: Annotated[str | None, typer.Option(help="one method config as JSON (a list for a composite)")] = None,
+    workloads: Annotated[str, typer.Option("--workload", "--workloads", help="JSON or 'batch=1,4 prompt=32 gen=32'")] = "batch=1 prompt=32 gen=32",
+    threads: Annotated[str, typer.Option(help="torch thread counts, e.g. 1,2 (each is a hardware class)")] = "",
+    reps: Annotated[int, typer.Option(min=5, help="timed repetitions (at least 5)")] = 5,
+    warmup: int = 1,
+    device: str = "cpu",
+    max_call_seconds: Annotated[float | None, typer.Option(help="skip workloads estimated slower than this per call")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON lines")] = False,
+) -> None:
+    """Measure methods against the baseline, interleaved, and store ProfileRun rows (resumable)."""
+    import torch
+
+    from sqlmodel import select
+
+    import executors.methods  # noqa: F401  (registers every method)
+    from executors.grid import run_grid
+    from executors.registry import UnknownMethod
+    from profiles.db import default_engine, session_scope
+    from profiles.migrate import upgrade
+    from profiles.models import ProfileRun, utcnow
+    from profiles.transfer import iter_records
+
+    try:
+        composites = _composites(_split(methods) or ["baseline"], config)
+        workload_list = parse_workloads(workloads)
+    except (ValueError, UnknownMethod) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    thread_counts = [int(t) for t in _split([threads])] or [torch.get_num_threads()]
+    engine = default_engine()
+    upgrade(engine)
+    started = utcnow()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        bar = progress.add_task("profiling", total=None)
+
+        def on_task(done, total, task, added):
+            progress.update(bar, total=total, completed=done,
+                            description=f"{task.source} b{task.workload.batch_size} p{task.workload.prompt_len} "
+                                        f"g{task.workload.gen_len} t{task.threads} (+{added})")
+
+        totals = run_grid(engine, _split(models), composites, workload_list, thread_counts, reps=reps,
+                          warmup=warmup, device=device, max_call_seconds=max_call_seconds, on_task=on_task)
+    console.print(f"{totals['tasks']} tasks: {totals['measured_tasks']} measured, {totals['skipped_tasks']} "
+                  f"already stored; {totals['added']} records added")
+    if as_json:
+        with session_scope(engine) as session:
+            for record in iter_records(session, select(ProfileRun).where(ProfileRun.created_at >= started)
+                                       .order_by(ProfileRun.created_at)):
+                typer.echo(json.dumps(record, sort_keys=True))
+
+
+@executors_app.command("methods")
+def methods_command(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """List the registered methods with their config schema and defaults."""
+    import executors.methods  # noqa: F401
+    from executors.registry import method_catalogue
+
+    rows = method_catalogue()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "family", "lossless", "paper", "config (defaults)")
+    for row in rows:
+        defaults = ", ".join(f"{k}={v['default']}" for k, v in row["config_schema"].items())
+        table.add_row(row["id"], row["family"], "yes" if row["lossless"] else "no", row["paper"][:60], defaults)
+    Console().print(table)
+
+
+@zoo_app.command("list")
+def zoo_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show the zoo models and whether they are built in the cache."""
+    from executors.zoo import list_zoo
+
+    rows = list_zoo()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "built", "params", "held-out loss", "path")
+    for row in rows:
+        table.add_row(row["name"], "yes" if row["built"] else "no", f"{row['params']:,}" if row["params"] else "?",
+                      str(row["heldout_loss"] or ""), row["path"])
+    Console().print(table)
+
+
+@zoo_app.command("build")
+def zoo_build(
+    names: Annotated[list[str] | None, typer.Argument(help="models to build (default: all)")] = None,
+    force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False,
+) -> None:
+    """Train (or convert) zoo models into the cache; deterministic for a given corpus and thread count."""
+    from executors.zoo import ZOO_NAMES, build
+
+    for name in names or list(ZOO_NAMES):
+        if name not in ZOO_NAMES:
+            raise typer.BadParameter(f"unknown zoo model {name!r}; known: {', '.join(ZOO_NAMES)}")
+        manifest = build(name, force=force)
+        console.print(f"{name}: {manifest['params']:,} params at {manifest['source']}")
