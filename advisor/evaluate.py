@@ -32,7 +32,7 @@ GAP_DIRECTION = ("gap_closed = (loss(SBS) - loss(selector)) / (loss(SBS) - loss(
 
 def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector]]:
     """Name → (seed → unfitted selector). "small" trades accuracy for speed (tests, CI)."""
-    trees, rounds = (200, 400) if size == "full" else (40, 120)
+    trees, rounds, rate = (200, 400, 0.05) if size == "full" else (40, 150, 0.1)
     return {
         "random": lambda s: RandomSelector(seed=s),
         "sbs": lambda s: SingleBest(),
@@ -42,8 +42,8 @@ def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector
         "random_forest": lambda s: RandomForestSelector(n_estimators=trees, seed=s),
         "gradient_boosting": lambda s: GradientBoostingSelector(n_estimators=rounds // 2, seed=s),
         "pairwise": lambda s: PairwiseVoting(n_estimators=trees // 5, seed=s),
-        LEARNER: lambda s: MetaLearner(n_estimators=rounds, seed=s),
-        "lightgbm_rank": lambda s: MetaLearner(objective="lambdarank", n_estimators=rounds, seed=s),
+        LEARNER: lambda s: MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s),
+        "lightgbm_rank": lambda s: MetaLearner(objective="lambdarank", n_estimators=rounds, learning_rate=rate, seed=s),
         "vbs": lambda s: Oracle(),
     }
 
@@ -104,6 +104,11 @@ def evaluate_table(table: PerfTable, splits: tuple[str, ...] = SPLITS, seeds: in
               "measure": table.measure, "higher_is_better": table.higher_is_better,
               "tie_tolerance": TIE_TOLERANCE, "gap_direction": GAP_DIRECTION, "n_folds": n_folds, "splits": {}}
     for split in splits:
+        labels = table.folds if split == "scenario" else table.groups.get(split)
+        if labels is None or len(np.unique(labels)) < 2:
+            report["skipped"] = {**report.get("skipped", {}), split: "fewer than 2 groups to hold out"}
+            log.warning("%s: split %s skipped: fewer than 2 groups", table.name, split)
+            continue
         n_seeds = 1 if split == "scenario" else seeds
         per_seed = []
         for seed in range(n_seeds):

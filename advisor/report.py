@@ -24,6 +24,8 @@ def markdown(report: dict) -> str:
             cells = [f"{results[name][key]['mean']:.3f} ± {results[name][key]['std']:.3f}" for key, _ in COLUMNS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    for split, reason in report.get("skipped", {}).items():
+        lines.append(f"split {split} skipped: {reason}")
     return "\n".join(lines)
 
 
@@ -60,6 +62,7 @@ def write_report(reports: list[dict], out_dir: Path) -> list[Path]:
     paths[1].write_text("\n\n".join(markdown(r) for r in reports))
     for i, report in enumerate(reports):
         png = out_dir / ("chart.png" if i == 0 else f"chart-{i}.png")
-        chart(report, png)
-        paths.append(png)
+        if report["splits"]:
+            chart(report, png)
+            paths.append(png)
     return paths

@@ -41,7 +41,7 @@ def true_log_speedups(width: int, batch: int, prompt: int, gen: int, threads: in
     int8 = 0.75 * _sigmoid(3 * (lw - 8.5)) * (1 - 0.4 * _sigmoid(math.log2(threads) - 4)) - 0.1
     swift = (0.8 * _sigmoid(2 * (lg - 6.5)) - 0.35 * lb) if batch <= 4 else None
     compile_ = 0.55 * _sigmoid(3 * (7.5 - lw)) - 0.05
-    sparse = 0.9 * _sigmoid(3 * (lp - 10.5)) - 0.12 if prompt >= 512 else None
+    sparse = 1.1 * _sigmoid(3 * (lp - 12)) - 0.15 if prompt >= 1024 else None
     amp = 0.8 * _sigmoid(1.5 * (lb - 2.5)) + 0.1 * lw / 11 - 0.1 if gpu else None
     prune = 0.25 + 0.05 * _sigmoid(lw - 9)
     composite = None if swift is None else int8 + swift - 0.45 * _sigmoid(3 * (lw - 9.5))
