@@ -13,12 +13,12 @@ from sqlalchemy import text
 from api import __version__
 from api.errors import install_error_handlers
 from api.reaper import start_reaper
-from api.routes import access, catalog, jobs, workers
+from api.routes import access, advise, catalog, jobs, workers
 from profiles.db import default_engine
 from profiles.migrate import current_revision
 from profiles.settings import get_settings
 
-ROUTERS = (access.router, workers.router, catalog.router, jobs.router)  # mounted under /v1
+ROUTERS = (access.router, workers.router, catalog.router, jobs.router, advise.router)  # mounted under /v1
 
 
 def _install_metrics(app: FastAPI) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import typer
+from rich.console import Console
 from rich.logging import RichHandler
 
 from advisor.cli import advisor_app
@@ -27,7 +28,7 @@ app.add_typer(zoo_app, name="zoo")
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False)])
+                        handlers=[RichHandler(show_path=False, console=Console(stderr=True))])
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-step chatter is not news
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -131,3 +131,32 @@ class ItemResult(StrictModel):
     records: list[dict[str, Any]] = Field(default_factory=list, max_length=500)
     outputs: dict[str, Any] | None = None
     error: str | None = Field(default=None, max_length=20_000)
+
+
+Objective = Literal["latency", "throughput", "memory", "time-to-accuracy"]
+
+
+class RecommendationRequest(StrictModel):
+    model: str = Field(min_length=1, max_length=200)
+    workload: dict[str, Any] = Field(description='e.g. {"batch_size": 1, "prompt_len": 256, "gen_len": 128}')
+    node: str | None = None
+    hardware_class: str | None = None
+    objective: Objective = "latency"
+    quality_floor: float | None = Field(default=None, ge=-1, le=1, description="lowest acceptable relative quality change")
+    budget: float | None = Field(default=None, gt=0, description="most a run may cost: predicted runtime × node price")
+    top_k: int = Field(default=10, ge=1, le=100)
+
+
+class RunCreate(StrictModel):
+    model: str = Field(min_length=1, max_length=200)
+    prompts: list[Annotated[str, Field(min_length=1, max_length=8000)]] = Field(min_length=1, max_length=16)
+    method: str | dict | list[dict] = Field(default="auto", description='"auto", a method id, a config or a composite')
+    max_new_tokens: int = Field(default=32, ge=1, le=512)
+    sampling: Literal["greedy", "sample"] = "greedy"
+    seed: int = Field(default=0, ge=0)
+    measure: bool = False
+    node: str | None = None
+    hardware_class: str | None = None
+    objective: Objective = "latency"
+    quality_floor: float | None = Field(default=None, ge=-1, le=1)
+    budget: float | None = Field(default=None, gt=0)

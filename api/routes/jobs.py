@@ -13,6 +13,7 @@ from api.errors import NotFound, Unprocessable
 from api.jobs import cancel_job, claim_item, complete_item, job_public, new_job, requeue_queue
 from api.routes.workers import queue_name
 from api.schemas import ItemResult, JobPublic, ProfilingJobCreate
+from api.training import maybe_retrain
 from executors.celery_app import send_item
 from profiles.db import session_scope
 from profiles.models import Job, Node, ProfileRun
@@ -119,4 +120,6 @@ def report(job_id: str, index: int, body: ItemResult, key: WorkerKey) -> dict:
         queue = requeue_queue(session, session.get(Job, job_id).spec["items"][index]) if requeue else None
     if queue is not None:
         send_item(job_id, index, queue)
+    if answer.get("added"):
+        maybe_retrain(get_settings().retrain_every_n)
     return answer

@@ -1,0 +1,187 @@
+"""Recommendations from the active advisor, runs of the chosen configuration, advisor versions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastapi import APIRouter
+from sqlmodel import Session, select
+
+from api.auth import AdminKey, ClientKey
+from api.catalog import resolve_methods, resolve_models, resolve_workloads
+from api.errors import Conflict, NotFound, Unprocessable
+from api.jobs import job_public, new_job
+from api.routes.workers import queue_name
+from api.schemas import JobPublic, RecommendationRequest, RunCreate
+from api.training import start_training
+from executors.celery_app import send_item
+from profiles.db import session_scope
+from profiles.models import AdvisorVersion, Job, ModelSpec, Node, ProfileRun
+
+router = APIRouter(tags=["advisor"])
+
+
+def _active(session: Session):
+    from advisor.api import active_advisor
+
+    found = active_advisor(session)
+    if found is None:
+        raise Conflict("no advisor is trained yet: import profiles and POST /v1/advisor/train")
+    return found
+
+
+def _nodes(session: Session, node_id: str | None, hardware_class: str | None) -> list[dict]:
+    if node_id:
+        node = session.get(Node, node_id)
+        if node is None:
+            raise Unprocessable(f"unknown node {node_id!r}")
+        nodes = [node]
+    elif hardware_class:
+        nodes = list(session.exec(select(Node).where(Node.hardware_class == hardware_class)))
+        if not nodes:
+            raise Unprocessable(f"no node of hardware class {hardware_class!r} is known")
+    else:  # the whole pool: online nodes, else every node we have measured on
+        nodes = list(session.exec(select(Node).where(Node.status == "online"))) or list(session.exec(select(Node)))
+        if not nodes:
+            raise Unprocessable("the pool has no nodes yet")
+    return [n.model_dump(mode="json") for n in nodes]
+
+
+def _registered(method_id: str) -> str | None:
+    from executors.registry import UnknownMethod, get_method
+
+    try:
+        for part in method_id.split("+"):
+            get_method(part)
+    except UnknownMethod as exc:
+        return str(exc)
+    return None
+
+
+def recommend_for(session: Session, model_id: str, shape: dict, node_id: str | None, hardware_class: str | None,
+                  objective: str, quality_floor: float | None, budget: float | None, top_k: int) -> dict:
+    from advisor.api import recommend
+
+    from executors.workloads import LMWorkload
+
+    version, advisor = _active(session)
+    model = session.get(ModelSpec, model_id)
+    if model is None:
+        raise Unprocessable(f"no descriptors for model {model_id!r}: profile it or import profiles that include it")
+    workload = LMWorkload.from_json(resolve_workloads([shape])[0]["shape"]).row()
+    nodes = _nodes(session, node_id, hardware_class)
+    by_id = {n["id"]: n for n in nodes}
+    try:
+        result = recommend(advisor, model.model_dump(mode="json"), workload, nodes, supports=_registered,
+                           quality_floor=quality_floor, budget=budget, objective=objective, top_k=top_k)
+    except ValueError as exc:
+        raise Unprocessable(str(exc)) from None
+    candidates = [{**dataclasses.asdict(r), "hardware_class": by_id[r.node_id]["hardware_class"],
+                   "node_status": by_id[r.node_id]["status"]} for r in result.recommendations]
+    return {"advisor_version": version.id, "model": model_id, "workload": workload, "candidates": candidates,
+            "excluded": [dataclasses.asdict(e) for e in result.excluded]}
+
+
+@router.post("/recommendations")
+def recommendations(body: RecommendationRequest, _key: ClientKey) -> dict:
+    with session_scope() as session:
+        return recommend_for(session, body.model, body.workload, body.node, body.hardware_class,
+                             body.objective, body.quality_floor, body.budget, body.top_k)
+
+
+def _estimated_shape(session: Session, body: RunCreate) -> dict:
+    """The workload shape of a run, for the advisor and the measurement (batch 1 per prompt)."""
+    model = session.get(ModelSpec, body.model)
+    byte_level = model is None or (model.vocab or 0) <= 512
+    longest = max(len(p.encode()) for p in body.prompts)
+    prompt_len = longest if byte_level else max(1, longest // 4)  # ~4 bytes per BPE token
+    context = (model.context if model and model.context else 2048) - body.max_new_tokens
+    return {"batch_size": 1, "prompt_len": max(8, min(prompt_len, context)), "gen_len": body.max_new_tokens,
+            "sampling": body.sampling}
+
+
+def _run_target(session: Session, body: RunCreate, chosen_node: str | None) -> dict:
+    node_id = body.node or chosen_node
+    if node_id:
+        node = session.get(Node, node_id)
+        if node is None or node.status != "online":
+            raise Unprocessable(f"node {node_id!r} is not online")
+        return {"kind": "node", "name": node_id}
+    if body.hardware_class:
+        return {"kind": "class", "name": body.hardware_class}
+    return {"kind": "pool", "name": "pool"}
+
+
+@router.post("/runs", status_code=202)
+def create_run(body: RunCreate, _key: ClientKey) -> dict:
+    with session_scope() as session:
+        model = resolve_models(session, [body.model])[0]
+        shape = _estimated_shape(session, body)
+        chosen = None
+        if body.method == "auto":
+            found = recommend_for(session, model, shape, body.node, body.hardware_class, body.objective,
+                                  body.quality_floor, body.budget, top_k=50)
+            online = [c for c in found["candidates"] if c["node_status"] == "online"]
+            if not online:
+                raise Conflict("no candidate passes the constraints on an online node")
+            chosen = online[0]
+            config = chosen["config"]
+            method = resolve_methods([config.get("steps", config) if config else chosen["method_id"]])[0]
+        else:
+            method = resolve_methods([body.method])[0]
+        target = _run_target(session, body, chosen["node_id"] if chosen else None)
+        item = {"kind": "run", "model": model, "prompts": body.prompts, "method": method["config"],
+                "max_new_tokens": body.max_new_tokens, "sampling": body.sampling, "seed": body.seed,
+                "measure": body.measure, "workload": resolve_workloads([shape])[0]["shape"], "target": target}
+        job = new_job(session, "run", [item], {"recommendation": chosen, "method_id": method["id"]})
+        public = run_public(session, job)
+    send_item(public["id"], 0, "pool" if target["kind"] == "pool" else queue_name(target["kind"], target["name"]))
+    return public
+
+
+def run_public(session: Session, job: Job) -> dict:
+    figures = [{k: getattr(r, k) for k in ("run_id", "method_id", "hardware_class", "node_id", "speedup",
+                                          "latency_p50_s", "baseline_latency_p50_s", "throughput", "peak_mem_mb",
+                                          "quality_metric", "quality_delta", "metrics")}
+               for r in session.exec(select(ProfileRun).where(ProfileRun.job_id == job.id))]
+    return {**job_public(job), "method": job.spec.get("method_id"), "recommendation": job.spec.get("recommendation"),
+            "node": job.result.get("node"), "outputs": job.result.get("outputs"), "figures": figures}
+
+
+@router.get("/runs/{run_id}")
+def get_run(run_id: str, _key: ClientKey) -> dict:
+    with session_scope() as session:
+        job = session.get(Job, run_id)
+        if job is None or job.kind != "run":
+            raise NotFound(f"no run {run_id!r}")
+        return run_public(session, job)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, _key: ClientKey) -> dict:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return job_public(job)
+
+
+@router.get("/advisor/versions")
+def advisor_versions(_key: ClientKey) -> list[dict]:
+    with session_scope() as session:
+        versions = session.exec(select(AdvisorVersion).order_by(AdvisorVersion.created_at.desc()))
+        return [v.model_dump(mode="json", exclude={"evaluation", "artefact_path"}) for v in versions]
+
+
+@router.get("/advisor/evaluation")
+def advisor_evaluation(_key: ClientKey) -> dict:
+    with session_scope() as session:
+        version = session.exec(select(AdvisorVersion).where(AdvisorVersion.active)).first()
+        if version is None:
+            raise NotFound("no active advisor")
+        return {"advisor_version": version.id, "n_profiles": version.n_profiles, "evaluation": version.evaluation}
+
+
+@router.post("/advisor/train", status_code=202, response_model=JobPublic)
+def advisor_train(_admin: AdminKey) -> dict:
+    return start_training()

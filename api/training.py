@@ -1,0 +1,68 @@
+"""Advisor retraining in the API process: on demand, and after every N new profile records.
+
+Training reads only the store and takes seconds to a minute, so a background thread (one at a
+time) is enough; its progress is a Job of kind "train".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlmodel import func, select
+
+from api.errors import Conflict
+from api.jobs import job_public, new_job
+from profiles.db import default_engine, session_scope
+from profiles.models import AdvisorVersion, Job, ProfileRun, utcnow
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+
+
+def _train(job_id: str, engine) -> None:
+    from advisor.api import train_advisor
+
+    try:
+        with session_scope(engine) as session:
+            version = train_advisor(session)
+            result = {"advisor_version": version.id, "n_profiles": version.n_profiles}
+        state, error = "succeeded", None
+    except Exception as exc:  # recorded on the job; the previous advisor stays active
+        log.exception("advisor training failed")
+        state, result, error = "failed", {}, str(exc)
+    finally:
+        _lock.release()
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        job.state, job.error, job.finished_at = state, error, utcnow()
+        job.done, job.failures = (1, 0) if state == "succeeded" else (0, 1)
+        job.result = {**job.result, **result}
+        session.add(job)
+
+
+def start_training() -> dict:
+    """Starts a training job, or returns the one already running."""
+    if not _lock.acquire(blocking=False):
+        with session_scope() as session:
+            running = session.exec(select(Job).where(Job.kind == "train", Job.state == "running")).first()
+            if running is None:
+                raise Conflict("a training run is just finishing; try again in a moment")
+            return job_public(running)
+    with session_scope() as session:
+        job = new_job(session, "train", [{"kind": "train"}])
+        job.state, job.started_at = "running", utcnow()
+        session.add(job)
+        public = job_public(job)
+    # The engine is bound now: the thread must write to the store that started it.
+    threading.Thread(target=_train, args=(public["id"], default_engine()), name="advisor-train", daemon=True).start()
+    return public
+
+
+def maybe_retrain(every_n: int) -> None:
+    """Retrains when at least ``every_n`` records arrived since the active advisor was trained."""
+    with session_scope() as session:
+        stored = session.exec(select(func.count()).select_from(ProfileRun)).one()
+        active = session.exec(select(AdvisorVersion).where(AdvisorVersion.active)).first()
+    if stored and stored - (active.n_profiles if active else 0) >= every_n and not _lock.locked():
+        start_training()
