@@ -142,7 +142,9 @@ def recommend(
         raise typer.BadParameter("must be a JSON object", param_hint="--workload")
     with session_scope() as session:
         found = active_advisor(session)
+        version_id = found[0].id if found else None
         spec = session.get(ModelSpec, model)
+        spec_record = spec.model_dump(mode="json") if spec else None
         query = select(Node).where(Node.status == "online")
         if node:
             query = select(Node).where(Node.id == node)
@@ -154,14 +156,13 @@ def recommend(
     if problem:
         console.print(f"[red]{problem}[/]")
         raise typer.Exit(2)
-    version, advisor = found
     try:
-        result = run_recommend(advisor, spec.model_dump(mode="json"), {"id": workload_id_for(shape), **shape}, nodes,
+        result = run_recommend(found[1], spec_record, {"id": workload_id_for(shape), **shape}, nodes,
                                quality_floor=quality_floor, budget=budget, objective=objective, top_k=top_k)
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
-    payload = {"advisor_version": version.id, **asdict(result)}
+    payload = {"advisor_version": version_id, **asdict(result)}
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
         return

@@ -34,7 +34,7 @@ def train_advisor(session: Session, *, size: str = "full", seed: int = 0, evalua
     if evaluate_splits:
         usable = tuple(s for s in evaluate_splits if len(set(table.groups[s])) >= 2)
         evaluation = evaluate_table(table, splits=usable, seeds=seeds, size=size)
-    version_id = f"adv-{utcnow():%Y%m%dT%H%M%S}-{model.params['data_hash'][:10]}"
+    version_id = f"adv-{utcnow():%Y%m%dT%H%M%S%f}-{model.params['data_hash'][:10]}"
     root = artefact_root or get_settings().data_dir / "advisors"
     model.save(root / version_id)
     version = AdvisorVersion(id=version_id, n_profiles=len(records), feature_schema_version=model.task_schema.version,
