@@ -4,6 +4,11 @@
 ProfileRun environment (``environment["kernel_backend"]``, ``environment["kernel_backend_reason"]``)
 so a profile always says which code produced its figures. The CPU path never uses Triton's
 interpreter: it is a correctness tool, hundreds of times slower than the reference.
+
+Low-bit routing on CUDA: a ``"stream"`` weight of 2, 4 or 8 bits goes to the fused-dequant
+kernel (:mod:`kernels.lowbit_gemm`); a ``"planes"`` weight of any width to the bit-plane kernel
+(:mod:`kernels.anybit_gemm`); a 3/5/6/7-bit ``"stream"`` weight is re-packed per call, with a
+warning, because that belongs at load time.
 """
 
 from __future__ import annotations
@@ -13,12 +18,11 @@ import logging
 
 import torch
 
-from kernels.quant_pack import PackedWeight
+from kernels.quant_pack import PackedWeight, to_layout
 
 log = logging.getLogger(__name__)
 
 TRITON, REFERENCE = "triton", "torch-reference"
-FAST_PATH_BITS = (4, 8)  # the aligned INT4/INT8 kernel; other widths use the arbitrary-bit kernel
 
 
 @functools.cache
@@ -35,14 +39,21 @@ def backend_for(device: torch.device | str) -> tuple[str, str]:
     device = torch.device(device)
     if device.type != "cuda":
         return REFERENCE, f"device is {device.type}: the Triton kernels are used on CUDA only"
+    if not torch.cuda.is_available():
+        return REFERENCE, "CUDA is not available in this process"
     version, why_not = _triton_version()
     if version is None:
         return REFERENCE, why_not
     return TRITON, f"CUDA device {torch.cuda.get_device_name(device)} with triton {version}"
 
 
-def _use_triton(*tensors: torch.Tensor) -> bool:
-    backend, reason = backend_for(tensors[0].device)
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
+
+def _use_triton(tensor: torch.Tensor) -> bool:
+    backend, reason = backend_for(tensor.device)
     log.debug("kernel backend %s: %s", backend, reason)
     return backend == TRITON
 
@@ -53,11 +64,17 @@ def lowbit_linear(x: torch.Tensor, pw: PackedWeight, bias: torch.Tensor | None =
         raise ValueError(f"x has {x.shape[-1]} features, the weight expects {pw.in_features}")
     x2d = x.reshape(-1, pw.in_features)
     if _use_triton(x):
-        if pw.bits in FAST_PATH_BITS:
-            from kernels.lowbit_gemm import lowbit_matmul as matmul
+        from kernels.anybit_gemm import anybit_matmul
+        from kernels.lowbit_gemm import ALIGNED_BITS, lowbit_matmul
+
+        if pw.layout == "stream" and pw.bits in ALIGNED_BITS:
+            y = lowbit_matmul(x2d, pw)
         else:
-            from kernels.anybit_gemm import anybit_matmul as matmul
-        y = matmul(x2d, pw)
+            if pw.layout != "planes":
+                _warn_once(f"re-packing a {pw.bits}-bit stream weight into bit planes on every call: "
+                           "quantize with layout='planes' (or to_layout once) instead")
+                pw = to_layout(pw, "planes")
+            y = anybit_matmul(x2d, pw)
     else:
         from kernels.lowbit_gemm import lowbit_matmul_reference
 

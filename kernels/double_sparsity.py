@@ -65,6 +65,10 @@ def _checked(q, k_cache, v_cache, label_cache, channels, top_k, seq_lens):
     return seq_lens.to(device=q.device, dtype=torch.int32), min(top_k, seq)
 
 
+def _scale(q, sm_scale):
+    return 1.0 / math.sqrt(q.shape[2]) if sm_scale is None else sm_scale
+
+
 def approximate_scores_reference(q, label_cache, channels, seq_lens):
     """``[B, H, S]`` fp32 label-cache scores, ``-inf`` past each sequence's length."""
     heads, kv_heads = q.shape[1], label_cache.shape[1]
@@ -93,8 +97,7 @@ def double_sparsity_decode_reference(q, k_cache, v_cache, label_cache, channels,
     seq_lens, k = _checked(q, k_cache, v_cache, label_cache, channels, top_k, seq_lens)
     scores = approximate_scores_reference(q, label_cache, channels, seq_lens)
     indices = scores.topk(k, dim=-1).indices
-    return sparse_attention_reference(q, k_cache, v_cache, indices, seq_lens,
-                                      sm_scale or 1.0 / math.sqrt(q.shape[2]))
+    return sparse_attention_reference(q, k_cache, v_cache, indices, seq_lens, _scale(q, sm_scale))
 
 
 @functools.cache
@@ -222,5 +225,4 @@ def double_sparsity_decode(q, k_cache, v_cache, label_cache, channels, top_k, se
     seq_lens, k = _checked(q, k_cache, v_cache, label_cache, channels, top_k, seq_lens)
     scores = approximate_scores(q, label_cache, channels.to(q.device), seq_lens)
     indices = scores.topk(k, dim=-1).indices
-    return sparse_attention(q, k_cache, v_cache, indices, seq_lens,
-                            sm_scale or 1.0 / math.sqrt(q.shape[2]))
+    return sparse_attention(q, k_cache, v_cache, indices, seq_lens, _scale(q, sm_scale))

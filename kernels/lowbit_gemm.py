@@ -45,13 +45,13 @@ def block_k_for(group_size: int, groups: int, preferred: int) -> int:
     return block
 
 
-def _prune_for_groups(configs, named_args, **kwargs):
+def prune_configs_for_groups(configs, named_args, **kwargs):
     group_size, groups = named_args["group_size"], named_args["groups"]
     kept = [c for c in configs if groups == 1 or group_size % c.kwargs["BLOCK_K"] == 0]
     return kept or configs[:1]
 
 
-def _gpu_configs():
+def gemm_autotune_configs():
     import triton
 
     configs = []
@@ -87,16 +87,21 @@ def _kernels():
         in_n = offs_n < N
         codes_per_byte: tl.constexpr = 8 // BITS
         code_mask: tl.constexpr = (1 << BITS) - 1
+        # Load whole bytes ([BLOCK_K / codes_per_byte, BLOCK_N], contiguous along K, so the loads
+        # vectorise) and spread each byte's codes along a new middle axis with broadcast shifts.
+        offs_byte = tl.arange(0, BLOCK_K // codes_per_byte)
+        shifts = tl.arange(0, codes_per_byte) * BITS
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             k = k0 + offs_k
             in_k = k < K
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :] * stride_xk,
                         mask=in_m[:, None] & in_k[None, :], other=0.0)
-            packed = tl.load(codes_ptr + offs_n[None, :] * row_bytes + (k // codes_per_byte)[:, None],
-                             mask=in_k[:, None] & in_n[None, :], other=0)
-            shift = ((k % codes_per_byte) * BITS)[:, None]
-            codes = (packed.to(tl.int32) >> shift) & code_mask  # [BLOCK_K, BLOCK_N]
+            byte = k0 // codes_per_byte + offs_byte
+            packed = tl.load(codes_ptr + offs_n[None, :] * row_bytes + byte[:, None],
+                             mask=(byte < row_bytes)[:, None] & in_n[None, :], other=0)
+            codes = (packed.to(tl.int32)[:, None, :] >> shifts[None, :, None]) & code_mask
+            codes = tl.reshape(codes, (BLOCK_K, BLOCK_N))  # row k0 + j*codes_per_byte + i
             group = k0 // group_size
             scale = tl.load(scales_ptr + offs_n * groups + group, mask=in_n, other=0.0).to(tl.float32)
             zero = tl.load(zeros_ptr + offs_n * groups + group, mask=in_n, other=0.0).to(tl.float32)
@@ -109,8 +114,8 @@ def _kernels():
         tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
                  acc.to(y_ptr.dtype.element_ty), mask=in_m[:, None] & in_n[None, :])
 
-    tuned = triton.autotune(configs=_gpu_configs(), key=["M", "N", "K", "BITS"],
-                            prune_configs_by={"early_config_prune": _prune_for_groups})(
+    tuned = triton.autotune(configs=gemm_autotune_configs(), key=["M", "N", "K", "BITS"],
+                            prune_configs_by={"early_config_prune": prune_configs_for_groups})(
         lowbit_matmul_kernel)
     return triton, lowbit_matmul_kernel, tuned
 
@@ -129,8 +134,8 @@ def check_matmul_args(x: torch.Tensor, pw: PackedWeight) -> None:
 def lowbit_matmul(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
     """Triton ``x[M, K] @ W.T`` for a 2-, 4- or 8-bit :class:`PackedWeight`; returns ``[M, N]``."""
     check_matmul_args(x, pw)
-    if pw.bits not in ALIGNED_BITS:
-        raise ValueError(f"{pw.bits}-bit codes straddle bytes: use kernels.anybit_gemm")
+    if pw.bits not in ALIGNED_BITS or pw.layout != "stream":
+        raise ValueError(f"{pw.bits}-bit {pw.layout} codes: use kernels.anybit_gemm (bit planes)")
     triton, kernel, tuned = _kernels()
     M, K = x.shape
     N = pw.out_features
