@@ -55,7 +55,7 @@ class MedusaConfig(MethodConfig):
     train_seq_len: int = 128
     train_steps: int = 150
     train_batch: int = 256  # positions per optimiser step
-    lr: float = 3e-3
+    lr: float = 1e-3
     train_vocab_projection: bool = False
     seed: int = 0
     version: int = 1

@@ -1,0 +1,174 @@
+"""SWIFT, Medusa and Speculative Jacobi Decoding on tiny models: lossless, and doing their job."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from executors.decoding import PlainDecoder
+from executors.lm import DecoderLM, LMConfig
+from executors.methods.spec.jacobi import JacobiConfig, SpeculativeJacobi
+from executors.methods.spec.medusa import (MedusaConfig, build_tree, distillation_set, head_examples,
+                                           heads_cache_path)
+from executors.methods.spec.swift import LayerSetSearch, Swift, SwiftConfig
+from executors.registry import ModelBundle, config_from_json, config_to_json, get_method
+from executors.tokenizers import ByteTokenizer
+
+CALIBRATION = tuple(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(300))
+FAST_MEDUSA = dict(train_windows=8, train_seq_len=48, train_steps=30, train_batch=64, lr=1e-2)
+
+
+def byte_lm(layers: int = 4, seed: int = 0) -> DecoderLM:
+    torch.manual_seed(seed)
+    config = LMConfig(vocab_size=259, dim=48, n_layers=layers, n_heads=4, n_kv_heads=2,
+                      ffn_dim=96, max_seq_len=256)
+    return DecoderLM(config).eval()
+
+
+def bundle_of(model: DecoderLM) -> ModelBundle:
+    return ModelBundle(model=model, tokenizer=ByteTokenizer(), spec={"name": "test"},
+                       calibration_texts=CALIBRATION)
+
+
+def prompts(batch: int, length: int = 12, seed: int = 5) -> torch.Tensor:
+    return torch.randint(259, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+CASES = [
+    ("lm.spec.swift", SwiftConfig()),
+    ("lm.spec.swift", SwiftConfig(skip_ratio=0.25, max_draft_len=3, confidence_threshold=0.0,
+                                  search_trials=4, search_random=2)),
+    ("lm.spec.medusa", MedusaConfig(**FAST_MEDUSA)),
+    ("lm.spec.medusa", MedusaConfig(tree_nodes=0, heads=2, **FAST_MEDUSA)),
+    ("lm.parallel.jacobi", JacobiConfig()),
+    ("lm.parallel.jacobi", JacobiConfig(window=1)),
+]
+
+
+@pytest.mark.parametrize(("method_id", "config"), CASES)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_greedy_output_equals_the_baseline(method_id, config, batch):
+    model = byte_lm()
+    runner = get_method(method_id).apply(bundle_of(model), config, None)
+    batch_prompts = prompts(batch)
+    expected = PlainDecoder(model).generate(batch_prompts, 30).tokens
+    for _ in range(2):  # the second call runs on what the first one learnt (SWIFT's layer set)
+        generation = runner.generate(batch_prompts, 30)
+        assert generation.tokens.equal(expected)
+        stats = generation.stats
+        assert stats["verify_steps"] >= 1 and 0.0 <= stats["acceptance_rate"] <= 1.0
+        assert stats["full_passes"] == stats["verify_steps"] + 1
+        assert 30 <= stats["verify_steps"] * stats["mean_accepted_len"] + 1 <= 30 + 8
+
+
+@pytest.mark.parametrize(("method_id", "config"), [CASES[0], CASES[2], CASES[4]])
+def test_sampling_is_reproducible_and_follows_the_model(method_id, config):
+    model = byte_lm(seed=3)
+    runner = get_method(method_id).apply(bundle_of(model), config, None)
+    prompt = prompts(1)
+    first = runner.generate(prompt, 12, sampling="sample", temperature=0.7, seed=11)
+    again = runner.generate(prompt, 12, sampling="sample", temperature=0.7, seed=11)
+    assert first.tokens.equal(again.tokens)
+    # every emitted token must be possible under the model: p(token | prefix) clearly above 0
+    sequence = torch.cat((prompt, first.tokens), dim=1)
+    with torch.inference_mode():
+        probs = torch.softmax(model(sequence)[0, prompt.shape[1] - 1:-1] / 0.7, dim=-1)
+    assert (probs.gather(1, first.tokens[0][:, None]) > 1e-6).all()
+
+
+def identity_layers(model: DecoderLM, layers: list[int]) -> DecoderLM:
+    """Zeroing a block's two output projections turns it into the identity (residual only)."""
+    with torch.no_grad():
+        for index in layers:
+            model.layers[index].attention.wo.weight.zero_()
+            model.layers[index].feed_forward.w2.weight.zero_()
+    return model
+
+
+def test_swift_search_finds_the_layers_that_do_nothing():
+    model = identity_layers(byte_lm(layers=8, seed=1), [2, 5])
+    config = SwiftConfig(skip_ratio=0.25, max_draft_len=4, confidence_threshold=0.0,
+                         search_trials=15, search_random=5, trials_per_step=3)
+    runner = get_method("lm.spec.swift").apply(bundle_of(model), config, None)
+    batch_prompts = prompts(2, length=40)
+    expected = PlainDecoder(model).generate(batch_prompts, 40).tokens
+    runner.generate(batch_prompts, 40)  # the optimisation phase of this stream
+    generation = runner.generate(batch_prompts, 40)
+    assert generation.tokens.equal(expected)
+    assert generation.stats["skip_layers"] == [2, 5]
+    assert generation.stats["search_trials"] == 0  # budget spent: the acceleration phase
+    assert generation.stats["acceptance_rate"] > 0.95  # a draft identical to the model
+    assert generation.stats["mean_accepted_len"] > 4.0
+
+
+def test_swift_confidence_threshold_stops_drafting_early():
+    model = byte_lm()
+    always_stop = SwiftConfig(max_draft_len=5, confidence_threshold=1.01, search_trials=2)
+    generation = get_method("lm.spec.swift").apply(bundle_of(model), always_stop, None).generate(prompts(1), 20)
+    assert generation.stats["drafted"] == generation.stats["verify_steps"]  # one draft per step
+
+
+def test_layer_set_search_explores_distinct_sets_of_the_right_size():
+    search = LayerSetSearch(n_layers=10, count=3, random_trials=3)
+    for trial in range(8):
+        candidate = search.propose()
+        assert len(candidate) == 3 and candidate <= set(range(1, 9)) and candidate not in search.tried
+        search.record(candidate, score=float(len(candidate & {1, 2, 3})) + trial * 1e-3)
+    assert search.best == max(zip(search.scores, search.tried), key=lambda pair: pair[0])[1]
+
+
+def test_medusa_tree_is_ancestor_closed_and_prefers_likely_paths():
+    accuracy = [[0.6, 0.2, 0.1], [0.5, 0.3, 0.1], [0.4, 0.2, 0.1]]
+    tree, depths, ranks = build_tree(accuracy, nodes=6)
+    assert tree.size == 7 and max(depths) <= 3
+    assert list(zip(depths, ranks))[1:4] == [(1, 0), (2, 0), (1, 1)]  # 0.6, 0.3, 0.2 first
+    for node in range(1, tree.size):
+        assert tree.parents[node] < node and depths[node] == depths[tree.parents[node]] + 1
+
+
+def test_medusa_heads_learn_and_are_cached():
+    model = byte_lm(seed=2)
+    config = MedusaConfig(**FAST_MEDUSA)
+    untrained = MedusaConfig(**{**FAST_MEDUSA, "train_steps": 0})
+    baseline = get_method("lm.spec.medusa").apply(bundle_of(model), untrained, None)
+    trained = get_method("lm.spec.medusa").apply(bundle_of(model), config, None)
+    assert not trained.cached and trained.setup_s > 0
+    assert heads_cache_path(model, config).exists()
+    # self-distillation must beat the starting point (each head a copy of the next-token head)
+    hidden, targets = distillation_set(model, ByteTokenizer(), CALIBRATION[150:], config)
+    for k in range(config.heads):
+        inputs, labels = head_examples(hidden, targets, k)
+        with torch.no_grad():
+            before = F.cross_entropy(baseline.heads.head(inputs, k), labels)
+            after = F.cross_entropy(trained.heads.head(inputs, k), labels)
+        assert after < before - 0.1
+    again = get_method("lm.spec.medusa").apply(bundle_of(model), config, None)
+    assert again.cached and again.setup_s == 0.0 and again.accuracy == trained.accuracy
+    for name, tensor in trained.heads.state_dict().items():
+        assert again.heads.state_dict()[name].equal(tensor)
+    # inference-only knobs share the cached heads; training knobs do not
+    assert heads_cache_path(model, MedusaConfig(**FAST_MEDUSA, tree_nodes=3)) == heads_cache_path(model, config)
+    assert heads_cache_path(model, MedusaConfig(**{**FAST_MEDUSA, "lr": 3e-2})) != heads_cache_path(model, config)
+
+
+def test_supports_gives_reasons():
+    two_layers = bundle_of(byte_lm(layers=2))
+    assert "3 layers" in get_method("lm.spec.swift").supports(two_layers, torch.device("cpu"))
+    no_text = ModelBundle(model=byte_lm(), tokenizer=ByteTokenizer(), spec={})
+    assert "calibration" in get_method("lm.spec.medusa").supports(no_text, torch.device("cpu"))
+    not_ours = ModelBundle(model=torch.nn.Linear(2, 2), tokenizer=ByteTokenizer(), spec={})
+    for method_id in ("lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"):
+        assert "DecoderLM" in get_method(method_id).supports(not_ours, torch.device("cpu"))
+        assert get_method(method_id).supports(bundle_of(byte_lm()), torch.device("cpu")) is None
+
+
+def test_configs_round_trip_and_reject_bad_values():
+    for method_id, config in CASES:
+        assert config_from_json(config_to_json(config)) == config
+    with pytest.raises(ValueError, match="unknown params"):
+        config_from_json({"method": "lm.spec.swift", "version": 1, "params": {"draft": 3}})
+    with pytest.raises(ValueError):
+        get_method("lm.parallel.jacobi").apply(bundle_of(byte_lm()), JacobiConfig(window=0), None)
+    with pytest.raises(ValueError):
+        get_method("lm.spec.swift").apply(bundle_of(byte_lm()), SwiftConfig(skip_ratio=1.0), None)
