@@ -95,8 +95,9 @@ class AdvisorModel:
                    {k: tuple(v) for k, v in manifest["inapplicable"].items()})
 
 
-def fit_advisor(records: Sequence[Mapping], size: str = "full", seed: int = 0) -> tuple[AdvisorModel, PerfTable]:
-    table = table_from_records(records, objective="latency")
+def fit_advisor(records: Sequence[Mapping], size: str = "full", seed: int = 0,
+                text_embedding: bool = False) -> tuple[AdvisorModel, PerfTable]:
+    table = table_from_records(records, objective="latency", text_embedding=text_embedding)
     learners = {}
     for figure, (target, quantiles) in FIGURES.items():
         if np.isnan(table.extras[target]).all():
@@ -107,7 +108,7 @@ def fit_advisor(records: Sequence[Mapping], size: str = "full", seed: int = 0) -
     for record in records:
         candidate = Candidate(record["method_id"], record.get("config") or {})
         seen.setdefault(candidate.key, candidate)
-    params = {"size": size, "seed": seed}
+    params = {"size": size, "seed": seed, "text_embedding": text_embedding}
     model = AdvisorModel(table.task_schema, table.cand_schema, tuple(seen[k] for k in sorted(seen)), learners,
                          len(records), params | {"data_hash": data_hash(records, params)}, inapplicable_by_class(records))
     return model, table

@@ -95,7 +95,13 @@ def _parts_missing(candidates: Sequence[Candidate]) -> list[Candidate]:
 def _for_node(advisor, model, workload, node, candidates, figure, objective, quality_floor, budget):
     # Parts of composites are predicted too, so "worse than its part" can be checked.
     scored = list(candidates) + _parts_missing(candidates)
-    task_x = advisor.task_matrix([task_features({"model": model, "workload": workload, "node": node})])
+    task = {"model": model, "workload": workload, "node": node}
+    features = task_features(task)
+    if advisor.params.get("text_embedding"):
+        from advisor.embedding import task_description, text_features
+
+        features.update(text_features(task_description(task)))
+    task_x = advisor.task_matrix([features])
     cand_x = advisor.candidate_matrix(scored)
     log_speedup = {w: advisor.predict("log_speedup", task_x, cand_x, w)[0] for w in ("point", "q0.1", "q0.9")}
     quality = {w: advisor.predict("quality_delta", task_x, cand_x, w)[0] for w in ("point", "q0.1", "q0.9")}

@@ -85,12 +85,14 @@ def objective_value(record: Mapping, objective: str) -> float | None:
 
 
 def table_from_records(records: Iterable[Mapping], objective: str = "latency",
-                       quality_floor: float | None = None, name: str = "profiles") -> PerfTable:
+                       quality_floor: float | None = None, name: str = "profiles",
+                       text_embedding: bool = False) -> PerfTable:
     """One row per task, one column per (method, config) seen, plus the implicit baseline.
 
     Several measurements of the same cell (e.g. nodes of one hardware class) are combined by
     the median. A method with any not-applicable/failed run on a task, or a median quality
-    change below ``quality_floor``, is unavailable there.
+    change below ``quality_floor``, is unavailable there. ``text_embedding`` adds the projected
+    MiniLM embedding of each task's free-text description (advisor.embedding).
     """
     cells: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     blocked: set[tuple[str, str]] = set()
@@ -101,6 +103,10 @@ def table_from_records(records: Iterable[Mapping], objective: str = "latency",
         task = task_key(record)
         if task not in task_rows:
             task_rows[task] = task_features(record)
+            if text_embedding:
+                from advisor.embedding import task_description, text_features
+
+                task_rows[task].update(text_features(task_description(record)))
             groups[task] = {"model": record["model_id"], "hardware": record["hardware_class"], "random": task}
         cand = candidate_key(record["method_id"], record.get("config"))
         candidate_rows.setdefault(cand, candidate_features(record["method_id"], record.get("config")))
