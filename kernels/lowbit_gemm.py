@@ -46,25 +46,30 @@ def block_k_for(group_size: int, groups: int, preferred: int) -> int:
 
 
 def prune_configs_for_groups(configs, named_args, **kwargs):
-    group_size, groups = named_args["group_size"], named_args["groups"]
-    kept = [c for c in configs if groups == 1 or group_size % c.kwargs["BLOCK_K"] == 0]
-    return kept or configs[:1]
+    """Drop configs whose K step straddles a group, and row tiles far from M (decode vs prefill)."""
+    group_size, groups, m = named_args["group_size"], named_args["groups"], named_args["M"]
+    kept = [c for c in configs
+            if (groups == 1 or group_size % c.kwargs["BLOCK_K"] == 0)
+            and (c.kwargs["BLOCK_M"] == 16) == (m <= 16)]
+    if kept:
+        return kept
+    import triton  # small groups (16, 32): one config whose K step fits the group
+
+    return [triton.Config({"BLOCK_M": 16 if m <= 16 else 64, "BLOCK_N": 64,
+                           "BLOCK_K": block_k_for(group_size, groups, 64)}, num_warps=4, num_stages=3)]
 
 
 def gemm_autotune_configs():
+    """A short list on purpose: each config is one compilation per bit width (seconds each)."""
     import triton
 
-    configs = []
-    for block_m in (16, 32, 64, 128):
-        for block_n in (32, 64, 128):
-            for block_k in (32, 64, 128):
-                for warps, stages in ((4, 3), (4, 4), (8, 3)):
-                    if block_m >= 64 and block_n == 32:
-                        continue  # prefill tiles this thin starve the tensor cores
-                    configs.append(triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n,
-                                                  "BLOCK_K": block_k}, num_warps=warps,
-                                                 num_stages=stages))
-    return configs
+    decode = [triton.Config({"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k}, num_warps=4,
+                            num_stages=stages)
+              for block_n in (32, 64, 128) for block_k in (64, 128) for stages in (3, 4)]
+    prefill = [triton.Config({"BLOCK_M": block_m, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=warps,
+                             num_stages=3)
+               for block_m in (64, 128) for warps in (4, 8)]
+    return decode + prefill
 
 
 @functools.cache

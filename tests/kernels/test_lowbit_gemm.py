@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from kernels.anybit_gemm import anybit_matmul, anybit_matmul_reference
-from kernels.lowbit_gemm import lowbit_matmul, lowbit_matmul_reference
+from kernels.lowbit_gemm import (gemm_autotune_configs, lowbit_matmul, lowbit_matmul_reference,
+                                 prune_configs_for_groups)
 from kernels.quant_pack import dequantize_weight, quantize_weight
 from tests.kernels.conftest import assert_matches
 
@@ -75,3 +76,15 @@ def test_anybit_ragged_group_and_per_channel(generator):
     for shape in SHAPES[4:]:
         x, pw = _case(shape, 5, torch.float32, generator, layout="planes")
         assert_matches(anybit_matmul(x, pw), lowbit_matmul_reference(x, pw), torch.float32)
+
+
+@pytest.mark.parametrize("group_size", [16, 32, 64, 128, 4096])
+@pytest.mark.parametrize("m", [1, 16, 17, 512])
+def test_autotune_keeps_only_configs_whose_k_step_fits_a_group(group_size, m):
+    k = 4096
+    args = {"group_size": group_size, "groups": -(-k // group_size), "M": m}
+    kept = prune_configs_for_groups(gemm_autotune_configs(), args)
+    assert kept
+    for config in kept:
+        assert args["groups"] == 1 or group_size % config.kwargs["BLOCK_K"] == 0
+        assert (config.kwargs["BLOCK_M"] == 16) == (m <= 16)
