@@ -113,7 +113,7 @@ def test_layer_set_search_explores_distinct_sets_of_the_right_size():
     search = LayerSetSearch(n_layers=10, count=3, random_trials=3)
     for trial in range(8):
         candidate = search.propose()
-        assert len(candidate) == 3 and candidate <= set(range(1, 9)) and candidate not in search.tried
+        assert len(candidate) == 3 and candidate <= set(range(1, 10)) and candidate not in search.tried
         search.record(candidate, score=float(len(candidate & {1, 2, 3})) + trial * 1e-3)
     assert search.best == max(zip(search.scores, search.tried), key=lambda pair: pair[0])[1]
 
@@ -153,8 +153,8 @@ def test_medusa_heads_learn_and_are_cached():
 
 
 def test_supports_gives_reasons():
-    two_layers = bundle_of(byte_lm(layers=2))
-    assert "3 layers" in get_method("lm.spec.swift").supports(two_layers, torch.device("cpu"))
+    one_layer = bundle_of(byte_lm(layers=1))
+    assert "2 layers" in get_method("lm.spec.swift").supports(one_layer, torch.device("cpu"))
     no_text = ModelBundle(model=byte_lm(), tokenizer=ByteTokenizer(), spec={})
     assert "calibration" in get_method("lm.spec.medusa").supports(no_text, torch.device("cpu"))
     not_ours = ModelBundle(model=torch.nn.Linear(2, 2), tokenizer=ByteTokenizer(), spec={})

@@ -18,7 +18,7 @@ The two parts of the paper, as built here:
   below `confidence_threshold` (for a batch: the least confident row).
 
 Deviations, said plainly: our decoder skips whole layers (the paper searches attention and
-MLP sub-layers separately); the first and last layers always run; the paper's top-k tree of
+MLP sub-layers separately); the first layer always runs; the paper's top-k tree of
 draft candidates is not built (chain drafts only). Greedy output equals the baseline's; under
 sampling, drafts are drawn from the skipping model and verified by speculative sampling.
 """
@@ -52,8 +52,8 @@ class SwiftConfig(MethodConfig):
 
 
 def skippable_layers(n_layers: int) -> list[int]:
-    """The first and last layers always run: skipping them wrecks the draft in every model we tried."""
-    return list(range(1, n_layers - 1))
+    """Layer 0 always runs: it turns token embeddings into the features every later layer reads."""
+    return list(range(1, n_layers))
 
 
 def skip_count(n_layers: int, ratio: float) -> int:
@@ -231,8 +231,8 @@ class Swift(Method):
 
     def supports(self, bundle, device):
         reason = decoder_reason(bundle)
-        if reason is None and len(skippable_layers(decoder_of(bundle.model).config.n_layers)) < 1:
-            reason = "needs at least 3 layers: the first and last always run"
+        if reason is None and decoder_of(bundle.model).config.n_layers < 2:
+            reason = "needs at least 2 layers: the draft skips some but always runs the first"
         return reason
 
     def apply(self, bundle, config, calibration):
