@@ -22,8 +22,13 @@ import functools
 
 import torch
 
-from kernels.lowbit_gemm import (block_k_for, check_matmul_args, gemm_autotune_configs, interpreting,
-                                 prune_configs_for_groups)
+from kernels.lowbit_gemm import (
+    block_k_for,
+    check_matmul_args,
+    gemm_autotune_configs,
+    interpreting,
+    prune_configs_for_groups,
+)
 from kernels.quant_pack import PackedWeight, packed_row_bytes, unpack_bit_planes
 
 

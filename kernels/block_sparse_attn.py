@@ -117,7 +117,7 @@ def _kernels():
                                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, DOT_FP32: tl.constexpr):
         q_block = tl.program_id(0)
         bh = tl.program_id(1)
-        b, h = bh // H, bh % H
+        b, h = (bh // H).to(tl.int64), bh % H  # int64: batch offsets of a long KV pass 2**31
         kv_head = h // group
         offs_m = q_block * BLOCK + tl.arange(0, BLOCK)
         offs_d = tl.arange(0, BLOCK_D)
@@ -139,7 +139,8 @@ def _kernels():
             in_n = offs_n < kv_len
             tile_mask = in_n[:, None] & in_d[None, :]
             keys = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=tile_mask, other=0.0)
-            values = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=tile_mask, other=0.0)
+            values = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=tile_mask,
+                             other=0.0)
             if DOT_FP32:
                 keys = keys.to(tl.float32)
                 values = values.to(tl.float32)

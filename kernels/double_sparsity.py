@@ -111,7 +111,7 @@ def _kernels():
                              stride_qb, stride_qh, stride_lb, stride_lh, stride_ls,
                              BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr):
         bh = tl.program_id(0)
-        b, h = bh // H, bh % H
+        b, h = (bh // H).to(tl.int64), bh % H  # int64: batch offsets of a long KV pass 2**31
         kv_head = h // group
         offs_r = tl.arange(0, BLOCK_R)
         in_r = offs_r < R
@@ -133,7 +133,7 @@ def _kernels():
         bh = tl.program_id(0)
         split = tl.program_id(1)
         splits = tl.num_programs(1)
-        b, h = bh // H, bh % H
+        b, h = (bh // H).to(tl.int64), bh % H  # int64: batch offsets of a long KV pass 2**31
         kv_head = h // group
         offs_d = tl.arange(0, BLOCK_D)
         in_d = offs_d < D
@@ -170,11 +170,11 @@ def _kernels():
     return triton, approx_scores_kernel, gathered_attention_kernel
 
 
-def _splits_for(batch_heads: int, top_k: int, block_t: int) -> int:
+def _splits_for(device: torch.device, batch_heads: int, top_k: int, block_t: int) -> int:
     """Enough splits to give a GPU ~2 programs per SM, never a split without a full block."""
     if interpreting():
         return min(2, max(1, top_k // block_t))  # still exercises the merge
-    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
     return max(1, min(-(-2 * sms // batch_heads), top_k // block_t))
 
 
@@ -203,7 +203,7 @@ def sparse_attention(q, k_cache, v_cache, indices, seq_lens, sm_scale) -> torch.
         raise ValueError("q, k_cache and v_cache need contiguous last dimensions")
     indices = indices.to(torch.int32).contiguous()
     block_t = 16 if interpreting() else 64
-    splits = _splits_for(batch * heads, top_k, block_t)
+    splits = _splits_for(q.device, batch * heads, top_k, block_t)
     tokens_per_split = triton.cdiv(triton.cdiv(top_k, splits), block_t) * block_t
     splits = triton.cdiv(top_k, tokens_per_split)
     part_out = torch.empty((batch, heads, splits, dim), device=q.device, dtype=torch.float32)

@@ -60,7 +60,8 @@ def test_mask_search_keeps_the_blocks_that_carry_attention(generator):
     keeps just the diagonal, and the sparse kernel then equals dense attention."""
     block, n_blocks, dim = 16, 4, 32
     centres = torch.randn(n_blocks, dim, generator=generator) * 4
-    tokens = centres.repeat_interleave(block, 0) + 0.1 * torch.randn(n_blocks * block, dim, generator=generator)
+    noise = 0.1 * torch.randn(n_blocks * block, dim, generator=generator)
+    tokens = centres.repeat_interleave(block, 0) + noise
     q = k = tokens[None, None]
     v = torch.randn(1, 1, n_blocks * block, dim, generator=generator)
     mask = bsa.select_block_mask(q, k, block, coverage=0.9, q_chunk_blocks=3)

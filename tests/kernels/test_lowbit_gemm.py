@@ -4,8 +4,12 @@ import pytest
 import torch
 
 from kernels.anybit_gemm import anybit_matmul, anybit_matmul_reference
-from kernels.lowbit_gemm import (gemm_autotune_configs, lowbit_matmul, lowbit_matmul_reference,
-                                 prune_configs_for_groups)
+from kernels.lowbit_gemm import (
+    gemm_autotune_configs,
+    lowbit_matmul,
+    lowbit_matmul_reference,
+    prune_configs_for_groups,
+)
 from kernels.quant_pack import dequantize_weight, quantize_weight
 from tests.kernels.conftest import assert_matches
 
@@ -65,7 +69,7 @@ def test_kernels_refuse_what_they_cannot_do(generator):
 
 @pytest.mark.parametrize("bits", range(2, 9))
 def test_anybit_kernel_matches_reference_for_every_width(bits, generator):
-    for shape, dtype in zip(SHAPES[:3], DTYPES):
+    for shape, dtype in zip(SHAPES[:3], DTYPES, strict=True):
         x, pw = _case(shape, bits, dtype, generator, symmetric=bits % 2 == 0, layout="planes")
         expected = lowbit_matmul_reference(x, pw)
         assert_matches(anybit_matmul(x, pw), expected, dtype)

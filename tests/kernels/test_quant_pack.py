@@ -3,8 +3,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.quant_pack import (dequantize_weight, pack_bit_planes, pack_bits, packed_row_bytes, quantize_weight,
-                                to_layout, unpack_bit_planes, unpack_bits, unpack_codes)
+from kernels.quant_pack import (
+    dequantize_weight,
+    pack_bit_planes,
+    pack_bits,
+    packed_row_bytes,
+    quantize_weight,
+    to_layout,
+    unpack_bit_planes,
+    unpack_bits,
+    unpack_codes,
+)
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
@@ -23,7 +32,8 @@ def test_bit_planes_round_trip_in_the_same_bytes_per_weight(bits, generator):
     assert planes.shape == (4, bits * 8) and planes.numel() == pack_bits(codes, bits).numel()
     assert torch.equal(unpack_bit_planes(planes, bits, 64), codes)
     # plane i holds bit i of every code, 8 codes per byte, lowest code in the lowest bit
-    assert planes[0, 8 * (bits - 1)] == sum(((int(c) >> (bits - 1)) & 1) << j for j, c in enumerate(codes[0, :8]))
+    top_bits = [(int(c) >> (bits - 1)) & 1 for c in codes[0, :8]]
+    assert planes[0, 8 * (bits - 1)] == sum(bit << j for j, bit in enumerate(top_bits))
 
 
 def test_layouts_convert_both_ways_and_dequantise_alike(generator):
