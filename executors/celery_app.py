@@ -28,9 +28,12 @@ def celery_app() -> Celery:
         task_default_queue=POOL_QUEUE,
         task_ignore_result=True,  # results travel through the API, not the result backend
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         worker_hijack_root_logger=False,
     )
+    if settings.broker_url.startswith(("redis", "rediss", "sqs")):
+        # Only these transports redeliver unacknowledged messages after a visibility timeout
+        # (the SQLAlchemy transport rejects the option); the API's reaper covers the rest.
+        app.conf.broker_transport_options = {"visibility_timeout": settings.visibility_timeout_s}
     return app
 
 

@@ -48,6 +48,7 @@ def _bundle(ctx: WorkerContext, source: str):
 
 
 def _configs(config: dict):
+    import executors.methods  # noqa: F401  (importing it registers every method)
     from executors.registry import composite_from_json
 
     return composite_from_json(config.get("steps", config))

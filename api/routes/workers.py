@@ -14,10 +14,9 @@ from api.deps import SessionDep
 from api.errors import Conflict, NotFound
 from api.schemas import Heartbeat, NodePublic, WorkerJoin, WorkerJoined
 from profiles.models import ApiKey, Node, utcnow
+from profiles.settings import get_settings
 
 router = APIRouter(tags=["workers"])
-HEARTBEAT_INTERVAL_S = 10.0
-LOST_AFTER_S = 45.0
 FINGERPRINT_COLUMNS = ("cpu_model", "cores", "threads", "ram_gb", "gpu_name", "gpu_count",
                        "gpu_mem_gb", "mem_bw_gbs", "fp32_gflops", "bf16_gflops")
 
@@ -51,7 +50,7 @@ def join(body: WorkerJoin, session: SessionDep) -> dict:
         session.add(old)
     _key, secret = create_api_key(session, "worker", name=f"worker {node_id}", node_id=node_id)
     return {"node_id": node_id, "worker_key": secret, "queues": queues_for(node),
-            "heartbeat_interval_s": HEARTBEAT_INTERVAL_S}
+            "heartbeat_interval_s": get_settings().heartbeat_interval_s}
 
 
 def _own_node(session: Session, key: ApiKey) -> Node:
@@ -83,11 +82,11 @@ def leave(session: SessionDep, key: WorkerKey) -> Node:
 
 @router.get("/workers", response_model=list[NodePublic])
 def list_nodes(session: SessionDep, _admin: AdminKey) -> list[Node]:
-    mark_lost_nodes(session)
+    mark_lost_nodes(session, get_settings().node_lost_after_s)
     return list(session.exec(select(Node).order_by(Node.created_at)))
 
 
-def mark_lost_nodes(session: Session, lost_after_s: float = LOST_AFTER_S) -> list[str]:
+def mark_lost_nodes(session: Session, lost_after_s: float) -> list[str]:
     """Online nodes not heard from for ``lost_after_s`` become 'lost'; returns their ids."""
     cutoff = utcnow() - timedelta(seconds=lost_after_s)
     lost = list(session.exec(select(Node).where(Node.status == "online", Node.last_heartbeat < cutoff)))

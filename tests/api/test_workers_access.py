@@ -79,12 +79,12 @@ def test_a_second_online_node_with_the_same_id_conflicts_and_rejoin_rotates_the_
 def test_silent_nodes_are_marked_lost(client, join_token):
     _join(client, join_token, node_id="w1")
     with session_scope() as session:
-        assert mark_lost_nodes(session) == []
+        assert mark_lost_nodes(session, 45) == []
         node = session.get(Node, "w1")
         node.last_heartbeat = utcnow() - timedelta(minutes=5)
         session.add(node)
     with session_scope() as session:
-        assert mark_lost_nodes(session) == ["w1"]
+        assert mark_lost_nodes(session, 45) == ["w1"]
         assert session.get(Node, "w1").status == "lost"
 
 
