@@ -58,10 +58,12 @@ def worker(
 def serve(
     host: str = typer.Option(None, help="bind address (default: ACCEL_HOST or 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default: ACCEL_PORT or 8000)"),
+    local_worker: bool = typer.Option(None, help="start a worker on this machine (default: on in embedded mode)"),
 ) -> None:
-    """Start the service on the configured store (the embedded default: a SQLite file)."""
+    """Start the service: API, admin UI and (embedded default) a local worker on a SQLite store."""
     import uvicorn
 
+    from api.embedded import prepare_store, spawn_local_worker
     from profiles.db import default_engine
     from profiles.migrate import upgrade
     from profiles.settings import get_settings
@@ -70,7 +72,19 @@ def serve(
     settings.check_server_config()
     settings.ensure_dirs()
     upgrade(default_engine())
+    admin_key = prepare_store(settings)
     host, port = host or settings.host, port or settings.port
-    logging.getLogger(__name__).info("accel-advisor %s on http://%s:%d (store: %s)", __version__,
-                                     host, port, settings.database_url)
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    log = logging.getLogger(__name__)
+    log.info("accel-advisor %s on %s (docs: %s/docs; store: %s)", __version__, url, url, settings.database_url)
+    if admin_key:
+        log.info("admin key (kept in %s): %s", settings.data_dir / "admin_key", admin_key)
+    worker = None
+    if local_worker if local_worker is not None else settings.mode != "distributed":
+        worker = spawn_local_worker(settings, url)
+    try:
+        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)

@@ -136,11 +136,18 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _ensure_quality(prepared: Prepared, bundle: ModelBundle) -> None:
+def _core(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "_orig_mod", model)  # torch.compile wraps the module it compiles
+
+
+def _ensure_quality(prepared: Prepared, bundle: ModelBundle, baseline: Prepared) -> None:
     if "heldout_perplexity" in prepared.quality or prepared.runner is None:
         return
+    model = _core(prepared.runner.model)
+    if model is _core(baseline.runner.model) and "heldout_perplexity" in baseline.quality:
+        prepared.quality["heldout_perplexity"] = baseline.quality["heldout_perplexity"]  # same weights
+        return
     length = min(PPL_LENGTH, bundle.model.config.max_seq_len)
-    model = getattr(prepared.runner.model, "_orig_mod", prepared.runner.model)
     prepared.quality["heldout_perplexity"] = perplexity(model, heldout_windows(bundle, PPL_WINDOWS, length))
 
 
@@ -159,9 +166,17 @@ def measure(bundle: ModelBundle, workload: LMWorkload, methods: Sequence[Prepare
     times: dict[str, list[float]] = {p.method_id: [] for p in runnable}
     warm: dict[str, list[float]] = {p.method_id: [] for p in runnable}
     outputs, mem = {}, {}
-    for prepared in runnable:
-        for _ in range(warmup):
-            warm[prepared.method_id].append(_timed_generate(prepared.runner, prompts, workload, seed)[0])
+    failures: dict[str, str] = {}
+    for prepared in list(runnable):
+        try:
+            for _ in range(warmup):
+                warm[prepared.method_id].append(_timed_generate(prepared.runner, prompts, workload, seed)[0])
+        except Exception as exc:  # e.g. a shape the method cannot handle: a failed record, not a dead grid
+            if prepared is baseline:
+                raise
+            log.warning("%s failed on %s: %s", prepared.method_id, workload, exc)
+            failures[prepared.method_id] = _error(exc)
+            runnable.remove(prepared)
     for round_no in range(reps):
         # Rotate the order each round so no method always runs right after the same neighbour.
         shift = round_no % len(runnable)
@@ -173,17 +188,17 @@ def measure(bundle: ModelBundle, workload: LMWorkload, methods: Sequence[Prepare
             outputs[prepared.method_id] = generation
             if device.type == "cuda":
                 mem[prepared.method_id] = max(mem.get(prepared.method_id, 0), torch.cuda.max_memory_allocated(device))
-    for prepared in runnable:
-        _ensure_quality(prepared, bundle)
+    for prepared in runnable:  # the baseline comes first, so methods sharing its weights reuse its figure
+        _ensure_quality(prepared, bundle, baseline)
     finished_at = utcnow()
     context = dict(bundle=bundle, workload=workload, node=node, device=device, times=times, warm=warm,
                    outputs=outputs, mem=mem, baseline=baseline, started_at=started_at,
-                   finished_at=finished_at, misfit=misfit)
+                   finished_at=finished_at, misfit=misfit, failures=failures)
     return [_record(p, **context) for p in everyone]
 
 
 def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, outputs, mem, baseline,
-            started_at, finished_at, misfit) -> dict:
+            started_at, finished_at, misfit, failures) -> dict:
     model_row = model_row_of(bundle)
     config = prepared.config_json
     record = {"run_id": run_id_for(model_row["id"], workload.id, prepared.method_id, config, node["id"]),
@@ -195,6 +210,8 @@ def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, 
               "setup_s": round(prepared.apply_s, 4), "metrics": {}, "repeats": 0}
     if misfit is not None and prepared.status == "ok":
         record.update(status="not-applicable", reason=misfit)
+    elif prepared.method_id in failures:
+        record.update(status="failed", reason=failures[prepared.method_id])
     if record["status"] != "ok":
         return record
     mine, base = times[prepared.method_id], times[baseline.method_id]

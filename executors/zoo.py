@@ -52,7 +52,7 @@ def _byte_lm(dim: int, layers: int, heads: int, kv_heads: int, ffn: int, context
 
 # Widths ≥ 384 for the larger two: CPU int8 kernels only beat fp32 from about there (STACK.md).
 ZOO: dict[str, ZooEntry] = {e.name: e for e in (
-    ZooEntry("lm-tiny", _byte_lm(64, 2, 4, 2, 128, 256), TrainRecipe(60, 8, 64, 3e-3, 10),
+    ZooEntry("lm-tiny", _byte_lm(64, 4, 4, 2, 128, 256), TrainRecipe(60, 8, 64, 3e-3, 10),
              "test model: trains in seconds"),
     ZooEntry("lm-1m", _byte_lm(128, 4, 4, 4, 384, 2048), TrainRecipe(300, 16, 128, 3e-3),
              "~1M params"),

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Produces profiles/data/seed_profiles.jsonl.gz (see docs/seed-profiles.md).
+# Every step is `accel-advisor profile`, which is resumable: rerunning skips stored run ids,
+# so the steps go from "every model and hardware class once" to "as much as time allows".
+# Usage: ACCEL_DATABASE_URL=sqlite:////tmp/seed.db bench/executors_seed_grid.sh
+set -euo pipefail
+METHODS=baseline,sys.compile,quant.int8_dynamic,quant.weight_only_int4,lm.spec.swift,lm.spec.medusa,lm.parallel.jacobi
+BYTE_LMS=zoo:lm-1m,zoo:lm-8m,zoo:lm-30m
+FULL="batch=1,4,16 prompt=32,256,1024 gen=32,128"
+profile() { accel-advisor profile --methods "$METHODS" --threads 1,2 --reps 5 --warmup 1 "$@"; }
+
+# 1. breadth first: the cheapest workload of every model on both hardware classes
+profile --models "$BYTE_LMS,zoo:smollm2-135m" --workloads "batch=1 prompt=32 gen=32"
+# 2. SmolLM2 (the real pretrained model): short generations, a few batch/prompt shapes
+profile --models zoo:smollm2-135m --workloads "batch=1,4 prompt=32,256 gen=32" --max-call-seconds 5
+# 3. the zoo LMs over the full grid, cheapest tasks first, skipping the slowest per call
+profile --models "$BYTE_LMS" --workloads "$FULL" --max-call-seconds 1.0
+# 4. whatever time allows beyond that
+profile --models "$BYTE_LMS" --workloads "$FULL" --max-call-seconds 3.0

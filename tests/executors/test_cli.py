@@ -1,0 +1,48 @@
+"""The CLI: methods listing, zoo listing, a single profile run with --json, resumability."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from api.cli import app
+from executors.registry import method_ids
+
+runner = CliRunner()
+
+
+def test_methods_json_lists_the_registry():
+    result = runner.invoke(app, ["methods", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == set(method_ids())
+    assert rows["quant.weight_only_int4"]["config_schema"]["group_size"] == {"type": "int", "default": 128}
+    assert rows["quant.int8_dynamic"]["arxiv"] == "2402.10787" and rows["baseline"]["lossless"]
+
+
+def test_zoo_list_json():
+    result = runner.invoke(app, ["zoo", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {row["name"] for row in json.loads(result.stdout)} >= {"lm-tiny", "lm-1m", "lm-8m", "lm-30m", "smollm2-135m"}
+
+
+def test_profile_one_run_prints_records_and_resumes(zoo_root):
+    args = ["profile", "--model", f"local:{zoo_root / 'zoo' / 'lm-tiny'}", "--method", "quant.int8_dynamic",
+            "--config", '{"method": "quant.int8_dynamic", "version": 1, "params": {"per_channel": false}}',
+            "--workload", '{"batch_size": 1, "prompt_len": 16, "gen_len": 4}', "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert {r["method_id"] for r in records} == {"baseline", "quant.int8_dynamic"}
+    int8 = next(r for r in records if r["method_id"] == "quant.int8_dynamic")
+    assert int8["config"]["params"] == {"per_channel": False, "include_head": False} and int8["speedup"] > 0
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "1 already stored" in again.stderr
+
+
+def test_bad_method_and_workload_are_usage_errors():
+    result = runner.invoke(app, ["profile", "--model", "zoo:lm-tiny", "--method", "quant.int9"])
+    assert result.exit_code == 2 and "did you mean" in result.output
+    result = runner.invoke(app, ["profile", "--model", "zoo:lm-tiny", "--workload", "batch=1 colour=3"])
+    assert result.exit_code == 2

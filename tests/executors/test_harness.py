@@ -1,0 +1,87 @@
+"""The profiler harness: interleaved rounds, ratios, quality, not-applicable records, storage."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+
+from executors.hardware import fingerprint, node_row
+from executors.harness import calibration_batch, measure, model_bytes, prepare
+from executors.registry import default_config
+from executors.workloads import LMWorkload
+from profiles.db import make_engine, session_scope
+from profiles.migrate import upgrade
+from profiles.models import ProfileRun
+from profiles.transfer import add_records
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    return node_row(fingerprint("cpu", tmp_path_factory.mktemp("hw")))
+
+
+@pytest.fixture(scope="module")
+def records(tiny, node):
+    calibration = calibration_batch(tiny, count=2, length=32)
+    methods = [prepare(tiny, [default_config(m)], CPU, calibration) for m in ("quant.int8_dynamic", "lm.spec.swift")]
+    return measure(tiny, LMWorkload(batch_size=2, prompt_len=16, gen_len=6), methods, node, device=CPU, reps=5)
+
+
+def test_one_baseline_serves_every_method_and_speedup_is_the_median_ratio(records):
+    by_method = {r["method_id"]: r for r in records}
+    assert set(by_method) == {"baseline", "quant.int8_dynamic", "lm.spec.swift"}
+    base = by_method["baseline"]
+    assert base["speedup"] == 1.0 and base["repeats"] == 5
+    for record in records:
+        metrics = record["metrics"]
+        assert metrics["baseline_latencies_s"] == base["metrics"]["latencies_s"]
+        ratios = [b / m for b, m in zip(metrics["baseline_latencies_s"], metrics["latencies_s"])]
+        assert record["speedup"] == pytest.approx(statistics.median(ratios), rel=1e-3)
+        assert record["latency_p10_s"] <= record["latency_p50_s"] <= record["latency_p90_s"]
+        assert record["throughput"] == pytest.approx(2 * 6 / record["latency_p50_s"])
+
+
+def test_quality_is_measured_on_the_same_inputs(records):
+    by_method = {r["method_id"]: r for r in records}
+    swift = by_method["lm.spec.swift"]
+    assert swift["quality_metric"] == "greedy_token_match" and swift["quality_value"] == 1.0
+    int8 = by_method["quant.int8_dynamic"]
+    assert int8["quality_metric"] == "heldout_perplexity"
+    assert int8["quality_baseline"] == by_method["baseline"]["metrics"]["heldout_perplexity"]
+    assert int8["peak_mem_mb"] < int8["baseline_peak_mem_mb"], "int8 weights take less memory"
+
+
+def test_records_store_idempotently_with_deterministic_ids(records, tiny, node, tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    with session_scope(engine) as session:
+        assert add_records(session, enumerate(records, 1)).added == 3
+    again = measure(tiny, LMWorkload(batch_size=2, prompt_len=16, gen_len=6),
+                    [prepare(tiny, [default_config("quant.int8_dynamic")], CPU, None)], node, device=CPU)
+    assert {r["run_id"] for r in again} <= {r["run_id"] for r in records}
+    with session_scope(engine) as session:
+        result = add_records(session, enumerate(again, 1))
+        assert (result.added, result.skipped) == (0, 2)
+        assert session.get(ProfileRun, records[0]["run_id"]).environment["threads"] == torch.get_num_threads()
+
+
+def test_a_workload_beyond_the_context_is_not_applicable(tiny, node):
+    too_long = LMWorkload(batch_size=1, prompt_len=250, gen_len=32)
+    result = measure(tiny, too_long, [], node, device=CPU)
+    assert result[0]["status"] == "not-applicable" and "context" in result[0]["reason"]
+
+
+def test_fewer_than_five_repetitions_are_refused(tiny, node):
+    with pytest.raises(ValueError, match="at least 5"):
+        measure(tiny, LMWorkload(), [], node, device=CPU, reps=3)
+
+
+def test_int8_weights_are_counted_as_stored():
+    linear = torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False))
+    quantized = torch.ao.quantization.quantize_dynamic(linear, {torch.nn.Linear}, dtype=torch.qint8)
+    assert model_bytes(linear) == 64 * 64 * 4
+    assert 64 * 64 <= model_bytes(quantized) < 64 * 64 * 2
