@@ -23,10 +23,9 @@ import functools
 import torch
 
 from kernels.lowbit_gemm import (
-    block_k_for,
     check_matmul_args,
     gemm_autotune_configs,
-    interpreting,
+    launch_gemm,
     prune_configs_for_groups,
 )
 from kernels.quant_pack import PackedWeight, packed_row_bytes, unpack_bit_planes
@@ -111,19 +110,9 @@ def anybit_matmul(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
     _check_planes(pw)
     triton, kernel, tuned = _kernels()
     M, K = x.shape
-    N = pw.out_features
-    y = torch.empty((M, N), device=x.device, dtype=x.dtype)
-    args = (x, pw.packed, pw.scales, pw.zeros, y, M, N, K, pw.row_bytes, packed_row_bytes(K, 1),
-            pw.group_size, pw.groups, x.stride(0), x.stride(1), y.stride(0), y.stride(1))
-    if interpreting():  # one small fixed tile keeps the interpreter fast; bf16 dots need fp32 there
-        block_n, block_k = 64, block_k_for(pw.group_size, pw.groups, 64)
-        grid = (triton.cdiv(N, block_n), triton.cdiv(M, 16))
-        kernel[grid](*args, BITS=pw.bits, DOT_FP32=True, BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k)
-    else:
-        block_k_for(pw.group_size, pw.groups, 128)  # raises early on group sizes tl.dot cannot tile
-
-        def grid(meta):
-            return triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(M, meta["BLOCK_M"])
-
-        tuned[grid](*args, BITS=pw.bits, DOT_FP32=x.dtype == torch.float32)
+    y = torch.empty((M, pw.out_features), device=x.device, dtype=x.dtype)
+    args = (x, pw.packed, pw.scales, pw.zeros, y, M, pw.out_features, K, pw.row_bytes,
+            packed_row_bytes(K, 1), pw.group_size, pw.groups, x.stride(0), x.stride(1), y.stride(0),
+            y.stride(1))
+    launch_gemm(triton, kernel, tuned, args, x, pw)
     return y

@@ -143,20 +143,26 @@ def lowbit_matmul(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
         raise ValueError(f"{pw.bits}-bit {pw.layout} codes: use kernels.anybit_gemm (bit planes)")
     triton, kernel, tuned = _kernels()
     M, K = x.shape
-    N = pw.out_features
-    y = torch.empty((M, N), device=x.device, dtype=x.dtype)
-    args = (x, pw.packed, pw.scales, pw.zeros, y, M, N, K, pw.row_bytes, pw.group_size, pw.groups,
-            x.stride(0), x.stride(1), y.stride(0), y.stride(1))
-    if interpreting():  # one small fixed tile keeps the interpreter fast; bf16 dots need fp32 there
+    y = torch.empty((M, pw.out_features), device=x.device, dtype=x.dtype)
+    args = (x, pw.packed, pw.scales, pw.zeros, y, M, pw.out_features, K, pw.row_bytes,
+            pw.group_size, pw.groups, x.stride(0), x.stride(1), y.stride(0), y.stride(1))
+    launch_gemm(triton, kernel, tuned, args, x, pw)
+    return y
+
+
+def launch_gemm(triton, kernel, tuned, args: tuple, x: torch.Tensor, pw: PackedWeight) -> None:
+    """Launches a low-bit GEMM kernel: autotuned on a GPU, one small fixed tile when interpreting
+    (the interpreter's cost grows with programs; its bf16 dots are wrong, so they run in fp32)."""
+    M, N = x.shape[0], pw.out_features
+    if interpreting():
         block_n, block_k = 64, block_k_for(pw.group_size, pw.groups, 64)
         grid = (triton.cdiv(N, block_n), triton.cdiv(M, 16))
         kernel[grid](*args, BITS=pw.bits, DOT_FP32=True, BLOCK_M=16, BLOCK_N=block_n,
                      BLOCK_K=block_k)
-    else:
-        block_k_for(pw.group_size, pw.groups, 128)  # raises early on group sizes tl.dot cannot tile
+        return
+    block_k_for(pw.group_size, pw.groups, 128)  # raises early on group sizes tl.dot cannot tile
 
-        def grid(meta):
-            return triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(M, meta["BLOCK_M"])
+    def grid(meta):
+        return triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(M, meta["BLOCK_M"])
 
-        tuned[grid](*args, BITS=pw.bits, DOT_FP32=x.dtype == torch.float32)
-    return y
+    tuned[grid](*args, BITS=pw.bits, DOT_FP32=x.dtype == torch.float32)
