@@ -14,12 +14,19 @@ import torch  # noqa: E402
 RELATIVE_TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
-def assert_matches(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+def _assert_matches(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
     assert actual.shape == expected.shape and actual.dtype == expected.dtype
     assert torch.isfinite(actual).all()
     scale = expected.float().abs().max().clamp_min(1e-6)
     error = float((actual.float() - expected.float()).abs().max() / scale)
     assert error <= RELATIVE_TOLERANCE[dtype], f"relative error {error:.2e} for {dtype}"
+
+
+@pytest.fixture
+def assert_matches():
+    """``assert_matches(actual, expected, dtype)`` with the tolerance above (a fixture, so test
+    modules need not import conftest, whatever pytest's import mode)."""
+    return _assert_matches
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from kernels.lowbit_gemm import (
     prune_configs_for_groups,
 )
 from kernels.quant_pack import dequantize_weight, quantize_weight
-from tests.kernels.conftest import assert_matches
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 # (M, N, K, group_size): decode rows, prefill-like rows, sizes off the 16/64-tiles, a ragged last
@@ -29,13 +28,13 @@ def _case(shape, bits, dtype, generator, symmetric=False, layout="stream"):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("bits", [4, 8])
-def test_int4_int8_kernel_matches_reference(shape, bits, generator):
+def test_int4_int8_kernel_matches_reference(shape, bits, generator, assert_matches):
     for dtype in DTYPES:
         x, pw = _case(shape, bits, dtype, generator, symmetric=dtype == torch.float16)
         assert_matches(lowbit_matmul(x, pw), lowbit_matmul_reference(x, pw), dtype)
 
 
-def test_int2_uses_the_aligned_kernel_too(generator):
+def test_int2_uses_the_aligned_kernel_too(generator, assert_matches):
     x, pw = _case((4, 50, 96, 32), 2, torch.float16, generator)
     assert_matches(lowbit_matmul(x, pw), lowbit_matmul_reference(x, pw), torch.float16)
 
@@ -46,7 +45,7 @@ def test_reference_is_the_matmul_with_the_dequantised_weight(generator):
     assert torch.allclose(lowbit_matmul(x, pw), expected, atol=1e-4, rtol=1e-5)
 
 
-def test_non_contiguous_activations(generator):
+def test_non_contiguous_activations(generator, assert_matches):
     x, pw = _case((6, 33, 70, 32), 4, torch.float16, generator)
     strided = torch.randn(70, 6, generator=generator).to(torch.float16).T  # column-major view
     assert not strided.is_contiguous()
@@ -68,7 +67,7 @@ def test_kernels_refuse_what_they_cannot_do(generator):
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
-def test_anybit_kernel_matches_reference_for_every_width(bits, generator):
+def test_anybit_kernel_matches_reference_for_every_width(bits, generator, assert_matches):
     for shape, dtype in zip(SHAPES[:3], DTYPES, strict=True):
         x, pw = _case(shape, bits, dtype, generator, symmetric=bits % 2 == 0, layout="planes")
         expected = lowbit_matmul_reference(x, pw)
@@ -76,7 +75,7 @@ def test_anybit_kernel_matches_reference_for_every_width(bits, generator):
         assert_matches(anybit_matmul_reference(x, pw), expected, dtype)
 
 
-def test_anybit_ragged_group_and_per_channel(generator):
+def test_anybit_ragged_group_and_per_channel(generator, assert_matches):
     for shape in SHAPES[4:]:
         x, pw = _case(shape, 5, torch.float32, generator, layout="planes")
         assert_matches(anybit_matmul(x, pw), lowbit_matmul_reference(x, pw), torch.float32)

@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 
 from kernels import block_sparse_attn as bsa
-from tests.kernels.conftest import assert_matches
 
 # (batch, heads, kv_heads, q_len, kv_len, dim, block, dtype): lengths off the block size,
 # q and kv of different lengths, GQA, a dim that needs padding to a power of two.
@@ -23,7 +22,7 @@ def _inputs(case, generator):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_kernel_matches_reference_on_random_masks(case, generator):
+def test_kernel_matches_reference_on_random_masks(case, generator, assert_matches):
     q, k, v, block, blocks = _inputs(case, generator)
     mask = torch.rand(blocks, generator=generator) < 0.5
     mask[0, 0, 0] = False  # a query block with nothing kept
@@ -33,7 +32,7 @@ def test_kernel_matches_reference_on_random_masks(case, generator):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_full_mask_is_dense_attention(case, generator):
+def test_full_mask_is_dense_attention(case, generator, assert_matches):
     q, k, v, block, blocks = _inputs(case, generator)
     group = q.shape[1] // k.shape[1]
     dense = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(group, 1),

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from kernels import double_sparsity as ds
-from tests.kernels.conftest import assert_matches
 
 # (batch, heads, kv_heads, seq, dim, label channels r, top_k): ragged lengths, GQA, top_k past
 # the sequence length, dims that are not powers of two.
@@ -45,7 +44,7 @@ def test_label_scores_kernel_matches_reference(case, generator):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_gathered_attention_kernel_matches_reference(case, generator):
+def test_gathered_attention_kernel_matches_reference(case, generator, assert_matches):
     q, k_cache, v_cache, labels, channels, seq_lens, top_k = _inputs(case, generator)
     scores = ds.approximate_scores_reference(q, labels, channels, seq_lens)
     indices = scores.topk(min(top_k, k_cache.shape[2]), dim=-1).indices
@@ -55,7 +54,7 @@ def test_gathered_attention_kernel_matches_reference(case, generator):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_decode_matches_reference_end_to_end(case, generator):
+def test_decode_matches_reference_end_to_end(case, generator, assert_matches):
     q, k_cache, v_cache, labels, channels, seq_lens, top_k = _inputs(case, generator)
     args = (q, k_cache, v_cache, labels, channels, top_k)
     assert_matches(ds.double_sparsity_decode(*args, seq_lens=seq_lens),
@@ -63,14 +62,12 @@ def test_decode_matches_reference_end_to_end(case, generator):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_keeping_every_token_is_dense_attention(case, generator):
+def test_keeping_every_token_is_dense_attention(case, generator, assert_matches):
     q, k_cache, v_cache, labels, channels, seq_lens, _ = _inputs(case, generator)
     dense = _dense_attention(q, k_cache, v_cache, seq_lens)
     every = k_cache.shape[2]
-    tolerance = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[q.dtype]
     for fn in (ds.double_sparsity_decode, ds.double_sparsity_decode_reference):
-        out = fn(q, k_cache, v_cache, labels, channels, every, seq_lens=seq_lens)
-        assert (out.float() - dense.float()).abs().max() <= tolerance * dense.float().abs().max()
+        assert_matches(fn(q, k_cache, v_cache, labels, channels, every, seq_lens=seq_lens), dense, q.dtype)
 
 
 def test_calibration_finds_the_outlier_channels_and_topk_finds_the_needle(generator):
