@@ -13,6 +13,7 @@ from sqlalchemy import text
 from api import __version__
 from api.errors import install_error_handlers
 from api.reaper import start_reaper
+from api.training import train_if_untrained
 from api.routes import access, advise, catalog, jobs, workers
 from profiles.db import default_engine
 from profiles.migrate import current_revision
@@ -45,6 +46,7 @@ def _install_metrics(app: FastAPI) -> None:
 async def _lifespan(_app: FastAPI):
     settings = get_settings()
     stop = start_reaper(settings.node_lost_after_s, every_s=max(1.0, settings.node_lost_after_s / 4))
+    train_if_untrained()
     yield
     stop.set()
 

@@ -47,11 +47,13 @@ def worker(
     pool: str = typer.Option("solo", help="Celery pool: solo (one measurement at a time) or threads"),
     name: str = typer.Option("", help="a label for people"),
     node_id: str = typer.Option(None, help="default: derived from the hardware fingerprint and host"),
+    parent_pid: int = typer.Option(None, hidden=True, help="exit when this process (the embedded serve) is gone"),
 ) -> None:
     """Join the pool and run profiling jobs and runs from this node's queues."""
     from executors.worker import run_worker
 
-    run_worker(server, join_token, threads=threads, device=device, pool=pool, name=name, node_id=node_id)
+    run_worker(server, join_token, threads=threads, device=device, pool=pool, name=name, node_id=node_id,
+               parent_pid=parent_pid)
 
 
 @app.command()
@@ -77,8 +79,8 @@ def serve(
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     log = logging.getLogger(__name__)
     log.info("accel-advisor %s on %s (docs: %s/docs; store: %s)", __version__, url, url, settings.database_url)
-    if admin_key:
-        log.info("admin key (kept in %s): %s", settings.data_dir / "admin_key", admin_key)
+    if admin_key:  # echoed, not logged: a wrapped log line would break the key for copy-paste
+        typer.echo(f"admin key (kept in {settings.data_dir / 'admin_key'}):\n{admin_key}")
     worker = None
     if local_worker if local_worker is not None else settings.mode != "distributed":
         worker = spawn_local_worker(settings, url)

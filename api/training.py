@@ -63,6 +63,15 @@ def maybe_retrain(every_n: int) -> None:
     """Retrains when at least ``every_n`` records arrived since the active advisor was trained."""
     with session_scope() as session:
         stored = session.exec(select(func.count()).select_from(ProfileRun)).one()
+        trained_on = session.exec(select(AdvisorVersion.n_profiles).where(AdvisorVersion.active)).first() or 0
+    if stored and stored - trained_on >= every_n and not _lock.locked():
+        start_training()
+
+
+def train_if_untrained() -> None:
+    """On start: with stored profiles but no advisor (e.g. the shipped grid was just imported), train one."""
+    with session_scope() as session:
+        stored = session.exec(select(func.count()).select_from(ProfileRun)).one()
         active = session.exec(select(AdvisorVersion).where(AdvisorVersion.active)).first()
-    if stored and stored - (active.n_profiles if active else 0) >= every_n and not _lock.locked():
+    if stored and active is None:
         start_training()

@@ -8,7 +8,10 @@ a CPU box, and CUDA does not survive fork on a GPU box.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -28,8 +31,8 @@ class WorkerContext:
     current_job: str | None = None
     bundles: dict = field(default_factory=dict)  # model source → loaded bundle, kept across tasks
 
-    def call(self, path: str, body: dict | None = None) -> dict:
-        response = httpx.post(self.server + path, json=body or {}, timeout=120,
+    def call(self, path: str, body: dict | None = None, timeout: float = 120) -> dict:
+        response = httpx.post(self.server + path, json=body or {}, timeout=timeout,
                               headers={"Authorization": f"Bearer {self.key}"})
         if response.status_code >= 400:
             raise RuntimeError(f"{path}: HTTP {response.status_code}: {response.text[:500]}")
@@ -115,16 +118,35 @@ def execute_item(job_id: str, index: int) -> str:
     return "done"
 
 
-def _heartbeat(ctx: WorkerContext, interval_s: float, stop: threading.Event) -> None:
+def _heartbeat(ctx: WorkerContext, interval_s: float, stop: threading.Event, parent_pid: int | None) -> None:
     while not stop.wait(interval_s):
+        if parent_pid is not None and os.getppid() != parent_pid:
+            # The `serve` that started us is gone (uvicorn ends by re-raising the signal, so its
+            # own clean-up may never run): shut down warm instead of lingering as an orphan.
+            log.warning("parent process %d exited; shutting down", parent_pid)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         try:
             ctx.call("/v1/workers/heartbeat", {"current_job": ctx.current_job})
         except Exception as exc:  # a missed beat is retried; the API marks us lost if they keep failing
             log.warning("heartbeat failed: %s", exc)
 
 
+def _join(url: str, body: dict, patience_s: float = 120.0) -> httpx.Response:
+    """Joins, waiting for an API that is still starting (as in `serve` or docker compose)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return httpx.post(url, json=body, timeout=60)
+        except httpx.TransportError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot reach {url}: {exc}") from None
+            time.sleep(1.0)
+
+
 def run_worker(server: str, join_token: str, *, threads: int | None = None, device: str = "cpu",
-               pool: str = "solo", name: str = "", node_id: str | None = None) -> None:
+               pool: str = "solo", name: str = "", node_id: str | None = None,
+               parent_pid: int | None = None) -> None:
     import torch
 
     from executors.hardware import fingerprint, node_row
@@ -138,10 +160,10 @@ def run_worker(server: str, join_token: str, *, threads: int | None = None, devi
     info = fingerprint(device, settings.cache_dir)
     node = node_row(info)
     node_id = node_id or node["id"]
-    joined = httpx.post(server.rstrip("/") + "/v1/workers/join", timeout=60, json={
-        "join_token": join_token, "name": name or node_id, "node_id": node_id,
-        "hardware_class": node["hardware_class"], "device_kind": node["device_kind"],
-        "fingerprint": {**info, **{k: node[k] for k in ("mem_bw_gbs", "fp32_gflops", "bf16_gflops")}}})
+    body = {"join_token": join_token, "name": name or node_id, "node_id": node_id,
+            "hardware_class": node["hardware_class"], "device_kind": node["device_kind"],
+            "fingerprint": {**info, **{k: node[k] for k in ("mem_bw_gbs", "fp32_gflops", "bf16_gflops")}}}
+    joined = _join(server.rstrip("/") + "/v1/workers/join", body)
     if joined.status_code != 201:
         raise RuntimeError(f"join refused: HTTP {joined.status_code}: {joined.text[:300]}")
     answer = joined.json()
@@ -151,7 +173,8 @@ def run_worker(server: str, join_token: str, *, threads: int | None = None, devi
     log.info("joined as %s (%s); consuming %s", answer["node_id"], node["hardware_class"], ", ".join(queues))
 
     stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(_context, answer["heartbeat_interval_s"], stop), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(_context, answer["heartbeat_interval_s"], stop, parent_pid),
+                     daemon=True).start()
     app = celery_app()
     app.task(name=EXECUTE_ITEM)(execute_item)
     try:
@@ -160,6 +183,6 @@ def run_worker(server: str, join_token: str, *, threads: int | None = None, devi
     finally:
         stop.set()
         try:
-            _context.call("/v1/workers/leave")
+            _context.call("/v1/workers/leave", timeout=5)
         except Exception as exc:
             log.warning("could not leave cleanly: %s", exc)

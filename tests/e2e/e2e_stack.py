@@ -51,7 +51,7 @@ class Stack:
         return proc
 
     def start_api(self) -> None:
-        proc = self._spawn("api", ["serve"])
+        proc = self._spawn("api", ["serve", "--no-local-worker"])
         wait_for(lambda: proc.poll() is not None or self._healthy(), 60, "the API")
         assert proc.poll() is None, self.log("api")
 
