@@ -32,7 +32,7 @@ GAP_DIRECTION = ("gap_closed = (loss(SBS) - loss(selector)) / (loss(SBS) - loss(
 
 def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector]]:
     """Name → (seed → unfitted selector). "small" trades accuracy for speed (tests, CI)."""
-    trees, rounds, rate = (200, 400, 0.05) if size == "full" else (40, 150, 0.1)
+    trees, rounds, rate = (200, 600, 0.05) if size == "full" else (40, 300, 0.1)
     return {
         "random": lambda s: RandomSelector(seed=s),
         "sbs": lambda s: SingleBest(),
@@ -40,7 +40,7 @@ def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector
         "alors": lambda s: Alors(n_estimators=trees, seed=s),
         "knn": lambda s: NearestNeighbours(),
         "random_forest": lambda s: RandomForestSelector(n_estimators=trees, seed=s),
-        "gradient_boosting": lambda s: GradientBoostingSelector(n_estimators=rounds // 2, seed=s),
+        "gradient_boosting": lambda s: GradientBoostingSelector(n_estimators=min(rounds, 200), seed=s),
         "pairwise": lambda s: PairwiseVoting(n_estimators=trees // 5, seed=s),
         LEARNER: lambda s: MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s),
         "lightgbm_rank": lambda s: MetaLearner(objective="lambdarank", n_estimators=rounds, learning_rate=rate, seed=s),

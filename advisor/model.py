@@ -27,7 +27,7 @@ FIGURES = {  # figure → (extras target, quantiles)
     "log_memory_ratio": ("log_memory_ratio", ()),
     "log_baseline_latency": ("log_baseline_latency", ()),
 }
-SIZES = {"full": 400, "small": 80}
+SIZES = {"full": 600, "small": 80}
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def chart(report: dict, path: Path) -> None:
 
     splits = list(report["splits"])
     names = [n for n in selectors_in(report["splits"][splits[0]]) if n not in ("random",)]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) * len(splits)), 4))
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.5 * len(names) * len(splits))), 4.5))
     width = 0.8 / len(splits)
     for k, split in enumerate(splits):
         results = report["splits"][split]

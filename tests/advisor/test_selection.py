@@ -13,7 +13,7 @@ from advisor.table import table_from_records
 
 @pytest.fixture(scope="module")
 def table():
-    return table_from_records(synthetic_records(n_models=16, n_workloads=6, n_hardware=6, noise=0.01, seed=3))
+    return table_from_records(synthetic_records(n_models=24, n_workloads=6, n_hardware=6, noise=0.01, seed=3))
 
 
 def _held_out_top1(table, make, split="model", seed=0):
@@ -25,7 +25,7 @@ def _held_out_top1(table, make, split="model", seed=0):
 
 def test_learner_finds_the_best_method_on_unseen_models_while_sbs_does_not(table):
     chance = float(np.mean(1.0 / table.available.sum(axis=1)))
-    learner = _held_out_top1(table, lambda: MetaLearner(n_estimators=150, learning_rate=0.1))
+    learner = _held_out_top1(table, lambda: MetaLearner(n_estimators=400, learning_rate=0.1))
     sbs = _held_out_top1(table, SingleBest)
     assert learner >= 0.9
     assert sbs <= chance + 0.15
@@ -35,7 +35,7 @@ def test_a_learner_blind_to_the_features_fails_the_same_bar(table):
     rng = np.random.default_rng(0)
     shuffled = table.task_x[rng.permutation(len(table.tasks))]
     blind = table.__class__(**{**table.__dict__, "task_x": shuffled})
-    assert _held_out_top1(blind, lambda: MetaLearner(n_estimators=150, learning_rate=0.1)) < 0.6
+    assert _held_out_top1(blind, lambda: MetaLearner(n_estimators=400, learning_rate=0.1)) < 0.6
 
 
 def test_cv_folds_never_share_a_group_between_train_and_test(table):
