@@ -96,8 +96,24 @@ def candidate_features(method_id: str, config: Mapping | None) -> dict[str, Valu
     for part in parts:
         out[f"method.part={part}"] = 1.0
         out[f"method.family={part.split('.')[0]}"] = 1.0
-    out.update(_numeric_items("cfg", config))
+    out.update(_numeric_items("cfg", config_knobs(config)))
     return out
+
+
+def config_knobs(config: Mapping | None) -> Mapping:
+    """The knobs of a config: the registry's {"method", "version", "params"} envelope is unwrapped,
+    and a composite's list of envelopes is merged with each part's knobs prefixed by its method."""
+    if not config:
+        return {}
+    if isinstance(config.get("params"), Mapping):
+        return config["params"]
+    merged: dict = {}
+    for value in config.values():
+        if isinstance(value, list):
+            for part in value:
+                if isinstance(part, Mapping) and isinstance(part.get("params"), Mapping):
+                    merged.update({f"{part.get('method')}.{k}": v for k, v in part["params"].items()})
+    return merged or config
 
 
 @dataclass(frozen=True)

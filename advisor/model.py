@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advisor.features import FEATURE_SCHEMA_VERSION, FeatureSchema, candidate_features, candidate_key, to_matrix
+from advisor.features import BASELINE, FEATURE_SCHEMA_VERSION, FeatureSchema, candidate_features, candidate_key, to_matrix
 from advisor.learner import MetaLearner
 from advisor.table import PerfTable, table_from_records
 
@@ -105,7 +105,7 @@ def fit_advisor(records: Sequence[Mapping], size: str = "full", seed: int = 0,
         learners[figure] = MetaLearner(target=target, relative=False, quantiles=quantiles,
                                        n_estimators=SIZES[size], seed=seed).fit(table)
     seen = {}
-    for record in records:
+    for record in (r for r in records if r["method_id"] != BASELINE):
         candidate = Candidate(record["method_id"], record.get("config") or {})
         seen.setdefault(candidate.key, candidate)
     params = {"size": size, "seed": seed, "text_embedding": text_embedding}

@@ -108,6 +108,8 @@ def table_from_records(records: Iterable[Mapping], objective: str = "latency",
 
                 task_rows[task].update(text_features(task_description(record)))
             groups[task] = {"model": record["model_id"], "hardware": record["hardware_class"], "random": task}
+        if record["method_id"] == BASELINE:
+            continue  # measured baselines (speed-up 1 by definition) are the implicit candidate already
         cand = candidate_key(record["method_id"], record.get("config"))
         candidate_rows.setdefault(cand, candidate_features(record["method_id"], record.get("config")))
         if record["status"] != "ok":

@@ -46,3 +46,11 @@ def test_composite_candidates_expose_their_parts_and_config_knobs():
     assert features["method.n_parts"] == 2.0 and features["cfg.draft_len"] == 4.0
     assert "cfg.mode" not in features  # only numeric knobs become features
     assert candidate_key("m", {}) == "m" and candidate_key("m", {"b": 1, "a": 2}) == 'm{"a":2,"b":1}'
+
+
+def test_registry_config_envelopes_expose_their_params():
+    envelope = {"method": "lm.spec.swift", "version": 1, "params": {"skip_ratio": 0.5, "mode": "x"}}
+    assert candidate_features("lm.spec.swift", envelope)["cfg.skip_ratio"] == 0.5
+    composite = {"parts": [{"method": "quant.int8", "version": 1, "params": {"bits": 8}}, envelope]}
+    features = candidate_features("quant.int8+lm.spec.swift", composite)
+    assert features["cfg.quant.int8.bits"] == 8.0 and features["cfg.lm.spec.swift.skip_ratio"] == 0.5

@@ -59,3 +59,11 @@ def test_evaluate_reports_every_selector_with_spread_over_seeds():
         assert results["lightgbm"]["mean_regret"]["mean"] >= 1.0
         assert results["lightgbm"]["top1"]["std"] >= 0.0
     assert "SBS" in report["gap_direction"]
+
+
+def test_measured_baseline_runs_fold_into_the_implicit_baseline(small_records):
+    baseline = dict(small_records[0], method_id="baseline", speedup=1.0, run_id="b0",
+                    config={"method": "baseline", "version": 1, "params": {}})
+    table = table_from_records([baseline] + small_records[:7])
+    assert table.candidates[0] == "baseline" and sum(c.startswith("baseline") for c in table.candidates) == 1
+    assert table.values[0, 0] == 1.0
