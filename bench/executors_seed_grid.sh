@@ -4,6 +4,9 @@
 # so the steps go from "every model and hardware class once" to "as much as time allows".
 # Usage: ACCEL_DATABASE_URL=sqlite:////tmp/seed.db bench/executors_seed_grid.sh
 set -euo pipefail
+# OpenMP threads that spin while waiting made 2-thread runs ~50x slower on the shared box
+# (one team thread descheduled = every barrier waits a time slice); passive waiting avoids it.
+export OMP_WAIT_POLICY=PASSIVE
 METHODS=baseline,sys.compile,quant.int8_dynamic,quant.weight_only_int4,lm.spec.swift,lm.spec.medusa,lm.parallel.jacobi
 BYTE_LMS=zoo:lm-1m,zoo:lm-8m,zoo:lm-30m
 FULL="batch=1,4,16 prompt=32,256,1024 gen=32,128"

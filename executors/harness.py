@@ -162,7 +162,7 @@ def measure(bundle: ModelBundle, workload: LMWorkload, methods: Sequence[Prepare
     everyone = [baseline] + [m for m in methods if m.method_id != BASELINE_ID]
     misfit = workload.fits(bundle)
     runnable = [p for p in everyone if p.status == "ok"] if misfit is None else []
-    prompts = heldout_prompts(bundle, workload.batch_size, workload.prompt_len).to(device)
+    prompts = heldout_prompts(bundle, workload.batch_size, workload.prompt_len).to(device) if runnable else None
     times: dict[str, list[float]] = {p.method_id: [] for p in runnable}
     warm: dict[str, list[float]] = {p.method_id: [] for p in runnable}
     outputs, mem = {}, {}
@@ -177,7 +177,7 @@ def measure(bundle: ModelBundle, workload: LMWorkload, methods: Sequence[Prepare
             log.warning("%s failed on %s: %s", prepared.method_id, workload, exc)
             failures[prepared.method_id] = _error(exc)
             runnable.remove(prepared)
-    for round_no in range(reps):
+    for round_no in range(reps if runnable else 0):
         # Rotate the order each round so no method always runs right after the same neighbour.
         shift = round_no % len(runnable)
         for prepared in runnable[shift:] + runnable[:shift]:
@@ -268,4 +268,6 @@ def model_row_of(bundle: ModelBundle) -> dict:
 def environment() -> dict:
     return {"torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "loadavg_1m": round(os.getloadavg()[0], 2),
-            "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR")}
+            "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+            # Spinning OpenMP threads make a busy machine far slower: the policy shapes the figures.
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

@@ -94,6 +94,19 @@ def heldout_loss(model: DecoderLM, tokens: torch.Tensor, seq_len: int, n_windows
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1)).item()
 
 
+def _train_loop(model, entry, train_tokens, optimizer, schedule) -> torch.Tensor:
+    for step, (inputs, targets) in enumerate(_batches(train_tokens, entry.recipe)):
+        loss = F.cross_entropy(model(inputs).reshape(-1, entry.config.vocab_size), targets.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0:
+            log.info("%s step %d/%d loss %.3f", entry.name, step, entry.recipe.steps, loss.item())
+    return loss
+
+
 def train_zoo_lm(entry: ZooEntry) -> tuple[DecoderLM, dict]:
     corpus = load_corpus()
     tokenizer = ByteTokenizer()
@@ -105,16 +118,13 @@ def train_zoo_lm(entry: ZooEntry) -> tuple[DecoderLM, dict]:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / recipe.warmup)
                                                  * 0.5 * (1 + math.cos(math.pi * step / recipe.steps)))
     started = time.perf_counter()
-    model.train()
-    for step, (inputs, targets) in enumerate(_batches(train_tokens, recipe)):
-        loss = F.cross_entropy(model(inputs).reshape(-1, entry.config.vocab_size), targets.reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % 50 == 0:
-            log.info("%s step %d/%d loss %.3f", entry.name, step, recipe.steps, loss.item())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # weights must not depend on the core count; one thread also wins on a busy box
+    try:
+        model.train()
+        loss = _train_loop(model, entry, train_tokens, optimizer, schedule)
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     manifest = {"name": entry.name, "source": f"zoo:{entry.name}", "tokenizer": "bytes",
                 "config": asdict(entry.config), "recipe": asdict(recipe), "note": entry.note,
@@ -123,7 +133,7 @@ def train_zoo_lm(entry: ZooEntry) -> tuple[DecoderLM, dict]:
                 "train_seconds": round(time.perf_counter() - started, 1),
                 "final_train_loss": round(loss.item(), 4),
                 "heldout_loss": round(heldout_loss(model, heldout_tokens, recipe.seq_len), 4),
-                "torch": torch.__version__, "threads": torch.get_num_threads()}
+                "torch": torch.__version__, "threads": 1}
     return model, manifest
 
 
