@@ -110,21 +110,27 @@ def profile(
                 typer.echo(json.dumps(record, sort_keys=True))
 
 
+def _show(rows: list[dict], as_json: bool, columns: dict) -> None:
+    """JSON for machines, a table for people: `columns` maps a header to a cell formatter."""
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(format_cell(row) for format_cell in columns.values()))
+    Console().print(table)
+
+
 @executors_app.command("methods")
 def methods_command(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List the registered methods with their config schema and defaults."""
     import executors.methods  # noqa: F401
     from executors.registry import method_catalogue
 
-    rows = method_catalogue()
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    table = Table("id", "family", "lossless", "paper", "config (defaults)")
-    for row in rows:
-        defaults = ", ".join(f"{k}={v['default']}" for k, v in row["config_schema"].items())
-        table.add_row(row["id"], row["family"], "yes" if row["lossless"] else "no", row["paper"][:60], defaults)
-    Console().print(table)
+    _show(method_catalogue(), as_json, {
+        "id": lambda r: r["id"], "family": lambda r: r["family"],
+        "lossless": lambda r: "yes" if r["lossless"] else "no", "paper": lambda r: r["paper"][:60],
+        "config (defaults)": lambda r: ", ".join(f"{k}={v['default']}" for k, v in r["config_schema"].items())})
 
 
 @zoo_app.command("list")
@@ -132,15 +138,10 @@ def zoo_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show the zoo models and whether they are built in the cache."""
     from executors.zoo import list_zoo
 
-    rows = list_zoo()
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    table = Table("name", "built", "params", "held-out loss", "path")
-    for row in rows:
-        table.add_row(row["name"], "yes" if row["built"] else "no", f"{row['params']:,}" if row["params"] else "?",
-                      str(row["heldout_loss"] or ""), row["path"])
-    Console().print(table)
+    _show(list_zoo(), as_json, {
+        "name": lambda r: r["name"], "built": lambda r: "yes" if r["built"] else "no",
+        "params": lambda r: f"{r['params']:,}" if r["params"] else "?",
+        "held-out loss": lambda r: str(r["heldout_loss"] or ""), "path": lambda r: r["path"]})
 
 
 @zoo_app.command("build")
