@@ -48,6 +48,12 @@ class Compile(Method):
         from profiles.settings import get_settings
 
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(get_settings().cache_dir / "inductor"))
+        # Dynamo counts recompiles per code object, and every DecoderLM shares lm.py's forward
+        # functions: several models × thread counts (a guarded global) × batch specialisations
+        # pass the default limit of 8, after which it silently runs eager.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+        torch._dynamo.config.accumulated_recompile_limit = max(
+            torch._dynamo.config.accumulated_recompile_limit, 4096)
         compiled = torch.compile(bundle.model, mode=config.mode, dynamic=config.dynamic)
         return PlainDecoder(compiled, stats={"compile_mode": config.mode})
 
