@@ -51,7 +51,7 @@ class Alors:
         self.n_estimators = n_estimators
         self.seed = seed
 
-    def fit(self, table: PerfTable) -> "Alors":
+    def fit(self, table: PerfTable) -> Alors:
         rank = max(1, min(self.rank, len(table.candidates) - 1))
         task_factors, self.candidate_factors_ = factorise(scaled_utility(table), rank, self.l2, self.n_iter, self.seed)
         self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(table.task_x)

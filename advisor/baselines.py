@@ -22,7 +22,7 @@ from advisor.table import PerfTable
 
 
 class Selector(Protocol):
-    def fit(self, table: PerfTable) -> "Selector": ...
+    def fit(self, table: PerfTable) -> Selector: ...
 
     def scores(self, table: PerfTable) -> np.ndarray: ...
 
@@ -50,7 +50,7 @@ class RandomSelector:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def fit(self, table: PerfTable) -> "RandomSelector":
+    def fit(self, table: PerfTable) -> RandomSelector:
         self.rng_ = np.random.default_rng(self.seed)
         return self
 
@@ -61,7 +61,7 @@ class RandomSelector:
 class SingleBest:
     """SBS: one ranking of the candidates for every task (falling back down it when unavailable)."""
 
-    def fit(self, table: PerfTable) -> "SingleBest":
+    def fit(self, table: PerfTable) -> SingleBest:
         self.ranking_ = single_best_scores(table)
         return self
 
@@ -72,7 +72,7 @@ class SingleBest:
 class Oracle:
     """VBS: reads the true values of the tasks it scores; the upper bound, not a selector."""
 
-    def fit(self, table: PerfTable) -> "Oracle":
+    def fit(self, table: PerfTable) -> Oracle:
         return self
 
     def scores(self, table: PerfTable) -> np.ndarray:
@@ -86,7 +86,7 @@ class ISAC:
         self.n_clusters = n_clusters
         self.seed = seed
 
-    def fit(self, table: PerfTable) -> "ISAC":
+    def fit(self, table: PerfTable) -> ISAC:
         n = len(table.tasks)
         k = self.n_clusters or int(np.clip(n // 30, 2, 12))
         self.scaler_ = scaled_features().fit(table.task_x)
@@ -108,7 +108,7 @@ class NearestNeighbours:
     def __init__(self, n_neighbors: int = 7):
         self.n_neighbors = n_neighbors
 
-    def fit(self, table: PerfTable) -> "NearestNeighbours":
+    def fit(self, table: PerfTable) -> NearestNeighbours:
         self.scaler_ = scaled_features().fit(table.task_x)
         self.index_ = NearestNeighbors(n_neighbors=min(self.n_neighbors, len(table.tasks)))
         self.index_.fit(self.scaler_.transform(table.task_x))
@@ -130,7 +130,7 @@ class RandomForestSelector:
         self.n_estimators = n_estimators
         self.seed = seed
 
-    def fit(self, table: PerfTable) -> "RandomForestSelector":
+    def fit(self, table: PerfTable) -> RandomForestSelector:
         self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(table.task_x)
         self.forest_ = RandomForestRegressor(n_estimators=self.n_estimators, min_samples_leaf=2,
                                              max_features=0.5, random_state=self.seed, n_jobs=1)
@@ -152,7 +152,7 @@ class GradientBoostingSelector:
         self.n_estimators = n_estimators
         self.seed = seed
 
-    def fit(self, table: PerfTable) -> "GradientBoostingSelector":
+    def fit(self, table: PerfTable) -> GradientBoostingSelector:
         utility, available = table.utility, table.available
         self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(table.task_x)
         features = self.imputer_.transform(table.task_x)

@@ -77,8 +77,8 @@ def evaluate(
     split: Annotated[str, typer.Option(help="model | hardware | random | all")] = "all",
     seeds: Annotated[int, typer.Option(min=1, help="repetitions with different fold assignments")] = 3,
     folds: Annotated[int, typer.Option(min=2, help="folds per split")] = 5,
-    scenario: Annotated[list[Path], typer.Option(exists=True, file_okay=False, help="ASlib scenario directory")] = [],
-    csv: Annotated[list[Path], typer.Option(exists=True, dir_okay=False, help="long-format performance CSV")] = [],
+    scenario: Annotated[list[Path] | None, typer.Option(exists=True, file_okay=False, help="ASlib scenario dir")] = None,
+    csv: Annotated[list[Path] | None, typer.Option(exists=True, dir_okay=False, help="long-format performance CSV")] = None,
     profiles: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="profile records file")] = None,
     synthetic: Annotated[bool, typer.Option(help="use the generated table (advisor.synthetic)")] = False,
     objective: Annotated[str, typer.Option(help="latency | throughput | memory | time-to-accuracy")] = "latency",
@@ -94,7 +94,7 @@ def evaluate(
     if split not in SPLIT_CHOICES:
         raise typer.BadParameter(f"choose one of {', '.join(SPLIT_CHOICES)}", param_hint="--split")
     try:
-        tables = _tables(scenario, csv, profiles, synthetic, objective, quality_floor)
+        tables = _tables(scenario or [], csv or [], profiles, synthetic, objective, quality_floor)
     except (ValueError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None

@@ -14,10 +14,26 @@ from collections.abc import Callable
 import numpy as np
 
 from advisor.alors import Alors
-from advisor.baselines import (ISAC, GradientBoostingSelector, NearestNeighbours, Oracle, RandomForestSelector,
-                               RandomSelector, Selector, SingleBest)
+from advisor.baselines import (
+    ISAC,
+    GradientBoostingSelector,
+    NearestNeighbours,
+    Oracle,
+    RandomForestSelector,
+    RandomSelector,
+    Selector,
+    SingleBest,
+)
 from advisor.learner import MetaLearner
-from advisor.metrics import choose, gap_closed, mean_regret, ndcg_at, task_losses, top1, TIE_TOLERANCE
+from advisor.metrics import (
+    TIE_TOLERANCE,
+    choose,
+    gap_closed,
+    mean_regret,
+    ndcg_at,
+    task_losses,
+    top1,
+)
 from advisor.pairwise import PairwiseVoting
 from advisor.table import PerfTable
 

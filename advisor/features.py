@@ -46,9 +46,7 @@ def _numeric_items(prefix: str, values: Mapping | None) -> dict[str, Value]:
     """Numeric scalars (bools as 0/1) and short strings of a free-form dict, one level deep."""
     out: dict[str, Value] = {}
     for key, value in (values or {}).items():
-        if isinstance(value, bool):
-            out[f"{prefix}.{key}"] = float(value)
-        elif isinstance(value, (int, float)) and math.isfinite(value):
+        if isinstance(value, bool) or isinstance(value, (int, float)) and math.isfinite(value):
             out[f"{prefix}.{key}"] = float(value)
     return out
 
@@ -133,7 +131,7 @@ class FeatureSchema:
                 "categorical": {name: list(values) for name, values in self.categorical}}
 
     @classmethod
-    def from_json(cls, data: Mapping) -> "FeatureSchema":
+    def from_json(cls, data: Mapping) -> FeatureSchema:
         if data["version"] != FEATURE_SCHEMA_VERSION:
             raise ValueError(f"feature schema version {data['version']} does not match this code's "
                              f"{FEATURE_SCHEMA_VERSION}; retrain the advisor")

@@ -65,7 +65,7 @@ class MetaLearner:
             values = values - np.nanmax(values, axis=1, keepdims=True)
         return values
 
-    def fit(self, table: PerfTable) -> "MetaLearner":
+    def fit(self, table: PerfTable) -> MetaLearner:
         import lightgbm as lgb
 
         if self.objective not in OBJECTIVES:
@@ -109,7 +109,7 @@ class MetaLearner:
         return {name: booster.model_to_string() for name, booster in self.boosters_.items()}
 
     @classmethod
-    def from_texts(cls, texts: dict[str, str], **params) -> "MetaLearner":
+    def from_texts(cls, texts: dict[str, str], **params) -> MetaLearner:
         import lightgbm as lgb
 
         learner = cls(**params)

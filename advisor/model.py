@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from advisor.features import BASELINE, FEATURE_SCHEMA_VERSION, FeatureSchema, candidate_features, candidate_key, to_matrix
+from advisor.features import (
+    BASELINE,
+    FEATURE_SCHEMA_VERSION,
+    FeatureSchema,
+    candidate_features,
+    candidate_key,
+    to_matrix,
+)
 from advisor.learner import MetaLearner
 from advisor.table import PerfTable, table_from_records
 
@@ -85,7 +92,7 @@ class AdvisorModel:
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: Path) -> "AdvisorModel":
+    def load(cls, directory: Path) -> AdvisorModel:
         manifest = json.loads((directory / "manifest.json").read_text())
         learners = {figure: MetaLearner.from_texts({w: (directory / f).read_text() for w, f in files.items()})
                     for figure, files in manifest["learners"].items()}

@@ -22,7 +22,7 @@ class PairwiseVoting:
         self.min_pair_tasks = min_pair_tasks
         self.seed = seed
 
-    def fit(self, table: PerfTable) -> "PairwiseVoting":
+    def fit(self, table: PerfTable) -> PairwiseVoting:
         self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(table.task_x)
         features = self.imputer_.transform(table.task_x)
         utility, available = table.utility, table.available

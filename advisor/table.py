@@ -14,8 +14,16 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from advisor.features import (BASELINE, FeatureSchema, candidate_features, candidate_key, fit_schema, task_features,
-                              task_key, to_matrix)
+from advisor.features import (
+    BASELINE,
+    FeatureSchema,
+    candidate_features,
+    candidate_key,
+    fit_schema,
+    task_features,
+    task_key,
+    to_matrix,
+)
 
 # How a cell's raw value turns into "utility" (higher is better) and into the loss the gap is
 # measured on: ratio = speed-up-like (loss = best/chosen), cost = runtime-like, lower is better
@@ -64,7 +72,7 @@ class PerfTable:
             return logged if self.higher_is_better else -logged
         return self.values if self.higher_is_better else -self.values
 
-    def subset(self, rows: np.ndarray) -> "PerfTable":
+    def subset(self, rows: np.ndarray) -> PerfTable:
         return replace(self, tasks=tuple(self.tasks[i] for i in rows), task_x=self.task_x[rows],
                        values=self.values[rows], groups={k: v[rows] for k, v in self.groups.items()},
                        folds=None if self.folds is None else self.folds[rows],

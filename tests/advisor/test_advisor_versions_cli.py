@@ -4,6 +4,7 @@ import gzip
 import json
 
 import pytest
+from aslib_scenario import write_scenario
 from sqlmodel import select
 from typer.testing import CliRunner
 
@@ -104,3 +105,12 @@ def test_cli_evaluate_a_profile_file_writes_json_markdown_and_chart(tmp_path):
 def test_cli_evaluate_rejects_an_unknown_split():
     result = runner.invoke(app, ["advisor", "evaluate", "--synthetic", "--split", "planet"])
     assert result.exit_code != 0
+
+
+def test_cli_evaluates_an_aslib_scenario_on_its_own_folds(tmp_path):
+    scenario = write_scenario(tmp_path / "mini")
+    result = runner.invoke(app, ["advisor", "evaluate", "--scenario", str(scenario), "--size", "small", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["table"] == "aslib:mini" and report["measure"] == "cost" and set(report["splits"]) == {"scenario"}
+    assert report["splits"]["scenario"]["lightgbm"]["gap_closed"]["mean"] > 0.9
