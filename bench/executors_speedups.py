@@ -61,6 +61,31 @@ def best_per_task(rows: list[dict]) -> list[dict]:
     return best
 
 
+def markdown(rows: list[dict]) -> str:
+    """The tables docs/seed-profiles.md shows: wins per model × hardware class, then every task."""
+    best = best_per_task(rows)
+    wins = defaultdict(lambda: defaultdict(int))
+    for row in best:
+        wins[(row["model"], row["hardware_class"])][row["best"]] += 1
+    lines = ["| model | hardware class | tasks | best method (tasks won) |", "|---|---|---|---|"]
+    for (model, hardware_class), counts in sorted(wins.items()):
+        ranked = ", ".join(f"{m} ({n})" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {model} | {hardware_class} | {sum(counts.values())} | {ranked} |")
+    speedups = {(r["model"], r["hardware_class"], r["workload"], r["method"]): r for r in rows if "speedup" in r}
+    methods = sorted({r["method"] for r in rows if "speedup" in r and r["method"] != "baseline"})
+    lines += ["", "| model | hw | workload | best | " + " | ".join(methods) + " |",
+              "|---" * (4 + len(methods)) + "|"]
+    for row in best:
+        cells = []
+        for method in methods:
+            hit = speedups.get((row["model"], row["hardware_class"], row["workload"], method))
+            cells.append(f"{hit['speedup']:.2f}" if hit else "–")
+        hw = row["hardware_class"].rsplit("-", 1)[-1]
+        lines.append(f"| {row['model']} | {hw} | {row['workload']} | **{row['best']}** {row['speedup']:.2f}× | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", help="summarise this store instead of measuring")
@@ -70,6 +95,7 @@ def main() -> None:
     parser.add_argument("--workloads", default="batch=1 prompt=32 gen=32,128")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--markdown", action="store_true", help="print the docs tables instead of JSON")
     args = parser.parse_args()
     if args.store:
         from profiles.db import make_engine, session_scope
@@ -99,6 +125,9 @@ def main() -> None:
             for workload in parse_workloads(args.workloads):
                 records += measure(bundle, workload, prepared, node, device=device, reps=args.reps)
         rows = summarise(records)
+    if args.markdown:
+        print(markdown(rows))
+        return
     print(json.dumps({"runs": rows, "per_method": per_method(rows), "best_per_task": best_per_task(rows)}, indent=1))
 
 
