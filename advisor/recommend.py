@@ -4,7 +4,7 @@ For one model and workload on one node or a pool of nodes: drop candidates the c
 ``supports`` check rejects, those whose predicted quality change is below the floor and those
 whose predicted cost (runtime × node price) exceeds the budget; rank the rest by the objective.
 Each answer carries its intervals, cost, the features that moved its speed-up prediction most
-(LightGBM per-prediction SHAP contributions) and warnings (e.g. a composite predicted to be
+(LightGBM per-prediction SHAP contributions, for the top EXPLAINED answers) and warnings (e.g. a composite predicted to be
 worse than one of its parts).
 """
 
@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from advisor.features import task_features
+from advisor.learner import pair_matrix
 from advisor.model import AdvisorModel, Candidate
 from advisor.table import OBJECTIVES
 
 OBJECTIVE_FIGURE = {"latency": "log_speedup", "time-to-accuracy": "log_speedup",
                     "throughput": "log_throughput_ratio", "memory": "log_memory_ratio"}
 N_CONTRIBUTIONS = 5
+EXPLAINED = 5  # SHAP contributions cost ~25 ms a row: only the top recommendations carry them
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,8 @@ class Recommendation:
     quality_interval: tuple[float, float]
     runtime_s: float | None
     cost: float | None  # runtime × the node's price per hour, in the price's currency
-    contributions: tuple[tuple[str, float], ...]  # (feature, effect on log speed-up)
     warnings: tuple[str, ...] = ()
+    contributions: tuple[tuple[str, float], ...] = ()  # (feature, effect on log speed-up), top ones only
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,28 @@ def recommend(advisor: AdvisorModel, model: Mapping, workload: Mapping, nodes: S
             else:
                 excluded += [Excluded(c.method_id, n["id"], f"not supported: {reason}") for n in nodes]
         candidates = allowed
-    results: list[Recommendation] = []
+    results: list[tuple[Recommendation, np.ndarray]] = []
     for node in nodes:
         kept, dropped = _for_node(advisor, model, workload, node, candidates, figure, objective, quality_floor, budget)
         results += kept
         excluded += dropped
-    results.sort(key=lambda r: -r.objective_ratio)
-    return RecommendationResult(tuple(results[:top_k] if top_k else results), tuple(excluded))
+    results.sort(key=lambda pair: -pair[0].objective_ratio)
+    results = results[:top_k] if top_k else results
+    return RecommendationResult(_explained(advisor, results), tuple(excluded))
+
+
+def _explained(advisor: AdvisorModel, results: list[tuple[Recommendation, np.ndarray]]) -> tuple[Recommendation, ...]:
+    if not results:
+        return ()
+    shown = results[:EXPLAINED]
+    contributions = advisor.learners["log_speedup"].contributions(np.vstack([row for _, row in shown]))
+    names = advisor.feature_names()
+    explained = []
+    for (recommendation, _), effects in zip(shown, contributions):
+        top = np.argsort(-np.abs(effects[:-1]))[:N_CONTRIBUTIONS]  # the last column is the bias
+        explained.append(replace(recommendation, contributions=tuple(
+            (names[k], float(effects[k])) for k in top if effects[k] != 0)))
+    return tuple(explained) + tuple(r for r, _ in results[EXPLAINED:])
 
 
 def _parts_missing(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -106,8 +123,7 @@ def _for_node(advisor, model, workload, node, candidates, figure, objective, qua
     log_speedup = {w: advisor.predict("log_speedup", task_x, cand_x, w)[0] for w in ("point", "q0.1", "q0.9")}
     quality = {w: advisor.predict("quality_delta", task_x, cand_x, w)[0] for w in ("point", "q0.1", "q0.9")}
     ratio = np.exp(advisor.predict(figure, task_x, cand_x)[0])
-    contributions = advisor.learners["log_speedup"].contributions(task_x, cand_x)[0]
-    names = advisor.feature_names()
+    rows = pair_matrix(task_x, cand_x)
     runtime = None
     if "log_baseline_latency" in advisor.learners:
         runtime = np.exp(advisor.predict("log_baseline_latency", task_x, cand_x)[0]) / np.exp(log_speedup["point"])
@@ -133,16 +149,13 @@ def _for_node(advisor, model, workload, node, candidates, figure, objective, qua
                     for p in c.method_id.split("+") if "+" in c.method_id and speed_of.get(p, 0) > speedup]
         if speedup < 1.0:
             warnings.append(f"predicted slower than running without acceleration ({speedup:.2f}x)")
-        top = np.argsort(-np.abs(contributions[j, :-1]))[:N_CONTRIBUTIONS]  # the last column is the bias
-        kept.append(Recommendation(
+        kept.append((Recommendation(
             method_id=c.method_id, config=dict(c.config), node_id=node["id"], objective=objective,
             objective_ratio=float(ratio[j]), speedup=speedup,
             speedup_interval=_interval(speedup, math.exp(log_speedup["q0.1"][j]), math.exp(log_speedup["q0.9"][j])),
             quality_delta=float(quality["point"][j]),
             quality_interval=_interval(float(quality["point"][j]), float(quality["q0.1"][j]), float(quality["q0.9"][j])),
-            runtime_s=None if runtime is None else float(runtime[j]), cost=cost,
-            contributions=tuple((names[k], float(contributions[j, k])) for k in top if contributions[j, k] != 0),
-            warnings=tuple(warnings)))
+            runtime_s=None if runtime is None else float(runtime[j]), cost=cost, warnings=tuple(warnings)), rows[j]))
     return kept, dropped
 
 
