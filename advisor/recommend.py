@@ -3,9 +3,9 @@
 For one model and workload on one node or a pool of nodes: drop candidates the caller's
 ``supports`` check rejects, those whose predicted quality change is below the floor and those
 whose predicted cost (runtime × node price) exceeds the budget; rank the rest by the objective.
-Each answer carries its intervals, cost, the features that moved its speed-up prediction most
-(LightGBM per-prediction SHAP contributions, for the top EXPLAINED answers) and warnings (e.g. a composite predicted to be
-worse than one of its parts).
+Each answer carries its intervals, cost, warnings (e.g. a composite predicted to be worse
+than one of its parts) and, for the top EXPLAINED answers, the features that moved its
+speed-up prediction most (LightGBM per-prediction SHAP contributions).
 """
 
 from __future__ import annotations
