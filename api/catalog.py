@@ -14,8 +14,11 @@ def resolve_methods(entries: list) -> list[dict]:
     from executors.registry import UnknownMethod, composite_from_json, composite_id, config_to_json
 
     resolved = []
+    def as_config(entry):
+        return {"method": entry} if isinstance(entry, str) else entry
+
     for position, entry in enumerate(entries, start=1):
-        data = {"method": entry} if isinstance(entry, str) else entry
+        data = [as_config(e) for e in entry] if isinstance(entry, list) else as_config(entry)
         try:
             configs = composite_from_json(data)
         except (ValueError, UnknownMethod) as exc:

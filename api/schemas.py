@@ -102,7 +102,7 @@ Target = Literal["class", "node", "pool"]
 
 class ProfilingJobCreate(StrictModel):
     models: list[str] = Field(min_length=1, max_length=50)
-    methods: list[str | dict | list[dict]] = Field(
+    methods: list[str | dict | list[str | dict]] = Field(
         min_length=1, max_length=50,
         description='method ids, config objects {"method","version","params"}, or lists of them (composites)')
     workloads: list[dict[str, Any]] = Field(min_length=1, max_length=200)
@@ -150,7 +150,7 @@ class RecommendationRequest(StrictModel):
 class RunCreate(StrictModel):
     model: str = Field(min_length=1, max_length=200)
     prompts: list[Annotated[str, Field(min_length=1, max_length=8000)]] = Field(min_length=1, max_length=16)
-    method: str | dict | list[dict] = Field(default="auto", description='"auto", a method id, a config or a composite')
+    method: str | dict | list[str | dict] = Field(default="auto", description='"auto", a method id, a config or a composite')
     max_new_tokens: int = Field(default=32, ge=1, le=512)
     sampling: Literal["greedy", "sample"] = "greedy"
     seed: int = Field(default=0, ge=0)

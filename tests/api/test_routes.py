@@ -1,0 +1,114 @@
+"""Client routes with bad input: a clear 4xx and nothing written; retraining on new records."""
+
+from __future__ import annotations
+
+import time
+
+from sqlmodel import func, select
+
+from profiles.db import session_scope
+from profiles.models import Job, Node, utcnow
+
+GOOD_WORKLOAD = {"batch_size": 1, "prompt_len": 8, "gen_len": 4}
+
+
+def _jobs() -> int:
+    with session_scope() as session:
+        return session.exec(select(func.count()).select_from(Job)).one()
+
+
+def _online_node():
+    with session_scope() as session:
+        session.add(Node(id="w1", hardware_class="cpu-x-t1", last_heartbeat=utcnow()))
+
+
+def test_profiling_job_rejects_unknown_names_and_bad_shapes(client, keys):
+    _online_node()
+    headers = {"Authorization": f"Bearer {keys['client']}"}
+    cases = [
+        ({"models": ["zoo:lm-tiny"], "methods": ["quant.int8_dynamc"], "workloads": [GOOD_WORKLOAD]},
+         "did you mean quant.int8_dynamic"),
+        ({"models": ["zoo:gpt-5"], "methods": ["baseline"], "workloads": [GOOD_WORKLOAD]}, "unknown models: zoo:gpt-5"),
+        ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"batch_size": 0}]}, "workloads[1]"),
+        ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"colour": "red"}]}, "unknown workload fields"),
+        ({"models": ["zoo:lm-tiny"], "methods": [{"method": "baseline", "params": {"evil": 1}}],
+          "workloads": [GOOD_WORKLOAD]}, "unknown params"),
+        ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [GOOD_WORKLOAD], "nodes": ["ghost"]},
+         "unknown nodes: ghost"),
+        ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [GOOD_WORKLOAD], "reps": 2}, "reps"),
+    ]
+    for body, message in cases:
+        response = client.post("/v1/profiling-jobs", json=body, headers=headers)
+        assert response.status_code == 422, (body, response.text)
+        assert message in response.json()["detail"], (message, response.json())
+    assert _jobs() == 0
+
+
+def test_profiling_job_plans_one_item_per_task_and_class(client, keys):
+    _online_node()
+    headers = {"Authorization": f"Bearer {keys['client']}"}
+    body = {"models": ["zoo:lm-tiny"], "methods": ["baseline", "quant.int8_dynamic"],
+            "workloads": [GOOD_WORKLOAD, {**GOOD_WORKLOAD, "gen_len": 8}]}
+    job = client.post("/v1/profiling-jobs", json=body, headers=headers).json()
+    assert (job["total"], job["state"], job["done"]) == (2, "queued", 0)
+    with session_scope() as session:
+        items = session.get(Job, job["id"]).spec["items"]
+    assert {i["target"]["name"] for i in items} == {"cpu-x-t1"}
+    assert [m["method"] for m in items[0]["methods"]] == ["baseline", "quant.int8_dynamic"]
+    cancelled = client.delete(f"/v1/profiling-jobs/{job['id']}", headers=headers).json()
+    assert cancelled["state"] == "cancelled"
+    assert client.delete(f"/v1/profiling-jobs/{job['id']}", headers=headers).status_code == 200
+    assert client.get("/v1/profiling-jobs/nope", headers=headers).json()["code"] == "not_found"
+
+
+def test_runs_and_recommendations_need_known_models_and_an_advisor(client, keys):
+    headers = {"Authorization": f"Bearer {keys['client']}"}
+    response = client.post("/v1/runs", json={"model": "zoo:nope", "prompts": ["x"]}, headers=headers)
+    assert response.status_code == 422 and "unknown models" in response.json()["detail"]
+    response = client.post("/v1/runs", json={"model": "zoo:lm-tiny", "prompts": [""]}, headers=headers)
+    assert response.status_code == 422
+    response = client.post("/v1/runs", json={"model": "zoo:lm-tiny", "prompts": ["x"], "method": "auto"},
+                           headers=headers)
+    assert response.status_code == 409 and "no advisor" in response.json()["detail"]
+    response = client.post("/v1/recommendations", json={"model": "zoo:lm-tiny", "workload": GOOD_WORKLOAD},
+                           headers=headers)
+    assert response.status_code == 409
+    assert client.get("/v1/runs/nope", headers=headers).status_code == 404
+    assert client.get("/v1/advisor/evaluation", headers=headers).status_code == 404
+    assert _jobs() == 0
+
+
+def test_named_runs_queue_a_job_for_the_pool(client, keys):
+    headers = {"Authorization": f"Bearer {keys['client']}"}
+    run = client.post("/v1/runs", json={"model": "zoo:lm-tiny", "prompts": ["def f():"],
+                                        "method": ["quant.int8_dynamic"], "max_new_tokens": 4}, headers=headers)
+    assert run.status_code == 202, run.text
+    body = run.json()
+    assert body["state"] == "queued" and body["method"] == "quant.int8_dynamic" and body["outputs"] is None
+    assert client.get(f"/v1/runs/{body['id']}", headers=headers).json()["id"] == body["id"]
+
+
+def test_enough_new_records_retrain_the_advisor(client, keys, monkeypatch):
+    from advisor.synthetic import synthetic_records
+
+    from api.training import maybe_retrain
+    from profiles.transfer import add_records
+
+    with session_scope() as session:
+        add_records(session, enumerate(synthetic_records(n_models=4, n_workloads=3, n_hardware=2), start=1))
+    maybe_retrain(every_n=10_000)
+    assert _jobs() == 0  # not enough new records yet
+    maybe_retrain(every_n=10)
+    with session_scope() as session:
+        job_id = session.exec(select(Job.id).where(Job.kind == "train")).one()
+    headers = {"Authorization": f"Bearer {keys['client']}"}
+    for _ in range(600):
+        state = client.get(f"/v1/jobs/{job_id}", headers=headers).json()["state"]
+        if state != "running":
+            break
+        time.sleep(0.2)
+    assert state == "succeeded"
+    versions = client.get("/v1/advisor/versions", headers=headers).json()
+    assert len(versions) == 1 and versions[0]["active"]
+    evaluation = client.get("/v1/advisor/evaluation", headers=headers).json()
+    assert evaluation["advisor_version"] == versions[0]["id"]
