@@ -88,8 +88,13 @@ def make_stack(tmp_path: Path, zoo_cache: Path, broker_url: str | None, monkeypa
     env = dict(os.environ, ACCEL_PORT=str(free_port()), ACCEL_CACHE_DIR=str(zoo_cache),
                ACCEL_NODE_LOST_AFTER_S="4", ACCEL_HEARTBEAT_INTERVAL_S="1", ACCEL_RETRAIN_EVERY_N="100000",
                TORCHINDUCTOR_CACHE_DIR=str(zoo_cache / "inductor"))
-    if broker_url:
-        env.update(ACCEL_BROKER_URL=broker_url, ACCEL_RESULT_BACKEND=broker_url)
+    if broker_url is None:  # the embedded transport: one SQLite broker file that every process shares
+        data_dir = Path(os.environ["ACCEL_DATA_DIR"])
+        broker_url, env["ACCEL_RESULT_BACKEND"] = (f"sqla+sqlite:///{data_dir / 'broker.db'}",
+                                                   f"db+sqlite:///{data_dir / 'results.db'}")
+    else:
+        env["ACCEL_RESULT_BACKEND"] = broker_url
+    env["ACCEL_BROKER_URL"] = broker_url
     for key in ("ACCEL_PORT", "ACCEL_CACHE_DIR", "ACCEL_BROKER_URL", "ACCEL_RESULT_BACKEND"):
         if key in env:
             monkeypatch.setenv(key, env[key])
