@@ -14,9 +14,9 @@ profile() { accel-advisor profile --methods "$METHODS" --threads 1,2 --reps 5 --
 
 # 1. breadth first: the cheapest workload of every model on both hardware classes
 profile --models "$BYTE_LMS,zoo:smollm2-135m" --workloads "batch=1 prompt=32 gen=32"
-# 2. SmolLM2 (the real pretrained model): short generations, a few batch/prompt shapes
-profile --models zoo:smollm2-135m --workloads "batch=1,4 prompt=32,256 gen=32" --max-call-seconds 5
-# 3. the zoo LMs over the full grid, cheapest tasks first, skipping the slowest per call
+# 2. the zoo LMs over the full grid, cheapest tasks first, skipping the slowest per call
 profile --models "$BYTE_LMS" --workloads "$FULL" --max-call-seconds 1.0
+# 3. SmolLM2 (the real pretrained model): short generations, a few batch/prompt shapes
+profile --models zoo:smollm2-135m --workloads "batch=1,4 prompt=32,256 gen=32" --max-call-seconds 4.5
 # 4. whatever time allows beyond that
 profile --models "$BYTE_LMS" --workloads "$FULL" --max-call-seconds 3.0
