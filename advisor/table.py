@@ -8,6 +8,7 @@ quality floor) are NaN: no selector may choose them and no metric counts them.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -150,7 +151,7 @@ def table_from_records(records: Iterable[Mapping], objective: str = "latency",
         i, j = t_index[task], c_index[cand]
         for key, figures in cell.items():
             target = values if key == "value" else extras[key]
-            target[i, j] = float(np.median(figures))
+            target[i, j] = statistics.median(figures)  # numpy's median costs ~60 µs a call on tiny lists
     for task, cand in blocked:
         values[t_index[task], c_index[cand]] = np.nan
     if quality_floor is not None:
