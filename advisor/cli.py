@@ -23,6 +23,7 @@ def train(
     seeds: Annotated[int, typer.Option(help="seeds for the stored evaluation")] = 1,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="store an unseen-model evaluation")] = True,
     activate: Annotated[bool, typer.Option("--activate/--no-activate")] = True,
+    text_embedding: Annotated[bool, typer.Option(help="add the MiniLM embedding of task descriptions")] = False,
 ) -> None:
     """Train on every stored profile and store it as a new (active) advisor version."""
     from advisor.versions import train_advisor
@@ -34,7 +35,7 @@ def train(
     with session_scope(engine) as session:
         try:
             version = train_advisor(session, size=size, seeds=seeds, activate=activate,
-                                    evaluate_splits=("model",) if evaluate else ())
+                                    evaluate_splits=("model",) if evaluate else (), text_embedding=text_embedding)
         except ValueError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
@@ -43,7 +44,7 @@ def train(
 
 
 def _tables(scenario: list[Path], csv_files: list[Path], profiles_file: Path | None, synthetic: bool,
-            objective: str, quality_floor: float | None) -> list:
+            objective: str, quality_floor: float | None, text_embedding: bool) -> list:
     from advisor.external import load_aslib, load_long_csv
     from advisor.table import table_from_records
 
@@ -53,12 +54,12 @@ def _tables(scenario: list[Path], csv_files: list[Path], profiles_file: Path | N
     if synthetic:
         from advisor.synthetic import synthetic_records
 
-        return [table_from_records(synthetic_records(), objective, quality_floor, name="synthetic")]
+        return [table_from_records(synthetic_records(), objective, quality_floor, "synthetic", text_embedding)]
     if profiles_file is not None:
         from profiles.transfer import read_records
 
         return [table_from_records((r for _, r in read_records(profiles_file)), objective, quality_floor,
-                                   name=profiles_file.name)]
+                                   profiles_file.name, text_embedding)]
     from profiles.db import default_engine, session_scope
     from profiles.migrate import upgrade
     from profiles.transfer import iter_records
@@ -69,7 +70,7 @@ def _tables(scenario: list[Path], csv_files: list[Path], profiles_file: Path | N
         records = list(iter_records(session))
     if not records:
         raise ValueError("the store has no profiles: import some, or pass --profiles FILE / --synthetic")
-    return [table_from_records(records, objective, quality_floor, name="stored profiles")]
+    return [table_from_records(records, objective, quality_floor, "stored profiles", text_embedding)]
 
 
 @advisor_app.command()
@@ -84,6 +85,7 @@ def evaluate(
     objective: Annotated[str, typer.Option(help="latency | throughput | memory | time-to-accuracy")] = "latency",
     quality_floor: Annotated[float | None, typer.Option(help="runs with a lower quality change are unavailable")] = None,
     size: Annotated[str, typer.Option(help="full, or small (faster, fewer trees)")] = "full",
+    text_embedding: Annotated[bool, typer.Option(help="add the MiniLM embedding of task descriptions")] = False,
     out: Annotated[Path | None, typer.Option(help="write report.json, report.md, chart.png here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
 ) -> None:
@@ -94,7 +96,7 @@ def evaluate(
     if split not in SPLIT_CHOICES:
         raise typer.BadParameter(f"choose one of {', '.join(SPLIT_CHOICES)}", param_hint="--split")
     try:
-        tables = _tables(scenario or [], csv or [], profiles, synthetic, objective, quality_floor)
+        tables = _tables(scenario or [], csv or [], profiles, synthetic, objective, quality_floor, text_embedding)
     except (ValueError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None

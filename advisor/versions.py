@@ -24,12 +24,13 @@ LEARNER_NAME = "lightgbm-pooled"
 
 
 def train_advisor(session: Session, *, size: str = "full", seed: int = 0, evaluate_splits: tuple[str, ...] = ("model",),
-                  seeds: int = 1, activate: bool = True, artefact_root: Path | None = None) -> AdvisorVersion:
+                  seeds: int = 1, activate: bool = True, artefact_root: Path | None = None,
+                  text_embedding: bool = False) -> AdvisorVersion:
     """Trains on every stored profile, evaluates against the baselines, stores and (by default) activates it."""
     records = sorted(iter_records(session), key=lambda r: r["run_id"])
     if not records:
         raise ValueError("no stored profiles to train on; import or measure some first")
-    model, table = fit_advisor(records, size=size, seed=seed)
+    model, table = fit_advisor(records, size=size, seed=seed, text_embedding=text_embedding)
     evaluation = {}
     if evaluate_splits:
         usable = tuple(s for s in evaluate_splits if len(set(table.groups[s])) >= 2)
