@@ -14,6 +14,7 @@ from api import __version__
 from api.errors import install_error_handlers
 from api.reaper import start_reaper
 from api.training import train_if_untrained
+from api.ui.routes import install_ui
 from api.routes import access, advise, catalog, jobs, workers
 from profiles.db import default_engine
 from profiles.migrate import current_revision
@@ -58,6 +59,7 @@ def create_app() -> FastAPI:
     _install_metrics(app)
     for router in ROUTERS:
         app.include_router(router, prefix="/v1")
+    install_ui(app)  # the admin pages under /ui
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict:

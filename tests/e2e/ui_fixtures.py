@@ -1,0 +1,151 @@
+"""Fixtures for the browser tests: the embedded service (`serve` with its local worker) on a
+store holding generated profiles plus real lm-tiny measurements, and headless system Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from e2e_stack import free_port, wait_for
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+TINY = "zoo:lm-tiny"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+
+
+@dataclass(frozen=True)
+class Service:
+    url: str
+    admin_key: str
+    local_node: str
+    data_dir: Path
+
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
+    def get(self, path: str, **params):
+        response = httpx.get(self.url + path, headers=self.headers(), params=params, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def post(self, path: str, body: dict):
+        response = httpx.post(self.url + path, headers=self.headers(), json=body, timeout=60)
+        assert response.status_code in (200, 201, 202), response.text
+        return response.json()
+
+    def finished_job(self, job_id: str, timeout: float) -> dict:
+        def done():
+            job = self.get(f"/v1/jobs/{job_id}")
+            return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+        return wait_for(done, timeout, f"job {job_id}", every=0.5)
+
+
+def _generated_profiles(path: Path) -> None:
+    """A small generated grid from machines that are not in this pool (so their nodes have left)."""
+    from advisor.synthetic import synthetic_records
+    from profiles.transfer import write_records
+
+    records = [{**r, "node": {**r["node"], "status": "left"}}
+               for r in synthetic_records(n_models=4, n_workloads=2, n_hardware=2)]
+    with path.open("w") as out:
+        write_records(records, out, "jsonl")
+
+
+def _run_cli(env: dict, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "api", *args], env=env, check=True, capture_output=True, timeout=300)
+
+
+def _measure_tiny_and_train(service: Service, env: dict, grid: Path) -> None:
+    """Real lm-tiny profiles from the local worker plus the generated grid, then one advisor on all."""
+    job = service.post("/v1/profiling-jobs", {"models": [TINY], "methods": ["baseline", "quant.int8_dynamic"],
+                                              "workloads": [{"batch_size": 1, "prompt_len": 16, "gen_len": 8}]})
+    assert service.finished_job(job["id"], 300)["state"] == "succeeded"
+    # Imported after serve started, so serve trained nothing on its own and one training covers all.
+    _run_cli(env, "profiles", "import", str(grid))
+    train = service.post("/v1/advisor/train", {})
+    assert service.finished_job(train["id"], 300)["state"] == "succeeded"
+
+
+@pytest.fixture(scope="module")
+def ui_service(tmp_path_factory, zoo_cache):
+    root = tmp_path_factory.mktemp("ui-service")
+    env = dict(os.environ, ACCEL_DATA_DIR=str(root / "data"), ACCEL_CACHE_DIR=str(zoo_cache),
+               ACCEL_PORT=str(free_port()), ACCEL_HEARTBEAT_INTERVAL_S="1", ACCEL_RETRAIN_EVERY_N="100000",
+               TORCHINDUCTOR_CACHE_DIR=str(zoo_cache / "inductor"))
+    grid = root / "generated.jsonl"
+    _generated_profiles(grid)
+    _run_cli(env, "db", "upgrade")
+    log = (root / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "api", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{env['ACCEL_PORT']}"
+    try:
+        key_file = root / "data" / "admin_key"
+        wait_for(lambda: proc.poll() is not None or (key_file.exists() and _healthy(url)), 90, "serve")
+        assert proc.poll() is None, (root / "serve.log").read_text()[-3000:]
+        service = Service(url, key_file.read_text().strip(), "", root / "data")
+        nodes = wait_for(lambda: [n for n in service.get("/v1/workers") if n["status"] == "online"], 90,
+                         "the local worker")
+        service = Service(url, service.admin_key, nodes[0]["id"], root / "data")
+        _measure_tiny_and_train(service, env, grid)
+        yield service
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = shutil.which("chromium")
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install chromium (.ci/run does)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh context (no cookies) at 1280×800; a screenshot named after the test when it ends."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page, service: Service) -> None:
+    page.goto(service.url + "/ui/login")
+    page.get_by_label("Admin API key").fill(service.admin_key)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(service.url + "/ui/")
