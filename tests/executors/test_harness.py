@@ -80,6 +80,7 @@ def test_fewer_than_five_repetitions_are_refused(tiny, node):
         measure(tiny, LMWorkload(), [], node, device=CPU, reps=3)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # eager-mode quantization still works in 2.13
 def test_int8_weights_are_counted_as_stored():
     linear = torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False))
     quantized = torch.ao.quantization.quantize_dynamic(linear, {torch.nn.Linear}, dtype=torch.qint8)
