@@ -74,6 +74,15 @@ def create_join_token(session: Session, ttl: timedelta, max_uses: int | None = N
     return row, f"jt_{token_id}_{secret}"
 
 
+def revoke_join_token(session: Session, token_id: str) -> JoinToken:
+    row = session.get(JoinToken, token_id)
+    if row is None:
+        raise NotFound(f"no join token {token_id!r}")
+    row.revoked_at = row.revoked_at or utcnow()
+    session.add(row)
+    return row
+
+
 def redeem_join_token(session: Session, presented: str) -> JoinToken:
     """Counts one use of a valid token; raises Unauthorized for unknown, expired or used-up ones."""
     parsed = _split(presented, "jt")

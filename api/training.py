@@ -28,6 +28,9 @@ def _train(job_id: str, engine) -> None:
             version = train_advisor(session)
             result = {"advisor_version": version.id, "n_profiles": version.n_profiles}
         state, error = "succeeded", None
+    except ValueError as exc:  # e.g. nothing stored yet: a state of the data, not a bug
+        log.warning("advisor not trained: %s", exc)
+        state, result, error = "failed", {}, str(exc)
     except Exception as exc:  # recorded on the job; the previous advisor stays active
         log.exception("advisor training failed")
         state, result, error = "failed", {}, str(exc)

@@ -7,12 +7,11 @@ from datetime import timedelta
 from fastapi import APIRouter
 from sqlmodel import select
 
-from api.auth import AdminKey, create_api_key, create_join_token, revoke_api_key
+from api.auth import AdminKey, create_api_key, create_join_token, revoke_api_key, revoke_join_token
 from api.deps import SessionDep
-from api.errors import NotFound
 from api.schemas import (ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, JoinTokenCreate,
                          JoinTokenCreated, JoinTokenPublic)
-from profiles.models import ApiKey, JoinToken, utcnow
+from profiles.models import ApiKey, JoinToken
 
 router = APIRouter(tags=["access"])
 
@@ -47,9 +46,4 @@ def list_tokens(session: SessionDep, _admin: AdminKey) -> list[JoinToken]:
 
 @router.delete("/join-tokens/{token_id}", response_model=JoinTokenPublic)
 def revoke_token(token_id: str, session: SessionDep, _admin: AdminKey) -> JoinToken:
-    row = session.get(JoinToken, token_id)
-    if row is None:
-        raise NotFound(f"no join token {token_id!r}")
-    row.revoked_at = row.revoked_at or utcnow()
-    session.add(row)
-    return row
+    return revoke_join_token(session, token_id)

@@ -103,20 +103,11 @@ def _scenario(stack):
 
 
 @pytest.mark.slow
-def test_pool_over_redis(tmp_path, zoo_cache, redis_url, monkeypatch):
-    stack = make_stack(tmp_path, zoo_cache, redis_url, monkeypatch)
-    try:
-        _scenario(stack)
-    except AssertionError:
-        print({name: stack.log(name) for name in stack.procs})
-        raise
-    finally:
-        stack.stop()
-
-
-@pytest.mark.slow
-def test_pool_on_the_embedded_default_without_redis(tmp_path, zoo_cache, monkeypatch):
-    stack = make_stack(tmp_path, zoo_cache, None, monkeypatch)
+@pytest.mark.parametrize("broker", ["redis", "embedded-sqlite"])
+def test_pool_end_to_end(broker, tmp_path, zoo_cache, monkeypatch, request):
+    """Over Redis, and on the embedded default's SQLite broker with no Redis at all."""
+    broker_url = request.getfixturevalue("redis_url") if broker == "redis" else None
+    stack = make_stack(tmp_path, zoo_cache, broker_url, monkeypatch)
     try:
         _scenario(stack)
     except AssertionError:
