@@ -10,7 +10,13 @@ from fastapi import APIRouter
 from api.errors import NotFound
 from api.jobs import job_public
 from api.routes import access, advise, catalog, jobs
-from api.schemas import ApiKeyCreate, JoinTokenCreate, ProfilingJobCreate, RecommendationRequest, RunCreate
+from api.schemas import (
+    ApiKeyCreate,
+    JoinTokenCreate,
+    ProfilingJobCreate,
+    RecommendationRequest,
+    RunCreate,
+)
 from api.ui import views
 from api.ui.session import UiKey
 from profiles.db import session_scope

@@ -6,6 +6,7 @@ when the catalogue changes: ``python -m api.ui.build_catalogue /work/shared/METH
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
@@ -19,7 +20,7 @@ COLUMNS = ("row", "short_name", "essence", "category", "phase", "family", "execu
 def paper_titles(papers: Path) -> list[str]:
     """A title is a short line whose next non-empty line is a long abstract."""
     lines = [line.strip() for line in papers.read_text().splitlines() if line.strip()]
-    return [line for line, after in zip(lines, lines[1:]) if len(line) < 300 <= len(after)]
+    return [line for line, after in itertools.pairwise(lines) if len(line) < 300 <= len(after)]
 
 
 def catalogue_rows(methods_md: Path) -> list[dict]:

@@ -14,7 +14,15 @@ from sqlmodel import select
 from api.auth import verify_api_key
 from api.errors import NotFound
 from api.ui import actions, views
-from api.ui.session import COOKIE, LoginRequired, PageSession, close_session, csrf_matches, open_session, read_session
+from api.ui.session import (
+    COOKIE,
+    LoginRequired,
+    PageSession,
+    close_session,
+    csrf_matches,
+    open_session,
+    read_session,
+)
 from profiles.db import session_scope
 from profiles.models import ApiKey, JoinToken, Method, ModelSpec, Node
 

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures are imported from ui_fixtures: tests/e2e/conftest.py is shared)
 """The admin UI in headless system Chromium against the embedded service (serve + local worker):
 login and logout, every page with real data, the playground from form to a finished run, a
 profiling grid created and cancelled, keys and join tokens, and the redirect for strangers.
@@ -13,7 +14,6 @@ import re
 import httpx
 import pytest
 from playwright.sync_api import expect
-
 from ui_fixtures import TINY, browser, log_in, page, shot, ui_service  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -31,6 +31,14 @@ def test_a_stranger_is_sent_to_the_login_page(ui_service, page):
     page.get_by_label("Admin API key").fill(client_key)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_contain_text("not a valid admin key")
+    # Revoking the admin key a session was opened with ends that session at its next request.
+    second = ui_service.post("/v1/keys", {"scope": "admin", "name": "revoked while logged in"})
+    page.get_by_label("Admin API key").fill(second["key"])
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(ui_service.url + "/ui/")
+    assert httpx.delete(f"{ui_service.url}/v1/keys/{second['id']}", headers=ui_service.headers()).status_code == 200
+    page.goto(ui_service.url + "/ui/jobs")
+    expect(page).to_have_url(ui_service.url + "/ui/login")
 
 
 def test_login_dashboard_and_logout(ui_service, page):
@@ -87,7 +95,7 @@ def test_profiles_explorer_filters_charts_and_exports(ui_service, page):
     expect(page.locator("#heatmap thead")).to_contain_text("quant.int8_dynamic")
     with page.expect_download() as download:
         page.get_by_role("link", name="Export CSV").click()
-    rows = list(csv.DictReader(io.StringIO(open(download.value.path()).read())))
+    rows = list(csv.DictReader(io.StringIO(download.value.path().read_text())))
     assert rows and {r["model_id"] for r in rows} == {TINY}
     assert len(rows) == ui_service.get("/v1/profiles", model_id=TINY, limit=1)["total"]
 
@@ -154,6 +162,7 @@ def test_access_keys_and_join_tokens(ui_service, page):
     secret = page.get_by_label("New secret")
     expect(secret).to_have_value(re.compile(r"^ak_"))
     key = secret.input_value()
+    expect(page.locator("#keys tbody tr").first).to_contain_text("ui-made client")
     assert httpx.get(ui_service.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     page.get_by_label("Note").fill("ui-made token")
     page.get_by_role("button", name="Create join token").click()

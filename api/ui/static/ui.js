@@ -147,7 +147,11 @@ async function runCandidate(candidate, request) {
   bar.max = 1; bar.value = 1;
   const outputs = document.getElementById("run-outputs");
   outputs.replaceChildren();
-  ((done.outputs || {}).texts || []).forEach((text) => { const li = document.createElement("li"); li.textContent = text; outputs.appendChild(li); });
+  ((done.outputs || {}).texts || []).forEach((text) => {
+    const li = document.createElement("li");
+    li.appendChild(document.createElement("pre")).textContent = JSON.stringify(text);  // quoted: whitespace shows
+    outputs.appendChild(li);
+  });
   const body = document.querySelector("#run-figures tbody");
   body.replaceChildren();
   (done.figures || []).forEach((f) => {
@@ -225,16 +229,21 @@ pages.access = () => {
     const field = document.getElementById("secret-value");
     field.value = secret; field.focus(); field.select();
   };
-  const submit = (formId, path, toBody, secretOf) => {
+  const submit = (formId, path, toBody, secretOf, tableId, label) => {
     const form = document.getElementById(formId);
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      try { show(secretOf(await api("POST", path, toBody(formJson(form))))); } catch (error) { say(error.message, true); }
+      try {
+        const created = await api("POST", path, toBody(formJson(form)));
+        const row = document.querySelector(`#${tableId} tbody`).insertRow(0);
+        cell(row, label(created) || "–", "th"); cell(row, created.id); cell(row, "new: reload for details");
+        show(secretOf(created));
+      } catch (error) { say(error.message, true); }
     });
   };
-  submit("key-form", "/ui/api/keys", (v) => ({name: v.name, scope: v.scope}), (r) => r.key);
+  submit("key-form", "/ui/api/keys", (v) => ({name: v.name, scope: v.scope}), (r) => r.key, "keys", (r) => r.name);
   submit("token-form", "/ui/api/join-tokens", (v) => ({note: v.note, ttl_hours: +v.ttl_hours,
-    max_uses: v.max_uses ? +v.max_uses : null}), (r) => r.token);
+    max_uses: v.max_uses ? +v.max_uses : null}), (r) => r.token, "tokens", (r) => r.note);
   document.querySelectorAll("[data-revoke]").forEach((button) => button.addEventListener("click", async () => {
     try {
       await api("DELETE", button.dataset.revoke);
