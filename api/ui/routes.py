@@ -97,9 +97,9 @@ def jobs_partial(request: Request, ui: PageSession) -> Response:
 @router.get("/methods")
 def methods_page(request: Request, ui: PageSession) -> Response:
     with session_scope() as session:
-        rows = views.methods_page(session)
+        rows, extra = views.methods_page(session)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("implemented", "not implemented yet", "not a method")}
-    return _render(request, "methods", ui, rows=rows, counts=counts)
+    return _render(request, "methods", ui, rows=rows, counts=counts, extra=extra)
 
 
 @router.get("/profiles")
@@ -110,7 +110,8 @@ def profiles_page(request: Request, ui: PageSession, model_id: str = "", method_
     with session_scope() as session:
         runs = views.filtered_runs(session, filters)
         return _render(request, "profiles", ui, filters=filters, options=views.filter_options(session),
-                       n_runs=len(runs), heatmap=views.heatmap(runs), scatter=views.pareto(runs))
+                       n_runs=len(runs), heatmap=views.heatmap(runs, views.workload_labels(session)),
+                       scatter=views.pareto(runs))
 
 
 @router.get("/advisor")

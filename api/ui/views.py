@@ -15,7 +15,7 @@ from sqlmodel import Session, func, select
 from api.jobs import FINISHED, job_public
 from api.routes.catalog import _filtered
 from api.routes.workers import mark_lost_nodes
-from profiles.models import AdvisorVersion, Job, Method, Node, ProfileRun
+from profiles.models import AdvisorVersion, Job, Method, Node, ProfileRun, Workload
 from profiles.settings import get_settings
 
 CATALOGUE = Path(__file__).with_name("static") / "catalogue.json"
@@ -69,11 +69,14 @@ def dashboard(session: Session) -> dict:
             if active else None, "advisor_score": advisor_score(active)}
 
 
-def methods_page(session: Session) -> list[dict]:
-    """Every catalogue row with its registered methods, where they were profiled, or why there are none."""
-    registered = defaultdict(list)
+def methods_page(session: Session) -> tuple[list[dict], list[dict]]:
+    """Every catalogue row with its registered methods, where they were profiled, or why there are
+    none; then the registered methods that come from outside the seed catalogue."""
+    registered, outside = defaultdict(list), []
     for method in session.exec(select(Method).order_by(Method.id)):
-        if method.catalogue_row is not None:
+        if method.catalogue_row is None:
+            outside.append(method)
+        else:
             registered[method.catalogue_row].append(method)
     profiled = defaultdict(set)
     for method_id, hardware_class in session.exec(
@@ -88,13 +91,23 @@ def methods_page(session: Session) -> list[dict]:
         rows.append({**entry, "status": status,
                      "methods": [{"id": m.id, "hardware": sorted(profiled.get(m.id, ()))} for m in methods],
                      "why": entry["executable"] if not_a_method else ""})
-    return rows
+    extra = [{"id": m.id, "family": m.family, "title": m.paper_title, "hardware": sorted(profiled.get(m.id, ()))}
+             for m in outside]
+    return rows, extra
+
+
+def workload_labels(session: Session) -> dict[str, str]:
+    """Workload id → a readable shape ("b1 · p16 · g8 greedy"), for menus and table rows."""
+    return {w.id: f"b{w.batch_size} · p{w.prompt_len} · g{w.gen_len} {w.sampling}" for w in session.exec(select(Workload))}
 
 
 def filter_options(session: Session) -> dict:
+    """Each filter's choices as (value, label) pairs."""
     column = {"model_id": ProfileRun.model_id, "method_id": ProfileRun.method_id,
               "hardware_class": ProfileRun.hardware_class, "workload_id": ProfileRun.workload_id}
-    return {name: sorted(session.exec(select(col).distinct())) for name, col in column.items()}
+    labels = workload_labels(session)
+    return {name: [(v, labels.get(v, v)) for v in sorted(session.exec(select(col).distinct()))]
+            for name, col in column.items()}
 
 
 def filtered_runs(session: Session, filters: dict) -> list[ProfileRun]:
@@ -102,7 +115,7 @@ def filtered_runs(session: Session, filters: dict) -> list[ProfileRun]:
     return list(session.exec(statement.order_by(ProfileRun.model_id, ProfileRun.workload_id, ProfileRun.method_id)))
 
 
-def heatmap(runs: list[ProfileRun]) -> dict:
+def heatmap(runs: list[ProfileRun], labels: dict[str, str]) -> dict:
     """Tasks (model × workload × hardware class) × methods of measured speed-ups, best per row marked."""
     cells: dict[tuple, dict[str, float]] = defaultdict(dict)
     for run in runs:
@@ -113,7 +126,7 @@ def heatmap(runs: list[ProfileRun]) -> dict:
     for task in sorted(cells)[:HEATMAP_ROWS]:
         values = cells[task]
         best = max(values, key=values.get)
-        rows.append({"model": task[0], "workload": task[1], "hardware": task[2], "best": best,
+        rows.append({"model": task[0], "workload": labels.get(task[1], task[1]), "hardware": task[2], "best": best,
                      "cells": [{"method": m, "speedup": values.get(m), "best": m == best} for m in methods]})
     return {"methods": methods, "rows": rows, "n_tasks": len(cells), "truncated": len(cells) > HEATMAP_ROWS}
 

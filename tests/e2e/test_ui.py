@@ -78,6 +78,7 @@ def test_methods_catalogue_has_every_seed_paper(ui_service, page):
     local_class = next(n["hardware_class"] for n in hardware if n["id"] == ui_service.local_node)
     expect(int8).to_contain_text(local_class)  # profiled on this machine's class by the fixture
     expect(page.locator('#methods tbody tr[data-status="not a method"]').first).to_contain_text("Serves as")
+    expect(page.locator("#outside tbody tr", has_text="baseline")).to_contain_text(local_class)  # no paper row
     page.get_by_label("Filter rows").fill("ScaleLong")
     expect(page.locator("#methods tbody tr:visible")).to_have_count(1)
 
@@ -90,6 +91,7 @@ def test_profiles_explorer_filters_charts_and_exports(ui_service, page):
     assert tasks == page.locator("#heatmap td.best").count()  # one best method marked per task
     expect(page.locator("#scatter .main-svg").first).to_be_attached()  # Plotly drew, from the package
     page.get_by_label("Model").select_option(TINY)
+    page.get_by_label("Workload").select_option(label="b1 · p16 · g8 greedy")  # the fixture's lm-tiny task
     page.get_by_role("button", name="Apply filters").click()
     expect(page.locator("#heatmap tbody tr")).to_have_count(1)
     expect(page.locator("#heatmap thead")).to_contain_text("quant.int8_dynamic")
@@ -97,7 +99,9 @@ def test_profiles_explorer_filters_charts_and_exports(ui_service, page):
         page.get_by_role("link", name="Export CSV").click()
     rows = list(csv.DictReader(io.StringIO(download.value.path().read_text())))
     assert rows and {r["model_id"] for r in rows} == {TINY}
-    assert len(rows) == ui_service.get("/v1/profiles", model_id=TINY, limit=1)["total"]
+    workload = page.get_by_label("Workload").input_value()
+    assert {r["workload_id"] for r in rows} == {workload}
+    assert len(rows) == ui_service.get("/v1/profiles", model_id=TINY, workload_id=workload, limit=1)["total"]
 
 
 def test_advisor_page_and_retrain(ui_service, page):
