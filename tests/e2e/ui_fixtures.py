@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from e2e_stack import free_port, wait_for
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 TINY = "zoo:lm-tiny"
+EMBEDDED_DEFAULTS = ("ACCEL_MODE", "ACCEL_DATABASE_URL", "ACCEL_BROKER_URL", "ACCEL_RESULT_BACKEND", "ACCEL_SECRET_KEY")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
 
@@ -77,7 +80,8 @@ def _measure_tiny_and_train(service: Service, env: dict, grid: Path) -> None:
 @pytest.fixture(scope="module")
 def ui_service(tmp_path_factory, zoo_cache):
     root = tmp_path_factory.mktemp("ui-service")
-    env = dict(os.environ, ACCEL_DATA_DIR=str(root / "data"), ACCEL_CACHE_DIR=str(zoo_cache),
+    inherited = {k: v for k, v in os.environ.items() if k not in EMBEDDED_DEFAULTS}  # the embedded default store
+    env = dict(inherited, ACCEL_DATA_DIR=str(root / "data"), ACCEL_CACHE_DIR=str(zoo_cache),
                ACCEL_PORT=str(free_port()), ACCEL_HEARTBEAT_INTERVAL_S="1", ACCEL_RETRAIN_EVERY_N="100000",
                TORCHINDUCTOR_CACHE_DIR=str(zoo_cache / "inductor"))
     grid = root / "generated.jsonl"
@@ -95,6 +99,8 @@ def ui_service(tmp_path_factory, zoo_cache):
         nodes = wait_for(lambda: [n for n in service.get("/v1/workers") if n["status"] == "online"], 90,
                          "the local worker")
         service = Service(url, service.admin_key, nodes[0]["id"], root / "data")
+        wait_for(lambda: _consuming(root / "data" / "broker.db", nodes[0]["hardware_class"]), 60,
+                 "the local worker to declare its queues")
         _measure_tiny_and_train(service, env, grid)
         yield service
     finally:
@@ -103,6 +109,22 @@ def ui_service(tmp_path_factory, zoo_cache):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _consuming(broker_db: Path, hardware_class: str) -> bool:
+    """The worker has declared its class queue in the embedded broker. Publishing before that
+    races the worker's own declaration of the same queue (kombu's SQLAlchemy transport can then
+    fail the API's request with a unique-constraint error)."""
+    from api.routes.workers import queue_name
+
+    if not broker_db.exists():
+        return False
+    with closing(sqlite3.connect(f"file:{broker_db}?mode=ro", uri=True)) as db:
+        try:
+            names = {row[0] for row in db.execute("SELECT name FROM kombu_queue")}
+        except sqlite3.OperationalError:  # the table is not there yet
+            return False
+    return queue_name("class", hardware_class) in names
 
 
 def _healthy(url: str) -> bool:
