@@ -7,12 +7,15 @@ a delivery still has work to do), so late acknowledgement plus redelivery is saf
 
 from __future__ import annotations
 
+import logging
+import time
 from functools import lru_cache
 
 from celery import Celery
 
 from profiles.settings import get_settings
 
+log = logging.getLogger(__name__)
 EXECUTE_ITEM = "accel.execute_item"
 POOL_QUEUE = "pool"
 
@@ -37,5 +40,16 @@ def celery_app() -> Celery:
     return app
 
 
-def send_item(job_id: str, index: int, queue: str) -> None:
-    celery_app().send_task(EXECUTE_ITEM, args=[job_id, index], queue=queue)
+def send_item(job_id: str, index: int, queue: str, attempts: int = 3) -> None:
+    for attempt in range(1, attempts + 1):
+        try:
+            celery_app().send_task(EXECUTE_ITEM, args=[job_id, index], queue=queue)
+            return
+        except Exception:
+            # The SQLAlchemy transport declares a queue on first publish; a worker declaring the
+            # same queue at that moment makes one side fail on the unique queue name. Retrying
+            # finds the queue declared.
+            if attempt == attempts:
+                raise
+            log.warning("publishing %s[%d] to %s failed (attempt %d); retrying", job_id, index, queue, attempt)
+            time.sleep(0.2 * attempt)
