@@ -25,9 +25,13 @@ LEARNER_NAME = "lightgbm-pooled"
 
 def train_advisor(session: Session, *, size: str = "full", seed: int = 0, evaluate_splits: tuple[str, ...] = ("model",),
                   seeds: int = 1, activate: bool = True, artefact_root: Path | None = None,
-                  text_embedding: bool = False) -> AdvisorVersion:
-    """Trains on every stored profile, evaluates against the baselines, stores and (by default) activates it."""
-    records = sorted(iter_records(session), key=lambda r: r["run_id"])
+                  text_embedding: bool = False, records: list[dict] | None = None) -> AdvisorVersion:
+    """Trains on every stored profile, evaluates against the baselines, stores and (by default) activates it.
+
+    A caller that passes ``records`` (read in an earlier, short transaction) keeps ``session``
+    idle until the version is written, so a SQLite store is not locked for the whole training.
+    """
+    records = sorted(iter_records(session) if records is None else records, key=lambda r: r["run_id"])
     if not records:
         raise ValueError("no stored profiles to train on; import or measure some first")
     model, table = fit_advisor(records, size=size, seed=seed, text_embedding=text_embedding)

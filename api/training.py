@@ -15,6 +15,7 @@ from api.errors import Conflict
 from api.jobs import job_public, new_job
 from profiles.db import default_engine, session_scope
 from profiles.models import AdvisorVersion, Job, ProfileRun, utcnow
+from profiles.transfer import iter_records
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -24,8 +25,10 @@ def _train(job_id: str, engine) -> None:
     from advisor.api import train_advisor
 
     try:
+        with session_scope(engine) as session:  # a short read: SQLite writers must not wait on training
+            records = list(iter_records(session))
         with session_scope(engine) as session:
-            version = train_advisor(session)
+            version = train_advisor(session, records=records)
             result = {"advisor_version": version.id, "n_profiles": version.n_profiles}
         state, error = "succeeded", None
     except ValueError as exc:  # e.g. nothing stored yet: a state of the data, not a bug
