@@ -47,11 +47,14 @@ def per_method(rows: list[dict]) -> dict:
             for (m, h), v in sorted(by.items())}
 
 
-def best_per_task(rows: list[dict]) -> list[dict]:
-    """The fastest method of every (model, hardware class, workload); the baseline when none beats it."""
+QUALITY_FLOOR = -0.05  # a lossy method may cost at most 5 % (relative perplexity) to win a task
+
+
+def best_per_task(rows: list[dict], quality_floor: float = QUALITY_FLOOR) -> list[dict]:
+    """The fastest method of every (model, hardware class, workload) within the quality floor."""
     tasks = defaultdict(list)
     for row in rows:
-        if "speedup" in row:
+        if "speedup" in row and row["quality_delta"] >= quality_floor:
             tasks[(row["model"], row["hardware_class"], row["workload"])].append(row)
     best = []
     for (model, hardware_class, workload), candidates in sorted(tasks.items()):
