@@ -135,4 +135,5 @@ def evaluate_table(table: PerfTable, splits: tuple[str, ...] = SPLITS, seeds: in
                             "std": float(np.std([s[name][metric] for s in per_seed]))} for metric in METRICS}
             for name in factories}
         report["splits"][split]["_seeds"] = n_seeds
+        report["splits"][split]["_folds"] = len(cv_folds(table, split, 0, n_folds))  # fewer when groups are few
     return report

@@ -17,7 +17,7 @@ def markdown(report: dict) -> str:
     lines = [f"### {report['table']}: {report['n_tasks']} tasks × {report['n_candidates']} candidates",
              "", f"{report['gap_direction']} Mean ± std over seeds.", ""]
     for split, results in report["splits"].items():
-        lines += [f"**split: {split}** ({results['_seeds']} seed(s), {report['n_folds']} folds)", "",
+        lines += [f"**split: {split}** ({results['_seeds']} seed(s), {results['_folds']} folds)", "",
                   "| selector | " + " | ".join(label for _, label in COLUMNS) + " |",
                   "|---|" + "---:|" * len(COLUMNS)]
         for name in selectors_in(results):
