@@ -5,6 +5,7 @@ median of per-round ratios) and prints one JSON object per (model, workload, met
 
     python bench/executors_spec.py --models zoo:lm-8m,zoo:smollm2-135m --batch 1 --gen 32
     python bench/executors_spec.py --with-int8   # also int8 dynamic + each method
+    python bench/executors_spec.py --verify-cost  # verify forward vs one decode step, per model
 
 Models load through the zoo (built on first use: SmolLM2 converts from its pip package).
 """
@@ -14,12 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
+import time
 
 import torch
 
 import executors.methods  # noqa: F401  (registers every method)
 from executors.harness import measure, prepare
 from executors.registry import default_config
+from executors.speculative import TokenTree
 from executors.workloads import LMWorkload
 from executors.zoo import load_bundle
 
@@ -39,6 +43,34 @@ def summary(record: dict) -> dict:
     return {**out, **{k: merged[k] for k in KEPT if k in merged}}
 
 
+def verify_cost(bundle, context: int = 64, rounds: int = 7) -> dict:
+    """Median cost of a 5-token chain, a 13-node tree and a half-layer draft step, in decode steps."""
+    model = bundle.model
+    tokens = torch.randint(model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0))
+    tree = TokenTree((-1, 0, 0, 0, 1, 1, 2, 4, 4, 5, 7, 8, 9))
+    every_other = frozenset(range(1, model.config.n_layers, 2))
+    shapes = {
+        "step": lambda cache: model(tokens[:, :1], cache),
+        "chain5": lambda cache: model(tokens[:, :5], cache),
+        "tree13": lambda cache: model(tokens[:, :13], cache, tree_mask=tree.attention_mask(),
+                                      positions=cache.length + torch.tensor(tree.depths())),
+        "half_layer_step": lambda cache: model(tokens[:, :1], cache, skip_layers=every_other),
+    }
+    cache = model.new_cache(1, context + 16)
+    model(tokens, cache)
+    seconds = {name: [] for name in shapes}
+    for _ in range(rounds + 1):  # the first round warms up and is dropped
+        for name, run in shapes.items():
+            began = time.perf_counter()
+            for _ in range(5):
+                cache.crop(context)
+                run(cache)
+            seconds[name].append((time.perf_counter() - began) / 5)
+    median = {name: statistics.median(values[1:]) for name, values in seconds.items()}
+    return {"step_ms": round(median["step"] * 1e3, 2),
+            **{f"{name}_x": round(median[name] / median["step"], 2) for name in shapes if name != "step"}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="zoo:lm-8m,zoo:smollm2-135m")
@@ -49,6 +81,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--methods", default=",".join(SPEC_METHODS))
     parser.add_argument("--with-int8", action="store_true", help="also quant.int8_dynamic + each method")
+    parser.add_argument("--verify-cost", action="store_true", help="only time verify forwards vs a step")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -60,6 +93,10 @@ def main() -> None:
         chains += [["quant.int8_dynamic"]] + [["quant.int8_dynamic", m] for m in args.methods.split(",")]
     for source in args.models.split(","):
         bundle = load_bundle(source)
+        if args.verify_cost:
+            with torch.inference_mode():
+                print(json.dumps({"model": source, "threads": args.threads, **verify_cost(bundle)}), flush=True)
+            continue
         with torch.inference_mode(False):
             prepared = [prepare(bundle, [default_config(m) for m in chain], device, None) for chain in chains]
         with torch.inference_mode():
