@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 BYTE_VOCAB = 256
@@ -35,8 +36,6 @@ class LocalHFTokenizer:
         self.vocab_size = self._tok.get_vocab_size()
 
     def _special_id(self, folder: Path, key: str) -> int | None:
-        import json
-
         config_path = Path(folder) / "tokenizer_config.json"
         if not config_path.exists():
             return None
