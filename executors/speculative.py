@@ -31,7 +31,7 @@ import torch
 
 from executors.decoding import next_tokens, sampling_generator
 from executors.lm import DecoderLM, KVCache
-from executors.registry import Generation
+from executors.registry import Generation, Method
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,17 @@ def decoder_of(model: torch.nn.Module) -> DecoderLM:
     return getattr(model, "_orig_mod", model)
 
 
-def decoder_reason(bundle) -> str | None:
-    """Why a draft-then-verify method cannot run this bundle's model, or None."""
-    if not isinstance(decoder_of(bundle.model), DecoderLM):
-        return (f"needs an executors.lm.DecoderLM (KV-cache rollback, tree masks); "
-                f"got {type(bundle.model).__name__}")
-    return None
+class SpeculativeMethod(Method):
+    """What the three draft-then-verify methods share: where they sit in a composite and the model they need."""
+
+    order = 100  # a decoding strategy: applies after weight transforms
+    composes_with = frozenset({"quant.int8_dynamic", "quant.weight_only_int4"})
+
+    def supports(self, bundle, device) -> str | None:
+        if not isinstance(decoder_of(bundle.model), DecoderLM):
+            return (f"needs an executors.lm.DecoderLM (KV-cache rollback, tree masks); "
+                    f"got {type(bundle.model).__name__}")
+        return None
 
 
 def probabilities(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -111,7 +116,7 @@ class TokenTree:
             raise ValueError("every parent must come before its child")
 
     @classmethod
-    def chain(cls, length: int) -> "TokenTree":
+    def chain(cls, length: int) -> TokenTree:
         return cls(tuple(range(-1, length)))
 
     @property
@@ -202,10 +207,10 @@ class Verified:
 
 class Proposer(Protocol):
     def start(self, prompts: torch.Tensor, logits: torch.Tensor, hidden: torch.Tensor,
-              counts: "Counts") -> None: ...
+              counts: Counts) -> None: ...
 
     def propose(self, cache: KVCache, pending: torch.Tensor, sampling: str, temperature: float,
-                generator: torch.Generator | None, counts: "Counts") -> Draft: ...
+                generator: torch.Generator | None, counts: Counts) -> Draft: ...
 
     def observe(self, verified: Verified, sampling: str, temperature: float,
                 generator: torch.Generator | None) -> None: ...

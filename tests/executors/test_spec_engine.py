@@ -6,8 +6,24 @@ import pytest
 import torch
 
 from executors.lm import DecoderLM, LMConfig
-from executors.speculative import (TokenTree, greedy_chain_accept, greedy_tree_accept,
-                                   keep_cache_slots, point_mass, sampled_chain_accept)
+from executors.speculative import (
+    TokenTree,
+    greedy_chain_accept,
+    greedy_tree_accept,
+    keep_cache_slots,
+    point_mass,
+    sampled_chain_accept,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a loaded machine two OpenMP
+    threads can stall each other for tens of seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_lm(seed: int = 0, vocab: int = 48, layers: int = 3) -> DecoderLM:

@@ -8,15 +8,30 @@ import torch.nn.functional as F
 
 from executors.decoding import PlainDecoder
 from executors.lm import DecoderLM, LMConfig
-from executors.methods.spec.jacobi import JacobiConfig, SpeculativeJacobi
-from executors.methods.spec.medusa import (MedusaConfig, build_tree, distillation_set, head_examples,
-                                           heads_cache_path)
-from executors.methods.spec.swift import LayerSetSearch, Swift, SwiftConfig
+from executors.methods.spec.jacobi import JacobiConfig
+from executors.methods.spec.medusa import (
+    MedusaConfig,
+    build_tree,
+    distillation_set,
+    head_examples,
+    heads_cache_path,
+)
+from executors.methods.spec.swift import LayerSetSearch, SwiftConfig
 from executors.registry import ModelBundle, config_from_json, config_to_json, get_method
 from executors.tokenizers import ByteTokenizer
 
 CALIBRATION = tuple(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(300))
-FAST_MEDUSA = dict(train_windows=8, train_seq_len=48, train_steps=30, train_batch=64, lr=1e-2)
+FAST_MEDUSA = {"train_windows": 8, "train_seq_len": 48, "train_steps": 30, "train_batch": 64, "lr": 1e-2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a loaded machine two OpenMP
+    threads can stall each other for tens of seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def byte_lm(layers: int = 4, seed: int = 0) -> DecoderLM:

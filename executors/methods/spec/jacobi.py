@@ -20,9 +20,15 @@ from dataclasses import dataclass
 
 import torch
 
-from executors.registry import Method, MethodConfig, register_method
-from executors.speculative import (Draft, decoder_of, decoder_reason, point_mass, probabilities,
-                                   speculative_generate)
+from executors.registry import MethodConfig, register_method
+from executors.speculative import (
+    Draft,
+    SpeculativeMethod,
+    decoder_of,
+    point_mass,
+    probabilities,
+    speculative_generate,
+)
 
 
 @dataclass(frozen=True)
@@ -80,13 +86,7 @@ class JacobiRunner:
                  paper="Accelerating Auto-regressive Text-to-Image Generation with Training-free "
                        "Speculative Jacobi Decoding", arxiv="2410.01699", catalogue_row=23,
                  lossless=True)
-class SpeculativeJacobi(Method):
-    order = 100  # a decoding strategy: after weight transforms
-    composes_with = frozenset({"quant.int8_dynamic", "quant.weight_only_int4"})
-
-    def supports(self, bundle, device):
-        return decoder_reason(bundle)
-
+class SpeculativeJacobi(SpeculativeMethod):
     def apply(self, bundle, config, calibration):
         if config.window < 1:
             raise ValueError("lm.parallel.jacobi: window must be ≥ 1")

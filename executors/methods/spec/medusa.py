@@ -39,9 +39,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from executors.registry import Method, MethodConfig, register_method
-from executors.speculative import (Draft, TokenTree, decoder_of, decoder_reason, probabilities,
-                                   speculative_generate)
+from executors.registry import MethodConfig, register_method
+from executors.speculative import (
+    Draft,
+    SpeculativeMethod,
+    TokenTree,
+    decoder_of,
+    probabilities,
+    speculative_generate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +70,7 @@ class MedusaConfig(MethodConfig):
 class MedusaHeads(nn.Module):
     def __init__(self, output_weight: torch.Tensor, heads: int, own_projection: bool):
         super().__init__()
-        vocab, dim = output_weight.shape
+        dim = output_weight.shape[1]
         self.blocks = nn.ModuleList(nn.Linear(dim, dim) for _ in range(heads))
         for block in self.blocks:
             nn.init.zeros_(block.weight)
@@ -293,12 +299,9 @@ def prepare_heads(bundle, config: MedusaConfig) -> tuple[MedusaHeads, list[list[
 @register_method("lm.spec.medusa", MedusaConfig, family="lm-decode",
                  paper="Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding Heads",
                  arxiv="2401.10774", catalogue_row=16, lossless=True)
-class Medusa(Method):
-    order = 100  # a decoding strategy: after weight transforms
-    composes_with = frozenset({"quant.int8_dynamic", "quant.weight_only_int4"})
-
+class Medusa(SpeculativeMethod):
     def supports(self, bundle, device):
-        reason = decoder_reason(bundle)
+        reason = super().supports(bundle, device)
         if reason is None and not bundle.calibration_texts:
             reason = "needs calibration text to train its heads"
         return reason

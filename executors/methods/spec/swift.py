@@ -32,9 +32,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from executors.registry import Method, MethodConfig, register_method
-from executors.speculative import (Draft, decoder_of, decoder_reason, probabilities,
-                                   speculative_generate)
+from executors.registry import MethodConfig, register_method
+from executors.speculative import (
+    Draft,
+    SpeculativeMethod,
+    decoder_of,
+    probabilities,
+    speculative_generate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +230,9 @@ class SwiftRunner:
 @register_method("lm.spec.swift", SwiftConfig, family="lm-decode",
                  paper="SWIFT: On-the-Fly Self-Speculative Decoding for LLM Inference Acceleration",
                  arxiv="2410.06916", catalogue_row=19, lossless=True)
-class Swift(Method):
-    order = 100  # a decoding strategy: after weight transforms
-    composes_with = frozenset({"quant.int8_dynamic", "quant.weight_only_int4"})
-
+class Swift(SpeculativeMethod):
     def supports(self, bundle, device):
-        reason = decoder_reason(bundle)
+        reason = super().supports(bundle, device)
         if reason is None and decoder_of(bundle.model).config.n_layers < 2:
             reason = "needs at least 2 layers: the draft skips some but always runs the first"
         return reason
