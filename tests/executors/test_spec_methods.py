@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_spec_engine import one_thread  # noqa: F401  (autouse: every test here runs one thread)
 
 from executors.decoding import PlainDecoder
 from executors.lm import DecoderLM, LMConfig
@@ -22,16 +23,6 @@ from executors.tokenizers import ByteTokenizer
 
 CALIBRATION = tuple(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(300))
 FAST_MEDUSA = {"train_windows": 8, "train_seq_len": 48, "train_steps": 30, "train_batch": 64, "lr": 1e-2}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded machine two OpenMP
-    threads can stall each other for tens of seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def byte_lm(layers: int = 4, seed: int = 0) -> DecoderLM:
