@@ -60,6 +60,8 @@ def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector
         "pairwise": lambda s: PairwiseVoting(n_estimators=trees // 5, seed=s),
         LEARNER: lambda s: MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s),
         "lightgbm_rank": lambda s: MetaLearner(objective="lambdarank", n_estimators=rounds, learning_rate=rate, seed=s),
+        "lightgbm_risk": lambda s: MetaLearner(n_estimators=rounds, learning_rate=rate, quantiles=(0.1, 0.9),
+                                               risk_aversion=0.5, seed=s),
         "vbs": lambda s: Oracle(),
     }
 

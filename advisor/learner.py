@@ -35,7 +35,7 @@ class MetaLearner:
     def __init__(self, objective: str = "regression", relative: bool = True, target: str | None = None,
                  n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 31,
                  min_child_samples: int = 10, extra_trees: bool = True, feature_fraction: float = 0.5,
-                 quantiles: tuple[float, ...] = (), seed: int = 0):
+                 quantiles: tuple[float, ...] = (), risk_aversion: float = 0.0, seed: int = 0):
         self.objective = objective
         self.relative = relative
         self.target = target  # None: the table's utility; else a name in table.extras
@@ -46,6 +46,10 @@ class MetaLearner:
         self.extra_trees = extra_trees
         self.feature_fraction = feature_fraction
         self.quantiles = quantiles
+        # > 0: select by point − risk_aversion × (interval width), so a candidate the model is
+        # unsure about (e.g. a composite never measured on a model of this size) needs a clearly
+        # better prediction to be chosen. Needs two quantiles.
+        self.risk_aversion = risk_aversion
         self.seed = seed
 
     def _params(self, objective: str, **extra) -> dict:
@@ -104,7 +108,11 @@ class MetaLearner:
         return self.boosters_["point"].predict(rows, pred_contrib=True, num_threads=1)
 
     def scores(self, table: PerfTable) -> np.ndarray:
-        return self.predict(table.task_x, table.cand_x)
+        point = self.predict(table.task_x, table.cand_x)
+        if not self.risk_aversion:
+            return point
+        low, high = (self.predict(table.task_x, table.cand_x, f"q{q:g}") for q in (min(self.quantiles), max(self.quantiles)))
+        return point - self.risk_aversion * np.abs(high - low)
 
     def model_texts(self) -> dict[str, str]:
         return {name: booster.model_to_string() for name, booster in self.boosters_.items()}

@@ -68,3 +68,11 @@ def test_measured_baseline_runs_fold_into_the_implicit_baseline(small_records):
     table = table_from_records([baseline] + small_records[:7])
     assert table.candidates[0] == "baseline" and sum(c.startswith("baseline") for c in table.candidates) == 1
     assert table.values[0, 0] == 1.0
+
+
+def test_risk_aversion_penalises_wide_intervals(table):
+    train = table.subset(np.arange(0, len(table.tasks), 2))
+    neutral = MetaLearner(n_estimators=50, quantiles=(0.1, 0.9)).fit(train)
+    averse = MetaLearner(n_estimators=50, quantiles=(0.1, 0.9), risk_aversion=0.5).fit(train)
+    width = np.abs(neutral.predict(table.task_x, table.cand_x, "q0.9") - neutral.predict(table.task_x, table.cand_x, "q0.1"))
+    assert np.allclose(averse.scores(table), neutral.scores(table) - 0.5 * width)
