@@ -8,15 +8,17 @@ set -euo pipefail
 # (one team thread descheduled = every barrier waits a time slice); passive waiting avoids it.
 export OMP_WAIT_POLICY=PASSIVE
 METHODS=baseline,sys.compile,quant.int8_dynamic,quant.weight_only_int4,lm.spec.swift,lm.spec.medusa,lm.parallel.jacobi
+COMPOSITES=baseline,quant.int8_dynamic+lm.spec.swift,quant.int8_dynamic+lm.spec.medusa,quant.int8_dynamic+lm.parallel.jacobi
 BYTE_LMS=zoo:lm-1m,zoo:lm-8m,zoo:lm-30m
 FULL="batch=1,4,16 prompt=32,256,1024 gen=32,128"
-profile() { accel-advisor profile --methods "$METHODS" --threads 1,2 --reps 5 --warmup 1 "$@"; }
+profile() { accel-advisor profile --threads 1,2 --reps 5 --warmup 1 "$@"; }
 
 # 1. breadth first: the cheapest workload of every model on both hardware classes
-profile --models "$BYTE_LMS,zoo:smollm2-135m" --workloads "batch=1 prompt=32 gen=32"
+profile --methods "$METHODS" --models "$BYTE_LMS,zoo:smollm2-135m" --workloads "batch=1 prompt=32 gen=32"
 # 2. the zoo LMs over the full grid, cheapest tasks first, skipping the slowest per call
-profile --models "$BYTE_LMS" --workloads "$FULL" --max-call-seconds 1.0
-# 3. SmolLM2 (the real pretrained model): short generations, a few batch/prompt shapes
-profile --models zoo:smollm2-135m --workloads "batch=1,4 prompt=32,256 gen=32" --max-call-seconds 4.5
-# 4. whatever time allows beyond that
-profile --models "$BYTE_LMS" --workloads "$FULL" --max-call-seconds 3.0
+profile --methods "$METHODS" --models "$BYTE_LMS" --workloads "$FULL" --max-call-seconds 1.0
+# 3. int8 stacked under each decoding strategy (the composition the catalogue predicts pays)
+profile --methods "$COMPOSITES" --models "$BYTE_LMS" --workloads "$FULL" --max-call-seconds 1.0
+# 4. SmolLM2 (the real pretrained model) at batch 4; 5. whatever time allows beyond that
+profile --methods "$METHODS" --models zoo:smollm2-135m --workloads "batch=1,4 prompt=32 gen=32" --max-call-seconds 4.5
+profile --methods "$METHODS" --models "$BYTE_LMS" --workloads "$FULL" --max-call-seconds 3.0
