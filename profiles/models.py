@@ -99,7 +99,7 @@ class Node(SQLModel, table=True):
     fingerprint: dict = _json()
     labels: dict = _json()
     price_per_hour: float = 0.0
-    status: str = Field(default="online", index=True, max_length=20)  # online, lost, left
+    status: str = Field(default="online", index=True, max_length=20)  # online, lost, left, imported (came with a profile file)
     last_heartbeat: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -170,6 +170,10 @@ def add_records(session: Session, rows: Iterable[tuple[int, dict]]) -> ImportRes
             continue
         for part in parts.values():
             if session.get(type(part), part.id) is None:
+                if isinstance(part, Node):
+                    # A node from a file ran elsewhere: it is history, never a live member of this pool,
+                    # and the same host may join under that id later.
+                    part.status, part.last_heartbeat = "imported", None
                 session.add(part)
         session.flush()  # without ORM relationships the unit of work does not order by foreign key
         session.add(run)

@@ -108,12 +108,16 @@ def test_admin_manages_keys_and_tokens(client, keys):
 def test_profiles_page_filter_and_export(client, keys, record_factory):
     from profiles.transfer import add_records
     with session_scope() as session:
-        add_records(session, enumerate([record_factory(i) for i in range(5)], start=1))
+        records = [record_factory(i) for i in range(5)]
+        records[3]["job_id"] = "job-a"
+        add_records(session, enumerate(records, start=1))
     headers = auth(keys["client"])
     page = client.get("/v1/profiles", params={"limit": 2, "offset": 1}, headers=headers).json()
     assert page["total"] == 5 and len(page["items"]) == 2 and page["items"][0]["model"]["family"] == "decoder-lm"
     only = client.get("/v1/profiles", params={"model_id": "zoo:lm-1"}, headers=headers).json()
     assert only["total"] == 2 and {r["model_id"] for r in only["items"]} == {"zoo:lm-1"}
+    one_job = client.get("/v1/profiles", params={"job_id": "job-a"}, headers=headers).json()
+    assert one_job["total"] == 1 and one_job["items"][0]["run_id"] == records[3]["run_id"]
     assert client.get("/v1/profiles", params={"limit": 0}, headers=headers).status_code == 422
     exported = client.get("/v1/profiles/export", params={"format": "csv"}, headers=headers)
     assert exported.status_code == 200 and len(exported.text.strip().splitlines()) == 6

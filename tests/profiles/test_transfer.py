@@ -107,3 +107,23 @@ def test_malformed_json_and_csv_cells_are_rejected(engine, records, tmp_path):
     with Session(engine) as session, pytest.raises(ImportRejected, match="unknown file type"):
         import_file(session, tmp_path / "profiles.xml")
     assert _count(engine) == 0
+
+
+def test_imported_nodes_are_history_not_live_pool_members(engine, records):
+    from profiles.models import Node, utcnow
+    for record in records:  # the file claims its hosts are online, as an export of a live store does
+        record["node"].update(status="online", last_heartbeat=utcnow().isoformat())
+    _store(engine, records)
+    with Session(engine) as session:
+        nodes = session.exec(select(Node)).all()
+        assert nodes and {(n.status, n.last_heartbeat) for n in nodes} == {("imported", None)}
+        live = nodes[0]
+        live.status = "online"
+        session.add(live)
+        session.commit()
+        live_id = live.id
+    for record in records:
+        record["run_id"] += "-again"
+    _store(engine, records)  # a later file never rewrites a node this store already knows
+    with Session(engine) as session:
+        assert session.get(Node, live_id).status == "online"
