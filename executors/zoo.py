@@ -60,6 +60,13 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "~8M params, GQA"),
     ZooEntry("lm-30m", _byte_lm(512, 8, 8, 8, 1792, 2048), TrainRecipe(100, 8, 128, 1.5e-3),
              "~30M params"),
+    # Intermediate sizes so that an unseen zoo model is usually inside the advisor's training range.
+    ZooEntry("lm-2m", _byte_lm(192, 4, 4, 4, 576, 2048), TrainRecipe(200, 8, 128, 3e-3),
+             "~2M params"),
+    ZooEntry("lm-4m", _byte_lm(256, 4, 4, 2, 1024, 2048), TrainRecipe(200, 8, 128, 2.5e-3),
+             "~4M params, GQA"),
+    ZooEntry("lm-16m", _byte_lm(448, 6, 7, 7, 1536, 2048), TrainRecipe(100, 8, 128, 2e-3),
+             "~16M params"),
 )}
 SMOLLM2 = "smollm2-135m"
 ZOO_NAMES = (*ZOO, SMOLLM2)
