@@ -167,7 +167,10 @@ class DecoderLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, *,
                 skip_layers: frozenset[int] = frozenset(), return_hidden: bool = False,
-                positions: torch.Tensor | None = None, tree_mask: torch.Tensor | None = None):
+                positions: torch.Tensor | None = None, tree_mask: torch.Tensor | None = None,
+                embeddings: torch.Tensor | None = None):
+        """`embeddings` [B, T, D], when given, are fed instead of looking `tokens` up (trained
+        prompt tokens, as in parallel prompt decoding, have no token id)."""
         steps = tokens.shape[1]
         start = cache.length if cache is not None else 0
         if cache is not None and start + steps > cache.max_len:
@@ -176,7 +179,7 @@ class DecoderLM(nn.Module):
             positions = torch.arange(start, start + steps, device=tokens.device)
         cos, sin = rotary(positions, self.config.head_dim, self.config.rope_theta)
         mask = _attention_mask(start, steps, tree_mask, tokens.device)
-        x = self.tok_embeddings(tokens)
+        x = self.tok_embeddings(tokens) if embeddings is None else embeddings
         for index, layer in enumerate(self.layers):
             if index in skip_layers:
                 continue
