@@ -193,6 +193,17 @@ class Draft:
     tokens: torch.Tensor
     probs: torch.Tensor | None = None
     tree: TokenTree | None = None
+    # Parallel prompt decoding feeds trained prompt tokens beside the drafts: the last
+    # `appended` entries of `tokens` (or tree nodes) are such inputs — never accepted, never
+    # kept in the cache — and `embeddings` [B, 1 + tokens, D] is what the model is fed.
+    embeddings: torch.Tensor | None = None
+    appended: int = 0
+
+    def offered(self) -> int:
+        """Draft tokens put to the verifier: a chain's length, a tree's depth."""
+        if self.tree is None:
+            return self.tokens.shape[1] - self.appended
+        return max(self.tree.depths()[:self.tree.size - self.appended])
 
 
 @dataclass
@@ -254,7 +265,7 @@ def speculative_generate(model, proposer: Proposer, prompts: torch.Tensor, max_n
         verified = _verify(model, cache, pending, draft, sampling, temperature, generator)
         counts.full_passes += 1
         counts.verify_steps += 1
-        counts.drafted += (len(set(draft.tree.depths())) - 1) if draft.tree else draft.tokens.shape[1]
+        counts.drafted += draft.offered()
         counts.accepted += verified.emitted.shape[1] - 1
         proposer.observe(verified, sampling, temperature, generator)
         pending = verified.emitted[:, -1:]
@@ -269,23 +280,28 @@ def _verify(model, cache: KVCache, pending: torch.Tensor, draft: Draft, sampling
             temperature: float, generator: torch.Generator | None) -> Verified:
     start = cache.length
     fed = torch.cat((pending, draft.tokens), dim=1)
+    inputs = {} if draft.embeddings is None else {"embeddings": draft.embeddings}
     if draft.tree is not None:
         if sampling != "greedy":
             raise ValueError("tree verification is greedy only; propose a chain when sampling")
         positions = start + torch.tensor(draft.tree.depths(), device=fed.device)
         logits, hidden = model(fed, cache, return_hidden=True, positions=positions,
-                               tree_mask=draft.tree.attention_mask().to(fed.device))
-        kept, emitted = greedy_tree_accept(draft.tree, fed, logits)
+                               tree_mask=draft.tree.attention_mask().to(fed.device), **inputs)
+        judged = fed.clone()
+        judged[:, fed.shape[1] - draft.appended:] = -1  # no argmax equals -1: never accepted
+        kept, emitted = greedy_tree_accept(draft.tree, judged, logits)
         keep_cache_slots(cache, start, kept)
         return Verified(logits, hidden, kept, emitted)
-    logits, hidden = model(fed, cache, return_hidden=True)
+    logits, hidden = model(fed, cache, return_hidden=True, **inputs)
+    drafts = draft.tokens[:, :draft.tokens.shape[1] - draft.appended]
+    judged = logits[:, :drafts.shape[1] + 1]
     if sampling == "greedy":
-        accepted, outputs = greedy_chain_accept(draft.tokens, logits)
+        accepted, outputs = greedy_chain_accept(drafts, judged)
     else:
         if draft.probs is None:
             raise ValueError("sampled verification needs the draft distribution")
-        accepted, outputs = sampled_chain_accept(draft.tokens, draft.probs,
-                                                 probabilities(logits, temperature), generator)
+        accepted, outputs = sampled_chain_accept(drafts, draft.probs,
+                                                 probabilities(judged, temperature), generator)
     keep = int(accepted.min()) + 1
     cache.crop(start + keep)
     kept = torch.arange(keep, device=fed.device).expand(fed.shape[0], keep)
