@@ -147,12 +147,15 @@ def recommend(
         version_id = found[0].id if found else None
         spec = session.get(ModelSpec, model)
         spec_record = spec.model_dump(mode="json") if spec else None
-        query = select(Node).where(Node.status == "online")
+        # As the API does: a named node or class may be one known only from imported profiles;
+        # the whole pool means the online nodes, else every node measured on.
         if node:
-            query = select(Node).where(Node.id == node)
+            nodes = list(session.exec(select(Node).where(Node.id == node)))
         elif hardware_class:
-            query = query.where(Node.hardware_class == hardware_class)
-        nodes = [n.model_dump(mode="json") for n in session.exec(query)]
+            nodes = list(session.exec(select(Node).where(Node.hardware_class == hardware_class)))
+        else:
+            nodes = list(session.exec(select(Node).where(Node.status == "online"))) or list(session.exec(select(Node)))
+        nodes = [n.model_dump(mode="json") for n in nodes]
     problem = ("no active advisor: run `accel-advisor advisor train` first" if found is None else
                f"unknown model {model!r}" if spec is None else "no matching node" if not nodes else None)
     if problem:
