@@ -26,13 +26,23 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 def parse_workloads(text: str):
-    """A JSON object, a JSON list of objects, or a grid like `batch=1,4 prompt=32,256 gen=32`."""
+    """A JSON object, a JSON list of objects, or a grid like `batch=1,4 prompt=32,256 gen=32` (`embed batch=1 seq=128`)."""
+    from executors.encoder_workloads import EMBED_KIND, EmbedWorkload, embed_grid
     from executors.workloads import LMWorkload, grid
 
     text = text.strip()
     if text.startswith(("{", "[")):
         data = json.loads(text)
-        return [LMWorkload.from_json(item) for item in (data if isinstance(data, list) else [data])]
+        return [EmbedWorkload.from_json(item) if item.get("kind") == EMBED_KIND else LMWorkload.from_json(item)
+                for item in (data if isinstance(data, list) else [data])]
+    if text.split()[:1] == ["embed"]:  # `embed batch=1,8 seq=32,128`: encoder workloads
+        embed_axes = {"batch": [1], "seq": [128]}
+        for part in text.split()[1:]:
+            key, _, values = part.partition("=")
+            if key not in embed_axes:
+                raise typer.BadParameter(f"unknown embed axis {key!r}; use batch=, seq=")
+            embed_axes[key] = [int(v) for v in values.split(",")]
+        return embed_grid(embed_axes["batch"], embed_axes["seq"])
     axes = {"batch": [1], "prompt": [32], "gen": [32], "sampling": ["greedy"]}
     for part in text.split():
         key, _, values = part.partition("=")

@@ -18,6 +18,8 @@ import torch
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from executors.encoder_harness import measure_encoder
+from executors.encoder_workloads import EmbedWorkload
 from executors.hardware import fingerprint, node_row
 from executors.harness import BASELINE_ID, Prepared, calibration_batch, measure, prepare
 from executors.registry import MethodConfig, ModelBundle, composite_id, default_config
@@ -43,6 +45,8 @@ class GridTask:
 
 def estimated_seconds(params: int, workload: LMWorkload, gflops: float = 30.0, mem_gbs: float = 8.0) -> float:
     """A rough cost of one generate call: compute-bound prefill plus memory-bound decode steps."""
+    if isinstance(workload, EmbedWorkload):  # one compute-bound forward
+        return 2 * params * workload.batch_size * workload.seq_len / (gflops * 1e9)
     prefill = 2 * params * workload.batch_size * workload.prompt_len / (gflops * 1e9)
     step = params * 4 / (mem_gbs * 1e9) + 2 * params * workload.batch_size / (gflops * 1e9)
     return prefill + workload.gen_len * step
@@ -106,8 +110,9 @@ def run_grid(engine: Engine, sources: Sequence[str], composites: Sequence[Compos
                     calibration = calibration if calibration is not None else calibration_batch(bundle)
                     prepared[key] = prepare(bundle, composite, dev, calibration)
                 runners.append(prepared[key])
-            records = measure(bundle, task.workload, runners[1:], node, device=dev, reps=reps, warmup=warmup,
-                              baseline=runners[0])
+            measure_task = measure_encoder if isinstance(task.workload, EmbedWorkload) else measure
+            records = measure_task(bundle, task.workload, runners[1:], node, device=dev, reps=reps, warmup=warmup,
+                                   baseline=runners[0])
             with session_scope(engine) as session:
                 added = add_records(session, enumerate(records, start=1)).added
             totals["measured_tasks"] += 1

@@ -54,6 +54,8 @@ class LMWorkload:
                 "objective": self.objective, "params": {"temperature": self.temperature}}
 
     def fits(self, bundle: ModelBundle) -> str | None:
+        if bundle.spec.get("family") == "encoder":
+            return f"{bundle.spec.get('source')} is an encoder: it embeds, it does not generate tokens"
         need = self.prompt_len + self.gen_len
         if need > bundle.model.config.max_seq_len:
             return f"prompt + generation = {need} tokens exceeds the model's context of {bundle.model.config.max_seq_len}"

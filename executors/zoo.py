@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from executors.checkpoints import convert_smollm2, is_hf_llama_folder, load_hf_llama, load_lm, save_lm
 from executors.corpus import chunks, load_corpus
+from executors.encoder import MINILM, is_bert_folder, load_encoder_bundle
 from executors.lm import DecoderLM, LMConfig, count_parameters
 from executors.registry import ModelBundle
 from executors.tokenizers import BYTE_TOKENIZER_VOCAB, ByteTokenizer, LocalHFTokenizer
@@ -183,6 +184,8 @@ def list_zoo(root: Path | None = None) -> list[dict]:
 def load_bundle(source: str, root: Path | None = None, build_missing: bool = True) -> ModelBundle:
     """`zoo:<name>` (built on first use unless build_missing is False) or `local:/path`."""
     kind, _, ref = source.partition(":")
+    if source == f"zoo:{MINILM}":  # ships inside its pip package: nothing to build
+        return load_encoder_bundle()
     if kind == "zoo":
         folder = zoo_dir(root) / ref
         if not (folder / "manifest.json").exists():
@@ -195,6 +198,8 @@ def load_bundle(source: str, root: Path | None = None, build_missing: bool = Tru
             raise FileNotFoundError(f"{source}: no such folder")
     else:
         raise ValueError(f"model source must be zoo:<name> or local:/path, not {source!r}")
+    if is_bert_folder(folder):
+        return load_encoder_bundle(folder, source)
     if is_hf_llama_folder(folder):
         model, tokenizer = load_hf_llama(folder), LocalHFTokenizer(folder)
     else:
