@@ -70,25 +70,38 @@ def _scale(q, sm_scale):
 
 
 def approximate_scores_reference(q, label_cache, channels, seq_lens):
-    """``[B, H, S]`` fp32 label-cache scores, ``-inf`` past each sequence's length."""
-    heads, kv_heads = q.shape[1], label_cache.shape[1]
+    """``[B, H, S]`` fp32 label-cache scores, ``-inf`` past each sequence's length.
+
+    Query heads are viewed as ``[B, Hkv, group, ...]`` rather than the label cache repeated per
+    query head: the CPU decode path runs this every step, and it must read ``R/D`` of the keys once.
+    """
+    batch, heads, dim = q.shape
+    kv_heads, seq, r = label_cache.shape[1:]
     group = heads // kv_heads
-    q_sel = torch.gather(q.float(), 2, channels.repeat_interleave(group, 0)[None].expand(q.shape[0], -1, -1))
-    labels = label_cache.float().repeat_interleave(group, 1)  # [B, H, S, R]
-    scores = torch.einsum("bhr,bhsr->bhs", q_sel, labels)
-    past_end = torch.arange(label_cache.shape[2], device=q.device)[None, :] >= seq_lens[:, None]
+    q_grouped = q.float().reshape(batch, kv_heads, group, dim)
+    q_sel = torch.gather(q_grouped, 3, channels[None, :, None, :].expand(batch, -1, group, -1))
+    scores = torch.matmul(q_sel, label_cache.float().transpose(2, 3)).reshape(batch, heads, seq)
+    past_end = torch.arange(seq, device=q.device)[None, :] >= seq_lens[:, None]
     return scores.masked_fill(past_end[:, None, :], float("-inf"))
 
 
 def sparse_attention_reference(q, k_cache, v_cache, indices, seq_lens, sm_scale):
-    """Exact attention of q ``[B, H, D]`` over the tokens ``indices`` ``[B, H, k]`` selects."""
-    group = q.shape[1] // k_cache.shape[1]
-    gather = indices[..., None].expand(-1, -1, -1, q.shape[2])
-    keys = torch.gather(k_cache.float().repeat_interleave(group, 1), 2, gather)
-    values = torch.gather(v_cache.float().repeat_interleave(group, 1), 2, gather)
-    scores = torch.einsum("bhd,bhkd->bhk", q.float(), keys) * sm_scale
-    scores = scores.masked_fill(indices >= seq_lens[:, None, None], float("-inf"))
-    return torch.einsum("bhk,bhkd->bhd", scores.softmax(-1), values).to(q.dtype)
+    """Exact attention of q ``[B, H, D]`` over the tokens ``indices`` ``[B, H, k]`` selects.
+
+    Gathers only the selected rows of each KV head (never a per-query-head copy of the cache).
+    """
+    batch, heads, dim = q.shape
+    kv_heads, top_k = k_cache.shape[1], indices.shape[2]
+    group = heads // kv_heads
+    gather = indices.reshape(batch, kv_heads, group * top_k, 1).expand(-1, -1, -1, dim)
+    keys = torch.gather(k_cache, 2, gather).float().reshape(batch, kv_heads, group, top_k, dim)
+    values = torch.gather(v_cache, 2, gather).float().reshape(batch, kv_heads, group, top_k, dim)
+    q_grouped = q.float().reshape(batch, kv_heads, group, dim, 1)
+    scores = torch.matmul(keys, q_grouped).squeeze(-1) * sm_scale  # [B, Hkv, group, k]
+    invalid = (indices >= seq_lens[:, None, None]).reshape(batch, kv_heads, group, top_k)
+    probs = scores.masked_fill(invalid, float("-inf")).softmax(-1)
+    out = torch.matmul(probs[..., None, :], values).squeeze(-2)  # [B, Hkv, group, D]
+    return out.reshape(batch, heads, dim).to(q.dtype)
 
 
 def double_sparsity_decode_reference(q, k_cache, v_cache, label_cache, channels, top_k,
