@@ -1,0 +1,1 @@
+"""Pruning methods: structured (Adapt-Pruner) and magnitude pruning with light retraining (PERP)."""
