@@ -104,7 +104,10 @@ def _topics() -> list[tuple[int, str]]:
 
 @lru_cache(maxsize=1)
 def retrieval_set() -> RetrievalSet:
-    queries, documents, seen = [], [], set()
+    # A section may appear in several topics: one that calibration also sees is left out.
+    seen = {heading.lower() for index, text in _topics() if index % CALIBRATION_EVERY == 0
+            for heading, _ in _sections(text)}
+    queries, documents = [], []
     for index, text in _topics():
         if index % CALIBRATION_EVERY == 0:
             continue
