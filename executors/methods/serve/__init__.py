@@ -1,0 +1,1 @@
+"""Serving methods: scheduling options of the engine in executors/serving.py."""

@@ -1,0 +1,326 @@
+"""A small LLM serving engine over DecoderLM: paged KV blocks, iteration-level scheduling.
+
+One engine runs every serving method; the methods only switch its scheduling options, so a
+difference in the figures is the scheduling, not the code path:
+- static batching (the reference): a batch is formed only when the engine is empty and runs
+  until its last request finishes; requests arriving meanwhile wait;
+- continuous batching (Orca's iteration-level scheduling): waiting requests join free slots at
+  every iteration and finished ones leave at once;
+- prefix caching (vLLM's automatic prefix caching / SGLang's RadixAttention): full KV blocks
+  are keyed by a hash chain of the tokens up to them and reused by later prompts with that prefix;
+- chunked prefill (Sarathi): an iteration has a token budget; decodes go first and prefills fill
+  the rest, so a long prompt is split into chunks interleaved with other requests' decodes.
+
+Every iteration is one forward over the packed tokens of all scheduled requests (Orca's
+selective batching): the linear layers see one [tokens, dim] matrix, attention runs per
+request against its own blocks. Batch invariance makes the methods bitwise lossless: CPU GEMMs
+round a row differently depending on how many rows they see (measured: row counts 1–3, 5–7 and
+9–11 take other kernels than 4, 8 and ≥ 12), so packed rows are padded to a multiple of
+`ROW_MULTIPLE`, and attention runs in float64 (its rounding back to float32 no longer depends on
+how a prompt was split). A request's tokens therefore never depend on its batch companions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from executors.decoding import next_tokens
+from executors.lm import DecoderLM, apply_rotary, rotary
+from executors.registry import Generation
+
+ROW_MULTIPLE = 4
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    continuous: bool = False
+    prefix_caching: bool = False
+    chunk_size: int = 0  # token budget per iteration; 0 = whole prefills
+    block_size: int = 16
+    cache_blocks: int = 256  # extra blocks that keep released prefixes for reuse (LRU)
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: tuple[int, ...]
+    max_new_tokens: int
+    arrival_s: float = 0.0
+
+
+@dataclass
+class RequestState:
+    index: int
+    request: Request
+    blocks: list[int] = field(default_factory=list)
+    kv_len: int = 0  # positions whose keys/values are in the blocks
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache
+    chunks: int = 0  # forwards that carried part of this prompt
+    admitted_s: float = 0.0
+    admitted_while_running: bool = False
+    output: list[int] = field(default_factory=list)
+    token_times: list[float] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> list[int]:
+        return list(self.request.prompt) + self.output
+
+    @property
+    def in_prefill(self) -> bool:
+        return self.kv_len < len(self.request.prompt)
+
+
+@dataclass
+class StreamResult:
+    requests: list[RequestState]
+    schedule: list[dict]  # per iteration: its end time, the decoding requests, the prefill pieces
+    prefill_tokens_computed: int
+    peak_blocks: int
+    block_bytes: int
+    wall_s: float
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(len(r.output) for r in self.requests)
+
+
+class BlockPool:
+    """Paged KV storage per layer with optional hash-chained prefix reuse and LRU eviction."""
+
+    def __init__(self, lm: DecoderLM, num_blocks: int, block_size: int, prefix_caching: bool):
+        c = lm.config
+        weight = lm.tok_embeddings.weight
+        shape = (num_blocks, c.n_kv_heads, block_size, c.head_dim)
+        self.keys = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in range(c.n_layers)]
+        self.values = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in range(c.n_layers)]
+        self.block_size, self.prefix_caching = block_size, prefix_caching
+        self.free = deque(range(num_blocks))
+        self.refs = [0] * num_blocks
+        self.by_hash: dict[int, int] = {}
+        self.hash_of: dict[int, int] = {}
+        self.evictable: OrderedDict[int, None] = OrderedDict()  # cached, unreferenced, oldest first
+        self.peak_used = 0
+
+    def block_bytes(self) -> int:
+        return 2 * len(self.keys) * self.keys[0][0].numel() * self.keys[0].element_size()
+
+    def allocate(self) -> int:
+        if self.free:
+            block = self.free.popleft()
+        elif self.evictable:
+            block, _ = self.evictable.popitem(last=False)
+            del self.by_hash[self.hash_of.pop(block)]
+        else:
+            raise RuntimeError("KV block pool exhausted")
+        self.refs[block] = 1
+        self.peak_used = max(self.peak_used, len(self.refs) - len(self.free))
+        return block
+
+    def chain_hashes(self, tokens: list[int], count: int) -> list[int]:
+        """The key of block i covers every token up to its end, so equal keys mean equal prefixes."""
+        hashes, parent = [], 0
+        for i in range(count):
+            parent = hash((parent, tuple(tokens[i * self.block_size:(i + 1) * self.block_size])))
+            hashes.append(parent)
+        return hashes
+
+    def match_prefix(self, state: RequestState) -> None:
+        """Takes the longest cached run of full prompt blocks, keeping ≥ 1 prompt token to compute."""
+        prompt = list(state.request.prompt)
+        for key in self.chain_hashes(prompt, (len(prompt) - 1) // self.block_size):
+            block = self.by_hash.get(key)
+            if block is None:
+                break
+            self.evictable.pop(block, None)
+            self.refs[block] += 1
+            state.blocks.append(block)
+        state.kv_len = state.cached_tokens = len(state.blocks) * self.block_size
+
+    def register_full_blocks(self, state: RequestState) -> None:
+        full = state.kv_len // self.block_size
+        for position, key in enumerate(self.chain_hashes(state.tokens, full)):
+            block = state.blocks[position]
+            if block not in self.hash_of and key not in self.by_hash:
+                self.by_hash[key], self.hash_of[block] = block, key
+
+    def release(self, state: RequestState) -> None:
+        for block in state.blocks:
+            self.refs[block] -= 1
+            if self.refs[block] == 0:
+                if block in self.hash_of:
+                    self.evictable[block] = None
+                else:
+                    self.free.append(block)
+        state.blocks = []
+
+
+def _padded(x: torch.Tensor) -> torch.Tensor:
+    extra = -x.shape[0] % ROW_MULTIPLE
+    return torch.cat((x, x.new_zeros(extra, *x.shape[1:]))) if extra else x
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int) -> torch.Tensor:
+    """q [H, t, D] at positions start.. against keys/values [H, start + t, D], causal, in float64."""
+    steps, length = q.shape[1], keys.shape[1]
+    scores = q.double() @ keys.double().transpose(1, 2) / math.sqrt(q.shape[-1])
+    allowed = torch.arange(length, device=q.device)[None, :] <= torch.arange(start, start + steps, device=q.device)[:, None]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ values.double()).to(q.dtype)
+
+
+@torch.inference_mode()
+def packed_forward(lm: DecoderLM, pool: BlockPool, items: list[tuple[RequestState, list[int]]]) -> torch.Tensor:
+    """One forward over every item's new tokens; returns the logits of each item's last token."""
+    c = lm.config
+    device = lm.tok_embeddings.weight.device
+    lengths = [len(tokens) for _, tokens in items]
+    starts = [state.kv_len for state, _ in items]
+    tokens = torch.tensor([t for _, new in items for t in new], device=device)
+    positions = torch.tensor([s + i for s, n in zip(starts, lengths) for i in range(n)], device=device)
+    rows = len(tokens)
+    block_ids = torch.tensor([state.blocks[p // pool.block_size] for (state, _), s, n in zip(items, starts, lengths)
+                              for p in range(s, s + n)], device=device)
+    offsets = positions % pool.block_size
+    cos, sin = rotary(positions, c.head_dim, c.rope_theta)
+    x = _padded(lm.tok_embeddings(tokens))
+    group = c.n_heads // c.n_kv_heads
+    for index, layer in enumerate(lm.layers):
+        attn = layer.attention
+        h = layer.attention_norm(x)
+        q = apply_rotary(attn.wq(h)[:rows].view(rows, c.n_heads, c.head_dim).transpose(0, 1), cos, sin)
+        k = apply_rotary(attn.wk(h)[:rows].view(rows, c.n_kv_heads, c.head_dim).transpose(0, 1), cos, sin)
+        v = attn.wv(h)[:rows].view(rows, c.n_kv_heads, c.head_dim)
+        pool.keys[index][block_ids, :, offsets] = k.transpose(0, 1)
+        pool.values[index][block_ids, :, offsets] = v
+        out, row = [], 0
+        for (state, _), start, steps in zip(items, starts, lengths):
+            table = torch.tensor(state.blocks[:(start + steps - 1) // pool.block_size + 1], device=device)
+            keys = pool.keys[index][table].transpose(0, 1).reshape(c.n_kv_heads, -1, c.head_dim)[:, :start + steps]
+            values = pool.values[index][table].transpose(0, 1).reshape(c.n_kv_heads, -1, c.head_dim)[:, :start + steps]
+            if group > 1:
+                keys, values = keys.repeat_interleave(group, 0), values.repeat_interleave(group, 0)
+            out.append(_attend(q[:, row:row + steps], keys, values, start))
+            row += steps
+        attended = torch.cat(out, dim=1).transpose(0, 1).reshape(rows, -1)
+        x = x + attn.wo(_padded(attended))
+        x = x + layer.feed_forward(layer.ffn_norm(x))
+    last_rows = torch.tensor(list(itertools.accumulate(lengths)), device=device) - 1
+    return lm.output(_padded(lm.norm(x)[last_rows]))[:len(items)].float()
+
+
+
+def _schedule(running: list[RequestState], options: EngineOptions) -> list[tuple[RequestState, list[int]]]:
+    """Decodes first (one token each), then prefills in admission order within the token budget."""
+    items = [(state, [state.tokens[-1]]) for state in running if not state.in_prefill]
+    budget = max(1, options.chunk_size - len(items)) if options.chunk_size else math.inf
+    for state in running:
+        if state.in_prefill and budget > 0:
+            take = int(min(len(state.request.prompt) - state.kv_len, budget))
+            items.append((state, list(state.request.prompt[state.kv_len:state.kv_len + take])))
+            budget -= take
+    return items
+
+
+def serve(lm: DecoderLM, options: EngineOptions, requests: list[Request], max_batch: int, *,
+          sampling: str = "greedy", temperature: float = 1.0, seed: int = 0) -> StreamResult:
+    """Serves the requests in real time: each is admitted no earlier than its arrival_s."""
+    device = lm.tok_embeddings.weight.device
+    size = options.block_size
+    per_request = max(math.ceil((len(r.prompt) + r.max_new_tokens) / size) for r in requests)
+    spare = options.cache_blocks if options.prefix_caching else 0
+    pool = BlockPool(lm, min(max_batch, len(requests)) * per_request + spare, size, options.prefix_caching)
+    states = [RequestState(i, r) for i, r in enumerate(requests)]
+    generators = [torch.Generator(device=device).manual_seed(seed + i) if sampling != "greedy" else None
+                  for i in range(len(states))]
+    pending = deque(sorted(states, key=lambda s: (s.request.arrival_s, s.index)))
+    waiting: deque[RequestState] = deque()
+    running: list[RequestState] = []
+    schedule, computed, finished = [], 0, 0
+
+    def clock() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    while finished < len(states):
+        now = clock()
+        while pending and pending[0].request.arrival_s <= now:
+            waiting.append(pending.popleft())
+        if not running and not waiting:
+            time.sleep(max(0.0, pending[0].request.arrival_s - now))
+            continue
+        if options.continuous or not running:
+            busy = bool(running)
+            while waiting and len(running) < max_batch:
+                state = waiting.popleft()
+                state.admitted_s, state.admitted_while_running = now, busy
+                if options.prefix_caching:
+                    pool.match_prefix(state)
+                running.append(state)
+        items = _schedule(running, options)
+        prefilling = [state.in_prefill for state, _ in items]
+        for (state, new), prefill in zip(items, prefilling):
+            while len(state.blocks) * size < state.kv_len + len(new):
+                state.blocks.append(pool.allocate())
+            state.chunks += prefill
+            computed += len(new) if prefill else 0
+        logits = packed_forward(lm, pool, items)
+        now = clock()
+        schedule.append({"t": now, "decode": [s.index for (s, _), p in zip(items, prefilling) if not p],
+                         "prefill": [(s.index, len(new)) for (s, new), p in zip(items, prefilling) if p]})
+        for row, (state, new) in enumerate(items):
+            state.kv_len += len(new)
+            if options.prefix_caching:
+                pool.register_full_blocks(state)
+            if state.in_prefill:
+                continue
+            state.output.append(int(next_tokens(logits[row:row + 1], sampling, temperature, generators[state.index])))
+            state.token_times.append(now)
+            if len(state.output) == state.request.max_new_tokens:
+                pool.release(state)
+                running.remove(state)
+                finished += 1
+    return StreamResult(states, schedule, computed, pool.peak_used, pool.block_bytes(), clock())
+
+
+class ServedLM(nn.Module):
+    """The decoder plus the serving options the methods of a composite switched on."""
+
+    def __init__(self, lm: DecoderLM, options: EngineOptions):
+        super().__init__()
+        self.lm, self.options = lm, options
+
+    def forward(self, *args, **kwargs):
+        return self.lm(*args, **kwargs)
+
+
+def with_options(model: nn.Module, **changes) -> ServedLM:
+    """Adds serving options to a model, keeping those an earlier method of the composite set."""
+    if isinstance(model, ServedLM):
+        return ServedLM(model.lm, replace(model.options, **changes))
+    return ServedLM(getattr(model, "_orig_mod", model), replace(EngineOptions(), **changes))
+
+
+@dataclass
+class ServingRunner:
+    model: ServedLM
+
+    def serve(self, requests: list[Request], max_batch: int, **sampling) -> StreamResult:
+        return serve(self.model.lm, self.model.options, requests, max_batch, **sampling)
+
+    def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
+                 temperature: float = 1.0, seed: int = 0) -> Generation:
+        """The offline case: every prompt arrives at once and may run in one batch."""
+        requests = [Request(tuple(row.tolist()), max_new_tokens) for row in prompts]
+        result = self.serve(requests, len(requests), sampling=sampling, temperature=temperature, seed=seed)
+        tokens = torch.tensor([state.output for state in result.requests], dtype=torch.long, device=prompts.device)
+        return Generation(tokens=tokens, forward_passes=len(result.schedule),
+                          stats={"prefill_tokens_computed": result.prefill_tokens_computed,
+                                 "prefix_hit_tokens": sum(s.cached_tokens for s in result.requests)})
