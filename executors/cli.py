@@ -26,7 +26,8 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 def parse_workloads(text: str):
-    """A JSON object, a JSON list of objects, or a grid like `batch=1,4 prompt=32,256 gen=32` (`embed batch=1 seq=128`)."""
+    """A JSON object, a JSON list of objects, or a grid like `batch=1,4 prompt=32,256 gen=32` (`embed batch=1 seq=128`,
+    `stream requests=16 load=0.5,4 batch=4,8`)."""
     from executors.encoder_workloads import EMBED_KIND, EmbedWorkload, embed_grid
     from executors.workloads import LMWorkload, grid
 
@@ -35,6 +36,13 @@ def parse_workloads(text: str):
         data = json.loads(text)
         return [EmbedWorkload.from_json(item) if item.get("kind") == EMBED_KIND else LMWorkload.from_json(item)
                 for item in (data if isinstance(data, list) else [data])]
+    if text.split()[:1] == ["stream"]:  # `stream requests=16 load=0.5,4 batch=4,8`: request streams
+        from executors.stream_harness import parse_stream_workloads
+
+        try:
+            return parse_stream_workloads(text.removeprefix("stream"))
+        except (TypeError, ValueError) as exc:
+            raise typer.BadParameter(str(exc)) from None
     if text.split()[:1] == ["embed"]:  # `embed batch=1,8 seq=32,128`: encoder workloads
         embed_axes = {"batch": [1], "seq": [128]}
         for part in text.split()[1:]:

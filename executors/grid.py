@@ -23,6 +23,7 @@ from executors.encoder_workloads import EmbedWorkload
 from executors.hardware import fingerprint, node_row
 from executors.harness import BASELINE_ID, Prepared, calibration_batch, measure, prepare
 from executors.registry import MethodConfig, ModelBundle, composite_id, default_config
+from executors.stream_harness import STATIC_ID, StreamWorkload, measure_stream
 from executors.workloads import LMWorkload
 from executors.zoo import load_bundle
 from profiles.db import session_scope
@@ -95,7 +96,10 @@ def run_grid(engine: Engine, sources: Sequence[str], composites: Sequence[Compos
         if task.threads not in nodes:
             nodes[task.threads] = node_row(fingerprint(device, _cache_dir()))
         node, bundle = nodes[task.threads], bundles[task.source]
-        wanted = [(BASELINE_ID, (default_config(BASELINE_ID),))] + [(composite_id(c), c) for c in composites]
+        # A request stream's reference is static batching, every other workload's the plain baseline.
+        reference = STATIC_ID if isinstance(task.workload, StreamWorkload) else BASELINE_ID
+        wanted = [(reference, (default_config(reference),))] + [(composite_id(c), c) for c in composites
+                                                                 if composite_id(c) != reference]
         ids = {run_id_for(task.source, task.workload.id, mid, _config_json(c), node["id"]): mid for mid, c in wanted}
         stored = _stored(engine, list(ids))
         missing = [c for mid, c in wanted[1:] if run_id_for(task.source, task.workload.id, mid, _config_json(c),
@@ -104,13 +108,14 @@ def run_grid(engine: Engine, sources: Sequence[str], composites: Sequence[Compos
         if missing or len(stored) < len(ids):
             calibration = None
             runners = []
-            for composite in [(default_config(BASELINE_ID),)] + missing:
+            for composite in [(default_config(reference),)] + missing:
                 key = (task.source, task.threads, repr(composite))
                 if key not in prepared:
                     calibration = calibration if calibration is not None else calibration_batch(bundle)
                     prepared[key] = prepare(bundle, composite, dev, calibration)
                 runners.append(prepared[key])
-            measure_task = measure_encoder if isinstance(task.workload, EmbedWorkload) else measure
+            measure_task = (measure_stream if isinstance(task.workload, StreamWorkload)
+                            else measure_encoder if isinstance(task.workload, EmbedWorkload) else measure)
             records = measure_task(bundle, task.workload, runners[1:], node, device=dev, reps=reps, warmup=warmup,
                                    baseline=runners[0])
             with session_scope(engine) as session:

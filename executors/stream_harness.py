@@ -166,6 +166,9 @@ def measure_stream(bundle: ModelBundle, workload: StreamWorkload, methods: Seque
     everyone = [baseline] + [m for m in methods if m.method_id != STATIC_ID]
     misfit = workload.fits(bundle)
     runnable = [p for p in everyone if p.status == "ok"] if misfit is None else []
+    unfit = {p.method_id: f"{p.method_id} is not a serving method: it has no request scheduler"
+             for p in runnable if not hasattr(p.runner, "serve")}
+    runnable = [p for p in runnable if p.method_id not in unfit]
     failures: dict[str, str] = {}
     results: dict[str, list[StreamResult]] = {p.method_id: [] for p in runnable}
     context = {"arrival_rate_rps": workload.rate or None, "static_capacity_rps": None}
@@ -190,8 +193,8 @@ def measure_stream(bundle: ModelBundle, workload: StreamWorkload, methods: Seque
                 results[prepared.method_id].append(prepared.runner.serve(stream, workload.max_batch))
     finished_at = utcnow()
     return [_record(p, bundle=bundle, workload=workload, node=node, results=results, baseline=baseline,
-                    failures=failures, misfit=misfit, context=context, started_at=started_at,
-                    finished_at=finished_at) for p in everyone]
+                    failures=failures, misfit=misfit or unfit.get(p.method_id), context=context,
+                    started_at=started_at, finished_at=finished_at) for p in everyone]
 
 
 def _record(prepared: Prepared, *, bundle, workload, node, results, baseline, failures, misfit, context,
