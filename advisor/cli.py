@@ -43,7 +43,7 @@ def train(
                                "artefact_path": version.artefact_path}))
 
 
-def _tables(scenario: list[Path], csv_files: list[Path], profiles_file: Path | None, synthetic: bool,
+def _tables(scenario: list[Path], csv_files: list[Path], profiles_files: list[Path], synthetic: bool,
             objective: str, quality_floor: float | None, text_embedding: bool) -> list:
     from advisor.external import load_aslib, load_long_csv
     from advisor.table import table_from_records
@@ -55,11 +55,13 @@ def _tables(scenario: list[Path], csv_files: list[Path], profiles_file: Path | N
         from advisor.synthetic import synthetic_records
 
         return [table_from_records(synthetic_records(), objective, quality_floor, "synthetic", text_embedding)]
-    if profiles_file is not None:
+    if profiles_files:
         from profiles.transfer import read_records
 
-        return [table_from_records((r for _, r in read_records(profiles_file)), objective, quality_floor,
-                                   profiles_file.name, text_embedding)]
+        # Several files (e.g. the seed grid and profiles/data/parts/*.jsonl) make one table.
+        records = (record for path in profiles_files for _, record in read_records(path))
+        return [table_from_records(records, objective, quality_floor, " + ".join(p.name for p in profiles_files),
+                                   text_embedding)]
     from profiles.db import default_engine, session_scope
     from profiles.migrate import upgrade
     from profiles.transfer import iter_records
@@ -80,7 +82,8 @@ def evaluate(
     folds: Annotated[int, typer.Option(min=2, help="folds per split")] = 5,
     scenario: Annotated[list[Path] | None, typer.Option(exists=True, file_okay=False, help="ASlib scenario dir")] = None,
     csv: Annotated[list[Path] | None, typer.Option(exists=True, dir_okay=False, help="long-format performance CSV")] = None,
-    profiles: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="profile records file")] = None,
+    profiles: Annotated[list[Path] | None, typer.Option(exists=True, dir_okay=False,
+                                                        help="profile records file (repeat to pool several)")] = None,
     synthetic: Annotated[bool, typer.Option(help="use the generated table (advisor.synthetic)")] = False,
     objective: Annotated[str, typer.Option(help="latency | throughput | memory | time-to-accuracy")] = "latency",
     quality_floor: Annotated[float | None, typer.Option(help="runs with a lower quality change are unavailable")] = None,
@@ -96,7 +99,7 @@ def evaluate(
     if split not in SPLIT_CHOICES:
         raise typer.BadParameter(f"choose one of {', '.join(SPLIT_CHOICES)}", param_hint="--split")
     try:
-        tables = _tables(scenario or [], csv or [], profiles, synthetic, objective, quality_floor, text_embedding)
+        tables = _tables(scenario or [], csv or [], profiles or [], synthetic, objective, quality_floor, text_embedding)
     except (ValueError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None

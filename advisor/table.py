@@ -129,7 +129,7 @@ def table_from_records(records: Iterable[Mapping], objective: str = "latency",
         if value is not None and value > 0:
             cell["value"].append(value)
         for key, figure in (("quality_delta", record.get("quality_delta")),
-                            ("log_speedup", math.log(record["speedup"])),
+                            ("log_speedup", _log_or_none(record.get("speedup"))),
                             ("log_throughput_ratio", _log_or_none(objective_value(record, "throughput"))),
                             ("log_memory_ratio", _log_or_none(objective_value(record, "memory"))),
                             ("log_baseline_latency", _log_or_none(record.get("baseline_latency_p50_s")))):
@@ -168,4 +168,4 @@ def table_from_records(records: Iterable[Mapping], objective: str = "latency",
 
 
 def _log_or_none(value) -> float | None:
-    return math.log(value) if value else None
+    return math.log(value) if value and value > 0 else None

@@ -84,22 +84,25 @@ def test_cli_recommend_without_a_trained_advisor_fails_cleanly():
     assert result.exit_code == 2 and "advisor train" in result.output
 
 
-def test_cli_evaluate_a_profile_file_writes_json_markdown_and_chart(tmp_path):
-    path = tmp_path / "profiles.jsonl.gz"
+def test_cli_evaluate_profile_files_writes_json_markdown_and_chart(tmp_path):
+    # Two files (a gzipped grid and a plain part, as in profiles/data/) pool into one table.
+    path, part = tmp_path / "profiles.jsonl.gz", tmp_path / "part.jsonl"
+    records = list(synthetic_records(n_models=6, n_workloads=3, n_hardware=2, seed=5))
     with gzip.open(path, "wt") as handle:
-        for record in synthetic_records(n_models=6, n_workloads=3, n_hardware=2, seed=5):
-            handle.write(json.dumps(record) + "\n")
+        handle.writelines(json.dumps(r) + "\n" for r in records if r["model_id"] != records[0]["model_id"])
+    part.write_text("".join(json.dumps(r) + "\n" for r in records if r["model_id"] == records[0]["model_id"]))
     out = tmp_path / "report"
-    result = runner.invoke(app, ["advisor", "evaluate", "--profiles", str(path), "--split", "model", "--seeds", "1",
-                                 "--folds", "3", "--size", "small", "--json", "--out", str(out)])
+    result = runner.invoke(app, ["advisor", "evaluate", "--profiles", str(path), "--profiles", str(part),
+                                 "--split", "model", "--seeds", "1", "--folds", "3", "--size", "small", "--json",
+                                 "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{"):])
-    assert set(report["splits"]) == {"model"}
+    assert set(report["splits"]) == {"model"} and report["n_tasks"] == 6 * 3 * 2
     assert {"random", "sbs", "isac", "alors", "knn", "random_forest", "gradient_boosting", "pairwise", "lightgbm",
             "lightgbm_rank", "vbs"} <= set(report["splits"]["model"])
     assert (out / "chart.png").read_bytes()[:4] == b"\x89PNG"
     assert "| lightgbm |" in (out / "report.md").read_text()
-    assert json.loads((out / "report.json").read_text())[0]["table"] == "profiles.jsonl.gz"
+    assert json.loads((out / "report.json").read_text())[0]["table"] == "profiles.jsonl.gz + part.jsonl"
 
 
 def test_cli_evaluate_rejects_an_unknown_split():
