@@ -1,0 +1,289 @@
+"""`quant.abq_arbitrary_bit`: ABQ-LLM arbitrary-bit post-training quantisation (W2…W8 × A8/A16).
+
+Paper: Zeng et al., "ABQ-LLM: Arbitrary-Bit Quantized Inference Acceleration for Large Language
+Models" (arXiv 2408.08554); mechanism as in its text and the authors' calibration code:
+
+- Block-wise calibration (OmniQuant lineage): the transformer blocks are calibrated one after
+  another on calibration windows; the quantised model's block input is the previous quantised
+  block's output. Learned per block: per-group weight clipping factors (sigmoid-scaled min/max,
+  "LWC") for every linear, and on the MLP down projection of the first three and last four
+  blocks a rank-1 compensation ``W + a·bᵀ`` (the paper finds down_proj the most sensitive).
+- Distribution correction: the block's quantised output is pulled toward two full-precision
+  targets — the FP block on the FP input and the FP block on the quantised input — by MSE plus
+  −log cosine similarity to each, and the quantised attention map toward the FP one by a
+  two-sided KL divergence (quantisation destroys the attention sink on the first token).
+- Bit balance: INT2's asymmetric levels {-2,-1,0,1} get a fifth level, {-2,…,2}, symmetric
+  about the zero point. Five levels do not fit two bits: this executor stores such weights as
+  3-bit codes and records `storage_bits` = 3 (the kernels have no fractional widths).
+- A8: activations are quantised per token, dynamically, asymmetric, before every linear.
+
+Deployed weights are packed in `kernels.quant_pack`'s format (bit planes for 3/5/6/7 bits,
+byte-aligned streams for 2/4/8). On CUDA `kernels.dispatch.lowbit_linear` runs the Triton
+any-bit GEMM; on CPU each call dequantises the packed codes and does an fp32 matmul — exact in
+quality, slower than fp32 (expect a speed-up below 1; this is a quality/memory method on CPU).
+A8 activations are fake-quantised on both devices (the kernels read fp16 activations).
+Calibration is seeded and cached as safetensors keyed by the model's weights and the config.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from executors.decoding import PlainDecoder
+from executors.fakequant import (fake_quant_per_token, fake_quant_weight, levels, pack_grid,
+                                 weight_grid, weights_digest)
+from executors.harness import calibration_batch
+from executors.lm import DecoderLM, apply_rotary, rotary
+from executors.registry import Method, MethodConfig, register_method
+from kernels.dispatch import backend_for, lowbit_linear
+from kernels.lowbit_gemm import ALIGNED_BITS
+from kernels.quant_pack import PackedWeight
+
+log = logging.getLogger(__name__)
+
+CLIP_INIT = 4.0  # sigmoid(4) ≈ 0.98: clipping starts just inside min/max, as in the authors' code
+
+
+@dataclass(frozen=True)
+class ABQConfig(MethodConfig):
+    w_bits: int = 4  # 2..8
+    a_bits: int = 16  # 8 (per-token dynamic) or 16 (weight-only)
+    group_size: int = 64
+    calibration_windows: int = 16
+    calibration_len: int = 128
+    epochs: int = 5  # passes over the calibration windows per block
+    batch: int = 2
+    lr_clip: float = 1e-2
+    lr_compensation: float = 1e-2
+    bit_balance: bool = True  # only changes W2
+    seed: int = 0
+    version: int = 1
+
+
+class LowBitLinear(nn.Module):
+    """A linear layer stored as packed 2..8-bit codes (+ per-group scales and zero points)."""
+
+    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None, a_bits: int):
+        super().__init__()
+        self.bits, self.group_size, self.layout = packed.bits, packed.group_size, packed.layout
+        self.out_features, self.in_features, self.a_bits = packed.out_features, packed.in_features, a_bits
+        self.register_buffer("packed", packed.packed)
+        self.register_buffer("scales", packed.scales)
+        self.register_buffer("zeros", packed.zeros)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    def packed_weight(self) -> PackedWeight:
+        return PackedWeight(self.packed, self.scales, self.zeros, self.bits, self.group_size,
+                            self.out_features, self.in_features, self.layout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lowbit_linear(fake_quant_per_token(x, self.a_bits), self.packed_weight(), self.bias)
+
+
+class CalibLinear(nn.Module):
+    """A frozen linear with ABQ's learnable clipping (and optional rank-1 compensation)."""
+
+    def __init__(self, linear: nn.Linear, config: ABQConfig, compensate: bool):
+        super().__init__()
+        self.config = config
+        self.weight = linear.weight.detach()
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        out_features, in_features = self.weight.shape
+        groups = -(-in_features // min(config.group_size, in_features))
+        self.upper = nn.Parameter(torch.full((out_features, groups), CLIP_INIT))
+        self.lower = nn.Parameter(torch.full((out_features, groups), CLIP_INIT))
+        self.left = nn.Parameter(torch.zeros(out_features, 1)) if compensate else None
+        self.right = nn.Parameter(torch.ones(1, in_features)) if compensate else None
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight if self.left is None else self.weight + self.left @ self.right
+
+    def grid(self, weight: torch.Tensor):
+        c = self.config
+        return weight_grid(weight, c.w_bits, c.group_size, bit_balance=c.bit_balance,
+                           upper=self.upper, lower=self.lower)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.effective_weight()
+        quantized = fake_quant_weight(weight, self.grid(weight))
+        return F.linear(fake_quant_per_token(x, self.config.a_bits), quantized, self.bias)
+
+    def freeze(self) -> LowBitLinear:
+        with torch.no_grad():
+            weight = self.effective_weight()
+            grid = self.grid(weight)
+            layout = "stream" if grid.storage_bits in ALIGNED_BITS else "planes"
+            return LowBitLinear(pack_grid(weight, grid, layout), self.bias, self.config.a_bits)
+
+
+def compensated(index: int, n_layers: int) -> bool:
+    """The paper's rule: down_proj of the first three and the last four blocks."""
+    return index <= 2 or index >= n_layers - 4
+
+
+def block_linears(block: nn.Module) -> list[tuple[nn.Module, str]]:
+    return [(parent, name) for parent in (block.attention, block.feed_forward)
+            for name, child in parent.named_children() if isinstance(child, (nn.Linear, CalibLinear))]
+
+
+def attention_probs(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The block's causal attention map [B, H, T, T] (what SDPA computes but does not return)."""
+    attn = block.attention
+    batch, steps, _ = x.shape
+    h = block.attention_norm(x)
+    q = attn.wq(h).view(batch, steps, attn.n_heads, attn.head_dim).transpose(1, 2)
+    k = attn.wk(h).view(batch, steps, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    k = k.repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
+    scores = q @ k.transpose(-1, -2) / attn.head_dim ** 0.5
+    causal = torch.ones(steps, steps, dtype=torch.bool, device=x.device).tril()
+    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
+
+
+def correction_loss(out, fp_out, fp_out_on_quant_input, probs, fp_probs) -> torch.Tensor:
+    """ABQ's distribution correction: two FP targets (MSE and −log cos each) + two-sided attention KL."""
+    loss = F.mse_loss(out, fp_out) + F.mse_loss(out, fp_out_on_quant_input)
+    for target in (fp_out, fp_out_on_quant_input):
+        loss = loss - torch.log(F.cosine_similarity(out, target, dim=-1).mean().abs().clamp_min(1e-6))
+    log_p, log_fp = probs.clamp_min(1e-12).log(), fp_probs.clamp_min(1e-12).log()
+    kl_fp_q = (fp_probs * (log_fp - log_p)).sum(-1).mean()
+    kl_q_fp = (probs * (log_p - log_fp)).sum(-1).mean()
+    return loss + kl_fp_q + kl_q_fp
+
+
+def calibrate_block(block, index, n_layers, config, fp_in, quant_in, cos, sin, generator) -> dict:
+    """Swaps the block's linears for CalibLinears, fits them; returns the learned tensors."""
+    with torch.no_grad():
+        fp_out = block(fp_in, cos, sin, None, 0, None)
+        fp_out_on_quant = block(quant_in, cos, sin, None, 0, None)
+        fp_probs = attention_probs(block, fp_in, cos, sin)
+    for parent, name in block_linears(block):
+        compensate = name == "w2" and compensated(index, n_layers)
+        setattr(parent, name, CalibLinear(getattr(parent, name), config, compensate))
+    clip = [p for n, p in block.named_parameters() if n.endswith(("upper", "lower"))]
+    comp = [p for n, p in block.named_parameters() if n.endswith(("left", "right"))]
+    optimizer = torch.optim.AdamW([{"params": clip, "lr": config.lr_clip},
+                                   {"params": comp, "lr": config.lr_compensation}], weight_decay=0.0)
+    for _ in range(config.epochs):
+        order = torch.randperm(len(fp_in), generator=generator)
+        for start in range(0, len(order), config.batch):
+            rows = order[start:start + config.batch]
+            out = block(quant_in[rows], cos, sin, None, 0, None)
+            probs = attention_probs(block, quant_in[rows], cos, sin)
+            loss = correction_loss(out, fp_out[rows], fp_out_on_quant[rows], probs, fp_probs[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    if config.epochs:
+        log.info("abq block %d: final loss %.4f", index, loss.item())
+    return {f"{index}.{n}": p.detach().clone() for n, p in block.named_parameters()
+            if n.endswith(("upper", "lower", "left", "right"))}
+
+
+def freeze_block(block: nn.Module) -> None:
+    for parent, name in block_linears(block):
+        setattr(parent, name, getattr(parent, name).freeze())
+
+
+def quantize_abq(model: DecoderLM, tokens: torch.Tensor, config: ABQConfig,
+                 learned: dict | None = None) -> tuple[DecoderLM, dict]:
+    """A packed low-bit copy of `model`; `learned` (from the cache) skips the optimisation."""
+    quantized = copy.deepcopy(model)
+    for p in quantized.parameters():
+        p.requires_grad_(False)
+    generator = torch.Generator().manual_seed(config.seed)
+    positions = torch.arange(tokens.shape[1])
+    cos, sin = rotary(positions, model.config.head_dim, model.config.rope_theta)
+    with torch.no_grad():
+        fp_in = quantized.tok_embeddings(tokens)
+    quant_in, found = fp_in.clone(), {}
+    n_layers = len(quantized.layers)
+    for index, block in enumerate(quantized.layers):
+        if learned is None:
+            found.update(calibrate_block(block, index, n_layers, config, fp_in, quant_in, cos, sin, generator))
+        else:
+            for parent, name in block_linears(block):
+                compensate = name == "w2" and compensated(index, n_layers)
+                setattr(parent, name, CalibLinear(getattr(parent, name), config, compensate))
+            block.load_state_dict({k.split(".", 1)[1]: v for k, v in learned.items()
+                                   if k.split(".", 1)[0] == str(index)}, strict=False)
+        with torch.no_grad():
+            fp_in = model.layers[index](fp_in, cos, sin, None, 0, None)  # the untouched FP block
+            freeze_block(block)
+            quant_in = block(quant_in, cos, sin, None, 0, None)
+    return quantized, found
+
+
+def cache_path(model: nn.Module, config: ABQConfig) -> Path:
+    from profiles.settings import get_settings
+
+    key = hashlib.sha256(json.dumps({"model": weights_digest(model), "config": asdict(config)},
+                                    sort_keys=True).encode()).hexdigest()[:24]
+    return get_settings().cache_dir / "abq" / f"{key}.safetensors"
+
+
+def prepare_abq(bundle, config: ABQConfig) -> tuple[DecoderLM, float, bool]:
+    """The quantised model from cached calibration, or calibrated now (then cached)."""
+    model = bundle.model
+    tokens = calibration_batch(bundle, config.calibration_windows,
+                               min(config.calibration_len, model.config.max_seq_len))
+    if len(tokens) == 0:
+        raise ValueError(f"quant.abq_arbitrary_bit: no calibration text of {config.calibration_len} tokens")
+    path = cache_path(model, config)
+    if path.exists():
+        with safe_open(str(path), framework="pt") as handle:
+            calibration_s = float(handle.metadata()["calibration_s"])
+        quantized, _ = quantize_abq(model, tokens, config, load_file(str(path)))
+        log.info("abq: loaded cached calibration %s", path.name)
+        return quantized, calibration_s, True
+    began = time.perf_counter()
+    torch.manual_seed(config.seed)
+    with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
+        quantized, learned = quantize_abq(model, tokens, config)
+    calibration_s = time.perf_counter() - began
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in learned.items()}, str(path),
+              metadata={"calibration_s": f"{calibration_s:.3f}"})
+    return quantized, calibration_s, False
+
+
+@register_method("quant.abq_arbitrary_bit", ABQConfig, family="quantization",
+                 paper="ABQ-LLM: Arbitrary-Bit Quantized Inference Acceleration for Large Language Models",
+                 arxiv="2408.08554", catalogue_row=14, lossless=False)
+class ABQArbitraryBit(Method):
+    order = 10  # a weight transform: before compilation and decoding strategies
+    composes_with = frozenset({"baseline", "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
+    requirements = {"devices": ["cpu", "cuda"], "triton_on_cuda": True}
+
+    def supports(self, bundle, device):
+        if not isinstance(getattr(bundle.model, "_orig_mod", bundle.model), DecoderLM):
+            return ("ABQ's distribution correction calibrates decoder blocks against their attention maps; "
+                    "this model is not a decoder LM")
+        if not bundle.calibration_texts:
+            return "needs calibration text"
+        return None
+
+    def apply(self, bundle, config, calibration):
+        if not 2 <= config.w_bits <= 8 or config.a_bits not in (8, 16):
+            raise ValueError("quant.abq_arbitrary_bit: w_bits must be 2..8 and a_bits 8 or 16")
+        quantized, calibration_s, cached = prepare_abq(bundle, config)  # own windows: size is a knob
+        backend, reason = backend_for(bundle.model.tok_embeddings.weight.device)
+        storage_bits = max(2, levels(config.w_bits, config.bit_balance).bit_length())
+        return PlainDecoder(quantized, stats={
+            "w_bits": config.w_bits, "a_bits": config.a_bits, "storage_bits": storage_bits,
+            "group_size": config.group_size, "calibration_s": round(calibration_s, 3), "calibration_cached": cached,
+            "kernel_backend": backend if backend == "triton" else "unpack + dequantize + fp32 matmul",
+            "kernel_backend_reason": reason,
+            "activation_quant": "per-token dynamic fake quant" if config.a_bits < 16 else "none"})

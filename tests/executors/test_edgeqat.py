@@ -1,0 +1,82 @@
+"""EdgeQAT: LSQ grids deploy exactly into int8 kernels; the paper's losses; cached training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from executors.fakequant import lsq
+from executors.harness import calibration_batch
+from executors.methods.quant.edgeqat import (EdgeQATConfig, QATLinear, attention_modules, build_student,
+                                             cache_path, deploy, distribution_loss, entropy_loss, qat_loss)
+from executors.registry import get_method
+
+SMALL = EdgeQATConfig(steps=3, batch=2, train_windows=4, train_len=32)
+
+
+def test_lsq_passes_gradients_to_input_and_step():
+    x = torch.randn(64, requires_grad=True)
+    step = torch.tensor(0.05, requires_grad=True)
+    out = lsq(x, step, 8)
+    assert torch.allclose(out / step.detach(), (out / step.detach()).round(), atol=1e-4), "values on the grid"
+    out.pow(2).sum().backward()
+    assert x.grad.abs().sum() > 0 and step.grad.abs() > 0
+
+
+def test_deployed_int8_linear_holds_exactly_the_trained_codes():
+    torch.manual_seed(0)
+    qat = QATLinear(nn.Linear(48, 16), EdgeQATConfig())
+    with torch.no_grad():
+        qat.step.mul_(1.3)  # a "learned" step that is not absmax/127
+    int8 = qat.to_int8()
+    torch.testing.assert_close(int8.weight().dequantize(), qat.quantized_weight().detach(), atol=1e-6, rtol=0)
+    x = torch.randn(4, 48)
+    torch.testing.assert_close(int8(x), qat(x).detach(), atol=0.05, rtol=0.05)  # activations: per-batch int8
+
+
+def test_losses_follow_the_paper(tiny):
+    tokens = calibration_batch(tiny, 2, 33)
+    student, teacher = build_student(tiny.model, SMALL), build_student(tiny.model, SMALL, quantize_linears=False)
+    for module in attention_modules(student) + attention_modules(teacher):
+        module.record = True
+    loss, parts = qat_loss(student, teacher, tokens[:, :-1], tokens[:, 1:], SMALL)
+    assert set(parts) == {"ce", "kd", "entropy", "distribution"}
+    assert 0 <= parts["distribution"] < 0.1, "quantised and FP attention maps start almost equal"
+    same = distribution_loss(teacher, teacher)
+    assert abs(same.item()) < 1e-5
+    q, k, probs = attention_modules(student)[0].recorded
+    assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5) and probs.triu(1).abs().max() == 0
+    before = entropy_loss(student)
+    with torch.no_grad():
+        for module in attention_modules(student):
+            module.recorded = tuple(t * 2 for t in module.recorded[:2]) + module.recorded[2:]
+    assert entropy_loss(student) < before, "spreading q and k out (more entropy) lowers the loss"
+    loss.backward()
+    assert attention_modules(student)[0].steps.grad is not None
+
+
+def test_apply_trains_once_deploys_int8_and_caches(tiny):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    method = get_method("quant.qat.edgeqat")
+    first = method.apply(tiny, SMALL, None)
+    assert isinstance(first.model.layers[0].feed_forward.w1, DynamicInt8Linear)
+    assert type(first.model.output) is nn.Linear
+    assert not first.stats["train_cached"] and first.stats["train_s"] > 0
+    assert cache_path(tiny.model, SMALL).exists()
+    again = method.apply(tiny, SMALL, None)
+    assert again.stats["train_cached"] and again.stats["train_s"] == first.stats["train_s"]
+    prompts = torch.tensor([tiny.tokenizer.encode(t)[:16] for t in tiny.heldout_texts[:3]])
+    assert torch.equal(first.generate(prompts, 8).tokens, again.generate(prompts, 8).tokens)
+    trained = dict(first.model.named_buffers()) | dict(first.model.named_parameters())
+    assert not any(p.requires_grad for p in first.model.parameters())
+    assert any("steps" in name for name in trained)
+
+
+def test_refusals_are_reasons(tiny):
+    method = get_method("quant.qat.edgeqat")
+    assert "CPU" in method.supports(tiny, torch.device("cuda"))
+    with pytest.raises(ValueError, match="W8A8"):
+        method.apply(tiny, EdgeQATConfig(w_bits=4), None)
+    assert deploy(build_student(tiny.model, SMALL)).layers[0].attention.kv_bits == 8
