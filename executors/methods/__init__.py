@@ -2,6 +2,7 @@
 
 from executors.methods import baseline  # noqa: F401
 from executors.methods.quant import int8_dynamic, weight_only_int4  # noqa: F401
+from executors.methods.quant import abq_arbitrary_bit, edgeqat  # noqa: F401
 from executors.methods.spec import jacobi, medusa, swift  # noqa: F401
 from executors.methods.prune import adapt_pruner, perp  # noqa: F401
 from executors.methods.serve import chunked_prefill, continuous_batching, prefix_caching, static_batching  # noqa: F401
