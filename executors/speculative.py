@@ -95,7 +95,7 @@ def sampled_chain_accept(drafts: torch.Tensor, draft_probs: torch.Tensor, target
     rows = torch.arange(batch, device=drafts.device)
     chosen = fallback[rows, accepted]
     correction = torch.multinomial(chosen / chosen.sum(-1, keepdim=True), 1, generator=generator)
-    outputs = torch.cat((drafts, drafts[:, :1]), dim=1)
+    outputs = torch.cat((drafts, torch.zeros_like(rows)[:, None]), dim=1)  # works for 0 drafts too
     outputs[rows, accepted] = correction.squeeze(-1)
     return accepted, outputs
 
