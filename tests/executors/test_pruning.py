@@ -156,3 +156,20 @@ def test_pruning_methods_name_a_reason_for_models_they_cannot_retrain(tiny):
     no_text = dataclasses.replace(tiny, calibration_texts=())
     for method in (AdaptPruner(), Perp()):
         assert "calibration" in method.supports(no_text, torch.device("cpu"))
+
+
+def test_a_pruned_model_composes_with_int8_and_with_lossless_speculative_decoding(tiny):
+    from executors.registry import apply_composite, composite_from_json
+
+    pruning = {"method": "prune.struct.adapt_pruner",
+               "params": {"target_sparsity": 0.5, "increments": 1, "recovery_steps": 1, "importance_windows": 2,
+                          "batch": 2, "seq_len": 32}}
+    pruned = apply_composite(tiny, composite_from_json(pruning), None).model
+    prompts = heldout_prompts(tiny, 4, 16)
+    expected = PlainDecoder(pruned).generate(prompts, 10).tokens
+    swift = apply_composite(tiny, composite_from_json([pruning, {"method": "lm.spec.swift"}]), None)
+    assert torch.equal(swift.generate(prompts, 10).tokens, expected)  # per-layer caches survive rollback
+    int8 = apply_composite(tiny, composite_from_json([pruning, {"method": "quant.int8_dynamic"}]), None)
+    assert (int8.generate(prompts, 10).tokens == expected).float().mean() > 0.5
+    with pytest.raises(ValueError, match="before"):
+        composite_from_json([{"method": "quant.int8_dynamic"}, pruning])
