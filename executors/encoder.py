@@ -229,3 +229,29 @@ def load_encoder_bundle(folder: Path | None = None, source: str = f"zoo:{MINILM}
                        calibration_texts=calibration_texts(),
                        heldout_texts=retrieval.queries + retrieval.documents)
 
+
+
+def distillation_windows(bundle: ModelBundle, count: int, seq_len: int, seed: int) -> torch.Tensor:
+    """`count` seeded [CLS] … [SEP] windows of `seq_len` tokens from the calibration text."""
+    tokenizer = bundle.tokenizer
+    stream = torch.tensor([t for text in bundle.calibration_texts for t in tokenizer.encode_plain(text)])
+    body = seq_len - 2
+    if len(stream) <= body:
+        raise ValueError(f"calibration text has {len(stream)} tokens, needs more than {body}")
+    starts = torch.randint(0, len(stream) - body, (count,), generator=torch.Generator().manual_seed(seed))
+    cls, sep = torch.tensor([tokenizer.cls_id]), torch.tensor([tokenizer.sep_id])
+    return torch.stack([torch.cat([cls, stream[s:s + body], sep]) for s in starts.tolist()])
+
+
+def distillation_loss(teacher: nn.Module):
+    """Recovery objective for a compressed encoder: 1 − cosine to the unmodified encoder's embedding.
+
+    A sentence encoder has no LM head to retrain against and its contrastive training data is
+    not here, so a transformed copy learns to reproduce the original's embeddings instead.
+    """
+    def loss(student: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher(windows)
+        return (1 - (student(windows) * target).sum(dim=-1)).mean()
+
+    return loss
