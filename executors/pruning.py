@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import weakref
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,10 +34,22 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- training data and loop
 
+_STREAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def calibration_stream(bundle: ModelBundle) -> torch.Tensor:
+    """All calibration tokens in one stream, remembered per tokenizer object (encoding takes seconds)."""
+    texts, stream = _STREAMS.get(bundle.tokenizer, (None, None))
+    if texts is not bundle.calibration_texts:
+        eos = [bundle.tokenizer.eos_id] if bundle.tokenizer.eos_id is not None else []
+        stream = torch.tensor([t for text in bundle.calibration_texts for t in bundle.tokenizer.encode(text) + eos])
+        _STREAMS[bundle.tokenizer] = (bundle.calibration_texts, stream)
+    return stream
+
+
 def training_windows(bundle: ModelBundle, count: int, seq_len: int, seed: int) -> torch.Tensor:
     """`count` random token windows [count, seq_len + 1] from the calibration (training) split."""
-    eos = [bundle.tokenizer.eos_id] if bundle.tokenizer.eos_id is not None else []
-    stream = torch.tensor([t for text in bundle.calibration_texts for t in bundle.tokenizer.encode(text) + eos])
+    stream = calibration_stream(bundle)
     if len(stream) <= seq_len + 1:
         raise ValueError(f"calibration text has {len(stream)} tokens, needs more than {seq_len + 1}")
     generator = torch.Generator().manual_seed(seed)
@@ -50,7 +63,7 @@ def lm_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
 
 
 def train(model: nn.Module, params: list[nn.Parameter], windows: torch.Tensor, *, steps: int,
-          batch: int, lr: float, seed: int) -> list[float]:
+          batch: int, lr: float, seed: int, loss_fn=lm_loss) -> list[float]:
     """AdamW on `params` only, seeded batch order, one thread (weights must not depend on the core count)."""
     if steps <= 0 or not params:
         return []
@@ -64,7 +77,7 @@ def train(model: nn.Module, params: list[nn.Parameter], windows: torch.Tensor, *
             model.train()
             for _ in range(steps):
                 pick = torch.randint(len(windows), (batch,), generator=generator)
-                loss = lm_loss(model, windows[pick])
+                loss = loss_fn(model, windows[pick])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -74,6 +87,23 @@ def train(model: nn.Module, params: list[nn.Parameter], windows: torch.Tensor, *
         torch.set_num_threads(threads)
         model.eval()
     return losses
+
+
+def recovery_objective(bundle: ModelBundle, count: int, seq_len: int, seed: int):
+    """(windows, loss) to retrain with: next-token loss for a decoder; for an encoder (no LM head),
+    distillation toward the unmodified encoder's embeddings (docs/encoder.md)."""
+    if bundle.spec.get("family") == "encoder":
+        from executors.encoder import distillation_loss, distillation_windows
+
+        return distillation_windows(bundle, count, seq_len, seed), distillation_loss(bundle.model)
+    return training_windows(bundle, count, seq_len, seed), lm_loss
+
+
+def require_decoder_or_encoder(bundle: ModelBundle) -> str | None:
+    """For methods whose recovery goes through `recovery_objective`."""
+    if bundle.spec.get("family") == "encoder":
+        return None if bundle.calibration_texts else "needs calibration text for recovery training"
+    return require_decoder(bundle)
 
 
 def require_decoder(bundle: ModelBundle) -> str | None:

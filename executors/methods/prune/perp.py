@@ -9,7 +9,7 @@ Era of LLMs" (arXiv 2312.15230). Mechanism as the paper states it:
   input weights stay; sparsity is then 1 − N/M).
 - Retrain only a small subset, everything else frozen: `biases` (a zero-initialised bias per
   pruned linear layer — our LLaMA-style blocks have none, so they are added, as the paper
-  does for bias-free models), `norms` (the RMSNorm gains), and the paper's two LoRA variants
+  does for bias-free models), `norms` (the norm layers' parameters), and the paper's two LoRA variants
   that merge back without destroying sparsity: `masklora` (W + (BA) ⊙ M — the update is
   masked, so pruned weights stay zero) and `scalelora` (a multiplicative adapter, W ⊙ (1 + BA),
   which cannot revive a zero). Our `scalelora` starts from 1 + BA with B = 0 so training starts
@@ -36,7 +36,8 @@ from torch import nn
 
 from executors.decoding import PlainDecoder
 from executors.lm import RMSNorm, count_parameters
-from executors.pruning import cache_path, read_weights, require_decoder, save_weights, train, training_windows
+from executors.pruning import (cache_path, read_weights, recovery_objective, require_decoder_or_encoder,
+                               save_weights, train)
 from executors.registry import Method, MethodConfig, register_method
 
 log = logging.getLogger(__name__)
@@ -159,15 +160,15 @@ def perp(model: nn.Module, bundle, config: PerpConfig) -> tuple[nn.Module, dict]
         wrapped.append((parent, name, layer))
     params = [p for _, _, layer in wrapped for p in layer.parameters()]
     if "norms" in subsets:
-        norms = [m.weight for m in pruned.modules() if isinstance(m, RMSNorm)]
+        norms = [p for m in pruned.modules() if isinstance(m, (RMSNorm, nn.LayerNorm)) for p in m.parameters()]
         for weight in norms:
             weight.requires_grad_(True)
         params += norms
     losses = []
     if params and config.steps > 0:
-        windows = training_windows(bundle, max(64, config.batch * 8), config.seq_len, config.seed)
+        windows, loss_fn = recovery_objective(bundle, max(64, config.batch * 8), config.seq_len, config.seed)
         losses = train(pruned, params, windows, steps=config.steps, batch=config.batch, lr=config.lr,
-                       seed=config.seed)
+                       seed=config.seed, loss_fn=loss_fn)
     kept = sum(int(layer.keep.sum()) for _, _, layer in wrapped)
     total = sum(layer.keep.numel() for _, _, layer in wrapped)
     for parent, name, layer in wrapped:
@@ -219,7 +220,7 @@ class Perp(Method):
                                "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
 
     def supports(self, bundle, device):
-        return require_decoder(bundle)
+        return require_decoder_or_encoder(bundle)
 
     def apply(self, bundle, config, calibration):
         subsets_of(config)
