@@ -13,6 +13,7 @@ from executors.encoder_harness import measure_encoder
 from executors.encoder_workloads import (EMBED_KIND, EmbedWorkload, RetrievalSet, calibration_texts, embed_inputs,
                                          embed_texts, recall_at, retrieval_set)
 from executors.harness import calibration_batch, measure, prepare
+from executors.methods.prune.perp import PerpConfig
 from executors.registry import default_config, get_method, method_ids
 from executors.workloads import LMWorkload
 from profiles.db import make_engine
@@ -20,7 +21,7 @@ from profiles.migrate import upgrade
 from profiles.transfer import add_records
 
 # Weight transforms over nn.Linear apply to the encoder; decoding strategies and serving do not.
-ENCODER_METHODS = {"baseline", "quant.int8_dynamic", "quant.weight_only_int4", "sys.compile"}
+ENCODER_METHODS = {"baseline", "quant.int8_dynamic", "quant.weight_only_int4", "sys.compile", "prune.perp"}
 CPU = torch.device("cpu")
 NODE = {"id": "test-node", "hardware_class": "test-cpu-1t", "device_kind": "cpu"}
 TEXTS = ["The assert statement inserts debugging assertions.",
@@ -128,6 +129,25 @@ def test_quantized_encoder_stays_close_but_not_identical(method_id, floor, encod
     quantized = embed_texts(runner.model, encoder.tokenizer, tuple(TEXTS))
     cosine = (reference * quantized).sum(-1)
     assert (cosine > floor).all() and (cosine < 1 - 1e-6).any(), cosine
+
+
+def test_perp_prunes_the_encoder_and_distillation_recovers_its_embeddings(encoder):
+    perp = get_method("prune.perp")
+    small = dict(sparsity=0.5, batch=4, seq_len=32, lr=5e-3)
+    pruned_only = perp.apply(encoder, PerpConfig(steps=0, **small), None).model
+    retrained = perp.apply(encoder, PerpConfig(steps=8, **small), None)
+    model = retrained.model
+    assert retrained.stats["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    wq, original = model.layers[0].attention.wq, encoder.model.layers[0].attention.wq
+    survivors = wq.weight != 0
+    assert torch.equal(wq.weight[survivors], original.weight[survivors]), "surviving weights stay frozen"
+    assert not torch.equal(wq.bias, original.bias), "biases are retrained"
+    assert not torch.equal(model.layers[0].ffn_norm.bias, encoder.model.layers[0].ffn_norm.bias)
+    assert torch.equal(model.tok_embeddings.weight, encoder.model.tok_embeddings.weight)
+    reference = embed_texts(encoder.model, encoder.tokenizer, tuple(TEXTS))
+    before = (embed_texts(pruned_only, encoder.tokenizer, tuple(TEXTS)) * reference).sum(-1).mean()
+    after = (embed_texts(model, encoder.tokenizer, tuple(TEXTS)) * reference).sum(-1).mean()
+    assert after > before, f"distillation must pull the pruned encoder back: {before:.3f} → {after:.3f}"
 
 
 def test_harness_records_speedup_and_retrieval_quality(encoder, small_retrieval, tmp_path):
