@@ -34,13 +34,23 @@ def parse_workloads(text: str):
     text = text.strip()
     if text.startswith(("{", "[")):
         data = json.loads(text)
-        return [EmbedWorkload.from_json(item) if item.get("kind") == EMBED_KIND else LMWorkload.from_json(item)
+        from executors.longctx import LongContextWorkload
+
+        kinds = {EMBED_KIND: EmbedWorkload, LongContextWorkload.kind: LongContextWorkload}
+        return [kinds.get(item.get("kind"), LMWorkload).from_json(item)
                 for item in (data if isinstance(data, list) else [data])]
     if text.split()[:1] == ["stream"]:  # `stream requests=16 load=0.5,4 batch=4,8`: request streams
         from executors.stream_harness import parse_stream_workloads
 
         try:
             return parse_stream_workloads(text.removeprefix("stream"))
+        except (TypeError, ValueError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+    if text.split()[:1] == ["longctx"]:  # `longctx context=1024,8192 batch=1 gen=16`: key-value retrieval
+        from executors.longctx import parse_longctx_workloads
+
+        try:
+            return parse_longctx_workloads(text.removeprefix("longctx"))
         except (TypeError, ValueError) as exc:
             raise typer.BadParameter(str(exc)) from None
     if text.split()[:1] == ["embed"]:  # `embed batch=1,8 seq=32,128`: encoder workloads

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from executors.longctx import LongContextWorkload
 from executors.registry import (MethodConfig, ModelBundle, Runner, apply_composite, composite_id,
                                 config_to_json, default_config, method_of)
 from executors.workloads import LMWorkload, heldout_prompts, heldout_windows, perplexity
@@ -162,7 +163,7 @@ def measure(bundle: ModelBundle, workload: LMWorkload, methods: Sequence[Prepare
     everyone = [baseline] + [m for m in methods if m.method_id != BASELINE_ID]
     misfit = workload.fits(bundle)
     runnable = [p for p in everyone if p.status == "ok"] if misfit is None else []
-    prompts = heldout_prompts(bundle, workload.batch_size, workload.prompt_len).to(device) if runnable else None
+    prompts = _timed_prompts(bundle, workload).to(device) if runnable else None
     times: dict[str, list[float]] = {p.method_id: [] for p in runnable}
     warm: dict[str, list[float]] = {p.method_id: [] for p in runnable}
     outputs, mem = {}, {}
@@ -190,11 +191,34 @@ def measure(bundle: ModelBundle, workload: LMWorkload, methods: Sequence[Prepare
                 mem[prepared.method_id] = max(mem.get(prepared.method_id, 0), torch.cuda.max_memory_allocated(device))
     for prepared in runnable:  # the baseline comes first, so methods sharing its weights reuse its figure
         _ensure_quality(prepared, bundle, baseline)
+    task_quality = ({p.method_id: workload.quality(bundle, p.runner) for p in runnable}
+                    if isinstance(workload, LongContextWorkload) else {})
     finished_at = utcnow()
     context = dict(bundle=bundle, workload=workload, node=node, device=device, times=times, warm=warm,
                    outputs=outputs, mem=mem, baseline=baseline, started_at=started_at,
                    finished_at=finished_at, misfit=misfit, failures=failures)
-    return [_record(p, **context) for p in everyone]
+    records = [_record(p, **context) for p in everyone]
+    _add_task_quality(records, task_quality, baseline.method_id)
+    return records
+
+
+def _timed_prompts(bundle: ModelBundle, workload) -> torch.Tensor:
+    if isinstance(workload, LongContextWorkload):  # retrieval prompts it builds itself
+        return workload.prompts(bundle)
+    return heldout_prompts(bundle, workload.batch_size, workload.prompt_len)
+
+
+def _add_task_quality(records: list[dict], task_quality: dict, baseline_id: str) -> None:
+    """Long-context retrieval: accuracy is the quality; perplexity at that context goes beside it."""
+    base = task_quality.get(baseline_id)
+    for record in records:
+        mine = task_quality.get(record["method_id"])
+        if record["status"] != "ok" or mine is None or base is None:
+            continue
+        record.update(quality_metric="retrieval_accuracy", quality_baseline=base["retrieval_accuracy"],
+                      quality_value=mine["retrieval_accuracy"],
+                      quality_delta=mine["retrieval_accuracy"] - base["retrieval_accuracy"])
+        record["metrics"].update(mine, **{f"baseline_{key}": value for key, value in base.items()})
 
 
 def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, outputs, mem, baseline,

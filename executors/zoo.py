@@ -70,7 +70,8 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "~16M params"),
 )}
 SMOLLM2 = "smollm2-135m"
-ZOO_NAMES = (*ZOO, SMOLLM2)
+LONG_CONTEXT_LMS = ("lm-1m-long",)  # fine-tuned from a zoo LM to 8k positions by executors/longctx.py
+ZOO_NAMES = (*ZOO, SMOLLM2, *LONG_CONTEXT_LMS)
 
 
 def zoo_dir(root: Path | None = None) -> Path:
@@ -161,6 +162,11 @@ def build(name: str, root: Path | None = None, force: bool = False) -> dict:
                     "convert_seconds": round(time.perf_counter() - started, 1), **check}
     elif name in ZOO:
         model, manifest = train_zoo_lm(ZOO[name])
+        save_lm(model, folder)
+    elif name in LONG_CONTEXT_LMS:
+        from executors.longctx import finetune_long  # it loads its base LM through this module
+
+        model, manifest = finetune_long(name, root)
         save_lm(model, folder)
     else:
         raise KeyError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_NAMES)}")

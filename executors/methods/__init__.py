@@ -1,6 +1,7 @@
 """Importing this package registers every method (an explicit list: the registry is an allow-list)."""
 
 from executors.methods import baseline  # noqa: F401
+from executors.methods.attn import double_sparsity  # noqa: F401
 from executors.methods.quant import int8_dynamic, weight_only_int4  # noqa: F401
 from executors.methods.quant import abq_arbitrary_bit, edgeqat  # noqa: F401
 from executors.methods.spec import jacobi, medusa, swift  # noqa: F401

@@ -1,0 +1,292 @@
+"""Long-context workload: key-value retrieval hidden in corpus text, and the long zoo LM.
+
+A *pair* is one reserved key byte followed by a 4-digit value; it is inserted into ordinary
+corpus text (the haystack). A *query* repeats a key later on, and the model must continue with
+that key's value. Key bytes are ones the stdlib corpus never contains (a test checks), so a key
+is unambiguous and finding it is purely a long-range lookup — what token-sparse attention such
+as Double Sparsity must not lose. Quality at a context length = retrieval accuracy (exact
+match of the greedily generated value) plus held-out perplexity over windows of that length.
+
+The zoo LMs were trained on 128-token windows. `lm-1m-long` fine-tunes `lm-1m` to 8192
+positions on the training split with pairs and queries mixed in (answer tokens up-weighted),
+in progressive lengths; seeded, single-threaded and cached like every zoo model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from executors.lm import DecoderLM
+from executors.registry import ModelBundle, Runner
+from executors.workloads import SAMPLINGS, perplexity
+from profiles.models import workload_id_for
+
+log = logging.getLogger(__name__)
+
+KEY_BYTES = tuple(range(198, 256))  # absent from the stdlib sources (tests/executors/test_longctx.py)
+VALUE_DIGITS = 4
+PAIR_LEN = 1 + VALUE_DIGITS
+TOKENS_PER_PAIR = 256  # probe density: one pair per 256 context tokens (32 pairs at 8k)
+
+
+# ---- data -------------------------------------------------------------------------------
+
+def token_stream(texts: tuple[str, ...], tokenizer) -> list[int]:
+    return [t for text in texts for t in tokenizer.encode(text) + [tokenizer.eos_id]]
+
+
+def _value(rng: random.Random) -> list[int]:
+    return [ord("0") + rng.randrange(10) for _ in range(VALUE_DIGITS)]
+
+
+def _weave(haystack: list[int], inserts: list[tuple[int, list[int], list[float]]]) -> tuple[list[int], list[float]]:
+    """Inserts token runs at haystack offsets (stable for equal offsets); weights travel along."""
+    tokens, weights, cursor = [], [], 0
+    for offset, run, run_weights in sorted(inserts, key=lambda item: item[0]):
+        tokens += haystack[cursor:offset] + run
+        weights += [1.0] * (offset - cursor) + run_weights
+        cursor = offset
+    tokens += haystack[cursor:]
+    weights += [1.0] * (len(haystack) - cursor)
+    return tokens, weights
+
+
+def training_example(stream: list[int], length: int, rng: random.Random, answer_weight: float,
+                     tokens_per_pair: int = 64) -> tuple[list[int], list[float]]:
+    """`length` tokens of corpus text with pairs and later queries for them woven in.
+
+    Weights are per token: `answer_weight` on the value a query must recall (the retrieval
+    signal is a few tokens per hundred, so it is up-weighted), 1 elsewhere.
+    """
+    n_pairs = min(len(KEY_BYTES), max(1, length // tokens_per_pair))
+    filler = length - 2 * n_pairs * PAIR_LEN
+    start = rng.randrange(len(stream) - filler)
+    haystack = stream[start:start + filler]
+    inserts = []
+    for key in rng.sample(KEY_BYTES, n_pairs):
+        value = _value(rng)
+        at = rng.randrange(filler)
+        asked = rng.randrange(at, filler + 1)
+        inserts.append((at, [key] + value, [1.0] * PAIR_LEN))
+        inserts.append((asked, [key] + value, [1.0] + [answer_weight] * VALUE_DIGITS))
+    return _weave(haystack, inserts)
+
+
+@dataclass(frozen=True)
+class Probe:
+    prompt: list[int]  # ends with the queried key
+    answer: list[int]  # its value's digits
+    depth: float  # where the queried pair sits, 0 = start of the context, 1 = end
+
+
+def retrieval_probe(stream: list[int], context_len: int, rng: random.Random) -> Probe:
+    n_pairs = min(len(KEY_BYTES), max(1, context_len // TOKENS_PER_PAIR))
+    filler = context_len - n_pairs * PAIR_LEN - 1
+    if filler < 1:
+        raise ValueError(f"a {context_len}-token context cannot hold {n_pairs} pairs and a query")
+    start = rng.randrange(len(stream) - filler)
+    keys = rng.sample(KEY_BYTES, n_pairs)
+    values = [_value(rng) for _ in keys]
+    offsets = [rng.randrange(filler) for _ in keys]
+    tokens, _ = _weave(stream[start:start + filler],
+                       [(at, [k] + v, [1.0] * PAIR_LEN) for at, k, v in zip(offsets, keys, values)])
+    asked = rng.randrange(n_pairs)
+    return Probe(prompt=tokens + [keys[asked]], answer=values[asked], depth=offsets[asked] / filler)
+
+
+def retrieval_probes(bundle: ModelBundle, count: int, context_len: int, seed: int = 0) -> list[Probe]:
+    """Probes over held-out text, deterministic for (context length, seed)."""
+    rng = random.Random(f"probes-{context_len}-{seed}")
+    stream = token_stream(bundle.heldout_texts, bundle.tokenizer)
+    return [retrieval_probe(stream, context_len, rng) for _ in range(count)]
+
+
+# ---- quality ----------------------------------------------------------------------------
+
+@torch.inference_mode()
+def retrieval_accuracy(runner: Runner, probes: list[Probe], batch_size: int) -> dict:
+    """Exact match of the greedily generated value, over all probes (batched like the workload)."""
+    device = _device_of(runner.model)
+    hits = []
+    for first in range(0, len(probes), batch_size):
+        chunk = probes[first:first + batch_size]
+        prompts = torch.tensor([p.prompt for p in chunk], dtype=torch.long, device=device)
+        generated = runner.generate(prompts, VALUE_DIGITS).tokens.cpu()
+        hits += [generated[i].tolist() == p.answer for i, p in enumerate(chunk)]
+    deep = [h for h, p in zip(hits, probes) if p.depth < 0.5]
+    return {"retrieval_accuracy": sum(hits) / len(hits), "retrieval_probes": len(hits),
+            "retrieval_accuracy_first_half": sum(deep) / len(deep) if deep else None}
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(iter(model.state_dict().values())).device
+
+
+def long_windows(bundle: ModelBundle, count: int, length: int) -> torch.Tensor:
+    stream = token_stream(bundle.heldout_texts, bundle.tokenizer)
+    stride = (len(stream) - length) // count
+    return torch.tensor([stream[i * stride:i * stride + length] for i in range(count)], dtype=torch.long)
+
+
+# ---- workload ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LongContextWorkload:
+    """Decode after a long retrieval prompt. `prompt_len` is the context length (1k–8k)."""
+
+    batch_size: int = 1
+    prompt_len: int = 1024
+    gen_len: int = 16
+    sampling: str = "greedy"
+    temperature: float = 1.0
+    objective: str = "latency"
+    probes: int = 8  # retrieval probes scored per method (untimed)
+    ppl_windows: int = 2  # held-out windows of prompt_len tokens for perplexity
+
+    kind = "lm-longctx"
+
+    def __post_init__(self):
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, not {self.sampling!r}")
+        if min(self.batch_size, self.gen_len, self.probes, self.ppl_windows) < 1 or self.prompt_len < 2 * PAIR_LEN:
+            raise ValueError("batch_size, gen_len, probes and ppl_windows must be positive, "
+                             f"prompt_len at least {2 * PAIR_LEN}")
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LongContextWorkload":
+        known = {k: v for k, v in data.items() if k != "kind"}
+        unknown = set(known) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown workload fields: {', '.join(sorted(unknown))}")
+        return cls(**known)
+
+    def shape(self) -> dict:
+        shape = {"kind": self.kind, **asdict(self)}
+        if self.sampling == "greedy":
+            del shape["temperature"]
+        return shape
+
+    @property
+    def id(self) -> str:
+        return workload_id_for(self.shape())
+
+    def row(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "batch_size": self.batch_size, "prompt_len": self.prompt_len,
+                "gen_len": self.gen_len, "sampling": self.sampling, "objective": self.objective,
+                "params": {"temperature": self.temperature, "context_len": self.prompt_len,
+                           "probes": self.probes, "ppl_windows": self.ppl_windows,
+                           "pairs_in_context": max(1, self.prompt_len // TOKENS_PER_PAIR)}}
+
+    def fits(self, bundle: ModelBundle) -> str | None:
+        need = self.prompt_len + max(self.gen_len, VALUE_DIGITS)
+        if need > bundle.model.config.max_seq_len:
+            return (f"context + generation = {need} tokens exceeds the model's context of "
+                    f"{bundle.model.config.max_seq_len}")
+        return None
+
+    def prompts(self, bundle: ModelBundle) -> torch.Tensor:
+        """The timed batch: the first `batch_size` retrieval prompts."""
+        probes = retrieval_probes(bundle, self.batch_size, self.prompt_len)
+        return torch.tensor([p.prompt for p in probes], dtype=torch.long)
+
+    def quality(self, bundle: ModelBundle, runner: Runner) -> dict:
+        """Retrieval accuracy of the runner's own decoding, and perplexity of its model's forward."""
+        scores = retrieval_accuracy(runner, retrieval_probes(bundle, self.probes, self.prompt_len),
+                                    self.batch_size)
+        windows = long_windows(bundle, self.ppl_windows, self.prompt_len + 1).to(_device_of(runner.model))
+        model = getattr(runner.model, "_orig_mod", runner.model)
+        return {**scores, "longctx_perplexity": perplexity(model, windows, batch=1)}
+
+
+def parse_longctx_workloads(text: str) -> list[LongContextWorkload]:
+    """`context=1024,8192 batch=1 gen=16 probes=8`: one workload per combination."""
+    axes = {"context": [1024], "batch": [1], "gen": [16], "probes": [8]}
+    for part in text.split():
+        key, _, values = part.partition("=")
+        if key not in axes:
+            raise ValueError(f"unknown longctx axis {key!r}; use context=, batch=, gen=, probes=")
+        axes[key] = [int(v) for v in values.split(",")]
+    return [LongContextWorkload(batch_size=b, prompt_len=c, gen_len=g, probes=p)
+            for c in axes["context"] for b in axes["batch"] for g in axes["gen"] for p in axes["probes"]]
+
+# ---- the long zoo LM --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LongRecipe:
+    base: str  # zoo LM fine-tuned from
+    max_seq_len: int
+    stages: tuple[tuple[int, int, int], ...]  # (sequence length, batch, steps), shortest first
+    lr: float
+    answer_weight: float = 5.0
+    warmup: int = 10
+    seed: int = 0
+
+
+LONG_RECIPES = {
+    "lm-1m-long": LongRecipe("lm-1m", 8192, ((512, 4, 150), (2048, 1, 24), (8192, 1, 6)), 2e-3),
+}
+
+
+def _train_step(model, optimizer, tokens: list[list[int]], weights: list[list[float]]) -> float:
+    batch = torch.tensor(tokens)
+    weight = torch.tensor(weights)[:, 1:]
+    logits = model(batch[:, :-1])
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none")
+    loss = (losses * weight.reshape(-1)).sum() / weight.sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def finetune_long(name: str, root: Path | None = None, recipe: LongRecipe | None = None) -> tuple[DecoderLM, dict]:
+    """Fine-tunes the recipe's base zoo LM on corpus text with retrieval pairs; returns (model, manifest)."""
+    from executors.zoo import load_bundle
+
+    recipe = recipe or LONG_RECIPES[name]
+    base = load_bundle(f"zoo:{recipe.base}", root)
+    torch.manual_seed(recipe.seed)
+    model = DecoderLM(replace(base.model.config, max_seq_len=recipe.max_seq_len))
+    model.load_state_dict(base.model.state_dict())
+    stream = token_stream(base.calibration_texts, base.tokenizer)  # the training split
+    rng = random.Random(recipe.seed)
+    total = sum(steps for *_, steps in recipe.stages)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.1, betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / recipe.warmup)
+                                                 * 0.5 * (1 + math.cos(math.pi * step / total)))
+    started, threads, step, loss = time.perf_counter(), torch.get_num_threads(), 0, float("nan")
+    torch.set_num_threads(1)  # weights must not depend on the core count
+    try:
+        model.train()
+        for length, batch, steps in recipe.stages:
+            for _ in range(steps):
+                examples = [training_example(stream, length + 1, rng, recipe.answer_weight) for _ in range(batch)]
+                loss = _train_step(model, optimizer, [e[0] for e in examples], [e[1] for e in examples])
+                schedule.step()
+                step += 1
+                if step % 10 == 0:
+                    log.info("%s step %d/%d (length %d) loss %.3f", name, step, total, length, loss)
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    bundle = replace(base, model=model)
+    from executors.decoding import PlainDecoder
+
+    checks = {length: retrieval_accuracy(PlainDecoder(model), retrieval_probes(bundle, 8, length, seed=1), 8)
+              ["retrieval_accuracy"] for length in (1024, recipe.max_seq_len)}
+    manifest = {"name": name, "source": f"zoo:{name}", "tokenizer": "bytes", "config": asdict(model.config),
+                "recipe": asdict(recipe), "base": f"zoo:{recipe.base}", "params": sum(p.numel() for p in model.parameters()),
+                "note": "long-context fine-tune with key-value retrieval (executors/longctx.py)",
+                "train_seconds": round(time.perf_counter() - started, 1), "final_train_loss": round(loss, 4),
+                "retrieval_accuracy_at": {str(k): v for k, v in checks.items()}, "torch": torch.__version__,
+                "threads": 1}
+    return model, manifest

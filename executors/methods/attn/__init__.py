@@ -1,0 +1,1 @@
+"""Attention methods: sparse attention over the KV cache."""
