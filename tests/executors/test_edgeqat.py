@@ -80,3 +80,15 @@ def test_refusals_are_reasons(tiny):
     with pytest.raises(ValueError, match="W8A8"):
         method.apply(tiny, EdgeQATConfig(w_bits=4), None)
     assert deploy(build_student(tiny.model, SMALL)).layers[0].attention.kv_bits == 8
+
+
+def test_deployed_qkv_grid_is_the_trained_one(tiny):
+    deployed = deploy(build_student(tiny.model, SMALL))
+    attention = deployed.layers[0].attention
+    with torch.no_grad():
+        attention.steps.copy_(torch.tensor([0.02, 0.03, 0.05]))
+    x = torch.randn(2, 4, 7, 16)
+    with torch.no_grad():
+        fused = attention.quant(x, 1)
+    torch.testing.assert_close(fused, lsq(x, torch.tensor(0.03), 8), atol=1e-6, rtol=0)
+    assert fused.unique().numel() <= 256

@@ -120,7 +120,13 @@ class QATAttention(Attention):
         self.recorded: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def quant(self, x: torch.Tensor, which: int) -> torch.Tensor:
-        return x if self.kv_bits >= 16 else lsq(x, self.steps[which], self.kv_bits)
+        if self.kv_bits >= 16:
+            return x
+        if torch.is_grad_enabled() and self.steps.requires_grad:
+            return lsq(x, self.steps[which], self.kv_bits)
+        # Deployed: the same grid in one fused op (LSQ's autograd plumbing costs a decode step dearly).
+        bound = 2 ** (self.kv_bits - 1)
+        return torch.fake_quantize_per_tensor_affine(x, float(self.steps[which]), 0, -bound, bound - 1)
 
     def forward(self, x, cos, sin, layer_cache, start, mask):
         batch, steps, _ = x.shape
