@@ -56,6 +56,15 @@ class EmbedWorkload:
     def id(self) -> str:
         return workload_id_for(self.shape())
 
+    @property
+    def prompt_len(self) -> int:
+        """Tokens per input, under the LM workloads' name (progress lines, size features)."""
+        return self.seq_len
+
+    @property
+    def gen_len(self) -> int:
+        return 0  # an encoder generates nothing
+
     def row(self) -> dict:
         # prompt_len carries the sequence length so size features line up with the LM workloads.
         return {"id": self.id, "kind": EMBED_KIND, "batch_size": self.batch_size, "prompt_len": self.seq_len,
