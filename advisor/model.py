@@ -116,8 +116,12 @@ def fit_advisor(records: Sequence[Mapping], size: str = "full", seed: int = 0,
         candidate = Candidate(record["method_id"], record.get("config") or {})
         seen.setdefault(candidate.key, candidate)
     params = {"size": size, "seed": seed, "text_embedding": text_embedding}
+    sizes = [r["model"]["params"] for r in records if r["model"].get("params")]
+    # Recommendations for models outside this range extrapolate (docs/advisor.md): they say so.
+    profiled = {"model_params_range": [min(sizes), max(sizes)]} if sizes else {}
     model = AdvisorModel(table.task_schema, table.cand_schema, tuple(seen[k] for k in sorted(seen)), learners,
-                         len(records), params | {"data_hash": data_hash(records, params)}, inapplicable_by_class(records))
+                         len(records), params | profiled | {"data_hash": data_hash(records, params)},
+                         inapplicable_by_class(records))
     return model, table
 
 

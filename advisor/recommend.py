@@ -129,6 +129,7 @@ def _for_node(advisor, model, workload, node, candidates, figure, objective, qua
         runtime = np.exp(advisor.predict("log_baseline_latency", task_x, cand_x)[0]) / np.exp(log_speedup["point"])
     speed_of = {c.method_id: math.exp(log_speedup["point"][j]) for j, c in enumerate(scored) if not c.config}
     kept, dropped = [], []
+    extrapolated = _outside_profiled_sizes(advisor, model)
     never_applied = set(advisor.inapplicable.get(node.get("hardware_class", ""), ()))
     for j, c in enumerate(candidates):
         if c.method_id in never_applied:
@@ -149,6 +150,7 @@ def _for_node(advisor, model, workload, node, candidates, figure, objective, qua
                     for p in c.method_id.split("+") if "+" in c.method_id and speed_of.get(p, 0) > speedup]
         if speedup < 1.0:
             warnings.append(f"predicted slower than running without acceleration ({speedup:.2f}x)")
+        warnings += extrapolated
         kept.append((Recommendation(
             method_id=c.method_id, config=dict(c.config), node_id=node["id"], objective=objective,
             objective_ratio=float(ratio[j]), speedup=speedup,
@@ -157,6 +159,15 @@ def _for_node(advisor, model, workload, node, candidates, figure, objective, qua
             quality_interval=_interval(float(quality["point"][j]), float(quality["q0.1"][j]), float(quality["q0.9"][j])),
             runtime_s=None if runtime is None else float(runtime[j]), cost=cost, warnings=tuple(warnings)), rows[j]))
     return kept, dropped
+
+
+def _outside_profiled_sizes(advisor: AdvisorModel, model: Mapping) -> list[str]:
+    low, high = advisor.params.get("model_params_range") or (None, None)
+    params = model.get("params")
+    if low is None or not params or low <= params <= high:
+        return []
+    return [f"the model's {params:,} parameters lie outside the profiled {low:,}–{high:,}: "
+            "the figures extrapolate (the evaluation's unseen-model split measures how well)"]
 
 
 def _interval(point: float, low: float, high: float) -> tuple[float, float]:

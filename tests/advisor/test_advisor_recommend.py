@@ -88,3 +88,14 @@ def test_saved_artefacts_are_text_and_reload_to_the_same_predictions(small_advis
     after = recommend(loaded, record["model"], record["workload"], [record["node"]]).recommendations
     assert [(r.method_id, r.speedup) for r in before] == [(r.method_id, r.speedup) for r in after]
     assert not math.isnan(np.mean([r.speedup for r in after]))
+
+
+def test_a_model_outside_the_profiled_sizes_is_flagged_as_extrapolated(small_advisor, small_records):
+    record = small_records[0]
+    low, high = small_advisor.params["model_params_range"]
+    assert low == min(r["model"]["params"] for r in small_records)
+    inside = recommend(small_advisor, record["model"], record["workload"], [record["node"]])
+    assert not any("extrapolate" in w for r in inside.recommendations for w in r.warnings)
+    huge = record["model"] | {"params": 10 * high}
+    outside = recommend(small_advisor, huge, record["workload"], [record["node"]])
+    assert all(any("outside the profiled" in w for w in r.warnings) for r in outside.recommendations)
