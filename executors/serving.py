@@ -62,6 +62,8 @@ class RequestState:
     kv_len: int = 0  # positions whose keys/values are in the blocks
     cached_tokens: int = 0  # prompt tokens taken from the prefix cache
     chunks: int = 0  # forwards that carried part of this prompt
+    block_hashes: list[int] = field(default_factory=list)  # prefix keys of the full blocks so far
+    registered: int = 0  # full blocks already offered to the prefix cache
     admitted_s: float = 0.0
     admitted_while_running: bool = False
     output: list[int] = field(default_factory=list)
@@ -122,18 +124,17 @@ class BlockPool:
         self.peak_used = max(self.peak_used, len(self.refs) - len(self.free))
         return block
 
-    def chain_hashes(self, tokens: list[int], count: int) -> list[int]:
-        """The key of block i covers every token up to its end, so equal keys mean equal prefixes."""
-        hashes, parent = [], 0
-        for i in range(count):
-            parent = hash((parent, tuple(tokens[i * self.block_size:(i + 1) * self.block_size])))
-            hashes.append(parent)
-        return hashes
+    def extend_hashes(self, state: RequestState, full_blocks: int) -> None:
+        """Key of block i = hash(key of block i-1, its tokens): equal keys mean equal prefixes."""
+        while len(state.block_hashes) < full_blocks:
+            tokens, i = state.tokens, len(state.block_hashes)
+            parent = state.block_hashes[-1] if state.block_hashes else 0
+            state.block_hashes.append(hash((parent, tuple(tokens[i * self.block_size:(i + 1) * self.block_size]))))
 
     def match_prefix(self, state: RequestState) -> None:
         """Takes the longest cached run of full prompt blocks, keeping ≥ 1 prompt token to compute."""
-        prompt = list(state.request.prompt)
-        for key in self.chain_hashes(prompt, (len(prompt) - 1) // self.block_size):
+        self.extend_hashes(state, (len(state.request.prompt) - 1) // self.block_size)
+        for key in state.block_hashes:
             block = self.by_hash.get(key)
             if block is None:
                 break
@@ -143,11 +144,14 @@ class BlockPool:
         state.kv_len = state.cached_tokens = len(state.blocks) * self.block_size
 
     def register_full_blocks(self, state: RequestState) -> None:
+        """Offers every block whose keys/values are all computed to later requests."""
         full = state.kv_len // self.block_size
-        for position, key in enumerate(self.chain_hashes(state.tokens, full)):
-            block = state.blocks[position]
+        self.extend_hashes(state, full)
+        for position in range(state.registered, full):
+            block, key = state.blocks[position], state.block_hashes[position]
             if block not in self.hash_of and key not in self.by_hash:
                 self.by_hash[key], self.hash_of[block] = block, key
+        state.registered = max(state.registered, full)
 
     def release(self, state: RequestState) -> None:
         for block in state.blocks:
@@ -165,31 +169,62 @@ def _padded(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((x, x.new_zeros(extra, *x.shape[1:]))) if extra else x
 
 
-def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int) -> torch.Tensor:
-    """q [H, t, D] at positions start.. against keys/values [H, start + t, D], causal, in float64."""
-    steps, length = q.shape[1], keys.shape[1]
-    scores = q.double() @ keys.double().transpose(1, 2) / math.sqrt(q.shape[-1])
-    allowed = torch.arange(length, device=q.device)[None, :] <= torch.arange(start, start + steps, device=q.device)[:, None]
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    return (torch.softmax(scores, dim=-1) @ values.double()).to(q.dtype)
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+            lengths: torch.Tensor) -> torch.Tensor:
+    """Causal attention in float64 for a batch of requests over their gathered blocks.
+
+    q [n, Hkv, G, t, D] (G query heads share a KV head), keys/values [n, Hkv, L, D], positions
+    [n, t] of the queries, lengths [n] of valid keys. A query sees keys up to its own position.
+    """
+    scores = q.double() @ keys.double()[:, :, None].transpose(-1, -2) / math.sqrt(q.shape[-1])
+    slots = torch.arange(keys.shape[2], device=q.device)
+    allowed = (slots <= positions[..., None]) & (slots < lengths[:, None, None])  # [n, t, L]
+    scores = scores.masked_fill(~allowed[:, None, None], float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ values.double()[:, :, None]).to(q.dtype)
+
+
+def _gather(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """Blocks [n, blocks] of a layer's pool → [n, Hkv, blocks * block_size, D]."""
+    n, blocks = tables.shape
+    gathered = cache[tables]  # [n, blocks, Hkv, block_size, D]
+    return gathered.transpose(1, 2).reshape(n, cache.shape[1], blocks * cache.shape[2], cache.shape[3])
 
 
 @torch.inference_mode()
 def packed_forward(lm: DecoderLM, pool: BlockPool, items: list[tuple[RequestState, list[int]]]) -> torch.Tensor:
-    """One forward over every item's new tokens; returns the logits of each item's last token."""
+    """One forward over every item's new tokens; returns the logits of each item's last token.
+
+    Decode items (one token each) attend together over their blocks padded to the longest;
+    each prefill piece attends on its own.
+    """
     c = lm.config
     device = lm.tok_embeddings.weight.device
     lengths = [len(tokens) for _, tokens in items]
     starts = [state.kv_len for state, _ in items]
     tokens = torch.tensor([t for _, new in items for t in new], device=device)
     positions = torch.tensor([s + i for s, n in zip(starts, lengths) for i in range(n)], device=device)
-    rows = len(tokens)
-    block_ids = torch.tensor([state.blocks[p // pool.block_size] for (state, _), s, n in zip(items, starts, lengths)
+    rows, size, group = len(tokens), pool.block_size, c.n_heads // c.n_kv_heads
+    block_ids = torch.tensor([state.blocks[p // size] for (state, _), s, n in zip(items, starts, lengths)
                               for p in range(s, s + n)], device=device)
-    offsets = positions % pool.block_size
+    offsets = positions % size
+    row_of = list(itertools.accumulate(lengths, initial=0))
+    decodes = [i for i, n in enumerate(lengths) if n == 1]
+    prefills = [i for i, n in enumerate(lengths) if n > 1]
+
+    def tables(indices: list[int]) -> torch.Tensor:
+        needed = [(starts[i] + lengths[i] - 1) // size + 1 for i in indices]
+        padded = [items[i][0].blocks[:k] + [0] * (max(needed) - k) for i, k in zip(indices, needed)]
+        return torch.tensor(padded, device=device)
+
+    groups = []  # (item indices, query rows, block tables, query positions, key counts)
+    if decodes:
+        groups.append((decodes, torch.tensor([row_of[i] for i in decodes], device=device), tables(decodes)))
+    groups += [([i], torch.arange(row_of[i], row_of[i + 1], device=device), tables([i])) for i in prefills]
+    groups = [(idx, query_rows, table, positions[query_rows].view(len(idx), -1),
+               torch.tensor([starts[i] + lengths[i] for i in idx], device=device))
+              for idx, query_rows, table in groups]
     cos, sin = rotary(positions, c.head_dim, c.rope_theta)
     x = _padded(lm.tok_embeddings(tokens))
-    group = c.n_heads // c.n_kv_heads
     for index, layer in enumerate(lm.layers):
         attn = layer.attention
         h = layer.attention_norm(x)
@@ -198,26 +233,21 @@ def packed_forward(lm: DecoderLM, pool: BlockPool, items: list[tuple[RequestStat
         v = attn.wv(h)[:rows].view(rows, c.n_kv_heads, c.head_dim)
         pool.keys[index][block_ids, :, offsets] = k.transpose(0, 1)
         pool.values[index][block_ids, :, offsets] = v
-        out, row = [], 0
-        for (state, _), start, steps in zip(items, starts, lengths):
-            table = torch.tensor(state.blocks[:(start + steps - 1) // pool.block_size + 1], device=device)
-            keys = pool.keys[index][table].transpose(0, 1).reshape(c.n_kv_heads, -1, c.head_dim)[:, :start + steps]
-            values = pool.values[index][table].transpose(0, 1).reshape(c.n_kv_heads, -1, c.head_dim)[:, :start + steps]
-            if group > 1:
-                keys, values = keys.repeat_interleave(group, 0), values.repeat_interleave(group, 0)
-            out.append(_attend(q[:, row:row + steps], keys, values, start))
-            row += steps
-        attended = torch.cat(out, dim=1).transpose(0, 1).reshape(rows, -1)
-        x = x + attn.wo(_padded(attended))
+        attended = torch.empty(rows, c.n_heads, c.head_dim, dtype=q.dtype, device=device)
+        for idx, query_rows, table, query_positions, key_counts in groups:
+            n = len(idx)
+            grouped = q[:, query_rows].view(c.n_kv_heads, group, n, -1, c.head_dim).permute(2, 0, 1, 3, 4)
+            out = _attend(grouped, _gather(pool.keys[index], table), _gather(pool.values[index], table),
+                          query_positions, key_counts)  # [n, Hkv, G, t, D]
+            attended[query_rows] = out.permute(0, 3, 1, 2, 4).reshape(-1, c.n_heads, c.head_dim)
+        x = x + attn.wo(_padded(attended.view(rows, -1)))
         x = x + layer.feed_forward(layer.ffn_norm(x))
-    last_rows = torch.tensor(list(itertools.accumulate(lengths)), device=device) - 1
+    last_rows = torch.tensor(row_of[1:], device=device) - 1
     return lm.output(_padded(lm.norm(x)[last_rows]))[:len(items)].float()
-
-
 
 def _schedule(running: list[RequestState], options: EngineOptions) -> list[tuple[RequestState, list[int]]]:
     """Decodes first (one token each), then prefills in admission order within the token budget."""
-    items = [(state, [state.tokens[-1]]) for state in running if not state.in_prefill]
+    items = [(state, [state.output[-1]]) for state in running if not state.in_prefill]
     budget = max(1, options.chunk_size - len(items)) if options.chunk_size else math.inf
     for state in running:
         if state.in_prefill and budget > 0:

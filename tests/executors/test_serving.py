@@ -102,6 +102,7 @@ def test_prefix_cache_evicts_least_recently_released_blocks(tiny):
     again = RequestState(1, Request(tuple(range(1, 10)), 1))
     pool.match_prefix(again)
     assert again.blocks == allocated[:2] and again.kv_len == again.cached_tokens == 8
+    assert again.block_hashes == first.block_hashes[:2]
     pool.release(again)
     other = [pool.allocate() for _ in range(3)]  # needs every block: the cached ones are evicted
     assert sorted(other) == sorted(allocated) and not pool.by_hash and not pool.hash_of
