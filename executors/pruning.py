@@ -64,11 +64,18 @@ def lm_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
 
 def train(model: nn.Module, params: list[nn.Parameter], windows: torch.Tensor, *, steps: int,
           batch: int, lr: float, seed: int, loss_fn=lm_loss) -> list[float]:
-    """AdamW on `params` only, seeded batch order, one thread (weights must not depend on the core count)."""
+    """AdamW on `params` only, seeded batch order, one thread (weights must not depend on the core count).
+
+    Warm-up over the first tenth, then cosine decay to zero: a fresh Adam at full rate perturbs a
+    trained model before its moment estimates settle, and a rate that stays high ends noisy.
+    """
     if steps <= 0 or not params:
         return []
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     losses = []
@@ -82,6 +89,7 @@ def train(model: nn.Module, params: list[nn.Parameter], windows: torch.Tensor, *
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
+                schedule.step()
                 losses.append(loss.item())
     finally:
         torch.set_num_threads(threads)

@@ -101,12 +101,18 @@ def prune_increment(model: PrunedDecoderLM, windows: torch.Tensor, sparsity: lis
     model.zero_grad(set_to_none=True)
 
 
+def recovery_windows(bundle, config: AdaptPrunerConfig) -> torch.Tensor:
+    """One fresh window per training sample (a small pool would be memorised, not learned from)."""
+    samples = config.increments * config.recovery_steps * config.batch
+    return training_windows(bundle, min(4096, max(64, samples)), config.seq_len, config.seed + 1)
+
+
 def adapt_prune(model: DecoderLM, bundle, config: AdaptPrunerConfig) -> tuple[PrunedDecoderLM, dict]:
     torch.manual_seed(config.seed)
     pruned = as_pruned(model)
     initial = [(len(attention_units(layer.attention)), layer.feed_forward.w1.out_features) for layer in pruned.layers]
     probe = training_windows(bundle, config.importance_windows, config.seq_len, config.seed)
-    windows = training_windows(bundle, max(64, config.batch * 8), config.seq_len, config.seed + 1)
+    windows = recovery_windows(bundle, config)
     sparsity = [0.0] * len(pruned.layers)
     history = []
     for step in range(config.increments):
@@ -127,7 +133,7 @@ def adapt_prune(model: DecoderLM, bundle, config: AdaptPrunerConfig) -> tuple[Pr
 
 def pruned_model(bundle, config: AdaptPrunerConfig) -> tuple[PrunedDecoderLM, dict, bool]:
     """The cached pruned model for this model and config, or a freshly pruned one (then cached)."""
-    path = cache_path("adapt_pruner", bundle.model, config)
+    path = cache_path("adapt_pruner-r2", bundle.model, config)  # r2: schedule + window pool
     if path.exists():
         state, meta = read_weights(path)
         model = PrunedDecoderLM(bundle.model.config)

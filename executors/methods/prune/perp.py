@@ -166,7 +166,8 @@ def perp(model: nn.Module, bundle, config: PerpConfig) -> tuple[nn.Module, dict]
         params += norms
     losses = []
     if params and config.steps > 0:
-        windows, loss_fn = recovery_objective(bundle, max(64, config.batch * 8), config.seq_len, config.seed)
+        windows, loss_fn = recovery_objective(bundle, min(4096, max(64, config.steps * config.batch)),
+                                               config.seq_len, config.seed)
         losses = train(pruned, params, windows, steps=config.steps, batch=config.batch, lr=config.lr,
                        seed=config.seed, loss_fn=loss_fn)
     kept = sum(int(layer.keep.sum()) for _, _, layer in wrapped)
@@ -199,7 +200,7 @@ def load_cached(model: nn.Module, state: dict, meta: dict) -> nn.Module:
 
 
 def perp_model(bundle, config: PerpConfig) -> tuple[nn.Module, dict, bool]:
-    path = cache_path("perp", bundle.model, config)
+    path = cache_path("perp-r2", bundle.model, config)  # r2: schedule + window pool
     if path.exists():
         state, meta = read_weights(path)
         log.info("perp: loaded %s", path.name)
