@@ -55,6 +55,14 @@ def test_clipping_factors_receive_gradients_and_compensation_follows_the_papers_
     assert [compensated(i, 32) for i in (0, 2, 3, 27, 28, 31)] == [True, True, False, False, True, True]
 
 
+@pytest.mark.parametrize(("bits", "layout", "in_features"), [(2, "stream", 72), (4, "stream", 64), (8, "stream", 40),
+                                                        (3, "planes", 72), (6, "planes", 64)])
+def test_cpu_unpacking_equals_the_kernels_dequantize(bits, layout, in_features):
+    weight = torch.randn(10, in_features)
+    packed = pack_grid(weight, weight_grid(weight, bits, 32), layout)
+    assert torch.equal(LowBitLinear(packed, None, 16).dequantized(), dequantize_weight(packed))
+
+
 def test_low_bit_linear_stores_packed_codes_and_matches_dispatch():
     linear = torch.nn.Linear(64, 24)
     frozen = CalibLinear(linear, ABQConfig(w_bits=3, group_size=32, a_bits=16), compensate=False).freeze()

@@ -88,8 +88,28 @@ class LowBitLinear(nn.Module):
         return PackedWeight(self.packed, self.scales, self.zeros, self.bits, self.group_size,
                             self.out_features, self.in_features, self.layout)
 
+    def dequantized(self) -> torch.Tensor:
+        """CPU path: uint8 shifts and masks over whole bytes (the packing is little-endian, low bits
+        first), so a call costs a few passes over the packed weight, not one int32 tensor per bit."""
+        shifts = torch.arange(0, 8, 1 if self.layout == "planes" else self.bits, dtype=torch.uint8)
+        if self.layout == "planes":
+            planes = self.packed.view(self.out_features, self.bits, -1)
+            bits = (planes[..., None] >> shifts) & 1  # [N, bits, bytes, 8]
+            weights = (1 << torch.arange(self.bits, dtype=torch.uint8))[:, None, None]
+            codes = (bits * weights).sum(1, dtype=torch.uint8).reshape(self.out_features, -1)
+        else:
+            codes = ((self.packed[..., None] >> shifts) & ((1 << self.bits) - 1)).reshape(self.out_features, -1)
+        groups = self.scales.shape[1]
+        padded = groups * self.group_size  # ragged last group: padded codes are cut off again below
+        codes = F.pad(codes[:, :self.in_features], (0, padded - self.in_features)).view(self.out_features, groups, -1)
+        weight = (codes.float() - self.zeros.float()[..., None]) * self.scales.float()[..., None]
+        return weight.view(self.out_features, padded)[:, :self.in_features]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return lowbit_linear(fake_quant_per_token(x, self.a_bits), self.packed_weight(), self.bias)
+        x = fake_quant_per_token(x, self.a_bits)
+        if x.is_cuda:
+            return lowbit_linear(x, self.packed_weight(), self.bias)
+        return F.linear(x, self.dequantized(), self.bias)
 
 
 class CalibLinear(nn.Module):
