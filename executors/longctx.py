@@ -24,17 +24,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from executors.lm import DecoderLM
+from executors.decoding import PlainDecoder
+from executors.lm import DecoderLM, count_parameters
 from executors.registry import ModelBundle, Runner
 from executors.workloads import SAMPLINGS, perplexity
 from profiles.models import workload_id_for
 
 log = logging.getLogger(__name__)
 
-KEY_BYTES = tuple(range(198, 256))  # absent from the stdlib sources (tests/executors/test_longctx.py)
-VALUE_DIGITS = 4
-PAIR_LEN = 1 + VALUE_DIGITS
-TOKENS_PER_PAIR = 256  # probe density: one pair per 256 context tokens (32 pairs at 8k)
+# Bytes that never occur in the stdlib sources (tests/executors/test_longctx.py checks it).
+UNUSED_BYTES = (*range(198, 226), *range(227, 256))
+QUERY_BYTE = UNUSED_BYTES[0]
+PASSKEY_LEN = 4
+CLASS_SIZE = 14
+# Position i of a passkey takes one of 14 bytes of its own class: the key never collides with
+# text, and which byte comes next is never ambiguous, so reading it back is pure retrieval.
+PASSKEY_CLASSES = tuple(UNUSED_BYTES[1 + i * CLASS_SIZE:1 + (i + 1) * CLASS_SIZE] for i in range(PASSKEY_LEN))
 
 
 # ---- data -------------------------------------------------------------------------------
@@ -43,8 +48,8 @@ def token_stream(texts: tuple[str, ...], tokenizer) -> list[int]:
     return [t for text in texts for t in tokenizer.encode(text) + [tokenizer.eos_id]]
 
 
-def _value(rng: random.Random) -> list[int]:
-    return [ord("0") + rng.randrange(10) for _ in range(VALUE_DIGITS)]
+def passkey(rng: random.Random) -> list[int]:
+    return [rng.choice(byte_class) for byte_class in PASSKEY_CLASSES]
 
 
 def _weave(haystack: list[int], inserts: list[tuple[int, list[int], list[float]]]) -> tuple[list[int], list[float]]:
@@ -60,46 +65,38 @@ def _weave(haystack: list[int], inserts: list[tuple[int, list[int], list[float]]
 
 
 def training_example(stream: list[int], length: int, rng: random.Random, answer_weight: float,
-                     tokens_per_pair: int = 64) -> tuple[list[int], list[float]]:
-    """`length` tokens of corpus text with pairs and later queries for them woven in.
+                     queries: int = 2) -> tuple[list[int], list[float]]:
+    """`length` tokens of corpus text with one passkey and later queries (query byte + key).
 
-    Weights are per token: `answer_weight` on the value a query must recall (the retrieval
-    signal is a few tokens per hundred, so it is up-weighted), 1 elsewhere.
+    Weights are per token: `answer_weight` on a key a query must read back (a few tokens per
+    sequence carry the retrieval signal, so they are up-weighted), 1 elsewhere.
     """
-    n_pairs = min(len(KEY_BYTES), max(1, length // tokens_per_pair))
-    filler = length - 2 * n_pairs * PAIR_LEN
+    key = passkey(rng)
+    filler = length - PASSKEY_LEN - queries * (1 + PASSKEY_LEN)
     start = rng.randrange(len(stream) - filler)
-    haystack = stream[start:start + filler]
-    inserts = []
-    for key in rng.sample(KEY_BYTES, n_pairs):
-        value = _value(rng)
-        at = rng.randrange(filler)
-        asked = rng.randrange(at, filler + 1)
-        inserts.append((at, [key] + value, [1.0] * PAIR_LEN))
-        inserts.append((asked, [key] + value, [1.0] + [answer_weight] * VALUE_DIGITS))
-    return _weave(haystack, inserts)
+    at = rng.randrange(filler)
+    inserts = [(at, key, [1.0] * PASSKEY_LEN)]
+    inserts += [(rng.randrange(at, filler + 1), [QUERY_BYTE] + key, [1.0] + [answer_weight] * PASSKEY_LEN)
+                for _ in range(queries)]
+    return _weave(stream[start:start + filler], inserts)
 
 
 @dataclass(frozen=True)
 class Probe:
-    prompt: list[int]  # ends with the queried key
-    answer: list[int]  # its value's digits
-    depth: float  # where the queried pair sits, 0 = start of the context, 1 = end
+    prompt: list[int]  # ends with the query byte
+    answer: list[int]  # the passkey
+    depth: float  # where the passkey sits, 0 = start of the context, 1 = end
 
 
 def retrieval_probe(stream: list[int], context_len: int, rng: random.Random) -> Probe:
-    n_pairs = min(len(KEY_BYTES), max(1, context_len // TOKENS_PER_PAIR))
-    filler = context_len - n_pairs * PAIR_LEN - 1
+    filler = context_len - PASSKEY_LEN - 1
     if filler < 1:
-        raise ValueError(f"a {context_len}-token context cannot hold {n_pairs} pairs and a query")
+        raise ValueError(f"a {context_len}-token context cannot hold a passkey and a query")
     start = rng.randrange(len(stream) - filler)
-    keys = rng.sample(KEY_BYTES, n_pairs)
-    values = [_value(rng) for _ in keys]
-    offsets = [rng.randrange(filler) for _ in keys]
-    tokens, _ = _weave(stream[start:start + filler],
-                       [(at, [k] + v, [1.0] * PAIR_LEN) for at, k, v in zip(offsets, keys, values)])
-    asked = rng.randrange(n_pairs)
-    return Probe(prompt=tokens + [keys[asked]], answer=values[asked], depth=offsets[asked] / filler)
+    key = passkey(rng)
+    at = rng.randrange(filler)
+    tokens, _ = _weave(stream[start:start + filler], [(at, key, [1.0] * PASSKEY_LEN)])
+    return Probe(prompt=tokens + [QUERY_BYTE], answer=key, depth=at / filler)
 
 
 def retrieval_probes(bundle: ModelBundle, count: int, context_len: int, seed: int = 0) -> list[Probe]:
@@ -119,7 +116,7 @@ def retrieval_accuracy(runner: Runner, probes: list[Probe], batch_size: int) -> 
     for first in range(0, len(probes), batch_size):
         chunk = probes[first:first + batch_size]
         prompts = torch.tensor([p.prompt for p in chunk], dtype=torch.long, device=device)
-        generated = runner.generate(prompts, VALUE_DIGITS).tokens.cpu()
+        generated = runner.generate(prompts, PASSKEY_LEN).tokens.cpu()
         hits += [generated[i].tolist() == p.answer for i, p in enumerate(chunk)]
     deep = [h for h, p in zip(hits, probes) if p.depth < 0.5]
     return {"retrieval_accuracy": sum(hits) / len(hits), "retrieval_probes": len(hits),
@@ -156,9 +153,9 @@ class LongContextWorkload:
     def __post_init__(self):
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, not {self.sampling!r}")
-        if min(self.batch_size, self.gen_len, self.probes, self.ppl_windows) < 1 or self.prompt_len < 2 * PAIR_LEN:
+        if min(self.batch_size, self.gen_len, self.probes, self.ppl_windows) < 1 or self.prompt_len < 2 * PASSKEY_LEN:
             raise ValueError("batch_size, gen_len, probes and ppl_windows must be positive, "
-                             f"prompt_len at least {2 * PAIR_LEN}")
+                             f"prompt_len at least {2 * PASSKEY_LEN}")
 
     @classmethod
     def from_json(cls, data: dict) -> "LongContextWorkload":
@@ -182,11 +179,10 @@ class LongContextWorkload:
         return {"id": self.id, "kind": self.kind, "batch_size": self.batch_size, "prompt_len": self.prompt_len,
                 "gen_len": self.gen_len, "sampling": self.sampling, "objective": self.objective,
                 "params": {"temperature": self.temperature, "context_len": self.prompt_len,
-                           "probes": self.probes, "ppl_windows": self.ppl_windows,
-                           "pairs_in_context": max(1, self.prompt_len // TOKENS_PER_PAIR)}}
+                           "probes": self.probes, "ppl_windows": self.ppl_windows}}
 
     def fits(self, bundle: ModelBundle) -> str | None:
-        need = self.prompt_len + max(self.gen_len, VALUE_DIGITS)
+        need = self.prompt_len + max(self.gen_len, PASSKEY_LEN)
         if need > bundle.model.config.max_seq_len:
             return (f"context + generation = {need} tokens exceeds the model's context of "
                     f"{bundle.model.config.max_seq_len}")
@@ -225,9 +221,12 @@ class LongRecipe:
     max_seq_len: int
     stages: tuple[tuple[int, int, int], ...]  # (sequence length, batch, steps), shortest first
     lr: float
-    answer_weight: float = 5.0
+    answer_weight: float = 3.0
+    queries: int = 2  # per training sequence
     warmup: int = 10
     seed: int = 0
+    checks: tuple[int, ...] = (1024, 8192)  # context lengths whose retrieval accuracy goes in the manifest
+    check_probes: int = 8
 
 
 LONG_RECIPES = {
@@ -269,7 +268,8 @@ def finetune_long(name: str, root: Path | None = None, recipe: LongRecipe | None
         model.train()
         for length, batch, steps in recipe.stages:
             for _ in range(steps):
-                examples = [training_example(stream, length + 1, rng, recipe.answer_weight) for _ in range(batch)]
+                examples = [training_example(stream, length + 1, rng, recipe.answer_weight, recipe.queries)
+                            for _ in range(batch)]
                 loss = _train_step(model, optimizer, [e[0] for e in examples], [e[1] for e in examples])
                 schedule.step()
                 step += 1
@@ -279,12 +279,11 @@ def finetune_long(name: str, root: Path | None = None, recipe: LongRecipe | None
         torch.set_num_threads(threads)
     model.eval()
     bundle = replace(base, model=model)
-    from executors.decoding import PlainDecoder
-
-    checks = {length: retrieval_accuracy(PlainDecoder(model), retrieval_probes(bundle, 8, length, seed=1), 8)
-              ["retrieval_accuracy"] for length in (1024, recipe.max_seq_len)}
+    checks = {length: retrieval_accuracy(PlainDecoder(model), retrieval_probes(bundle, recipe.check_probes, length,
+                                                                               seed=1), 1)["retrieval_accuracy"]
+              for length in recipe.checks}
     manifest = {"name": name, "source": f"zoo:{name}", "tokenizer": "bytes", "config": asdict(model.config),
-                "recipe": asdict(recipe), "base": f"zoo:{recipe.base}", "params": sum(p.numel() for p in model.parameters()),
+                "recipe": asdict(recipe), "base": f"zoo:{recipe.base}", "params": count_parameters(model),
                 "note": "long-context fine-tune with key-value retrieval (executors/longctx.py)",
                 "train_seconds": round(time.perf_counter() - started, 1), "final_train_loss": round(loss, 4),
                 "retrieval_accuracy_at": {str(k): v for k, v in checks.items()}, "torch": torch.__version__,
