@@ -221,8 +221,9 @@ def _add_task_quality(records: list[dict], task_quality: dict, baseline_id: str)
         record["metrics"].update(mine, **{f"baseline_{key}": value for key, value in base.items()})
 
 
-def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, outputs, mem, baseline,
-            started_at, finished_at, misfit, failures) -> dict:
+def record_base(prepared: Prepared, *, bundle, workload, node, started_at, finished_at, misfit,
+                failures) -> dict:
+    """What every profile record carries (any harness): ids, nested rows, status and its reason."""
     model_row = model_row_of(bundle)
     config = prepared.config_json
     record = {"run_id": run_id_for(model_row["id"], workload.id, prepared.method_id, config, node["id"]),
@@ -236,6 +237,13 @@ def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, 
         record.update(status="not-applicable", reason=misfit)
     elif prepared.method_id in failures:
         record.update(status="failed", reason=failures[prepared.method_id])
+    return record
+
+
+def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, outputs, mem, baseline,
+            started_at, finished_at, misfit, failures) -> dict:
+    record = record_base(prepared, bundle=bundle, workload=workload, node=node, started_at=started_at,
+                         finished_at=finished_at, misfit=misfit, failures=failures)
     if record["status"] != "ok":
         return record
     mine, base = times[prepared.method_id], times[baseline.method_id]
