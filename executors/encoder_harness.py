@@ -20,12 +20,26 @@ from collections.abc import Sequence
 
 import torch
 
-from executors.encoder_workloads import (EmbedWorkload, RetrievalEmbeddings, embed_inputs, embedding_quality,
-                                         retrieval_embeddings, retrieval_set)
-from executors.harness import (BASELINE_ID, Prepared, _core, _error, _quantile, environment, model_bytes,
-                               model_row_of, prepare)
+from executors.encoder_workloads import (
+    EmbedWorkload,
+    RetrievalEmbeddings,
+    embed_inputs,
+    embedding_quality,
+    retrieval_embeddings,
+    retrieval_set,
+)
+from executors.harness import (
+    BASELINE_ID,
+    Prepared,
+    _core,
+    _error,
+    _quantile,
+    model_bytes,
+    prepare,
+    record_base,
+)
 from executors.registry import ModelBundle, default_config
-from profiles.models import run_id_for, utcnow
+from profiles.models import utcnow
 
 MIN_REP_S = 0.05
 _REFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # unmodified encoder → its embeddings
@@ -116,19 +130,8 @@ def measure_encoder(bundle: ModelBundle, workload: EmbedWorkload, methods: Seque
 
 def _record(prepared: Prepared, *, bundle, workload, node, times, warm, calls, baseline, started_at,
             finished_at, misfit, failures) -> dict:
-    model_row = model_row_of(bundle)
-    config = prepared.config_json
-    record = {"run_id": run_id_for(model_row["id"], workload.id, prepared.method_id, config, node["id"]),
-              "model_id": model_row["id"], "workload_id": workload.id, "node_id": node["id"],
-              "hardware_class": node["hardware_class"], "method_id": prepared.method_id, "config": config,
-              "status": prepared.status, "reason": prepared.reason, "model": model_row,
-              "workload": workload.row(), "node": node, "environment": environment(),
-              "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
-              "setup_s": round(prepared.apply_s, 4), "metrics": {}, "repeats": 0}
-    if misfit is not None and prepared.status == "ok":
-        record.update(status="not-applicable", reason=misfit)
-    elif prepared.method_id in failures:
-        record.update(status="failed", reason=failures[prepared.method_id])
+    record = record_base(prepared, bundle=bundle, workload=workload, node=node, started_at=started_at,
+                         finished_at=finished_at, misfit=misfit, failures=failures)
     if record["status"] != "ok":
         return record
     mine, base = times[prepared.method_id], times[baseline.method_id]

@@ -41,7 +41,7 @@ class EmbedWorkload:
             raise ValueError("an embed workload needs batch_size ≥ 1 and seq_len ≥ 3 ([CLS] x [SEP])")
 
     @classmethod
-    def from_json(cls, data: dict) -> "EmbedWorkload":
+    def from_json(cls, data: dict) -> EmbedWorkload:
         known = {k: v for k, v in data.items() if k != "kind"}
         unknown = set(known) - set(cls.__dataclass_fields__)
         if unknown:
