@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from executors.decoding import PlainDecoder
 from executors.lm import DecoderLM, count_parameters
 from executors.registry import ModelBundle, Runner
-from executors.workloads import SAMPLINGS, perplexity
-from profiles.models import workload_id_for
+from executors.workloads import LMWorkload, perplexity
 
 log = logging.getLogger(__name__)
 
@@ -136,57 +135,30 @@ def long_windows(bundle: ModelBundle, count: int, length: int) -> torch.Tensor:
 # ---- workload ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class LongContextWorkload:
-    """Decode after a long retrieval prompt. `prompt_len` is the context length (1k–8k)."""
+class LongContextWorkload(LMWorkload):
+    """Decode after a long passkey prompt. `prompt_len` is the context length (1k–8k)."""
 
-    batch_size: int = 1
     prompt_len: int = 1024
     gen_len: int = 16
-    sampling: str = "greedy"
-    temperature: float = 1.0
-    objective: str = "latency"
     probes: int = 8  # retrieval probes scored per method (untimed)
     ppl_windows: int = 2  # held-out windows of prompt_len tokens for perplexity
 
     kind = "lm-longctx"
 
     def __post_init__(self):
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, not {self.sampling!r}")
-        if min(self.batch_size, self.gen_len, self.probes, self.ppl_windows) < 1 or self.prompt_len < 2 * PASSKEY_LEN:
-            raise ValueError("batch_size, gen_len, probes and ppl_windows must be positive, "
-                             f"prompt_len at least {2 * PASSKEY_LEN}")
-
-    @classmethod
-    def from_json(cls, data: dict) -> "LongContextWorkload":
-        known = {k: v for k, v in data.items() if k != "kind"}
-        unknown = set(known) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown workload fields: {', '.join(sorted(unknown))}")
-        return cls(**known)
+        super().__post_init__()
+        if min(self.probes, self.ppl_windows) < 1 or self.prompt_len < 2 * PASSKEY_LEN or self.gen_len < PASSKEY_LEN:
+            raise ValueError("probes and ppl_windows must be positive, prompt_len at least "
+                             f"{2 * PASSKEY_LEN} and gen_len at least {PASSKEY_LEN} (the passkey is scored)")
 
     def shape(self) -> dict:
-        shape = {"kind": self.kind, **asdict(self)}
-        if self.sampling == "greedy":
-            del shape["temperature"]
-        return shape
-
-    @property
-    def id(self) -> str:
-        return workload_id_for(self.shape())
+        return {**super().shape(), "kind": self.kind}
 
     def row(self) -> dict:
         return {"id": self.id, "kind": self.kind, "batch_size": self.batch_size, "prompt_len": self.prompt_len,
                 "gen_len": self.gen_len, "sampling": self.sampling, "objective": self.objective,
                 "params": {"temperature": self.temperature, "context_len": self.prompt_len,
                            "probes": self.probes, "ppl_windows": self.ppl_windows}}
-
-    def fits(self, bundle: ModelBundle) -> str | None:
-        need = self.prompt_len + max(self.gen_len, PASSKEY_LEN)
-        if need > bundle.model.config.max_seq_len:
-            return (f"context + generation = {need} tokens exceeds the model's context of "
-                    f"{bundle.model.config.max_seq_len}")
-        return None
 
     def prompts(self, bundle: ModelBundle) -> torch.Tensor:
         """The timed batch: the first `batch_size` retrieval prompts."""
@@ -230,7 +202,9 @@ class LongRecipe:
 
 
 LONG_RECIPES = {
-    "lm-1m-long": LongRecipe("lm-1m", 8192, ((512, 4, 150), (2048, 1, 24), (8192, 1, 6)), 2e-3),
+    # Retrieval is learnt on short, query-dense sequences; the longer stages teach the positions.
+    "lm-1m-long": LongRecipe("lm-1m", 8192, ((128, 16, 800), (512, 4, 60), (2048, 1, 12), (8192, 1, 3)), 3e-3,
+                             answer_weight=4.0, queries=4),
 }
 
 
