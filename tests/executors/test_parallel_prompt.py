@@ -10,7 +10,14 @@ from test_spec_methods import bundle_of, byte_lm, prompts
 from executors.decoding import PlainDecoder
 from executors.methods.spec import parallel_prompt as ppd
 from executors.methods.spec.parallel_prompt import ParallelPromptConfig
-from executors.registry import ModelBundle, apply_composite, config_from_json, config_to_json, default_config, get_method
+from executors.registry import (
+    ModelBundle,
+    apply_composite,
+    config_from_json,
+    config_to_json,
+    default_config,
+    get_method,
+)
 from executors.tokenizers import ByteTokenizer
 
 FAST = {"train_windows": 8, "train_seq_len": 48, "train_steps": 30, "insertions": 6, "train_batch": 2,

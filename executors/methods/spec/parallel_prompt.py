@@ -1,33 +1,15 @@
 """`lm.spec.parallel_prompt`: parallel prompt decoding (PPD) with a hardware-aware sparse tree.
 
-Paper: Chen et al., "Hardware-Aware Parallel Prompt Decoding for Memory-Efficient Acceleration
-of LLM Inference" (arXiv 2405.18628). A few trained prompt-token embeddings are appended to the
-input; prompt token i, placed after the last known token x_t (position t+1+i), guesses the
-token at t+2+i — so one forward of the frozen model yields the next token and m guesses beyond
-it. Ensemble prompt tokens (EPT): each prompt token is `ensemble` virtual tokens in separate
-streams (stream j sees only stream j of earlier prompt tokens) whose logits are averaged.
-
-Training: the model stays frozen; only the m × ensemble embeddings learn, by distillation
-from the model's own next-token distribution (KL) on the bundle's calibration text. Many
-prompt groups are inserted into one window per forward, each seeing the real prefix up to its
-insertion point (an attention mask, not copies). Seeded, cached as safetensors keyed by the
-model's logits and the training knobs; training time is setup time.
-
-Decoding: every verify forward is a token tree — the pending token, candidate nodes taken from
-the previous forward's prompt guesses (top-k per position), and a chain of prompt tokens
-appended to each candidate node. After greedy tree acceptance, the prompt tokens attached to
-the last accepted node give the next step's guesses; how many a node gets decides how deep the
-next tree can be (the paper's dynamic sparse tree: one tree per number of guesses at hand).
-Prompt tokens are never kept in the KV cache. Greedy output equals the baseline's exactly.
-
-Hardware awareness (the paper's tree-size selection): for each input budget (nodes per
-forward) the trees are designed to maximise expected accepted tokens under the measured prompt
-accuracies; a probe times a verify forward of each size against a one-token step on this
-machine, and the budget with the most expected tokens per unit of forward time is used.
-
-Sampling: a chain of drafts drawn from the prompt guesses, verified by speculative sampling
-(exact), with stream 0's prompt tokens appended after it; the paper's typical acceptance is
-not used because it changes the output distribution.
+Paper: Chen et al., arXiv 2405.18628 (details and deviations: docs/speculative.md). Trained
+prompt-token embeddings appended to the input guess future tokens in the same forward: prompt
+token i after the last known token x_t (position t+1+i) guesses x_{t+2+i}; with ensemble
+prompt tokens each is `ensemble` virtual tokens in separate streams, logits averaged. Only the
+embeddings train (KL distillation from the frozen model on calibration text; seeded, cached,
+training time = setup time). Each verify forward is one tree: the pending token, candidates
+from the last forward's guesses, and prompt-token chains hanging off them; the chain of the
+last accepted node gives the next guesses (one tree per number of guesses at hand: the
+dynamic sparse tree). The tree budget is chosen from a verify-cost probe on this machine.
+Prompt tokens never enter the KV cache; greedy output equals the baseline's exactly.
 """
 
 from __future__ import annotations
@@ -38,7 +20,7 @@ import json
 import logging
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
@@ -51,7 +33,14 @@ from torch import nn
 
 from executors.methods.spec.medusa import build_tree, model_fingerprint
 from executors.registry import MethodConfig, register_method
-from executors.speculative import Draft, SpeculativeMethod, TokenTree, decoder_of, probabilities, speculative_generate
+from executors.speculative import (
+    Draft,
+    SpeculativeMethod,
+    TokenTree,
+    decoder_of,
+    probabilities,
+    speculative_generate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,13 +281,13 @@ def verify_cost(model, sizes: list[int], rounds: int = 7, repeats: int = 3) -> d
     model(context, cache)
     times: dict[int, list[float]] = {size: [] for size in [1, *sizes]}
     for _ in range(rounds + 1):  # the first round warms up
-        for size in times:
+        for size, samples in times.items():
             mask = torch.ones(size, size, dtype=torch.bool).tril() if size > 1 else None
             began = time.perf_counter()
             for _ in range(repeats):
                 cache.crop(PROBE_CONTEXT)
                 model(context[:, :size], cache, tree_mask=mask)
-            times[size].append(time.perf_counter() - began)
+            samples.append(time.perf_counter() - began)
     step = statistics.median(times[1][1:])
     return {size: statistics.median(times[size][1:]) / step for size in sizes}
 
