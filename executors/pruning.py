@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 import weakref
 from dataclasses import asdict
 from pathlib import Path
@@ -122,6 +123,11 @@ def require_decoder(bundle: ModelBundle) -> str | None:
     return None
 
 
+# What a pruned model may be stacked with: it is an ordinary (smaller or sparser) DecoderLM.
+COMPOSES_WITH = frozenset({"baseline", "quant.int8_dynamic", "quant.weight_only_int4", "sys.compile",
+                           "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
+
+
 # ---------------------------------------------------------------- cache
 
 def model_digest(model: nn.Module) -> str:
@@ -154,6 +160,21 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     with safe_open(str(path), framework="pt") as handle:
         metadata = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
     return load_file(str(path)), metadata
+
+
+def cached_transform(kind: str, bundle: ModelBundle, config, build, restore) -> tuple[nn.Module, dict, bool]:
+    """`build(model, bundle, config) -> (model, meta)` once per model and config; later runs
+    `restore(state, meta)` from the cache. The build's wall time is kept as meta["training_s"]."""
+    path = cache_path(kind, bundle.model, config)
+    if path.exists():
+        state, meta = read_weights(path)
+        log.info("%s: loaded %s", kind, path.name)
+        return restore(state, meta), meta, True
+    began = time.perf_counter()
+    model, meta = build(bundle.model, bundle, config)
+    meta["training_s"] = round(time.perf_counter() - began, 3)
+    save_weights(model, path, meta)
+    return model, meta, False
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -11,9 +11,19 @@ import torch
 from executors.decoding import PlainDecoder
 from executors.harness import model_bytes
 from executors.lm import DecoderLM, LMConfig, count_parameters
-from executors.methods.prune.adapt_pruner import AdaptPruner, AdaptPrunerConfig, layer_importance, next_sparsity
+from executors.methods.prune.adapt_pruner import (
+    AdaptPruner,
+    AdaptPrunerConfig,
+    layer_importance,
+    next_sparsity,
+)
 from executors.methods.prune.perp import Perp, PerpConfig, PerpLinear, magnitude_mask
-from executors.pruning import as_pruned, attention_units, keep_attention_units, keep_ffn_channels
+from executors.pruning import (
+    as_pruned,
+    attention_units,
+    keep_attention_units,
+    keep_ffn_channels,
+)
 from executors.workloads import heldout_prompts, heldout_windows, perplexity
 
 

@@ -27,17 +27,31 @@ on a cold cache).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import torch
 
 from executors.decoding import PlainDecoder
 from executors.lm import DecoderLM, count_parameters
-from executors.pruning import (PrunedDecoderLM, as_pruned, attention_units, cache_path, keep_attention_units,
-                               keep_ffn_channels, kept_count, layer_shapes, lm_loss, load_into, read_weights,
-                               require_decoder, reshape_layers, save_weights, taylor_scores, top_units, train,
-                               training_windows)
+from executors.pruning import (
+    COMPOSES_WITH,
+    PrunedDecoderLM,
+    as_pruned,
+    attention_units,
+    cached_transform,
+    keep_attention_units,
+    keep_ffn_channels,
+    kept_count,
+    layer_shapes,
+    lm_loss,
+    load_into,
+    require_decoder,
+    reshape_layers,
+    taylor_scores,
+    top_units,
+    train,
+    training_windows,
+)
 from executors.registry import Method, MethodConfig, register_method
 
 log = logging.getLogger(__name__)
@@ -131,21 +145,13 @@ def adapt_prune(model: DecoderLM, bundle, config: AdaptPrunerConfig) -> tuple[Pr
                     "params_before": count_parameters(model), "params_after": count_parameters(pruned)}
 
 
-def pruned_model(bundle, config: AdaptPrunerConfig) -> tuple[PrunedDecoderLM, dict, bool]:
-    """The cached pruned model for this model and config, or a freshly pruned one (then cached)."""
-    path = cache_path("adapt_pruner-r2", bundle.model, config)  # r2: schedule + window pool
-    if path.exists():
-        state, meta = read_weights(path)
+def restore(bundle):
+    def from_cache(state, meta) -> PrunedDecoderLM:
         model = PrunedDecoderLM(bundle.model.config)
         reshape_layers(model, meta["shapes"])
         load_into(model, state)
-        log.info("adapt-pruner: loaded %s", path.name)
-        return model.eval(), meta, True
-    began = time.perf_counter()
-    model, meta = adapt_prune(bundle.model, bundle, config)
-    meta["training_s"] = round(time.perf_counter() - began, 3)
-    save_weights(model, path, meta)
-    return model, meta, False
+        return model.eval()
+    return from_cache
 
 
 @register_method("prune.struct.adapt_pruner", AdaptPrunerConfig, family="pruning",
@@ -153,8 +159,7 @@ def pruned_model(bundle, config: AdaptPrunerConfig) -> tuple[PrunedDecoderLM, di
                  arxiv="2502.03460", catalogue_row=21, lossless=False)
 class AdaptPruner(Method):
     order = 5  # a weight transform that changes shapes: before quantization (10) and decoding strategies
-    composes_with = frozenset({"baseline", "quant.int8_dynamic", "quant.weight_only_int4", "sys.compile",
-                               "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
+    composes_with = COMPOSES_WITH
 
     def supports(self, bundle, device):
         return require_decoder(bundle)
@@ -163,7 +168,8 @@ class AdaptPruner(Method):
         if not 0.0 < config.target_sparsity < 1.0 or config.increments < 1 or config.recovery_steps < 0:
             raise ValueError("prune.struct.adapt_pruner: target_sparsity in (0, 1), increments ≥ 1, "
                              "recovery_steps ≥ 0")
-        model, meta, cached = pruned_model(bundle, config)
+        # r2: recovery schedule + window pool changed, so older cache entries are not reused
+        model, meta, cached = cached_transform("adapt_pruner-r2", bundle, config, adapt_prune, restore(bundle))
         stats = {"params_before": meta["params_before"], "params_after": meta["params_after"],
                  "layer_shapes": meta["shapes"], "setup_training_s": meta["training_s"],
                  "pruned_cached": cached}

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from dataclasses import dataclass
 
 import torch
@@ -36,8 +35,14 @@ from torch import nn
 
 from executors.decoding import PlainDecoder
 from executors.lm import RMSNorm, count_parameters
-from executors.pruning import (cache_path, read_weights, recovery_objective, require_decoder_or_encoder,
-                               save_weights, train)
+from executors.pruning import (
+    COMPOSES_WITH,
+    cached_transform,
+    load_into,
+    recovery_objective,
+    require_decoder_or_encoder,
+    train,
+)
 from executors.registry import Method, MethodConfig, register_method
 
 log = logging.getLogger(__name__)
@@ -193,23 +198,8 @@ def load_cached(model: nn.Module, state: dict, meta: dict) -> nn.Module:
     for name in meta["biased"]:
         linear = restored.get_submodule(name)
         linear.bias = nn.Parameter(torch.zeros(linear.out_features))
-    if getattr(restored.config, "tie_embeddings", False):
-        state = {**state, "output.weight": state["tok_embeddings.weight"]}
-    restored.load_state_dict(state, strict=True)
+    load_into(restored, state)
     return restored.eval()
-
-
-def perp_model(bundle, config: PerpConfig) -> tuple[nn.Module, dict, bool]:
-    path = cache_path("perp-r2", bundle.model, config)  # r2: schedule + window pool
-    if path.exists():
-        state, meta = read_weights(path)
-        log.info("perp: loaded %s", path.name)
-        return load_cached(bundle.model, state, meta), meta, True
-    began = time.perf_counter()
-    model, meta = perp(bundle.model, bundle, config)
-    meta["training_s"] = round(time.perf_counter() - began, 3)
-    save_weights(model, path, meta)
-    return model, meta, False
 
 
 @register_method("prune.perp", PerpConfig, family="pruning",
@@ -217,8 +207,7 @@ def perp_model(bundle, config: PerpConfig) -> tuple[nn.Module, dict, bool]:
                  arxiv="2312.15230", catalogue_row=77, lossless=False)
 class Perp(Method):
     order = 5  # a weight transform: before quantization (10) and decoding strategies
-    composes_with = frozenset({"baseline", "quant.int8_dynamic", "quant.weight_only_int4", "sys.compile",
-                               "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
+    composes_with = COMPOSES_WITH
 
     def supports(self, bundle, device):
         return require_decoder_or_encoder(bundle)
@@ -228,7 +217,9 @@ class Perp(Method):
         n_m(config.pattern)
         if not 0.0 <= config.sparsity < 1.0 or config.steps < 0 or config.lora_rank < 1:
             raise ValueError("prune.perp: sparsity in [0, 1), steps ≥ 0, lora_rank ≥ 1")
-        model, meta, cached = perp_model(bundle, config)
+        # r2: recovery schedule + window pool changed, so older cache entries are not reused
+        model, meta, cached = cached_transform("perp-r2", bundle, config, perp,
+                                               lambda state, meta: load_cached(bundle.model, state, meta))
         stats = {key: meta[key] for key in ("sparsity", "retrained_params", "retrained_fraction", "last_loss")}
         stats.update(pattern=config.pattern, retrain=config.retrain, setup_training_s=meta["training_s"],
                      pruned_cached=cached, sparse_kernels=False)
