@@ -93,3 +93,18 @@ def test_a8_quantizes_activations_and_reports_bits(tiny):
     assert runner.model.layers[0].attention.wq.a_bits == 8
     with pytest.raises(ValueError, match="w_bits"):
         get_method("quant.abq_arbitrary_bit").apply(tiny, ABQConfig(w_bits=9), None)
+
+
+def test_the_same_calibration_applies_to_the_minilm_encoder():
+    from executors.encoder import load_encoder_bundle
+
+    encoder = load_encoder_bundle()
+    config = ABQConfig(w_bits=4, calibration_windows=2, calibration_len=16, epochs=1)
+    method = get_method("quant.abq_arbitrary_bit")
+    assert method.supports(encoder, torch.device("cpu")) is None
+    runner = method.apply(encoder, config, None)
+    assert isinstance(runner.model.layers[5].feed_forward.w2, LowBitLinear)
+    ids, mask = encoder.tokenizer.batch(list(encoder.heldout_texts[:4]))
+    with torch.no_grad():
+        cosine = (runner.model(ids, mask) * encoder.model(ids, mask)).sum(-1)
+    assert cosine.min() > 0.9

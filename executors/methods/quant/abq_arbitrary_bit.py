@@ -17,6 +17,12 @@ Models" (arXiv 2408.08554); mechanism as in its text and the authors' calibratio
   3-bit codes and records `storage_bits` = 3 (the kernels have no fractional widths).
 - A8: activations are quantised per token, dynamically, asymmetric, before every linear.
 
+Blocks are driven through the arguments caught at the first block's input (the authors'
+"Catcher"), so the same calibration runs on the zoo's decoder LMs and on the all-MiniLM-L6-v2
+encoder (post-LN BERT blocks, bidirectional attention maps). Deviation: the rank-1
+compensation's left factor is learned in units of its row's mean |w| (with the authors' absolute
+units and lr, Adam's first steps wrecked MiniLM's small weights: embedding cosine 0.36).
+
 Deployed weights are packed in `kernels.quant_pack`'s format (bit planes for 3/5/6/7 bits,
 byte-aligned streams for 2/4/8). On CUDA `kernels.dispatch.lowbit_linear` runs the Triton
 any-bit GEMM; on CPU each call dequantises the packed codes and does an fp32 matmul — exact in
@@ -44,8 +50,9 @@ from torch import nn
 from executors.decoding import PlainDecoder
 from executors.fakequant import (fake_quant_per_token, fake_quant_weight, levels, pack_grid,
                                  weight_grid, weights_digest)
+from executors.encoder import SentenceEncoder, distillation_windows
 from executors.harness import calibration_batch
-from executors.lm import DecoderLM, apply_rotary, rotary
+from executors.lm import Attention, DecoderLM, apply_rotary
 from executors.registry import Method, MethodConfig, register_method
 from kernels.dispatch import backend_for, lowbit_linear
 from kernels.lowbit_gemm import ALIGNED_BITS
@@ -53,6 +60,7 @@ from kernels.quant_pack import PackedWeight
 
 log = logging.getLogger(__name__)
 
+CACHE_FORMAT = 2  # bump when the meaning of the cached tensors changes (2: `left` in row-scale units)
 CLIP_INIT = 4.0  # sigmoid(4) ≈ 0.98: clipping starts just inside min/max, as in the authors' code
 
 
@@ -126,9 +134,14 @@ class CalibLinear(nn.Module):
         self.lower = nn.Parameter(torch.full((out_features, groups), CLIP_INIT))
         self.left = nn.Parameter(torch.zeros(out_features, 1)) if compensate else None
         self.right = nn.Parameter(torch.ones(1, in_features)) if compensate else None
+        # `left` counts in units of its row's mean |w|: Adam's first steps move a parameter by ~lr
+        # whatever its gradient, which at lr 1e-2 in absolute units wrecks rows of small weights.
+        self.row_scale = self.weight.abs().mean(dim=1, keepdim=True)
 
     def effective_weight(self) -> torch.Tensor:
-        return self.weight if self.left is None else self.weight + self.left @ self.right
+        if self.left is None:
+            return self.weight
+        return self.weight + (self.left * self.row_scale) @ self.right
 
     def grid(self, weight: torch.Tensor):
         c = self.config
@@ -158,18 +171,50 @@ def block_linears(block: nn.Module) -> list[tuple[nn.Module, str]]:
             for name, child in parent.named_children() if isinstance(child, (nn.Linear, CalibLinear))]
 
 
-def attention_probs(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """The block's causal attention map [B, H, T, T] (what SDPA computes but does not return)."""
+def block_inputs(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """The first block's input and its other arguments (positions, mask), caught on the way in —
+    the authors' "Catcher": one code path for the decoder and the encoder."""
+    caught = {}
+
+    def catch(module, args):
+        caught["args"] = args
+        raise StopIteration
+
+    hook = model.layers[0].register_forward_pre_hook(catch)
+    try:
+        with torch.no_grad():
+            model(tokens)
+    except StopIteration:
+        pass
+    finally:
+        hook.remove()
+    x, *rest = caught["args"]
+    return x, tuple(rest)
+
+
+def rows_of(rest: tuple, rows: torch.Tensor) -> tuple:
+    """The block arguments of a sub-batch: only per-sequence masks [B, 1, 1, T] have a batch axis."""
+    return tuple(a[rows] if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in rest)
+
+
+def attention_probs(block: nn.Module, x: torch.Tensor, rest: tuple) -> torch.Tensor:
+    """The block's attention map [B, H, T, T] (what SDPA computes but does not return)."""
     attn = block.attention
     batch, steps, _ = x.shape
-    h = block.attention_norm(x)
+    decoder = isinstance(attn, Attention)
+    h = block.attention_norm(x) if decoder else x  # pre-norm decoder, post-norm (BERT) encoder
+    kv_heads = attn.n_kv_heads if decoder else attn.n_heads
     q = attn.wq(h).view(batch, steps, attn.n_heads, attn.head_dim).transpose(1, 2)
-    k = attn.wk(h).view(batch, steps, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-    k = k.repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
+    k = attn.wk(h).view(batch, steps, kv_heads, attn.head_dim).transpose(1, 2)
+    if decoder:
+        cos, sin = rest[0], rest[1]
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        keep = torch.ones(steps, steps, dtype=torch.bool, device=x.device).tril()
+    else:
+        keep = rest[0]  # padding mask [B, 1, 1, T]
+    k = k.repeat_interleave(attn.n_heads // kv_heads, dim=1)
     scores = q @ k.transpose(-1, -2) / attn.head_dim ** 0.5
-    causal = torch.ones(steps, steps, dtype=torch.bool, device=x.device).tril()
-    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
+    return scores.masked_fill(~keep, float("-inf")).softmax(-1)
 
 
 def correction_loss(out, fp_out, fp_out_on_quant_input, probs, fp_probs) -> torch.Tensor:
@@ -183,12 +228,12 @@ def correction_loss(out, fp_out, fp_out_on_quant_input, probs, fp_probs) -> torc
     return loss + kl_fp_q + kl_q_fp
 
 
-def calibrate_block(block, index, n_layers, config, fp_in, quant_in, cos, sin, generator) -> dict:
+def calibrate_block(block, index, n_layers, config, fp_in, quant_in, rest, generator) -> dict:
     """Swaps the block's linears for CalibLinears, fits them; returns the learned tensors."""
     with torch.no_grad():
-        fp_out = block(fp_in, cos, sin, None, 0, None)
-        fp_out_on_quant = block(quant_in, cos, sin, None, 0, None)
-        fp_probs = attention_probs(block, fp_in, cos, sin)
+        fp_out = block(fp_in, *rest)
+        fp_out_on_quant = block(quant_in, *rest)
+        fp_probs = attention_probs(block, fp_in, rest)
     for parent, name in block_linears(block):
         compensate = name == "w2" and compensated(index, n_layers)
         setattr(parent, name, CalibLinear(getattr(parent, name), config, compensate))
@@ -200,8 +245,8 @@ def calibrate_block(block, index, n_layers, config, fp_in, quant_in, cos, sin, g
         order = torch.randperm(len(fp_in), generator=generator)
         for start in range(0, len(order), config.batch):
             rows = order[start:start + config.batch]
-            out = block(quant_in[rows], cos, sin, None, 0, None)
-            probs = attention_probs(block, quant_in[rows], cos, sin)
+            out = block(quant_in[rows], *rows_of(rest, rows))
+            probs = attention_probs(block, quant_in[rows], rows_of(rest, rows))
             loss = correction_loss(out, fp_out[rows], fp_out_on_quant[rows], probs, fp_probs[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -217,22 +262,19 @@ def freeze_block(block: nn.Module) -> None:
         setattr(parent, name, getattr(parent, name).freeze())
 
 
-def quantize_abq(model: DecoderLM, tokens: torch.Tensor, config: ABQConfig,
-                 learned: dict | None = None) -> tuple[DecoderLM, dict]:
+def quantize_abq(model: nn.Module, tokens: torch.Tensor, config: ABQConfig,
+                 learned: dict | None = None) -> tuple[nn.Module, dict]:
     """A packed low-bit copy of `model`; `learned` (from the cache) skips the optimisation."""
     quantized = copy.deepcopy(model)
     for p in quantized.parameters():
         p.requires_grad_(False)
     generator = torch.Generator().manual_seed(config.seed)
-    positions = torch.arange(tokens.shape[1])
-    cos, sin = rotary(positions, model.config.head_dim, model.config.rope_theta)
-    with torch.no_grad():
-        fp_in = quantized.tok_embeddings(tokens)
+    fp_in, rest = block_inputs(model, tokens)
     quant_in, found = fp_in.clone(), {}
     n_layers = len(quantized.layers)
     for index, block in enumerate(quantized.layers):
         if learned is None:
-            found.update(calibrate_block(block, index, n_layers, config, fp_in, quant_in, cos, sin, generator))
+            found.update(calibrate_block(block, index, n_layers, config, fp_in, quant_in, rest, generator))
         else:
             for parent, name in block_linears(block):
                 compensate = name == "w2" and compensated(index, n_layers)
@@ -240,25 +282,33 @@ def quantize_abq(model: DecoderLM, tokens: torch.Tensor, config: ABQConfig,
             block.load_state_dict({k.split(".", 1)[1]: v for k, v in learned.items()
                                    if k.split(".", 1)[0] == str(index)}, strict=False)
         with torch.no_grad():
-            fp_in = model.layers[index](fp_in, cos, sin, None, 0, None)  # the untouched FP block
+            fp_in = model.layers[index](fp_in, *rest)  # the untouched FP block
             freeze_block(block)
-            quant_in = block(quant_in, cos, sin, None, 0, None)
+            quant_in = block(quant_in, *rest)
     return quantized, found
 
 
 def cache_path(model: nn.Module, config: ABQConfig) -> Path:
     from profiles.settings import get_settings
 
-    key = hashlib.sha256(json.dumps({"model": weights_digest(model), "config": asdict(config)},
+    key = hashlib.sha256(json.dumps({"model": weights_digest(model), "config": asdict(config),
+                                     "format": CACHE_FORMAT},
                                     sort_keys=True).encode()).hexdigest()[:24]
     return get_settings().cache_dir / "abq" / f"{key}.safetensors"
 
 
-def prepare_abq(bundle, config: ABQConfig) -> tuple[DecoderLM, float, bool]:
+def calibration_tokens(bundle, config: ABQConfig) -> torch.Tensor:
+    """Training-split windows: next-token text for a decoder, [CLS] … [SEP] windows for an encoder."""
+    length = min(config.calibration_len, bundle.model.config.max_seq_len)
+    if isinstance(bundle.model, SentenceEncoder):
+        return distillation_windows(bundle, config.calibration_windows, length, config.seed)
+    return calibration_batch(bundle, config.calibration_windows, length)
+
+
+def prepare_abq(bundle, config: ABQConfig) -> tuple[nn.Module, float, bool]:
     """The quantised model from cached calibration, or calibrated now (then cached)."""
     model = bundle.model
-    tokens = calibration_batch(bundle, config.calibration_windows,
-                               min(config.calibration_len, model.config.max_seq_len))
+    tokens = calibration_tokens(bundle, config)
     if len(tokens) == 0:
         raise ValueError(f"quant.abq_arbitrary_bit: no calibration text of {config.calibration_len} tokens")
     path = cache_path(model, config)
@@ -288,9 +338,9 @@ class ABQArbitraryBit(Method):
     requirements = {"devices": ["cpu", "cuda"], "triton_on_cuda": True}
 
     def supports(self, bundle, device):
-        if not isinstance(getattr(bundle.model, "_orig_mod", bundle.model), DecoderLM):
-            return ("ABQ's distribution correction calibrates decoder blocks against their attention maps; "
-                    "this model is not a decoder LM")
+        if not isinstance(getattr(bundle.model, "_orig_mod", bundle.model), (DecoderLM, SentenceEncoder)):
+            return ("ABQ's distribution correction calibrates transformer blocks against their attention maps; "
+                    "it knows the zoo's decoder LM and BERT-style encoder blocks, not this model")
         if not bundle.calibration_texts:
             return "needs calibration text"
         return None
