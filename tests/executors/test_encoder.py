@@ -30,7 +30,8 @@ from profiles.transfer import add_records
 
 # Weight transforms over nn.Linear apply to the encoder; decoding strategies, decode-time
 # attention and serving of generation requests do not.
-ENCODER_METHODS = {"baseline", "quant.int8_dynamic", "quant.weight_only_int4", "sys.compile", "prune.perp"}
+ENCODER_METHODS = {"baseline", "quant.int8_dynamic", "quant.weight_only_int4", "sys.compile", "prune.perp",
+                   "quant.abq_arbitrary_bit"}
 DECODING_ONLY = ("lm.", "attn.", "serve.")
 CPU = torch.device("cpu")
 NODE = {"id": "test-node", "hardware_class": "test-cpu-1t", "device_kind": "cpu"}
@@ -127,7 +128,7 @@ def test_every_method_applies_to_the_encoder_or_says_why_not(method_id, encoder)
     reason = get_method(method_id).supports(encoder, CPU)
     if method_id in ENCODER_METHODS:
         assert reason is None
-    elif method_id.startswith(DECODING_ONLY) or method_id == "prune.struct.adapt_pruner":
+    elif method_id.startswith(DECODING_ONLY) or method_id in ("prune.struct.adapt_pruner", "quant.qat.edgeqat"):
         assert isinstance(reason, str) and reason.strip(), f"{method_id} must refuse an encoder with a reason"
     else:  # a weight transform whose encoder support is its own call: it answers, either way
         assert reason is None or (isinstance(reason, str) and reason.strip())
