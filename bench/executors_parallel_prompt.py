@@ -6,6 +6,7 @@ median of per-round ratios) and prints one JSON object per (model, method chain)
     python bench/executors_parallel_prompt.py --models zoo:lm-1m,zoo:lm-8m --threads 1
     python bench/executors_parallel_prompt.py --with-int8   # also int8 dynamic (+ PPD on top)
     python bench/executors_parallel_prompt.py --budgets 4,8,16   # fixed tree budgets side by side
+    python bench/executors_parallel_prompt.py --ensemble 2   # ensemble prompt tokens (EPT)
 
 The first run on a model trains its prompt tokens (setup_s); later runs load them from the cache.
 """
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--budgets", default="", help="fixed tree budgets to compare (default: the probe's)")
+    parser.add_argument("--ensemble", type=int, default=1, help="virtual tokens per prompt token (EPT)")
     parser.add_argument("--with-int8", action="store_true", help="also quant.int8_dynamic and int8 + PPD")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -57,10 +59,10 @@ def main() -> None:
     node = {"id": f"bench-cpu-t{args.threads}", "hardware_class": f"bench-cpu-t{args.threads}"}
     workload = LMWorkload(batch_size=args.batch, prompt_len=args.prompt, gen_len=args.gen)
     budgets = [int(b) for b in args.budgets.split(",") if b] or [0]
-    chains = [[ParallelPromptConfig(tree_budget=b)] for b in budgets]
+    chains = [[ParallelPromptConfig(tree_budget=b, ensemble=args.ensemble)] for b in budgets]
     if args.with_int8:
         int8 = default_config("quant.int8_dynamic")
-        chains += [[int8], [int8, ParallelPromptConfig()]]
+        chains += [[int8], [int8, ParallelPromptConfig(ensemble=args.ensemble)]]
     for source in args.models.split(","):
         bundle = load_bundle(source)
         for chain in chains:  # one measurement each: records are keyed by method id
