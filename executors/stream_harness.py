@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from executors.harness import Prepared, _error, environment, model_bytes, model_row_of, prepare
+from executors.harness import Prepared, _error, model_bytes, prepare, record_base
 from executors.registry import ModelBundle, default_config
 from executors.serving import Request, StreamResult
 from executors.workloads import heldout_prompts
-from profiles.models import run_id_for, utcnow, workload_id_for
+from profiles.models import utcnow, workload_id_for
 
 log = logging.getLogger(__name__)
 
@@ -199,19 +199,8 @@ def measure_stream(bundle: ModelBundle, workload: StreamWorkload, methods: Seque
 
 def _record(prepared: Prepared, *, bundle, workload, node, results, baseline, failures, misfit, context,
             started_at, finished_at) -> dict:
-    model_row = model_row_of(bundle)
-    config = prepared.config_json
-    record = {"run_id": run_id_for(model_row["id"], workload.id, prepared.method_id, config, node["id"]),
-              "model_id": model_row["id"], "workload_id": workload.id, "node_id": node["id"],
-              "hardware_class": node["hardware_class"], "method_id": prepared.method_id, "config": config,
-              "status": prepared.status, "reason": prepared.reason, "model": model_row,
-              "workload": workload.row(), "node": node, "environment": environment(),
-              "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
-              "setup_s": round(prepared.apply_s, 4), "metrics": {}, "repeats": 0}
-    if misfit is not None and prepared.status == "ok":
-        record.update(status="not-applicable", reason=misfit)
-    elif prepared.method_id in failures:
-        record.update(status="failed", reason=failures[prepared.method_id])
+    record = record_base(prepared, bundle=bundle, workload=workload, node=node, started_at=started_at,
+                         finished_at=finished_at, misfit=misfit, failures=failures)
     if record["status"] != "ok":
         return record
     mine, base = results[prepared.method_id], results[baseline.method_id]
