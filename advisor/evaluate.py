@@ -24,6 +24,7 @@ from advisor.baselines import (
     Selector,
     SingleBest,
 )
+from advisor.guard import RangeGuard
 from advisor.learner import MetaLearner
 from advisor.metrics import (
     TIE_TOLERANCE,
@@ -58,10 +59,14 @@ def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector
         "random_forest": lambda s: RandomForestSelector(n_estimators=trees, seed=s),
         "gradient_boosting": lambda s: GradientBoostingSelector(n_estimators=min(rounds, 200), seed=s),
         "pairwise": lambda s: PairwiseVoting(n_estimators=trees // 5, seed=s),
-        LEARNER: lambda s: MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s),
-        "lightgbm_rank": lambda s: MetaLearner(objective="lambdarank", n_estimators=rounds, learning_rate=rate, seed=s),
-        "lightgbm_risk": lambda s: MetaLearner(n_estimators=rounds, learning_rate=rate, quantiles=(0.1, 0.9),
-                                               risk_aversion=0.5, seed=s),
+        # The learner variants answer with the training SBS for models outside the profiled sizes
+        # (advisor.guard); "lightgbm_unguarded" is the plain learner, for comparison.
+        LEARNER: lambda s: RangeGuard(MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s)),
+        "lightgbm_unguarded": lambda s: MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s),
+        "lightgbm_rank": lambda s: RangeGuard(MetaLearner(objective="lambdarank", n_estimators=rounds,
+                                                          learning_rate=rate, seed=s)),
+        "lightgbm_risk": lambda s: RangeGuard(MetaLearner(n_estimators=rounds, learning_rate=rate,
+                                                          quantiles=(0.1, 0.9), risk_aversion=0.5, seed=s)),
         "vbs": lambda s: Oracle(),
     }
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from advisor.baselines import single_best_scores
 from advisor.table import PerfTable
 
 OBJECTIVES = ("regression", "lambdarank")
@@ -36,8 +35,7 @@ class MetaLearner:
     def __init__(self, objective: str = "regression", relative: bool = True, target: str | None = None,
                  n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 31,
                  min_child_samples: int = 10, extra_trees: bool = True, feature_fraction: float = 0.5,
-                 quantiles: tuple[float, ...] = (), risk_aversion: float = 0.0,
-                 range_guard: tuple[str, ...] = (), range_margin: float = 0.5, seed: int = 0):
+                 quantiles: tuple[float, ...] = (), risk_aversion: float = 0.0, seed: int = 0):
         self.objective = objective
         self.relative = relative
         self.target = target  # None: the table's utility; else a name in table.extras
@@ -52,11 +50,6 @@ class MetaLearner:
         # unsure about (e.g. a composite never measured on a model of this size) needs a clearly
         # better prediction to be chosen. Needs two quantiles.
         self.risk_aversion = risk_aversion
-        # Task features (column names) whose training range a task must lie in: trees only repeat
-        # the edge of what they saw, so beyond it (by more than range_margin, in the feature's own
-        # units) selection falls back to the training set's single best solver.
-        self.range_guard = range_guard
-        self.range_margin = range_margin
         self.seed = seed
 
     def _params(self, objective: str, **extra) -> dict:
@@ -85,10 +78,6 @@ class MetaLearner:
         observed = (~np.isnan(target)).ravel()
         if not observed.any():
             raise ValueError("no observed values to learn from")
-        self.guard_range_ = {name: (float(np.nanmin(column)), float(np.nanmax(column)))
-                             for name, column in _columns(table, self.range_guard).items()
-                             if not np.isnan(column).all()}
-        self.fallback_ = single_best_scores(table) if self.guard_range_ else None
         features = pair_matrix(table.task_x, table.cand_x)[observed]
         names = [_safe(n) for n in (*table.feature_names, *table.cand_feature_names)]
         self.feature_names_ = tuple(names)
@@ -118,25 +107,12 @@ class MetaLearner:
         """
         return self.boosters_["point"].predict(rows, pred_contrib=True, num_threads=1)
 
-    def outside_range(self, table: PerfTable) -> np.ndarray:
-        """Per task: does any guarded feature lie beyond the training range (missing values do not)?"""
-        outside = np.zeros(len(table.tasks), dtype=bool)
-        for name, column in _columns(table, tuple(getattr(self, "guard_range_", {}))).items():
-            low, high = self.guard_range_[name]
-            with np.errstate(invalid="ignore"):
-                outside |= (column < low - self.range_margin) | (column > high + self.range_margin)
-        return outside
-
     def scores(self, table: PerfTable) -> np.ndarray:
-        scores = self.predict(table.task_x, table.cand_x)
-        if self.risk_aversion:
-            low, high = (self.predict(table.task_x, table.cand_x, f"q{q:g}")
-                         for q in (min(self.quantiles), max(self.quantiles)))
-            scores = scores - self.risk_aversion * np.abs(high - low)
-        outside = self.outside_range(table)
-        if outside.any():
-            scores[outside] = self.fallback_
-        return scores
+        point = self.predict(table.task_x, table.cand_x)
+        if not self.risk_aversion:
+            return point
+        low, high = (self.predict(table.task_x, table.cand_x, f"q{q:g}") for q in (min(self.quantiles), max(self.quantiles)))
+        return point - self.risk_aversion * np.abs(high - low)
 
     def model_texts(self) -> dict[str, str]:
         return {name: booster.model_to_string() for name, booster in self.boosters_.items()}
@@ -149,11 +125,6 @@ class MetaLearner:
         learner.boosters_ = {name: lgb.Booster(model_str=text) for name, text in texts.items()}
         learner.feature_names_ = tuple(learner.boosters_["point"].feature_name())
         return learner
-
-
-def _columns(table: PerfTable, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    index = {name: i for i, name in enumerate(table.feature_names)}
-    return {name: table.task_x[:, index[name]] for name in names if name in index}
 
 
 def _safe(name: str) -> str:
