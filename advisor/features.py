@@ -16,7 +16,7 @@ import numpy as np
 
 from profiles.models import canonical_json
 
-FEATURE_SCHEMA_VERSION = 2
+FEATURE_SCHEMA_VERSION = 1
 BASELINE = "baseline"  # the implicit candidate "apply nothing": speed-up 1, quality change 0
 
 Value = float | str | None
@@ -80,53 +80,10 @@ def node_features(node: Mapping) -> dict[str, Value]:
     return out
 
 
-def _log2(value) -> float | None:
-    return math.log2(value) if value else None
-
-
-def scale_features(model: Mapping, workload: Mapping, node: Mapping) -> dict[str, Value]:
-    """Roofline estimates that combine model size, workload shape and the node's probe.
-
-    Trees cannot extrapolate past the sizes they saw, but an unseen model at another batch size
-    often lands inside the training range of these products (a 1 M model at batch 16 does as much
-    work per decode step as an 8 M model at batch 2). Whatever is unknown stays missing.
-    """
-    params, layers = model.get("params"), model.get("layers")
-    width, heads, kv_heads = model.get("width"), model.get("heads"), model.get("kv_heads")
-    flops, bandwidth = node.get("fp32_gflops"), node.get("mem_bw_gbs")
-    batch = workload.get("batch_size") or (workload.get("params") or {}).get("max_batch")
-    prompt, gen = workload.get("prompt_len") or 0, workload.get("gen_len") or 0
-    if not (params and flops and bandwidth and batch):
-        return {}
-    bytes_per_param = 2 if str((model.get("descriptors") or {}).get("dtype", "")).endswith("16") else 4
-    weight_bytes = params * bytes_per_param
-    kv_bytes = 0.0
-    if layers and width and heads and kv_heads:
-        # K and V per layer over the average context of a decode step.
-        kv_bytes = 2 * layers * kv_heads * (width / heads) * (prompt + gen / 2) * batch * bytes_per_param
-    prefill_s = 2.0 * params * batch * prompt / (flops * 1e9)
-    out: dict[str, Value] = {"scale.prefill_s": _log2(prefill_s)}
-    if not gen:  # an encoder or a prefill-only workload: no decode steps to estimate
-        return out
-    decode_flops = 2.0 * params * batch
-    decode_s = max((weight_bytes + kv_bytes) / (bandwidth * 1e9), decode_flops / (flops * 1e9))
-    out.update({
-        "scale.decode_flops": _log2(decode_flops),
-        "scale.decode_s": _log2(decode_s),
-        # Fixed per-layer dispatch cost dominates when a layer's work is this small (tiny models, CPU).
-        "scale.decode_s_per_layer": _log2(decode_s / layers) if layers else None,
-        "scale.intensity_vs_ridge": _log2((decode_flops / (weight_bytes + kv_bytes)) / (flops / bandwidth)),
-        "scale.kv_vs_weights": _log2_size(kv_bytes / weight_bytes),
-        "scale.decode_share": gen * decode_s / (gen * decode_s + prefill_s),
-    })
-    return out
-
-
 def task_features(record: Mapping) -> dict[str, Value]:
     out = model_features(record["model"])
     out.update(workload_features(record["workload"]))
     out.update(node_features(record["node"]))
-    out.update(scale_features(record["model"], record["workload"], record["node"]))
     return out
 
 
