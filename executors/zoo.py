@@ -70,7 +70,7 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              "~16M params"),
 )}
 SMOLLM2 = "smollm2-135m"
-LONG_CONTEXT_LMS = ("lm-1m-long",)  # fine-tuned from a zoo LM to 8k positions by executors/longctx.py
+LONG_CONTEXT_LMS = ("lm-1m-passkey", "lm-1m-long")  # fine-tuned from a zoo LM to 8k positions by executors/longctx.py
 ZOO_NAMES = (*ZOO, SMOLLM2, *LONG_CONTEXT_LMS)
 
 

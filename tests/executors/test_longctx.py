@@ -54,19 +54,29 @@ def test_probes_are_exact_length_deterministic_and_hold_their_answer_once(tiny):
     assert set(probes[0].prompt) - RESERVED <= heldout
 
 
-def test_retrieval_accuracy_scores_the_generated_key():
+def test_retrieval_accuracy_scores_the_passkey_where_it_comes_next():
     probes = retrieval_probes_for_stub()
 
-    class Oracle:  # "generates" the right key for the first probe only
-        model = torch.nn.Linear(1, 1)
+    class KnowsTheFirstProbe(torch.nn.Module):  # right on probe 0, right on byte 1 only of probe 1
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
 
-        def generate(self, prompts, max_new_tokens, **_):
-            out = torch.zeros(len(prompts), max_new_tokens, dtype=torch.long)
-            out[0] = torch.tensor(probes[0].answer)
-            return type("G", (), {"tokens": out})()
+        def forward(self, tokens):
+            logits = torch.zeros(*tokens.shape, 259)
+            for row, probe in enumerate(probes[tokens_offset(tokens):][:len(tokens)]):
+                known = probe.answer if probe is probes[0] else probe.answer[:1] if probe is probes[1] else []
+                for i, byte in enumerate(known):
+                    logits[row, -len(probe.answer) + i, byte] = 1.0
+            return logits
 
-    scores = retrieval_accuracy(Oracle(), probes, batch_size=2)
-    assert scores["retrieval_accuracy"] == pytest.approx(1 / 3) and scores["retrieval_probes"] == 3
+    def tokens_offset(tokens):
+        return next(i for i, p in enumerate(probes) if tokens[0, :len(p.prompt)].tolist() == p.prompt)
+
+    scores = retrieval_accuracy(KnowsTheFirstProbe(), probes, batch_size=2)
+    assert scores["retrieval_accuracy"] == pytest.approx(2 / 3) and scores["retrieval_probes"] == 3
+    assert scores["passkey_exact_match"] == pytest.approx(1 / 3)
+    assert scores["passkey_byte_accuracy"] == pytest.approx((4 + 1) / 12)
 
 
 def retrieval_probes_for_stub():
