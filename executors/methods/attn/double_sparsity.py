@@ -41,7 +41,7 @@ class DoubleSparsityConfig(MethodConfig):
     token_ratio: float = 0.0625  # top-k tokens = ratio × context (paper: 1/16)
     min_tokens: int = 64  # never attend to fewer tokens than this (short contexts stay dense)
     criterion: str = "qk"
-    dense_layers: int = 0  # leading layers that keep dense attention
+    dense_layers: int = 1  # leading layers kept dense: r channels miss layer 0's pattern (docs/long-context.md)
     calibration_windows: int = 16
     calibration_len: int = 512
     version: int = 1
