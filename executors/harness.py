@@ -152,17 +152,25 @@ def _ensure_quality(prepared: Prepared, bundle: ModelBundle, baseline: Prepared)
     prepared.quality["heldout_perplexity"] = perplexity(model, heldout_windows(bundle, PPL_WINDOWS, length))
 
 
+def task_cast(bundle: ModelBundle, workload, methods: Sequence[Prepared], device: torch.device, reps: int,
+              baseline: Prepared | None) -> tuple[Prepared, list[Prepared], str | None, list[Prepared]]:
+    """How every harness opens a task: (baseline, everyone with the baseline first, why the workload
+    does not fit the model or None, who runs). A misfit runs nobody; a method that failed to apply
+    does not run."""
+    if reps < 5:
+        raise ValueError("the protocol needs at least 5 timed repetitions")
+    baseline = baseline or prepare(bundle, [default_config(BASELINE_ID)], device, None)
+    everyone = [baseline] + [m for m in methods if m.method_id != BASELINE_ID]
+    misfit = workload.fits(bundle)
+    return baseline, everyone, misfit, [p for p in everyone if p.status == "ok"] if misfit is None else []
+
+
 def measure(bundle: ModelBundle, workload: LMWorkload, methods: Sequence[Prepared], node: dict, *,
             device: torch.device, reps: int = 5, warmup: int = 1, seed: int = 0,
             baseline: Prepared | None = None) -> list[dict]:
     """Profiles every prepared method (and the baseline) on one task; returns profile records."""
-    if reps < 5:
-        raise ValueError("the protocol needs at least 5 timed repetitions")
     started_at = utcnow()
-    baseline = baseline or prepare(bundle, [default_config(BASELINE_ID)], device, None)
-    everyone = [baseline] + [m for m in methods if m.method_id != BASELINE_ID]
-    misfit = workload.fits(bundle)
-    runnable = [p for p in everyone if p.status == "ok"] if misfit is None else []
+    baseline, everyone, misfit, runnable = task_cast(bundle, workload, methods, device, reps, baseline)
     prompts = _timed_prompts(bundle, workload).to(device) if runnable else None
     times: dict[str, list[float]] = {p.method_id: [] for p in runnable}
     warm: dict[str, list[float]] = {p.method_id: [] for p in runnable}

@@ -14,6 +14,15 @@ from profiles.models import workload_id_for
 SAMPLINGS = ("greedy", "sample")
 
 
+def workload_from_fields(cls: type, data: dict):
+    """A workload dataclass from its JSON fields ("kind" names the class, so it is dropped)."""
+    known = {k: v for k, v in data.items() if k != "kind"}
+    unknown = set(known) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown workload fields: {', '.join(sorted(unknown))}")
+    return cls(**known)
+
+
 @dataclass(frozen=True)
 class LMWorkload:
     batch_size: int = 1
@@ -31,11 +40,7 @@ class LMWorkload:
 
     @classmethod
     def from_json(cls, data: dict) -> "LMWorkload":
-        known = {k: v for k, v in data.items() if k != "kind"}
-        unknown = set(known) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown workload fields: {', '.join(sorted(unknown))}")
-        return cls(**known)
+        return workload_from_fields(cls, data)
 
     def shape(self) -> dict:
         shape = {"kind": "lm-generate", **asdict(self)}
