@@ -29,16 +29,15 @@ from executors.encoder_workloads import (
     retrieval_set,
 )
 from executors.harness import (
-    BASELINE_ID,
     Prepared,
     _core,
     _error,
     _quantile,
     model_bytes,
-    prepare,
     record_base,
+    task_cast,
 )
-from executors.registry import ModelBundle, default_config
+from executors.registry import ModelBundle
 from profiles.models import utcnow
 
 MIN_REP_S = 0.05
@@ -91,13 +90,8 @@ def measure_encoder(bundle: ModelBundle, workload: EmbedWorkload, methods: Seque
 
     `seed` is accepted for the LM harness's signature: embedding has no sampling.
     """
-    if reps < 5:
-        raise ValueError("the protocol needs at least 5 timed repetitions")
     started_at = utcnow()
-    baseline = baseline or prepare(bundle, [default_config(BASELINE_ID)], device, None)
-    everyone = [baseline] + [m for m in methods if m.method_id != BASELINE_ID]
-    misfit = workload.fits(bundle)
-    runnable = [p for p in everyone if p.status == "ok"] if misfit is None else []
+    baseline, everyone, misfit, runnable = task_cast(bundle, workload, methods, device, reps, baseline)
     times: dict[str, list[float]] = {p.method_id: [] for p in runnable}
     warm: dict[str, list[float]] = {p.method_id: [] for p in runnable}
     failures: dict[str, str] = {}

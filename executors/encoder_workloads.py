@@ -19,6 +19,7 @@ from functools import lru_cache
 import torch
 
 from executors.registry import ModelBundle
+from executors.workloads import workload_from_fields
 from profiles.models import workload_id_for
 
 EMBED_KIND = "encoder-embed"
@@ -42,11 +43,7 @@ class EmbedWorkload:
 
     @classmethod
     def from_json(cls, data: dict) -> EmbedWorkload:
-        known = {k: v for k, v in data.items() if k != "kind"}
-        unknown = set(known) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown embed workload fields: {', '.join(sorted(unknown))}")
-        return cls(**known)
+        return workload_from_fields(cls, data)
 
     def shape(self) -> dict:
         return {"kind": EMBED_KIND, "batch_size": self.batch_size, "seq_len": self.seq_len,
