@@ -42,3 +42,14 @@ def test_missing_sizes_and_tables_without_the_feature_are_never_guarded():
                                     feature_names=tuple(table.feature_names[i] for i in keep))
     blind = RangeGuard(MetaLearner(n_estimators=20)).fit(anonymous)
     assert blind.ranges_ == {} and not blind.outside(anonymous).any()
+
+
+def test_a_model_family_no_training_task_had_is_guarded():
+    records = list(synthetic_records(n_models=6, n_workloads=2, n_hardware=2, seed=6))
+    first = records[0]["model_id"]
+    encoder = [r | {"model": r["model"] | {"family": "encoder"}} for r in records if r["model_id"] == first]
+    table = table_from_records([r for r in records if r["model_id"] != first] + encoder)
+    families = table.groups["model"] == first
+    guard = RangeGuard(MetaLearner(n_estimators=20), margin=100.0).fit(table.subset(np.flatnonzero(~families)))
+    assert guard.outside(table).tolist() == families.tolist()
+    assert RangeGuard(MetaLearner(n_estimators=20), margin=100.0).fit(table).outside(table).sum() == 0
