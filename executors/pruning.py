@@ -178,7 +178,8 @@ def cached_transform(kind: str, bundle: ModelBundle, config, build, restore) -> 
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    if getattr(model.config, "tie_embeddings", False):
+    """Loads what `save_weights` wrote (it leaves out a tied LM head)."""
+    if getattr(getattr(model, "config", None), "tie_embeddings", False):
         state = {**state, "output.weight": state["tok_embeddings.weight"]}
     model.load_state_dict(state, strict=True)
 
