@@ -64,7 +64,6 @@ class RequestState:
     chunks: int = 0  # forwards that carried part of this prompt
     block_hashes: list[int] = field(default_factory=list)  # prefix keys of the full blocks so far
     registered: int = 0  # full blocks already offered to the prefix cache
-    admitted_s: float = 0.0
     admitted_while_running: bool = False
     output: list[int] = field(default_factory=list)
     token_times: list[float] = field(default_factory=list)
@@ -290,7 +289,7 @@ def serve(lm: DecoderLM, options: EngineOptions, requests: list[Request], max_ba
             busy = bool(running)
             while waiting and len(running) < max_batch:
                 state = waiting.popleft()
-                state.admitted_s, state.admitted_while_running = now, busy
+                state.admitted_while_running = busy
                 if options.prefix_caching:
                     pool.match_prefix(state)
                 running.append(state)
