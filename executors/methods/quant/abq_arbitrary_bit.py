@@ -130,10 +130,11 @@ class CalibLinear(nn.Module):
         self.bias = None if linear.bias is None else linear.bias.detach()
         out_features, in_features = self.weight.shape
         groups = -(-in_features // min(config.group_size, in_features))
-        self.upper = nn.Parameter(torch.full((out_features, groups), CLIP_INIT))
-        self.lower = nn.Parameter(torch.full((out_features, groups), CLIP_INIT))
-        self.left = nn.Parameter(torch.zeros(out_features, 1)) if compensate else None
-        self.right = nn.Parameter(torch.ones(1, in_features)) if compensate else None
+        device = self.weight.device
+        self.upper = nn.Parameter(torch.full((out_features, groups), CLIP_INIT, device=device))
+        self.lower = nn.Parameter(torch.full((out_features, groups), CLIP_INIT, device=device))
+        self.left = nn.Parameter(torch.zeros(out_features, 1, device=device)) if compensate else None
+        self.right = nn.Parameter(torch.ones(1, in_features, device=device)) if compensate else None
         # `left` counts in units of its row's mean |w|: Adam's first steps move a parameter by ~lr
         # whatever its gradient, which at lr 1e-2 in absolute units wrecks rows of small weights.
         self.row_scale = self.weight.abs().mean(dim=1, keepdim=True)
@@ -242,7 +243,7 @@ def calibrate_block(block, index, n_layers, config, fp_in, quant_in, rest, gener
     optimizer = torch.optim.AdamW([{"params": clip, "lr": config.lr_clip},
                                    {"params": comp, "lr": config.lr_compensation}], weight_decay=0.0)
     for _ in range(config.epochs):
-        order = torch.randperm(len(fp_in), generator=generator)
+        order = torch.randperm(len(fp_in), generator=generator).to(fp_in.device)
         for start in range(0, len(order), config.batch):
             rows = order[start:start + config.batch]
             out = block(quant_in[rows], *rows_of(rest, rows))
@@ -301,8 +302,10 @@ def calibration_tokens(bundle, config: ABQConfig) -> torch.Tensor:
     """Training-split windows: next-token text for a decoder, [CLS] … [SEP] windows for an encoder."""
     length = min(config.calibration_len, bundle.model.config.max_seq_len)
     if isinstance(bundle.model, SentenceEncoder):
-        return distillation_windows(bundle, config.calibration_windows, length, config.seed)
-    return calibration_batch(bundle, config.calibration_windows, length)
+        tokens = distillation_windows(bundle, config.calibration_windows, length, config.seed)
+    else:
+        tokens = calibration_batch(bundle, config.calibration_windows, length)
+    return tokens.to(bundle.model.tok_embeddings.weight.device)
 
 
 def prepare_abq(bundle, config: ABQConfig) -> tuple[nn.Module, float, bool]:
@@ -324,7 +327,7 @@ def prepare_abq(bundle, config: ABQConfig) -> tuple[nn.Module, float, bool]:
         quantized, learned = quantize_abq(model, tokens, config)
     calibration_s = time.perf_counter() - began
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in learned.items()}, str(path),
+    save_file({k: v.contiguous().cpu() for k, v in learned.items()}, str(path),
               metadata={"calibration_s": f"{calibration_s:.3f}"})
     return quantized, calibration_s, False
 
