@@ -1,7 +1,8 @@
 """ABQ-LLM (W2…W8 × A8/A16) and EdgeQAT (W8A8+KV8 QAT) against the baseline and PTQ int8, as JSON.
 
-One interleaved harness pass (baseline + every config, ≥ 5 repetitions, median of pairwise
-ratios) per model; perplexity on the same held-out windows for all. Setup time is what this
+One interleaved harness pass (baseline and one config, ≥ 5 repetitions, median of pairwise
+ratios) per config — the harness keys a pass by method id, so two configs of one method never
+share a pass; perplexity on the same held-out windows for all (relative change, negative = worse). Setup time is what this
 process spent applying (small when the calibration/training cache is warm) and, separately,
 the calibration/training wall time recorded when the cache entry was made.
 
@@ -45,7 +46,7 @@ def row(record: dict, prepared) -> dict:
     out.update(speedup=round(record["speedup"], 3), latency_p50_s=round(record["latency_p50_s"], 4),
                heldout_perplexity=round(metrics["heldout_perplexity"], 4),
                baseline_heldout_perplexity=round(metrics["baseline_heldout_perplexity"], 4),
-               ppl_delta_rel=round(metrics["heldout_perplexity"] / metrics["baseline_heldout_perplexity"] - 1, 4),
+               quality_delta=round(record["quality_delta"], 4),
                greedy_token_match=round(metrics["greedy_token_match"], 3),
                model_bytes=model_bytes(prepared.runner.model), setup_s=record["setup_s"])
     out.update({k: metrics[k] for k in STATS if k in metrics})
@@ -58,7 +59,7 @@ def side_by_side(rows: list[dict]) -> list[dict]:
     for model in sorted({r["model"] for r in rows}):
         mine = {r["method"]: r for r in rows if r["model"] == model and r["status"] == "ok" and not r["config"]}
         if EDGEQAT in mine and INT8 in mine:
-            keys = ("speedup", "heldout_perplexity", "ppl_delta_rel", "greedy_token_match", "model_bytes", "setup_s")
+            keys = ("speedup", "heldout_perplexity", "quality_delta", "greedy_token_match", "model_bytes", "setup_s")
             pairs.append({"model": model, EDGEQAT: {k: mine[EDGEQAT][k] for k in keys},
                           INT8: {k: mine[INT8][k] for k in keys}})
     return pairs
@@ -82,8 +83,8 @@ def main() -> None:
 
     import executors.methods  # noqa: F401
     from executors.hardware import fingerprint, node_row
-    from executors.harness import measure, prepare
-    from executors.registry import config_from_json
+    from executors.harness import BASELINE_ID, measure, prepare
+    from executors.registry import config_from_json, default_config
     from executors.workloads import LMWorkload
     from executors.zoo import load_bundle
 
@@ -94,12 +95,11 @@ def main() -> None:
     rows = []
     for source in args.models.split(","):
         bundle = load_bundle(source)
-        prepared = [prepare(bundle, [config_from_json(c)], device, None) for c in CONFIGS]
-        records = measure(bundle, workload, prepared, node, device=device, reps=args.reps)
-        by_config = {json.dumps(p.config_json, sort_keys=True): p for p in prepared}
-        for record in records:
-            if record["method_id"] != "baseline":
-                rows.append(row(record, by_config[json.dumps(record["config"], sort_keys=True)]))
+        baseline = prepare(bundle, [default_config(BASELINE_ID)], device, None)
+        for config in CONFIGS:
+            prepared = prepare(bundle, [config_from_json(config)], device, None)
+            record = measure(bundle, workload, [prepared], node, device=device, reps=args.reps, baseline=baseline)[1]
+            rows.append(row(record, prepared))
     print(json.dumps({"workload": workload.shape(), "threads": args.threads, "runs": rows,
                       "edgeqat_vs_int8_dynamic": side_by_side(rows)}, indent=1))
 
