@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from executors.lm import DecoderLM
 from executors.registry import Method, MethodConfig, register_method
 from executors.serving import ServingRunner, with_options
 from executors.speculative import decoder_of
-from executors.lm import DecoderLM
 
 
 @dataclass(frozen=True)
