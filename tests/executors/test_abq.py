@@ -7,8 +7,13 @@ import torch
 
 from executors.fakequant import fake_quant_weight, pack_grid, weight_grid
 from executors.harness import model_bytes
-from executors.methods.quant.abq_arbitrary_bit import (ABQConfig, CalibLinear, LowBitLinear, compensated,
-                                                       quantize_abq)
+from executors.methods.quant.abq_arbitrary_bit import (
+    ABQConfig,
+    CalibLinear,
+    LowBitLinear,
+    compensated,
+    quantize_abq,
+)
 from executors.registry import get_method
 from executors.workloads import heldout_windows, perplexity
 from kernels.anybit_gemm import anybit_matmul_reference

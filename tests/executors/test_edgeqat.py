@@ -8,8 +8,17 @@ from torch import nn
 
 from executors.fakequant import lsq
 from executors.harness import calibration_batch
-from executors.methods.quant.edgeqat import (EdgeQATConfig, QATLinear, attention_modules, build_student,
-                                             cache_path, deploy, distribution_loss, entropy_loss, qat_loss)
+from executors.methods.quant.edgeqat import (
+    EdgeQATConfig,
+    QATLinear,
+    attention_modules,
+    build_student,
+    cache_path,
+    deploy,
+    distribution_loss,
+    entropy_loss,
+    qat_loss,
+)
 from executors.registry import get_method
 
 SMALL = EdgeQATConfig(steps=3, batch=2, train_windows=4, train_len=32)
@@ -45,7 +54,7 @@ def test_losses_follow_the_paper(tiny):
     assert 0 <= parts["distribution"] < 0.1, "quantised and FP attention maps start almost equal"
     same = distribution_loss(teacher, teacher)
     assert abs(same.item()) < 1e-5
-    q, k, probs = attention_modules(student)[0].recorded
+    *_, probs = attention_modules(student)[0].recorded
     assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5) and probs.triu(1).abs().max() == 0
     before = entropy_loss(student)
     with torch.no_grad():

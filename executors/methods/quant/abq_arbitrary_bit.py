@@ -48,9 +48,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from executors.decoding import PlainDecoder
-from executors.fakequant import (fake_quant_per_token, fake_quant_weight, levels, pack_grid,
-                                 weight_grid, weights_digest)
 from executors.encoder import SentenceEncoder, distillation_windows
+from executors.fakequant import (
+    fake_quant_per_token,
+    fake_quant_weight,
+    levels,
+    pack_grid,
+    weight_grid,
+    weights_digest,
+)
 from executors.harness import calibration_batch
 from executors.lm import Attention, DecoderLM, apply_rotary
 from executors.registry import Method, MethodConfig, register_method

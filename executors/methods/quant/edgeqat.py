@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from executors.decoding import PlainDecoder
-from executors.fakequant import fake_quant_per_token, lsq, absmax_step, weights_digest
+from executors.fakequant import absmax_step, fake_quant_per_token, lsq, weights_digest
 from executors.harness import calibration_batch
 from executors.lm import Attention, DecoderLM, apply_rotary
 from executors.registry import Method, MethodConfig, register_method
@@ -221,8 +221,8 @@ def train_student(model: DecoderLM, tokens: torch.Tensor, config: EdgeQATConfig)
     for module in attention_modules(student) + attention_modules(teacher):
         module.record = True
     init_steps(student, tokens[: config.batch, :-1])
-    steps = [p for n, p in student.named_parameters() if n.endswith("step") or n.endswith("steps")]
-    weights = [p for n, p in student.named_parameters() if not (n.endswith("step") or n.endswith("steps"))]
+    steps = [p for n, p in student.named_parameters() if n.endswith(("step", "steps"))]
+    weights = [p for n, p in student.named_parameters() if not n.endswith(("step", "steps"))]
     optimizer = torch.optim.AdamW([{"params": weights, "lr": config.lr, "weight_decay": 0.0},
                                    {"params": steps, "lr": config.lr_step, "weight_decay": 0.0}])
     student.train()
