@@ -4,9 +4,11 @@ Trees (and every learner here) only repeat the edge of the data beyond it: a mod
 larger than every profiled one gets the ranking of the nearest profiled size, and the
 ranking of acceleration methods flips with model size (int8 and speculative decoding lose on
 a 1 M-parameter model and win from ~8 M up, docs/seed-profiles.md). So for a task whose
-guarded features lie outside the training range by more than a margin, or whose model
-family no training task had, the guard answers with the training set's single best solver
-instead. Missing sizes never trigger it.
+guarded features lie outside the range the training tasks of its workload kind covered (by
+more than a margin), or whose model family or workload kind no training task had, the guard
+answers with the training set's single best solver instead. Missing sizes never trigger it.
+Ranges are per workload kind because the methods differ by kind: a 1 M model measured only on
+long-context retrieval says nothing about which serving method suits a 1 M model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from advisor.baselines import Selector, single_best_scores
 from advisor.table import PerfTable
 
 MODEL_SIZE = ("model.params",)
-MODEL_FAMILY = "model.family="  # one-hot columns: a family unseen in training sets none of them
+# One-hot prefixes: a family or kind unseen in training sets none of its columns.
+MODEL_FAMILY, WORKLOAD_KIND = "model.family=", "workload.kind="
 # In the feature's units: log2(1 + params), so 0.5 = about 1.4× beyond the profiled sizes.
 DEFAULT_MARGIN = 0.5
 
@@ -27,35 +30,54 @@ def guarded_columns(table: PerfTable, names: tuple[str, ...]) -> dict[str, np.nd
     return {name: table.task_x[:, index[name]] for name in names if name in index}
 
 
+def _seen_one_hot(table: PerfTable, prefix: str) -> tuple[str, ...]:
+    """The one-hot columns of a prefix that some task of this table sets (a schema may know more)."""
+    names = tuple(n for n in table.feature_names if n.startswith(prefix))
+    return tuple(name for name, column in guarded_columns(table, names).items() if np.nansum(column) > 0)
+
+
+def _membership(table: PerfTable, columns: tuple[str, ...]) -> np.ndarray:
+    """n_tasks × len(columns) booleans: which of these one-hot values each task has."""
+    found = guarded_columns(table, columns)
+    return np.column_stack([found[c] == 1 if c in found else np.zeros(len(table.tasks), bool) for c in columns])
+
+
 class RangeGuard:
-    def __init__(self, inner: Selector, features: tuple[str, ...] = MODEL_SIZE, margin: float = DEFAULT_MARGIN,
-                 category: str | None = MODEL_FAMILY):
+    def __init__(self, inner: Selector, features: tuple[str, ...] = MODEL_SIZE, margin: float = DEFAULT_MARGIN):
         self.inner = inner
         self.features = features
         self.margin = margin
-        self.category = category
 
     def fit(self, table: PerfTable) -> RangeGuard:
         self.inner.fit(table)
-        self.ranges_ = {name: (float(np.nanmin(column)), float(np.nanmax(column)))
-                        for name, column in guarded_columns(table, self.features).items()
-                        if not np.isnan(column).all()}
         self.fallback_ = single_best_scores(table)
-        # The family columns some training task set (a table's schema may know more families).
-        self.categories_ = tuple(name for name, column in guarded_columns(table, tuple(
-            n for n in table.feature_names if self.category and n.startswith(self.category))).items()
-            if np.nansum(column) > 0)
+        self.families_ = _seen_one_hot(table, MODEL_FAMILY)
+        self.kinds_ = _seen_one_hot(table, WORKLOAD_KIND)
+        # (feature, kind) → (low, high); kind None when the table has no workload kinds (ASlib, CSV).
+        kinds = _membership(table, self.kinds_) if self.kinds_ else np.ones((len(table.tasks), 1), bool)
+        self.ranges_: dict[tuple[str, str | None], tuple[float, float]] = {}
+        for name, column in guarded_columns(table, self.features).items():
+            for k, kind in enumerate(self.kinds_ or (None,)):
+                values = column[kinds[:, k]]
+                if not np.isnan(values).all():
+                    self.ranges_[(name, kind)] = (float(np.nanmin(values)), float(np.nanmax(values)))
         return self
 
     def outside(self, table: PerfTable) -> np.ndarray:
-        """Per task: a guarded size beyond the training range plus the margin, or an unseen family."""
+        """Per task: a guarded size beyond its kind's training range plus the margin, or an unseen family or kind."""
         out = np.zeros(len(table.tasks), dtype=bool)
-        for name, column in guarded_columns(table, tuple(self.ranges_)).items():
-            low, high = self.ranges_[name]
-            with np.errstate(invalid="ignore"):
-                out |= (column < low - self.margin) | (column > high + self.margin)
-        if self.categories_:
-            out |= np.nansum(np.column_stack(list(guarded_columns(table, self.categories_).values())), axis=1) == 0
+        if self.families_:
+            out |= ~_membership(table, self.families_).any(axis=1)
+        kinds = _membership(table, self.kinds_) if self.kinds_ else np.ones((len(table.tasks), 1), bool)
+        if self.kinds_:
+            out |= ~kinds.any(axis=1)
+        for name, column in guarded_columns(table, self.features).items():
+            for k, kind in enumerate(self.kinds_ or (None,)):
+                if (name, kind) not in self.ranges_:
+                    continue
+                low, high = self.ranges_[(name, kind)]
+                with np.errstate(invalid="ignore"):
+                    out |= kinds[:, k] & ((column < low - self.margin) | (column > high + self.margin))
         return out
 
     def scores(self, table: PerfTable) -> np.ndarray:

@@ -53,3 +53,22 @@ def test_a_model_family_no_training_task_had_is_guarded():
     guard = RangeGuard(MetaLearner(n_estimators=20), margin=100.0).fit(table.subset(np.flatnonzero(~families)))
     assert guard.outside(table).tolist() == families.tolist()
     assert RangeGuard(MetaLearner(n_estimators=20), margin=100.0).fit(table).outside(table).sum() == 0
+
+
+def test_ranges_are_per_workload_kind_and_an_unseen_kind_is_guarded():
+    records = list(synthetic_records(n_models=6, n_workloads=2, n_hardware=2, seed=7))
+    smallest = min(records, key=lambda r: r["model"]["params"])["model_id"]
+    workload = records[0]["workload_id"]
+    # The first workload becomes a serving stream, measured on every model but the smallest.
+    streamed = [r | {"workload": r["workload"] | {"kind": "lm-stream"}} if r["workload_id"] == workload else r
+                for r in records]
+    table = table_from_records(streamed)
+    is_stream = np.array([t.split("|")[1] == workload for t in table.tasks])
+    small = table.groups["model"] == smallest
+    train = table.subset(np.flatnonzero(~(is_stream & small)))
+    guard = RangeGuard(MetaLearner(n_estimators=20), margin=0.0).fit(train)
+    outside = guard.outside(table)
+    assert outside[is_stream & small].all()  # no stream was measured on a model this small
+    assert not outside[~is_stream].any()  # the other kind saw every size
+    generate_only = RangeGuard(MetaLearner(n_estimators=20)).fit(table.subset(np.flatnonzero(~is_stream)))
+    assert generate_only.outside(table).tolist() == is_stream.tolist()  # a kind never trained on
