@@ -166,8 +166,8 @@ def _outside_profiled_sizes(advisor: AdvisorModel, model: Mapping) -> list[str]:
     params = model.get("params")
     if low is None or not params or low <= params <= high:
         return []
-    return [f"the model's {params:,} parameters lie outside the profiled {low:,}–{high:,}: "
-            "the figures extrapolate (the evaluation's unseen-model split measures how well)"]
+    return [(f"the model's {params:,} parameters lie outside the profiled {low:,}–{high:,}: "
+             "the figures extrapolate (the evaluation's unseen-model split measures how well)")]
 
 
 def _interval(point: float, low: float, high: float) -> tuple[float, float]:

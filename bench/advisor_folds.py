@@ -29,6 +29,10 @@ DEFAULT_SELECTORS = ("gradient_boosting", "gradient_boosting_guarded", "random_f
 GUARDED_BASELINES = ("gradient_boosting", "random_forest", "knn")
 
 
+def guarded(make):
+    return lambda seed: RangeGuard(make(seed))
+
+
 def out_of_fold_choices(table, factories, split: str, seed: int, n_folds: int) -> dict[str, np.ndarray]:
     chosen = {name: np.zeros(len(table.tasks), dtype=int) for name in factories}
     for train, test in cv_folds(table, split, seed, n_folds):
@@ -50,8 +54,7 @@ def main() -> None:
     records = [record for path in args.profiles for _, record in read_records(path)]
     table = table_from_records(records)
     every = selector_factories()
-    every |= {f"{name}_guarded": (lambda make: lambda seed: RangeGuard(make(seed)))(every[name])
-              for name in GUARDED_BASELINES}
+    every |= {f"{name}_guarded": guarded(every[name]) for name in GUARDED_BASELINES}
     factories = {name: every[name] for name in ("sbs", *args.selectors.split(","), "vbs")}
     losses = loss_matrix(table)
     rows = np.arange(len(table.tasks))
