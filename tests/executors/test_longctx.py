@@ -117,6 +117,6 @@ def test_long_finetune_is_deterministic_and_extends_the_context(zoo_root):
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
     trained = first.state_dict()
     assert not all(torch.equal(trained[k], v) for k, v in tiny_weights(zoo_root).items())
-    assert set(manifest["retrieval_accuracy_at"]) == {"160"} and manifest["train_seconds"] > 0
+    assert set(manifest["retrieval_accuracy_at"]) == {"160"} and manifest["train_seconds"] >= 0
     assert set(LONG_RECIPES) == set(LONG_CONTEXT_LMS)
     assert dataclasses.asdict(recipe)["stages"][0] == (64, 2, 2)
