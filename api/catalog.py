@@ -37,10 +37,11 @@ def config_steps(config: dict) -> list[dict]:
 
 
 def resolve_models(session: Session, names: list[str]) -> list[str]:
+    from executors.encoder import MINILM
     from executors.zoo import ZOO_NAMES
 
     registered = {m.id for m in session.exec(select(ModelSpec).where(ModelSpec.id.in_(names)))}
-    allowed = {f"zoo:{n}" for n in ZOO_NAMES} | registered
+    allowed = {f"zoo:{n}" for n in (*ZOO_NAMES, MINILM)} | registered
     unknown = [n for n in names if n not in allowed]
     if unknown:
         raise Unprocessable(f"unknown models: {', '.join(unknown)}; known: "
@@ -49,14 +50,12 @@ def resolve_models(session: Session, names: list[str]) -> list[str]:
 
 
 def resolve_workloads(shapes: list[dict]) -> list[dict]:
-    from executors.workloads import LMWorkload
+    from executors.tasks import workload_from_json
 
     resolved = []
     for position, shape in enumerate(shapes, start=1):
-        if shape.get("kind", "lm-generate") != "lm-generate":
-            raise Unprocessable(f"workloads[{position}]: unknown kind {shape.get('kind')!r}")
         try:
-            workload = LMWorkload.from_json(shape)
+            workload = workload_from_json(shape)
         except (TypeError, ValueError) as exc:
             raise Unprocessable(f"workloads[{position}]: {exc}") from None
         resolved.append({"id": workload.id, "shape": workload.shape()})

@@ -61,15 +61,20 @@ def profile_item(ctx: WorkerContext, item: dict) -> dict:
     """One task of a profiling grid: the baseline and every method interleaved, as DESIGN.md §6."""
     import torch
 
-    from executors.harness import calibration_batch, measure, prepare
-    from executors.workloads import LMWorkload
+    from executors.harness import calibration_batch, prepare
+    from executors.registry import default_config
+    from executors.tasks import harness_for, reference_method, workload_from_json
 
     bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
+    workload = workload_from_json(item["workload"])
+    reference = reference_method(workload)
     calibration = calibration_batch(bundle)
+    baseline = prepare(bundle, (default_config(reference),), device, calibration)
     prepared = [prepare(bundle, _configs(c), device, calibration) for c in item["methods"]
-                if c["method"] != "baseline"]
-    workload = LMWorkload.from_json(item["workload"])
-    return {"records": measure(bundle, workload, prepared, ctx.node, device=device, reps=item["reps"])}
+                if c["method"] != reference]
+    records = harness_for(workload)(bundle, workload, prepared, ctx.node, device=device, reps=item["reps"],
+                                    baseline=baseline)
+    return {"records": records}
 
 
 def run_item(ctx: WorkerContext, item: dict) -> dict:
@@ -80,6 +85,8 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
     from executors.workloads import LMWorkload
 
     bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
+    if bundle.spec.get("family") != "decoder-lm":
+        raise RuntimeError(f"a run generates text; {item['model']} is a {bundle.spec.get('family')} model")
     prepared = prepare(bundle, _configs(item["method"]), device, calibration_batch(bundle))
     if prepared.status != "ok":
         raise RuntimeError(f"{prepared.method_id} {prepared.status}: {prepared.reason}")

@@ -62,13 +62,13 @@ def recommend_for(session: Session, model_id: str, shape: dict, node_id: str | N
                   objective: str, quality_floor: float | None, budget: float | None, top_k: int) -> dict:
     from advisor.api import recommend
 
-    from executors.workloads import LMWorkload
+    from executors.tasks import workload_from_json
 
     version, advisor = _active(session)
     model = session.get(ModelSpec, model_id)
     if model is None:
         raise Unprocessable(f"no descriptors for model {model_id!r}: profile it or import profiles that include it")
-    workload = LMWorkload.from_json(resolve_workloads([shape])[0]["shape"]).row()
+    workload = workload_from_json(resolve_workloads([shape])[0]["shape"]).row()
     nodes = _nodes(session, node_id, hardware_class)
     by_id = {n["id"]: n for n in nodes}
     try:
@@ -116,6 +116,9 @@ def _run_target(session: Session, body: RunCreate, chosen_node: str | None) -> d
 def create_run(body: RunCreate, _key: ClientKey) -> dict:
     with session_scope() as session:
         model = resolve_models(session, [body.model])[0]
+        spec = session.get(ModelSpec, model)
+        if spec is not None and spec.family != "decoder-lm":
+            raise Unprocessable(f"a run generates text from prompts; {model} is a {spec.family} model")
         shape = _estimated_shape(session, body)
         chosen = None
         if body.method == "auto":

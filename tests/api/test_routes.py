@@ -31,6 +31,10 @@ def test_profiling_job_rejects_unknown_names_and_bad_shapes(client, keys):
         ({"models": ["zoo:gpt-5"], "methods": ["baseline"], "workloads": [GOOD_WORKLOAD]}, "unknown models: zoo:gpt-5"),
         ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"batch_size": 0}]}, "workloads[1]"),
         ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"colour": "red"}]}, "unknown workload fields"),
+        ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"kind": "lm-video"}]},
+         "unknown workload kind 'lm-video'"),
+        ({"models": ["zoo:lm-tiny"], "methods": ["serve.continuous_batching"],
+          "workloads": [{"kind": "lm-stream", "max_batch": 0}]}, "workloads[1]"),
         ({"models": ["zoo:lm-tiny"], "methods": [{"method": "baseline", "params": {"evil": 1}}],
           "workloads": [GOOD_WORKLOAD]}, "unknown params"),
         ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [GOOD_WORKLOAD], "nodes": ["ghost"]},
@@ -59,6 +63,22 @@ def test_profiling_job_plans_one_item_per_task_and_class(client, keys):
     assert cancelled["state"] == "cancelled"
     assert client.delete(f"/v1/profiling-jobs/{job['id']}", headers=headers).status_code == 200
     assert client.get("/v1/profiling-jobs/nope", headers=headers).json()["code"] == "not_found"
+
+
+def test_profiling_jobs_take_every_workload_kind(client, keys):
+    _online_node()
+    headers = {"Authorization": f"Bearer {keys['client']}"}
+    body = {"models": ["zoo:lm-tiny", "zoo:minilm-l6"], "methods": ["baseline", "quant.int8_dynamic"],
+            "workloads": [{"kind": "encoder-embed", "batch_size": 2, "seq_len": 32},
+                          {"kind": "lm-stream", "requests": 4, "load": 2, "max_batch": 2, "prompt_lens": [8, 16]},
+                          {"kind": "lm-longctx", "prompt_len": 1024}]}
+    job = client.post("/v1/profiling-jobs", json=body, headers=headers).json()
+    assert job["total"] == 6  # 2 models × 3 workloads on the one class; fit is each worker's to judge
+    with session_scope() as session:
+        shapes = [i["workload"] for i in session.get(Job, job["id"]).spec["items"]]
+    assert {s["kind"] for s in shapes} == {"encoder-embed", "lm-stream", "lm-longctx"}
+    stream = next(s for s in shapes if s["kind"] == "lm-stream")
+    assert stream["prompt_lens"] == [8, 16] and stream["objective"] == "throughput"  # defaults filled in
 
 
 def test_runs_and_recommendations_need_known_models_and_an_advisor(client, keys):
