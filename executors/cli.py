@@ -28,17 +28,14 @@ def _split(values: list[str] | None) -> list[str]:
 def parse_workloads(text: str):
     """A JSON object, a JSON list of objects, or a grid like `batch=1,4 prompt=32,256 gen=32` (`embed batch=1 seq=128`,
     `stream requests=16 load=0.5,4 batch=4,8`)."""
-    from executors.encoder_workloads import EMBED_KIND, EmbedWorkload, embed_grid
-    from executors.workloads import LMWorkload, grid
+    from executors.encoder_workloads import embed_grid
+    from executors.tasks import workload_from_json
+    from executors.workloads import grid
 
     text = text.strip()
     if text.startswith(("{", "[")):
         data = json.loads(text)
-        from executors.longctx import LongContextWorkload
-
-        kinds = {EMBED_KIND: EmbedWorkload, LongContextWorkload.kind: LongContextWorkload}
-        return [kinds.get(item.get("kind"), LMWorkload).from_json(item)
-                for item in (data if isinstance(data, list) else [data])]
+        return [workload_from_json(item) for item in (data if isinstance(data, list) else [data])]
     if text.split()[:1] == ["stream"]:  # `stream requests=16 load=0.5,4 batch=4,8`: request streams
         from executors.stream_harness import parse_stream_workloads
 

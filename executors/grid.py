@@ -18,12 +18,11 @@ import torch
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from executors.encoder_harness import measure_encoder
 from executors.encoder_workloads import EmbedWorkload
 from executors.hardware import fingerprint, node_row
-from executors.harness import BASELINE_ID, Prepared, calibration_batch, measure, prepare
+from executors.harness import BASELINE_ID, Prepared, calibration_batch, prepare
 from executors.registry import MethodConfig, ModelBundle, composite_id, default_config
-from executors.stream_harness import STATIC_ID, StreamWorkload, measure_stream
+from executors.tasks import harness_for, measurement_passes, reference_method
 from executors.workloads import LMWorkload
 from executors.zoo import load_bundle
 from profiles.db import session_scope
@@ -96,8 +95,7 @@ def run_grid(engine: Engine, sources: Sequence[str], composites: Sequence[Compos
         if task.threads not in nodes:
             nodes[task.threads] = node_row(fingerprint(device, _cache_dir()))
         node, bundle = nodes[task.threads], bundles[task.source]
-        # A request stream's reference is static batching, every other workload's the plain baseline.
-        reference = STATIC_ID if isinstance(task.workload, StreamWorkload) else BASELINE_ID
+        reference = reference_method(task.workload)
         wanted = [(reference, (default_config(reference),))] + [(composite_id(c), c) for c in composites
                                                                  if composite_id(c) != reference]
         ids = {run_id_for(task.source, task.workload.id, mid, _config_json(c), node["id"]): mid for mid, c in wanted}
@@ -114,12 +112,12 @@ def run_grid(engine: Engine, sources: Sequence[str], composites: Sequence[Compos
                     calibration = calibration if calibration is not None else calibration_batch(bundle)
                     prepared[key] = prepare(bundle, composite, dev, calibration)
                 runners.append(prepared[key])
-            measure_task = (measure_stream if isinstance(task.workload, StreamWorkload)
-                            else measure_encoder if isinstance(task.workload, EmbedWorkload) else measure)
-            records = measure_task(bundle, task.workload, runners[1:], node, device=dev, reps=reps, warmup=warmup,
-                                   baseline=runners[0])
-            with session_scope(engine) as session:
-                added = add_records(session, enumerate(records, start=1)).added
+            measure_task = harness_for(task.workload)
+            for group in measurement_passes(runners[1:]):
+                records = measure_task(bundle, task.workload, group, node, device=dev, reps=reps, warmup=warmup,
+                                       baseline=runners[0])
+                with session_scope(engine) as session:
+                    added += add_records(session, enumerate(records, start=1)).added
             totals["measured_tasks"] += 1
             totals["added"] += added
         else:

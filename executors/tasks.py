@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from executors.encoder_harness import measure_encoder
 from executors.encoder_workloads import EMBED_KIND, EmbedWorkload
-from executors.harness import BASELINE_ID, measure
+from executors.harness import BASELINE_ID, Prepared, measure
 from executors.longctx import LongContextWorkload
 from executors.stream_harness import KIND as STREAM_KIND
 from executors.stream_harness import STATIC_ID, StreamWorkload, measure_stream
@@ -42,3 +42,17 @@ def harness_for(workload) -> Callable[..., list[dict]]:
     if isinstance(workload, EmbedWorkload):
         return measure_encoder
     return measure
+
+
+def measurement_passes(runners: list[Prepared]) -> list[list[Prepared]]:
+    """Splits runners so no pass holds two configs of one method: a harness files figures by method id.
+
+    Each extra pass measures the reference again (its record is stored once), so ratios stay same-process.
+    """
+    passes: list[list[Prepared]] = []
+    for runner in runners:
+        free = next((p for p in passes if all(other.method_id != runner.method_id for other in p)), None)
+        if free is None:
+            passes.append(free := [])
+        free.append(runner)
+    return passes or [[]]

@@ -46,3 +46,27 @@ def test_bad_method_and_workload_are_usage_errors():
     assert result.exit_code == 2 and "did you mean" in result.output
     result = runner.invoke(app, ["profile", "--model", "zoo:lm-tiny", "--workload", "batch=1 colour=3"])
     assert result.exit_code == 2
+
+
+def test_two_configs_of_one_method_are_measured_apart(zoo_root, tmp_path):
+    from sqlmodel import Session, select
+
+    from executors.grid import run_grid
+    from executors.registry import config_from_json
+    from executors.workloads import LMWorkload
+    from profiles.db import make_engine
+    from profiles.migrate import upgrade
+    from profiles.models import ProfileRun
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'grid.db'}")
+    upgrade(engine)
+    configs = [(config_from_json({"method": "quant.int8_dynamic", "params": {"per_channel": flag}}),)
+               for flag in (True, False)]
+    totals = run_grid(engine, [f"local:{zoo_root / 'zoo' / 'lm-tiny'}"], configs,
+                      [LMWorkload(1, 16, 4)], threads=(1,), reps=5, warmup=1)
+    assert totals["added"] == 3  # the baseline once, each config once
+    with Session(engine) as session:
+        int8 = session.exec(select(ProfileRun).where(ProfileRun.method_id == "quant.int8_dynamic")).all()
+    # A harness files timings by method id: one pass holding both would pool their 10 timings.
+    assert sorted(r.config["params"]["per_channel"] for r in int8) == [False, True]
+    assert [r.repeats for r in int8] == [5, 5]
