@@ -58,7 +58,7 @@ def _tables(scenario: list[Path], csv_files: list[Path], profiles_files: list[Pa
     if profiles_files:
         from profiles.transfer import read_records
 
-        # Several files (e.g. the seed grid and profiles/data/parts/*.jsonl) make one table.
+        # Several files (e.g. the seed grid and a store's export) make one table.
         records = (record for path in profiles_files for _, record in read_records(path))
         return [table_from_records(records, objective, quality_floor, " + ".join(p.name for p in profiles_files),
                                    text_embedding)]

@@ -3,8 +3,7 @@
 `evaluate` reports one figure per split; this prints, per split and selector, the gap closed
 per seed and the mean regret (oracle ÷ chosen speed-up) on each held-out model, hardware
 class or workload kind, and which candidate the selector picked most often there.
-Usage: python bench/advisor_folds.py --profiles profiles/data/seed_profiles.jsonl.gz \
-           --profiles profiles/data/parts/advisor_models.jsonl --split model --seeds 3
+Usage: python bench/advisor_folds.py --profiles profiles/data/seed_profiles.jsonl.gz --split model --seeds 3
 """
 
 from __future__ import annotations
