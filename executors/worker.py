@@ -61,6 +61,7 @@ def profile_item(ctx: WorkerContext, item: dict) -> dict:
     """One task of a profiling grid: the baseline and every method interleaved, as DESIGN.md §6."""
     import torch
 
+    import executors.methods  # noqa: F401  (registers every method, the references included)
     from executors.harness import calibration_batch, prepare
     from executors.registry import default_config
     from executors.tasks import harness_for, measurement_passes, reference_method, workload_from_json

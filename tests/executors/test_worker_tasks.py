@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from executors.registry import config_to_json, default_config
@@ -59,3 +62,21 @@ def test_workload_kinds_round_trip_and_unknown_kinds_are_refused():
         workload_from_json({"kind": "lm-video"})
     with pytest.raises(ValueError, match="unknown workload fields"):
         workload_from_json({"kind": "encoder-embed", "prompt_len": 3})
+
+
+def test_a_fresh_worker_process_registers_the_references_itself(zoo_root):
+    # A worker process imports nothing but its own module before the first claim arrives.
+    script = f"""
+from executors.registry import method_ids
+from executors.worker import WorkerContext, profile_item
+from executors.zoo import load_bundle
+assert not method_ids()
+bundle = load_bundle("zoo:lm-tiny", {str(zoo_root)!r}, build_missing=False)
+ctx = WorkerContext(server="http://unused", key="unused", node={NODE!r}, bundles={{"zoo:lm-tiny": bundle}})
+item = {{"model": "zoo:lm-tiny", "workload": {{"batch_size": 1, "prompt_len": 8, "gen_len": 2}}, "reps": 5,
+        "methods": [{{"method": "baseline", "version": 1, "params": {{}}}}]}}
+print(sorted(r["method_id"] for r in profile_item(ctx, item)["records"]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "['baseline']"
