@@ -124,7 +124,7 @@ pages.advisor = () => {
 function playgroundRequest(form) {
   const v = formJson(form);
   const body = {model: v.model, workload: {batch_size: +v.batch_size, prompt_len: +v.prompt_len, gen_len: +v.gen_len},
-                objective: v.objective, top_k: 10};
+                objective: v.objective, top_k: 100};  // the whole ranking: a playground compares
   if (v.node) { body.node = v.node; }
   if (v.quality_floor !== "") { body.quality_floor = +v.quality_floor; }
   if (v.budget !== "") { body.budget = +v.budget; }
