@@ -13,7 +13,6 @@ Records have the LM harness's shape, so the store, the export and the advisor ta
 from __future__ import annotations
 
 import math
-import statistics
 import time
 import weakref
 from collections.abc import Sequence
@@ -32,10 +31,10 @@ from executors.harness import (
     Prepared,
     _core,
     _error,
-    _quantile,
     model_bytes,
     record_base,
     task_cast,
+    timing_figures,
 )
 from executors.registry import ModelBundle
 from profiles.models import utcnow
@@ -128,28 +127,20 @@ def _record(prepared: Prepared, *, bundle, workload, node, times, warm, calls, b
                          finished_at=finished_at, misfit=misfit, failures=failures)
     if record["status"] != "ok":
         return record
-    mine, base = times[prepared.method_id], times[baseline.method_id]
-    ratios = [b / m for b, m in zip(base, mine)]
-    p50, base_p50 = statistics.median(mine), statistics.median(base)
-    compile_s = max(0.0, warm[prepared.method_id][0] - p50)
+    timing, timing_metrics = timing_figures(prepared, baseline, times, warm, digits=6)
+    p50, base_p50 = timing["latency_p50_s"], timing["baseline_latency_p50_s"]
     activations = activation_bytes(bundle, workload)
     quality, base_quality = prepared.quality, baseline.quality
     retrieval = retrieval_set()
     recall = {k: v for k, v in quality.items() if k.startswith("recall_at_")}
     record.update(
-        speedup=statistics.median(ratios), latency_p50_s=p50, latency_p10_s=_quantile(mine, 0.1),
-        latency_p90_s=_quantile(mine, 0.9), baseline_latency_p50_s=base_p50,
-        throughput=workload.batch_size / p50, baseline_throughput=workload.batch_size / base_p50,
+        **timing, throughput=workload.batch_size / p50, baseline_throughput=workload.batch_size / base_p50,
         peak_mem_mb=(model_bytes(prepared.runner.model) + activations) / 2**20,
         baseline_peak_mem_mb=(model_bytes(baseline.runner.model) + activations) / 2**20,
         quality_metric="embedding_cosine", quality_baseline=1.0, quality_value=quality["embedding_cosine"],
-        quality_delta=quality["embedding_cosine"] - 1.0, setup_s=round(prepared.apply_s + compile_s, 4),
-        repeats=len(mine),
+        quality_delta=quality["embedding_cosine"] - 1.0,
         metrics={"throughput_unit": "seq/s", "tokens_per_s": workload.batch_size * workload.seq_len / p50,
-                 "calls_per_repetition": calls, "pairwise_speedups": [round(r, 4) for r in ratios],
-                 "latencies_s": [round(t, 6) for t in mine], "baseline_latencies_s": [round(t, 6) for t in base],
-                 "apply_s": round(prepared.apply_s, 4), "compile_s": round(compile_s, 4),
-                 "warmup_s": [round(t, 4) for t in warm[prepared.method_id]],
+                 "calls_per_repetition": calls, **timing_metrics,
                  "embedding_cosine_min": quality["embedding_cosine_min"], **recall,
                  **{f"baseline_{k}": base_quality[k] for k in recall},
                  **{f"{k}_delta": v - base_quality[k] for k, v in recall.items()},

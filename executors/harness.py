@@ -248,18 +248,38 @@ def record_base(prepared: Prepared, *, bundle, workload, node, started_at, finis
     return record
 
 
+def timing_figures(prepared: Prepared, baseline: Prepared, times: dict, warm: dict,
+                   digits: int) -> tuple[dict, dict]:
+    """What every harness derives alike from interleaved timings: record fields and metrics.
+
+    The speed-up is the median of the per-round ratios; compile time (the first warm-up call
+    beyond a steady call) goes into setup, never into the timed figures.
+    """
+    mine, base = times[prepared.method_id], times[baseline.method_id]
+    ratios = [b / m for b, m in zip(base, mine)]
+    p50 = statistics.median(mine)
+    compile_s = max(0.0, warm[prepared.method_id][0] - p50)
+    fields = {"speedup": statistics.median(ratios), "latency_p50_s": p50, "latency_p10_s": _quantile(mine, 0.1),
+              "latency_p90_s": _quantile(mine, 0.9), "baseline_latency_p50_s": statistics.median(base),
+              "setup_s": round(prepared.apply_s + compile_s, 4), "repeats": len(mine)}
+    metrics = {"pairwise_speedups": [round(r, 4) for r in ratios],
+               "latencies_s": [round(t, digits) for t in mine],
+               "baseline_latencies_s": [round(t, digits) for t in base],
+               "apply_s": round(prepared.apply_s, 4), "compile_s": round(compile_s, 4),
+               "warmup_s": [round(t, 4) for t in warm[prepared.method_id]]}
+    return fields, metrics
+
+
 def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, outputs, mem, baseline,
             started_at, finished_at, misfit, failures) -> dict:
     record = record_base(prepared, bundle=bundle, workload=workload, node=node, started_at=started_at,
                          finished_at=finished_at, misfit=misfit, failures=failures)
     if record["status"] != "ok":
         return record
-    mine, base = times[prepared.method_id], times[baseline.method_id]
-    ratios = [b / m for b, m in zip(base, mine)]
-    p50, base_p50 = statistics.median(mine), statistics.median(base)
+    timing, timing_metrics = timing_figures(prepared, baseline, times, warm, digits=5)
+    p50, base_p50 = timing["latency_p50_s"], timing["baseline_latency_p50_s"]
     generation, base_generation = outputs[prepared.method_id], outputs[baseline.method_id]
     tokens = workload.batch_size * workload.gen_len
-    compile_s = max(0.0, warm[prepared.method_id][0] - p50)
     match = (generation.tokens.cpu() == base_generation.tokens.cpu()).float()
     kv = kv_cache_bytes(bundle, workload)
     if device.type == "cuda":
@@ -277,16 +297,10 @@ def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, 
         quality = ("heldout_perplexity", base_ppl, ppl)
         delta = (base_ppl - ppl) / base_ppl  # relative; negative means worse
     record.update(
-        speedup=statistics.median(ratios), latency_p50_s=p50, latency_p10_s=_quantile(mine, 0.1),
-        latency_p90_s=_quantile(mine, 0.9), baseline_latency_p50_s=base_p50,
-        throughput=tokens / p50, baseline_throughput=tokens / base_p50,
+        **timing, throughput=tokens / p50, baseline_throughput=tokens / base_p50,
         peak_mem_mb=peak / 2**20, baseline_peak_mem_mb=base_peak / 2**20,
-        quality_metric=quality[0], quality_baseline=quality[1], quality_value=quality[2],
-        quality_delta=delta, setup_s=round(prepared.apply_s + compile_s, 4), repeats=len(mine),
-        metrics={"throughput_unit": "tok/s", "pairwise_speedups": [round(r, 4) for r in ratios],
-                 "latencies_s": [round(t, 5) for t in mine], "baseline_latencies_s": [round(t, 5) for t in base],
-                 "apply_s": round(prepared.apply_s, 4), "compile_s": round(compile_s, 4),
-                 "warmup_s": [round(t, 4) for t in warm[prepared.method_id]],
+        quality_metric=quality[0], quality_baseline=quality[1], quality_value=quality[2], quality_delta=delta,
+        metrics={"throughput_unit": "tok/s", **timing_metrics,
                  "greedy_token_match": match.mean().item() if greedy else None,
                  "exact_sequence_match": match.all(dim=1).float().mean().item() if greedy else None,
                  "heldout_perplexity": ppl, "baseline_heldout_perplexity": base_ppl,
