@@ -55,8 +55,9 @@ class Alors:
         rank = max(1, min(self.rank, len(table.candidates) - 1))
         task_factors, self.candidate_factors_ = factorise(scaled_utility(table), rank, self.l2, self.n_iter, self.seed)
         self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(table.task_x)
-        self.forest_ = RandomForestRegressor(n_estimators=self.n_estimators, min_samples_leaf=2,
-                                             random_state=self.seed, n_jobs=1)
+        self.forest_ = RandomForestRegressor(
+            n_estimators=self.n_estimators, min_samples_leaf=2, random_state=self.seed, n_jobs=1
+        )
         self.forest_.fit(self.imputer_.transform(table.task_x), task_factors)
         return self
 

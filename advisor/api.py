@@ -9,13 +9,36 @@ from advisor.table import PerfTable, table_from_records
 from advisor.versions import activate_version, active_advisor, train_advisor
 
 
-def evaluate(records, splits: tuple[str, ...] = SPLITS, seeds: int = 3, size: str = "full",
-             quality_floor: float | None = None, objective: str = "latency") -> dict:
+def evaluate(
+    records,
+    splits: tuple[str, ...] = SPLITS,
+    seeds: int = 3,
+    size: str = "full",
+    quality_floor: float | None = None,
+    objective: str = "latency",
+) -> dict:
     """Evaluates every selector on profile records (as from profiles.transfer.iter_records)."""
-    return evaluate_table(table_from_records(records, objective=objective, quality_floor=quality_floor),
-                          splits=splits, seeds=seeds, size=size)
+    return evaluate_table(
+        table_from_records(records, objective=objective, quality_floor=quality_floor),
+        splits=splits,
+        seeds=seeds,
+        size=size,
+    )
 
 
-__all__ = ["AdvisorModel", "Candidate", "Excluded", "PerfTable", "Recommendation", "RecommendationResult",
-           "activate_version", "active_advisor", "evaluate", "evaluate_table", "fit_advisor", "recommend",
-           "table_from_records", "train_advisor"]
+__all__ = [
+    "AdvisorModel",
+    "Candidate",
+    "Excluded",
+    "PerfTable",
+    "Recommendation",
+    "RecommendationResult",
+    "activate_version",
+    "active_advisor",
+    "evaluate",
+    "evaluate_table",
+    "fit_advisor",
+    "recommend",
+    "table_from_records",
+    "train_advisor",
+]

@@ -93,9 +93,12 @@ class ISAC:
         self.kmeans_ = KMeans(n_clusters=min(k, n), n_init=4, random_state=self.seed)
         labels = self.kmeans_.fit_predict(self.scaler_.transform(table.task_x))
         fallback = single_best_scores(table)
-        self.cluster_scores_ = np.array([
-            single_best_scores(table.subset(np.flatnonzero(labels == c))) if (labels == c).any() else fallback
-            for c in range(self.kmeans_.n_clusters)])
+        self.cluster_scores_ = np.array(
+            [
+                single_best_scores(table.subset(np.flatnonzero(labels == c))) if (labels == c).any() else fallback
+                for c in range(self.kmeans_.n_clusters)
+            ]
+        )
         return self
 
     def scores(self, table: PerfTable) -> np.ndarray:
@@ -132,8 +135,9 @@ class RandomForestSelector:
 
     def fit(self, table: PerfTable) -> RandomForestSelector:
         self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(table.task_x)
-        self.forest_ = RandomForestRegressor(n_estimators=self.n_estimators, min_samples_leaf=2,
-                                             max_features=0.5, random_state=self.seed, n_jobs=1)
+        self.forest_ = RandomForestRegressor(
+            n_estimators=self.n_estimators, min_samples_leaf=2, max_features=0.5, random_state=self.seed, n_jobs=1
+        )
         self.forest_.fit(self.imputer_.transform(table.task_x), filled_utility(table))
         return self
 
@@ -162,12 +166,12 @@ class GradientBoostingSelector:
             if len(rows) < 10:  # too few runs to learn from: predict their mean
                 self.models_.append(float(utility[rows, j].mean()) if len(rows) else float(np.nanmin(utility)))
                 continue
-            model = GradientBoostingRegressor(n_estimators=self.n_estimators, max_depth=3, learning_rate=0.1,
-                                              subsample=0.9, random_state=self.seed)
+            model = GradientBoostingRegressor(
+                n_estimators=self.n_estimators, max_depth=3, learning_rate=0.1, subsample=0.9, random_state=self.seed
+            )
             self.models_.append(model.fit(features[rows], utility[rows, j]))
         return self
 
     def scores(self, table: PerfTable) -> np.ndarray:
         n, features = len(table.tasks), self.imputer_.transform(table.task_x)
-        return np.column_stack([np.full(n, m) if isinstance(m, float) else m.predict(features)
-                                for m in self.models_])
+        return np.column_stack([np.full(n, m) if isinstance(m, float) else m.predict(features) for m in self.models_])

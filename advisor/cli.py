@@ -34,17 +34,38 @@ def train(
     upgrade(engine)
     with session_scope(engine) as session:
         try:
-            version = train_advisor(session, size=size, seeds=seeds, activate=activate,
-                                    evaluate_splits=("model",) if evaluate else (), text_embedding=text_embedding)
+            version = train_advisor(
+                session,
+                size=size,
+                seeds=seeds,
+                activate=activate,
+                evaluate_splits=("model",) if evaluate else (),
+                text_embedding=text_embedding,
+            )
         except ValueError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
-        typer.echo(json.dumps({"id": version.id, "n_profiles": version.n_profiles, "active": version.active,
-                               "artefact_path": version.artefact_path}))
+        typer.echo(
+            json.dumps(
+                {
+                    "id": version.id,
+                    "n_profiles": version.n_profiles,
+                    "active": version.active,
+                    "artefact_path": version.artefact_path,
+                }
+            )
+        )
 
 
-def _tables(scenario: list[Path], csv_files: list[Path], profiles_files: list[Path], synthetic: bool,
-            objective: str, quality_floor: float | None, text_embedding: bool) -> list:
+def _tables(
+    scenario: list[Path],
+    csv_files: list[Path],
+    profiles_files: list[Path],
+    synthetic: bool,
+    objective: str,
+    quality_floor: float | None,
+    text_embedding: bool,
+) -> list:
     from advisor.external import load_aslib, load_long_csv
     from advisor.table import table_from_records
 
@@ -60,8 +81,11 @@ def _tables(scenario: list[Path], csv_files: list[Path], profiles_files: list[Pa
 
         # Several files (e.g. the seed grid and a store's export) make one table.
         records = (record for path in profiles_files for _, record in read_records(path))
-        return [table_from_records(records, objective, quality_floor, " + ".join(p.name for p in profiles_files),
-                                   text_embedding)]
+        return [
+            table_from_records(
+                records, objective, quality_floor, " + ".join(p.name for p in profiles_files), text_embedding
+            )
+        ]
     from profiles.db import default_engine, session_scope
     from profiles.migrate import upgrade
     from profiles.transfer import iter_records
@@ -80,13 +104,21 @@ def evaluate(
     split: Annotated[str, typer.Option(help="model | hardware | random | all")] = "all",
     seeds: Annotated[int, typer.Option(min=1, help="repetitions with different fold assignments")] = 3,
     folds: Annotated[int, typer.Option(min=2, help="folds per split")] = 5,
-    scenario: Annotated[list[Path] | None, typer.Option(exists=True, file_okay=False, help="ASlib scenario dir")] = None,
-    csv: Annotated[list[Path] | None, typer.Option(exists=True, dir_okay=False, help="long-format performance CSV")] = None,
-    profiles: Annotated[list[Path] | None, typer.Option(exists=True, dir_okay=False,
-                                                        help="profile records file (repeat to pool several)")] = None,
+    scenario: Annotated[
+        list[Path] | None, typer.Option(exists=True, file_okay=False, help="ASlib scenario dir")
+    ] = None,
+    csv: Annotated[
+        list[Path] | None, typer.Option(exists=True, dir_okay=False, help="long-format performance CSV")
+    ] = None,
+    profiles: Annotated[
+        list[Path] | None,
+        typer.Option(exists=True, dir_okay=False, help="profile records file (repeat to pool several)"),
+    ] = None,
     synthetic: Annotated[bool, typer.Option(help="use the generated table (advisor.synthetic)")] = False,
     objective: Annotated[str, typer.Option(help="latency | throughput | memory | time-to-accuracy")] = "latency",
-    quality_floor: Annotated[float | None, typer.Option(help="runs with a lower quality change are unavailable")] = None,
+    quality_floor: Annotated[
+        float | None, typer.Option(help="runs with a lower quality change are unavailable")
+    ] = None,
     size: Annotated[str, typer.Option(help="full, or small (faster, fewer trees)")] = "full",
     text_embedding: Annotated[bool, typer.Option(help="add the MiniLM embedding of task descriptions")] = False,
     out: Annotated[Path | None, typer.Option(help="write report.json, report.md, chart.png here")] = None,
@@ -115,14 +147,19 @@ def evaluate(
     if out is not None:
         for path in write_report(reports, out):
             console.print(f"wrote {path}")
-    typer.echo(json.dumps(reports if len(reports) > 1 else reports[0], indent=2) if as_json
-               else "\n\n".join(markdown(r) for r in reports))
+    typer.echo(
+        json.dumps(reports if len(reports) > 1 else reports[0], indent=2)
+        if as_json
+        else "\n\n".join(markdown(r) for r in reports)
+    )
 
 
 @advisor_app.command()
 def recommend(
     model: Annotated[str, typer.Option(help="stored model id")],
-    workload: Annotated[str, typer.Option(help='workload shape as JSON, e.g. {"kind": "lm-generate", "batch_size": 1}')],
+    workload: Annotated[
+        str, typer.Option(help='workload shape as JSON, e.g. {"kind": "lm-generate", "batch_size": 1}')
+    ],
     node: Annotated[str | None, typer.Option(help="a stored node id")] = None,
     hardware_class: Annotated[str | None, typer.Option(help="every stored node of this class")] = None,
     quality_floor: Annotated[float | None, typer.Option(help="lowest acceptable predicted quality change")] = None,
@@ -159,14 +196,29 @@ def recommend(
         else:
             nodes = list(session.exec(select(Node).where(Node.status == "online"))) or list(session.exec(select(Node)))
         nodes = [n.model_dump(mode="json") for n in nodes]
-    problem = ("no active advisor: run `accel-advisor advisor train` first" if found is None else
-               f"unknown model {model!r}" if spec is None else "no matching node" if not nodes else None)
+    problem = (
+        "no active advisor: run `accel-advisor advisor train` first"
+        if found is None
+        else f"unknown model {model!r}"
+        if spec is None
+        else "no matching node"
+        if not nodes
+        else None
+    )
     if problem:
         console.print(f"[red]{problem}[/]")
         raise typer.Exit(2)
     try:
-        result = run_recommend(found[1], spec_record, {"id": workload_id_for(shape), **shape}, nodes,
-                               quality_floor=quality_floor, budget=budget, objective=objective, top_k=top_k)
+        result = run_recommend(
+            found[1],
+            spec_record,
+            {"id": workload_id_for(shape), **shape},
+            nodes,
+            quality_floor=quality_floor,
+            budget=budget,
+            objective=objective,
+            top_k=top_k,
+        )
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
@@ -175,8 +227,10 @@ def recommend(
         typer.echo(json.dumps(payload, indent=2))
         return
     for r in result.recommendations:
-        typer.echo(f"{r.method_id:40s} {r.node_id:24s} ×{r.speedup:.2f} [{r.speedup_interval[0]:.2f}, "
-                   f"{r.speedup_interval[1]:.2f}] quality {r.quality_delta:+.3f} {'; '.join(r.warnings)}")
+        typer.echo(
+            f"{r.method_id:40s} {r.node_id:24s} ×{r.speedup:.2f} [{r.speedup_interval[0]:.2f}, "
+            f"{r.speedup_interval[1]:.2f}] quality {r.quality_delta:+.3f} {'; '.join(r.warnings)}"
+        )
     for e in result.excluded:
         typer.echo(f"excluded {e.method_id} on {e.node_id}: {e.reason}")
 
@@ -190,8 +244,18 @@ def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from profiles.models import AdvisorVersion
 
     with session_scope() as session:
-        rows = [{"id": v.id, "active": v.active, "n_profiles": v.n_profiles, "created_at": v.created_at.isoformat(),
-                 "feature_schema_version": v.feature_schema_version}
-                for v in session.exec(select(AdvisorVersion).order_by(AdvisorVersion.created_at.desc()))]
-    typer.echo(json.dumps(rows, indent=2) if as_json else "\n".join(
-        f"{'*' if r['active'] else ' '} {r['id']}  {r['n_profiles']} profiles" for r in rows))
+        rows = [
+            {
+                "id": v.id,
+                "active": v.active,
+                "n_profiles": v.n_profiles,
+                "created_at": v.created_at.isoformat(),
+                "feature_schema_version": v.feature_schema_version,
+            }
+            for v in session.exec(select(AdvisorVersion).order_by(AdvisorVersion.created_at.desc()))
+        ]
+    typer.echo(
+        json.dumps(rows, indent=2)
+        if as_json
+        else "\n".join(f"{'*' if r['active'] else ' '} {r['id']}  {r['n_profiles']} profiles" for r in rows)
+    )

@@ -42,9 +42,11 @@ log = logging.getLogger(__name__)
 SPLITS = ("model", "hardware", "random")
 LEARNER = "lightgbm"
 METRICS = ("top1", "top1_tol", "mean_regret", "mean_loss", "gap_closed", "ndcg3")
-GAP_DIRECTION = ("gap_closed = (loss(SBS) - loss(selector)) / (loss(SBS) - loss(VBS)); 1 = oracle, 0 = single "
-                 "best solver, < 0 = worse than it. loss = oracle/chosen speed-up (ratio), PAR10 (runtime), "
-                 "|best - chosen| (other measures); SBS fitted on each training fold.")
+GAP_DIRECTION = (
+    "gap_closed = (loss(SBS) - loss(selector)) / (loss(SBS) - loss(VBS)); 1 = oracle, 0 = single "
+    "best solver, < 0 = worse than it. loss = oracle/chosen speed-up (ratio), PAR10 (runtime), "
+    "|best - chosen| (other measures); SBS fitted on each training fold."
+)
 
 
 def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector]]:
@@ -63,10 +65,12 @@ def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector
         # (advisor.guard); "lightgbm_unguarded" is the plain learner, for comparison.
         LEARNER: lambda s: RangeGuard(MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s)),
         "lightgbm_unguarded": lambda s: MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s),
-        "lightgbm_rank": lambda s: RangeGuard(MetaLearner(objective="lambdarank", n_estimators=rounds,
-                                                          learning_rate=rate, seed=s)),
-        "lightgbm_risk": lambda s: RangeGuard(MetaLearner(n_estimators=rounds, learning_rate=rate,
-                                                          quantiles=(0.1, 0.9), risk_aversion=0.5, seed=s)),
+        "lightgbm_rank": lambda s: RangeGuard(
+            MetaLearner(objective="lambdarank", n_estimators=rounds, learning_rate=rate, seed=s)
+        ),
+        "lightgbm_risk": lambda s: RangeGuard(
+            MetaLearner(n_estimators=rounds, learning_rate=rate, quantiles=(0.1, 0.9), risk_aversion=0.5, seed=s)
+        ),
         "vbs": lambda s: Oracle(),
     }
 
@@ -93,7 +97,9 @@ def cv_folds(table: PerfTable, split: str, seed: int, n_folds: int = 5) -> list[
     return [(np.flatnonzero(assigned != f), np.flatnonzero(assigned == f)) for f in np.unique(assigned)]
 
 
-def _out_of_fold_scores(table: PerfTable, factories: dict, split: str, seed: int, n_folds: int) -> dict[str, np.ndarray]:
+def _out_of_fold_scores(
+    table: PerfTable, factories: dict, split: str, seed: int, n_folds: int
+) -> dict[str, np.ndarray]:
     scores = {name: np.zeros(table.values.shape) for name in factories}
     for train, test in cv_folds(table, split, seed, n_folds):
         train_table, test_table = table.subset(train), table.subset(test)
@@ -107,15 +113,27 @@ def _seed_metrics(table: PerfTable, scores: dict[str, np.ndarray]) -> dict[str, 
     chosen = {name: choose(s, available) for name, s in scores.items()}
     losses = {name: float(task_losses(table, c).mean()) for name, c in chosen.items()}
     loss_vbs = float(task_losses(table, choose(Oracle().scores(table), available)).mean())
-    return {name: {"top1": top1(table, c), "top1_tol": top1(table, c, TIE_TOLERANCE),
-                   "mean_regret": mean_regret(table, c), "mean_loss": losses[name],
-                   "gap_closed": gap_closed(losses[name], losses["sbs"], loss_vbs),
-                   "ndcg3": ndcg_at(table, scores[name], 3)}
-            for name, c in chosen.items()}
+    return {
+        name: {
+            "top1": top1(table, c),
+            "top1_tol": top1(table, c, TIE_TOLERANCE),
+            "mean_regret": mean_regret(table, c),
+            "mean_loss": losses[name],
+            "gap_closed": gap_closed(losses[name], losses["sbs"], loss_vbs),
+            "ndcg3": ndcg_at(table, scores[name], 3),
+        }
+        for name, c in chosen.items()
+    }
 
 
-def evaluate_table(table: PerfTable, splits: tuple[str, ...] = SPLITS, seeds: int = 3, n_folds: int = 5,
-                   selectors: tuple[str, ...] | None = None, size: str = "full") -> dict:
+def evaluate_table(
+    table: PerfTable,
+    splits: tuple[str, ...] = SPLITS,
+    seeds: int = 3,
+    n_folds: int = 5,
+    selectors: tuple[str, ...] | None = None,
+    size: str = "full",
+) -> dict:
     """The report: per split, per selector, each metric's mean and spread over seeds."""
     factories = selector_factories(size)
     if selectors is not None:
@@ -123,9 +141,17 @@ def evaluate_table(table: PerfTable, splits: tuple[str, ...] = SPLITS, seeds: in
         if unknown:
             raise ValueError(f"unknown selectors {sorted(unknown)}; choose from {sorted(factories)}")
         factories = {n: f for n, f in factories.items() if n in selectors or n in ("sbs", "vbs")}
-    report = {"table": table.name, "n_tasks": len(table.tasks), "n_candidates": len(table.candidates),
-              "measure": table.measure, "higher_is_better": table.higher_is_better,
-              "tie_tolerance": TIE_TOLERANCE, "gap_direction": GAP_DIRECTION, "n_folds": n_folds, "splits": {}}
+    report = {
+        "table": table.name,
+        "n_tasks": len(table.tasks),
+        "n_candidates": len(table.candidates),
+        "measure": table.measure,
+        "higher_is_better": table.higher_is_better,
+        "tie_tolerance": TIE_TOLERANCE,
+        "gap_direction": GAP_DIRECTION,
+        "n_folds": n_folds,
+        "splits": {},
+    }
     for split in splits:
         labels = table.folds if split == "scenario" else table.groups.get(split)
         if labels is None or len(np.unique(labels)) < 2:
@@ -138,9 +164,15 @@ def evaluate_table(table: PerfTable, splits: tuple[str, ...] = SPLITS, seeds: in
             log.info("%s: split %s, seed %d", table.name, split, seed)
             per_seed.append(_seed_metrics(table, _out_of_fold_scores(table, factories, split, seed, n_folds)))
         report["splits"][split] = {
-            name: {metric: {"mean": float(np.mean([s[name][metric] for s in per_seed])),
-                            "std": float(np.std([s[name][metric] for s in per_seed]))} for metric in METRICS}
-            for name in factories}
+            name: {
+                metric: {
+                    "mean": float(np.mean([s[name][metric] for s in per_seed])),
+                    "std": float(np.std([s[name][metric] for s in per_seed])),
+                }
+                for metric in METRICS
+            }
+            for name in factories
+        }
         report["splits"][split]["_seeds"] = n_seeds
         report["splits"][split]["_folds"] = len(cv_folds(table, split, 0, n_folds))  # fewer when groups are few
     return report

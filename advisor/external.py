@@ -38,8 +38,13 @@ def read_arff(path: Path) -> tuple[list[str], list[list[str | None]]]:
                 continue
             lowered = stripped.lower()
             if not in_data and lowered.startswith("@attribute"):
-                names.append(next(csv.reader([stripped[len("@attribute"):].strip()], delimiter=" ",
-                                             quotechar="'", skipinitialspace=True))[0])
+                names.append(
+                    next(
+                        csv.reader(
+                            [stripped[len("@attribute") :].strip()], delimiter=" ", quotechar="'", skipinitialspace=True
+                        )
+                    )[0]
+                )
             elif lowered.startswith("@data"):
                 in_data = True
             elif in_data:
@@ -86,9 +91,16 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def _build(name: str, instances: list[str], features: dict[str, dict], methods: list[str],
-           cells: dict[tuple[str, str], list[float]], measure: str, higher_is_better: bool,
-           folds: dict[str, int] | None) -> PerfTable:
+def _build(
+    name: str,
+    instances: list[str],
+    features: dict[str, dict],
+    methods: list[str],
+    cells: dict[tuple[str, str], list[float]],
+    measure: str,
+    higher_is_better: bool,
+    folds: dict[str, int] | None,
+) -> PerfTable:
     schema = fit_schema(features.get(i, {}) for i in instances)
     method_schema = fit_schema({"method": m} for m in methods)
     values = np.full((len(instances), len(methods)), np.nan)
@@ -98,12 +110,19 @@ def _build(name: str, instances: list[str], features: dict[str, dict], methods: 
     keep = ~np.isnan(values).all(axis=1)  # an instance without any run cannot be scored
     kept = [t for t, k in zip(instances, keep) if k]
     return PerfTable(
-        name=name, tasks=tuple(kept), task_x=to_matrix((features.get(i, {}) for i in kept), schema),
-        feature_names=tuple(schema.columns), candidates=tuple(methods),
+        name=name,
+        tasks=tuple(kept),
+        task_x=to_matrix((features.get(i, {}) for i in kept), schema),
+        feature_names=tuple(schema.columns),
+        candidates=tuple(methods),
         cand_x=to_matrix(({"method": m} for m in methods), method_schema),
-        cand_feature_names=tuple(method_schema.columns), values=values[keep], measure=measure,
-        higher_is_better=higher_is_better, groups={"random": np.array(kept)},
-        folds=None if folds is None else np.array([folds.get(t, -1) for t in kept]))
+        cand_feature_names=tuple(method_schema.columns),
+        values=values[keep],
+        measure=measure,
+        higher_is_better=higher_is_better,
+        groups={"random": np.array(kept)},
+        folds=None if folds is None else np.array([folds.get(t, -1) for t in kept]),
+    )
 
 
 def load_aslib(directory: Path) -> PerfTable:
@@ -146,8 +165,16 @@ def load_aslib(directory: Path) -> PerfTable:
         folds = {row[0]: int(float(row[fold_col])) for row in cv_rows}
     instances = sorted({i for i, _ in cells})
     measure = "cost" if is_runtime else "score"
-    return _build(f"aslib:{directory.name}", instances, features, sorted(methods), cells, measure,
-                  maximize if not is_runtime else False, folds)
+    return _build(
+        f"aslib:{directory.name}",
+        instances,
+        features,
+        sorted(methods),
+        cells,
+        measure,
+        maximize if not is_runtime else False,
+        folds,
+    )
 
 
 def load_long_csv(path: Path) -> PerfTable:
@@ -172,5 +199,13 @@ def load_long_csv(path: Path) -> PerfTable:
     higher = directions.pop() if directions else False
     values = [v for figures in cells.values() for v in figures]
     measure = "cost" if not higher and values and min(values) > 0 else "score"
-    return _build(f"csv:{path.stem}", sorted({i for i, _ in cells}), features,
-                  sorted({m for _, m in cells}), cells, measure, higher, None)
+    return _build(
+        f"csv:{path.stem}",
+        sorted({i for i, _ in cells}),
+        features,
+        sorted({m for _, m in cells}),
+        cells,
+        measure,
+        higher,
+        None,
+    )

@@ -22,8 +22,17 @@ BASELINE = "baseline"  # the implicit candidate "apply nothing": speed-up 1, qua
 Value = float | str | None
 MODEL_SIZES = ("params", "layers", "width", "heads", "kv_heads", "vocab", "context")
 WORKLOAD_SIZES = ("batch_size", "prompt_len", "gen_len", "image_size", "steps")
-NODE_SIZES = ("cores", "threads", "ram_gb", "gpu_count", "gpu_mem_gb", "mem_bw_gbs",
-              "fp32_gflops", "bf16_gflops", "price_per_hour")
+NODE_SIZES = (
+    "cores",
+    "threads",
+    "ram_gb",
+    "gpu_count",
+    "gpu_mem_gb",
+    "mem_bw_gbs",
+    "fp32_gflops",
+    "bf16_gflops",
+    "price_per_hour",
+)
 
 
 def task_key(record: Mapping) -> str:
@@ -127,14 +136,19 @@ class FeatureSchema:
         return list(self.numeric) + [f"{name}={value}" for name, values in self.categorical for value in values]
 
     def to_json(self) -> dict:
-        return {"version": self.version, "numeric": list(self.numeric),
-                "categorical": {name: list(values) for name, values in self.categorical}}
+        return {
+            "version": self.version,
+            "numeric": list(self.numeric),
+            "categorical": {name: list(values) for name, values in self.categorical},
+        }
 
     @classmethod
     def from_json(cls, data: Mapping) -> FeatureSchema:
         if data["version"] != FEATURE_SCHEMA_VERSION:
-            raise ValueError(f"feature schema version {data['version']} does not match this code's "
-                             f"{FEATURE_SCHEMA_VERSION}; retrain the advisor")
+            raise ValueError(
+                f"feature schema version {data['version']} does not match this code's "
+                f"{FEATURE_SCHEMA_VERSION}; retrain the advisor"
+            )
         return cls(tuple(data["numeric"]), tuple((k, tuple(v)) for k, v in data["categorical"].items()))
 
 

@@ -32,10 +32,21 @@ def relevance_levels(utility: np.ndarray) -> np.ndarray:
 
 
 class MetaLearner:
-    def __init__(self, objective: str = "regression", relative: bool = True, target: str | None = None,
-                 n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 31,
-                 min_child_samples: int = 10, extra_trees: bool = True, feature_fraction: float = 0.5,
-                 quantiles: tuple[float, ...] = (), risk_aversion: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        objective: str = "regression",
+        relative: bool = True,
+        target: str | None = None,
+        n_estimators: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 10,
+        extra_trees: bool = True,
+        feature_fraction: float = 0.5,
+        quantiles: tuple[float, ...] = (),
+        risk_aversion: float = 0.0,
+        seed: int = 0,
+    ):
         self.objective = objective
         self.relative = relative
         self.target = target  # None: the table's utility; else a name in table.extras
@@ -57,11 +68,22 @@ class MetaLearner:
         # Extremely randomised split points and feature subsampling: hardware and model features
         # take few distinct values, and exact thresholds between them extrapolate badly to an
         # unseen machine (measured: SBS→VBS gap closed on unseen hardware 0.81 → 0.99, docs/advisor.md).
-        return {"objective": objective, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-                "min_data_in_leaf": self.min_child_samples, "extra_trees": self.extra_trees,
-                "feature_fraction": self.feature_fraction, "bagging_fraction": 0.9,
-                "bagging_freq": 1, "seed": self.seed, "num_threads": 1, "deterministic": True,
-                "force_col_wise": True, "verbosity": -1, **extra}
+        return {
+            "objective": objective,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_child_samples,
+            "extra_trees": self.extra_trees,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": 0.9,
+            "bagging_freq": 1,
+            "seed": self.seed,
+            "num_threads": 1,
+            "deterministic": True,
+            "force_col_wise": True,
+            "verbosity": -1,
+            **extra,
+        }
 
     def _target(self, table: PerfTable) -> np.ndarray:
         values = table.utility if self.target is None else table.extras[self.target]
@@ -92,8 +114,9 @@ class MetaLearner:
         data = lgb.Dataset(features, target.ravel()[observed], feature_name=names, free_raw_data=False)
         self.boosters_["point"] = lgb.train(self._params("regression"), data, num_boost_round=self.n_estimators)
         for q in self.quantiles:
-            self.boosters_[f"q{q:g}"] = lgb.train(self._params("quantile", alpha=q), data,
-                                                  num_boost_round=self.n_estimators)
+            self.boosters_[f"q{q:g}"] = lgb.train(
+                self._params("quantile", alpha=q), data, num_boost_round=self.n_estimators
+            )
         return self
 
     def predict(self, task_x: np.ndarray, cand_x: np.ndarray, which: str = "point") -> np.ndarray:
@@ -111,7 +134,9 @@ class MetaLearner:
         point = self.predict(table.task_x, table.cand_x)
         if not self.risk_aversion:
             return point
-        low, high = (self.predict(table.task_x, table.cand_x, f"q{q:g}") for q in (min(self.quantiles), max(self.quantiles)))
+        low, high = (
+            self.predict(table.task_x, table.cand_x, f"q{q:g}") for q in (min(self.quantiles), max(self.quantiles))
+        )
         return point - self.risk_aversion * np.abs(high - low)
 
     def model_texts(self) -> dict[str, str]:

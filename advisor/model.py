@@ -78,11 +78,16 @@ class AdvisorModel:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        manifest = {"feature_schema_version": FEATURE_SCHEMA_VERSION, "task_schema": self.task_schema.to_json(),
-                    "cand_schema": self.cand_schema.to_json(), "n_profiles": self.n_profiles,
-                    "params": dict(self.params), "learners": {},
-                    "inapplicable": {k: list(v) for k, v in self.inapplicable.items()},
-                    "candidates": [{"method_id": c.method_id, "config": dict(c.config)} for c in self.candidates]}
+        manifest = {
+            "feature_schema_version": FEATURE_SCHEMA_VERSION,
+            "task_schema": self.task_schema.to_json(),
+            "cand_schema": self.cand_schema.to_json(),
+            "n_profiles": self.n_profiles,
+            "params": dict(self.params),
+            "learners": {},
+            "inapplicable": {k: list(v) for k, v in self.inapplicable.items()},
+            "candidates": [{"method_id": c.method_id, "config": dict(c.config)} for c in self.candidates],
+        }
         for figure, learner in self.learners.items():
             files = {}
             for which, text in learner.model_texts().items():
@@ -94,23 +99,32 @@ class AdvisorModel:
     @classmethod
     def load(cls, directory: Path) -> AdvisorModel:
         manifest = json.loads((directory / "manifest.json").read_text())
-        learners = {figure: MetaLearner.from_texts({w: (directory / f).read_text() for w, f in files.items()})
-                    for figure, files in manifest["learners"].items()}
-        return cls(FeatureSchema.from_json(manifest["task_schema"]), FeatureSchema.from_json(manifest["cand_schema"]),
-                   tuple(Candidate(c["method_id"], c["config"]) for c in manifest["candidates"]),
-                   learners, manifest["n_profiles"], manifest["params"],
-                   {k: tuple(v) for k, v in manifest["inapplicable"].items()})
+        learners = {
+            figure: MetaLearner.from_texts({w: (directory / f).read_text() for w, f in files.items()})
+            for figure, files in manifest["learners"].items()
+        }
+        return cls(
+            FeatureSchema.from_json(manifest["task_schema"]),
+            FeatureSchema.from_json(manifest["cand_schema"]),
+            tuple(Candidate(c["method_id"], c["config"]) for c in manifest["candidates"]),
+            learners,
+            manifest["n_profiles"],
+            manifest["params"],
+            {k: tuple(v) for k, v in manifest["inapplicable"].items()},
+        )
 
 
-def fit_advisor(records: Sequence[Mapping], size: str = "full", seed: int = 0,
-                text_embedding: bool = False) -> tuple[AdvisorModel, PerfTable]:
+def fit_advisor(
+    records: Sequence[Mapping], size: str = "full", seed: int = 0, text_embedding: bool = False
+) -> tuple[AdvisorModel, PerfTable]:
     table = table_from_records(records, objective="latency", text_embedding=text_embedding)
     learners = {}
     for figure, (target, quantiles) in FIGURES.items():
         if np.isnan(table.extras[target]).all():
             continue  # e.g. no run reported memory: that figure is simply not predicted
-        learners[figure] = MetaLearner(target=target, relative=False, quantiles=quantiles,
-                                       n_estimators=SIZES[size], seed=seed).fit(table)
+        learners[figure] = MetaLearner(
+            target=target, relative=False, quantiles=quantiles, n_estimators=SIZES[size], seed=seed
+        ).fit(table)
     seen = {}
     for record in (r for r in records if r["method_id"] != BASELINE):
         candidate = Candidate(record["method_id"], record.get("config") or {})
@@ -119,9 +133,15 @@ def fit_advisor(records: Sequence[Mapping], size: str = "full", seed: int = 0,
     sizes = [r["model"]["params"] for r in records if r["model"].get("params")]
     # Recommendations for models outside this range extrapolate (docs/advisor.md): they say so.
     profiled = {"model_params_range": [min(sizes), max(sizes)]} if sizes else {}
-    model = AdvisorModel(table.task_schema, table.cand_schema, tuple(seen[k] for k in sorted(seen)), learners,
-                         len(records), params | profiled | {"data_hash": data_hash(records, params)},
-                         inapplicable_by_class(records))
+    model = AdvisorModel(
+        table.task_schema,
+        table.cand_schema,
+        tuple(seen[k] for k in sorted(seen)),
+        learners,
+        len(records),
+        params | profiled | {"data_hash": data_hash(records, params)},
+        inapplicable_by_class(records),
+    )
     return model, table
 
 

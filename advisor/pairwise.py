@@ -36,8 +36,9 @@ class PairwiseVoting:
             if a_wins.all() or not a_wins.any():
                 self.pairs_.append((a, b, float(a_wins[0])))  # one side always won: a fixed vote
                 continue
-            model = RandomForestClassifier(n_estimators=self.n_estimators, min_samples_leaf=2,
-                                           random_state=self.seed, n_jobs=1)
+            model = RandomForestClassifier(
+                n_estimators=self.n_estimators, min_samples_leaf=2, random_state=self.seed, n_jobs=1
+            )
             model.fit(features[rows], a_wins, sample_weight=np.abs(difference) + 1e-6)
             self.pairs_.append((a, b, model))
         return self

@@ -21,8 +21,12 @@ from advisor.learner import pair_matrix
 from advisor.model import AdvisorModel, Candidate
 from advisor.table import OBJECTIVES
 
-OBJECTIVE_FIGURE = {"latency": "log_speedup", "time-to-accuracy": "log_speedup",
-                    "throughput": "log_throughput_ratio", "memory": "log_memory_ratio"}
+OBJECTIVE_FIGURE = {
+    "latency": "log_speedup",
+    "time-to-accuracy": "log_speedup",
+    "throughput": "log_throughput_ratio",
+    "memory": "log_memory_ratio",
+}
 N_CONTRIBUTIONS = 5
 EXPLAINED = 5  # SHAP contributions cost ~25 ms a row: only the top recommendations carry them
 
@@ -57,10 +61,18 @@ class RecommendationResult:
     excluded: tuple[Excluded, ...] = field(default_factory=tuple)
 
 
-def recommend(advisor: AdvisorModel, model: Mapping, workload: Mapping, nodes: Sequence[Mapping],
-              candidates: Sequence[Candidate] | None = None,
-              supports: Callable[[str], str | None] | None = None, quality_floor: float | None = None,
-              budget: float | None = None, objective: str = "latency", top_k: int | None = None) -> RecommendationResult:
+def recommend(
+    advisor: AdvisorModel,
+    model: Mapping,
+    workload: Mapping,
+    nodes: Sequence[Mapping],
+    candidates: Sequence[Candidate] | None = None,
+    supports: Callable[[str], str | None] | None = None,
+    quality_floor: float | None = None,
+    budget: float | None = None,
+    objective: str = "latency",
+    top_k: int | None = None,
+) -> RecommendationResult:
     if objective not in OBJECTIVES:
         raise ValueError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
     if not nodes:
@@ -98,8 +110,9 @@ def _explained(advisor: AdvisorModel, results: list[tuple[Recommendation, np.nda
     explained = []
     for (recommendation, _), effects in zip(shown, contributions):
         top = np.argsort(-np.abs(effects[:-1]))[:N_CONTRIBUTIONS]  # the last column is the bias
-        explained.append(replace(recommendation, contributions=tuple(
-            (names[k], float(effects[k])) for k in top if effects[k] != 0)))
+        explained.append(
+            replace(recommendation, contributions=tuple((names[k], float(effects[k])) for k in top if effects[k] != 0))
+        )
     return tuple(explained) + tuple(r for r, _ in results[EXPLAINED:])
 
 
@@ -133,31 +146,64 @@ def _for_node(advisor, model, workload, node, candidates, figure, objective, qua
     never_applied = set(advisor.inapplicable.get(node.get("hardware_class", ""), ()))
     for j, c in enumerate(candidates):
         if c.method_id in never_applied:
-            dropped.append(Excluded(c.method_id, node["id"], "every stored run on hardware class "
-                                                             f"{node.get('hardware_class')} was not applicable"))
+            dropped.append(
+                Excluded(
+                    c.method_id,
+                    node["id"],
+                    f"every stored run on hardware class {node.get('hardware_class')} was not applicable",
+                )
+            )
             continue
         cost = None if runtime is None else float(runtime[j]) / 3600.0 * float(node.get("price_per_hour") or 0.0)
         if quality_floor is not None and quality["point"][j] < quality_floor:
-            dropped.append(Excluded(c.method_id, node["id"], f"predicted quality change {quality['point'][j]:+.3f} "
-                                                             f"is below the floor {quality_floor:+.3f}"))
+            dropped.append(
+                Excluded(
+                    c.method_id,
+                    node["id"],
+                    f"predicted quality change {quality['point'][j]:+.3f} is below the floor {quality_floor:+.3f}",
+                )
+            )
             continue
         if budget is not None and (cost is None or cost > budget):
-            why = "no runtime prediction" if cost is None else f"predicted cost {cost:.3g} exceeds the budget {budget:.3g}"
+            why = (
+                "no runtime prediction"
+                if cost is None
+                else f"predicted cost {cost:.3g} exceeds the budget {budget:.3g}"
+            )
             dropped.append(Excluded(c.method_id, node["id"], why))
             continue
         speedup = math.exp(log_speedup["point"][j])
-        warnings = [f"predicted {speedup:.2f}x is slower than its part {p} alone ({speed_of[p]:.2f}x)"
-                    for p in c.method_id.split("+") if "+" in c.method_id and speed_of.get(p, 0) > speedup]
+        warnings = [
+            f"predicted {speedup:.2f}x is slower than its part {p} alone ({speed_of[p]:.2f}x)"
+            for p in c.method_id.split("+")
+            if "+" in c.method_id and speed_of.get(p, 0) > speedup
+        ]
         if speedup < 1.0:
             warnings.append(f"predicted slower than running without acceleration ({speedup:.2f}x)")
         warnings += extrapolated
-        kept.append((Recommendation(
-            method_id=c.method_id, config=dict(c.config), node_id=node["id"], objective=objective,
-            objective_ratio=float(ratio[j]), speedup=speedup,
-            speedup_interval=_interval(speedup, math.exp(log_speedup["q0.1"][j]), math.exp(log_speedup["q0.9"][j])),
-            quality_delta=float(quality["point"][j]),
-            quality_interval=_interval(float(quality["point"][j]), float(quality["q0.1"][j]), float(quality["q0.9"][j])),
-            runtime_s=None if runtime is None else float(runtime[j]), cost=cost, warnings=tuple(warnings)), rows[j]))
+        kept.append(
+            (
+                Recommendation(
+                    method_id=c.method_id,
+                    config=dict(c.config),
+                    node_id=node["id"],
+                    objective=objective,
+                    objective_ratio=float(ratio[j]),
+                    speedup=speedup,
+                    speedup_interval=_interval(
+                        speedup, math.exp(log_speedup["q0.1"][j]), math.exp(log_speedup["q0.9"][j])
+                    ),
+                    quality_delta=float(quality["point"][j]),
+                    quality_interval=_interval(
+                        float(quality["point"][j]), float(quality["q0.1"][j]), float(quality["q0.9"][j])
+                    ),
+                    runtime_s=None if runtime is None else float(runtime[j]),
+                    cost=cost,
+                    warnings=tuple(warnings),
+                ),
+                rows[j],
+            )
+        )
     return kept, dropped
 
 
@@ -166,8 +212,12 @@ def _outside_profiled_sizes(advisor: AdvisorModel, model: Mapping) -> list[str]:
     params = model.get("params")
     if low is None or not params or low <= params <= high:
         return []
-    return [(f"the model's {params:,} parameters lie outside the profiled {low:,}–{high:,}: "
-             "the figures extrapolate (the evaluation's unseen-model split measures how well)")]
+    return [
+        (
+            f"the model's {params:,} parameters lie outside the profiled {low:,}–{high:,}: "
+            "the figures extrapolate (the evaluation's unseen-model split measures how well)"
+        )
+    ]
 
 
 def _interval(point: float, low: float, high: float) -> tuple[float, float]:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-COLUMNS = (("top1", "top-1"), ("top1_tol", "top-1 (3 % tie)"), ("mean_regret", "mean regret"),
-           ("gap_closed", "gap closed"), ("ndcg3", "NDCG@3"))
+COLUMNS = (
+    ("top1", "top-1"),
+    ("top1_tol", "top-1 (3 % tie)"),
+    ("mean_regret", "mean regret"),
+    ("gap_closed", "gap closed"),
+    ("ndcg3", "NDCG@3"),
+)
 
 
 def selectors_in(split_report: dict) -> list[str]:
@@ -14,12 +19,19 @@ def selectors_in(split_report: dict) -> list[str]:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"### {report['table']}: {report['n_tasks']} tasks × {report['n_candidates']} candidates",
-             "", f"{report['gap_direction']} Mean ± std over seeds.", ""]
+    lines = [
+        f"### {report['table']}: {report['n_tasks']} tasks × {report['n_candidates']} candidates",
+        "",
+        f"{report['gap_direction']} Mean ± std over seeds.",
+        "",
+    ]
     for split, results in report["splits"].items():
-        lines += [f"**split: {split}** ({results['_seeds']} seed(s), {results['_folds']} folds)", "",
-                  "| selector | " + " | ".join(label for _, label in COLUMNS) + " |",
-                  "|---|" + "---:|" * len(COLUMNS)]
+        lines += [
+            f"**split: {split}** ({results['_seeds']} seed(s), {results['_folds']} folds)",
+            "",
+            "| selector | " + " | ".join(label for _, label in COLUMNS) + " |",
+            "|---|" + "---:|" * len(COLUMNS),
+        ]
         for name in selectors_in(results):
             cells = [f"{results[name][key]['mean']:.3f} ± {results[name][key]['std']:.3f}" for key, _ in COLUMNS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")

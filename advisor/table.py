@@ -74,10 +74,15 @@ class PerfTable:
         return self.values if self.higher_is_better else -self.values
 
     def subset(self, rows: np.ndarray) -> PerfTable:
-        return replace(self, tasks=tuple(self.tasks[i] for i in rows), task_x=self.task_x[rows],
-                       values=self.values[rows], groups={k: v[rows] for k, v in self.groups.items()},
-                       folds=None if self.folds is None else self.folds[rows],
-                       extras={k: v[rows] for k, v in self.extras.items()})
+        return replace(
+            self,
+            tasks=tuple(self.tasks[i] for i in rows),
+            task_x=self.task_x[rows],
+            values=self.values[rows],
+            groups={k: v[rows] for k, v in self.groups.items()},
+            folds=None if self.folds is None else self.folds[rows],
+            extras={k: v[rows] for k, v in self.extras.items()},
+        )
 
 
 def objective_value(record: Mapping, objective: str) -> float | None:
@@ -93,9 +98,13 @@ def objective_value(record: Mapping, objective: str) -> float | None:
     raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
 
 
-def table_from_records(records: Iterable[Mapping], objective: str = "latency",
-                       quality_floor: float | None = None, name: str = "profiles",
-                       text_embedding: bool = False) -> PerfTable:
+def table_from_records(
+    records: Iterable[Mapping],
+    objective: str = "latency",
+    quality_floor: float | None = None,
+    name: str = "profiles",
+    text_embedding: bool = False,
+) -> PerfTable:
     """One row per task, one column per (method, config) seen, plus the implicit baseline.
 
     Several measurements of the same cell (e.g. nodes of one hardware class) are combined by
@@ -128,11 +137,13 @@ def table_from_records(records: Iterable[Mapping], objective: str = "latency",
         value = objective_value(record, objective)
         if value is not None and value > 0:
             cell["value"].append(value)
-        for key, figure in (("quality_delta", record.get("quality_delta")),
-                            ("log_speedup", _log_or_none(record.get("speedup"))),
-                            ("log_throughput_ratio", _log_or_none(objective_value(record, "throughput"))),
-                            ("log_memory_ratio", _log_or_none(objective_value(record, "memory"))),
-                            ("log_baseline_latency", _log_or_none(record.get("baseline_latency_p50_s")))):
+        for key, figure in (
+            ("quality_delta", record.get("quality_delta")),
+            ("log_speedup", _log_or_none(record.get("speedup"))),
+            ("log_throughput_ratio", _log_or_none(objective_value(record, "throughput"))),
+            ("log_memory_ratio", _log_or_none(objective_value(record, "memory"))),
+            ("log_baseline_latency", _log_or_none(record.get("baseline_latency_p50_s"))),
+        ):
             if figure is not None:
                 cell[key].append(figure)
     if not task_rows:
@@ -159,12 +170,20 @@ def table_from_records(records: Iterable[Mapping], objective: str = "latency",
     task_schema = fit_schema(task_rows.values())
     cand_schema = fit_schema(candidate_rows.values())
     return PerfTable(
-        name=name, tasks=tasks, task_x=to_matrix((task_rows[t] for t in tasks), task_schema),
-        feature_names=tuple(task_schema.columns), candidates=candidates,
+        name=name,
+        tasks=tasks,
+        task_x=to_matrix((task_rows[t] for t in tasks), task_schema),
+        feature_names=tuple(task_schema.columns),
+        candidates=candidates,
         cand_x=to_matrix((candidate_rows[c] for c in candidates), cand_schema),
-        cand_feature_names=tuple(cand_schema.columns), values=values, measure="ratio",
+        cand_feature_names=tuple(cand_schema.columns),
+        values=values,
+        measure="ratio",
         groups={split: np.array([groups[t][split] for t in tasks]) for split in ("model", "hardware", "random")},
-        extras=extras, task_schema=task_schema, cand_schema=cand_schema)
+        extras=extras,
+        task_schema=task_schema,
+        cand_schema=cand_schema,
+    )
 
 
 def _log_or_none(value) -> float | None:

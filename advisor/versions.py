@@ -23,9 +23,18 @@ log = logging.getLogger(__name__)
 LEARNER_NAME = "lightgbm-pooled"
 
 
-def train_advisor(session: Session, *, size: str = "full", seed: int = 0, evaluate_splits: tuple[str, ...] = ("model",),
-                  seeds: int = 1, activate: bool = True, artefact_root: Path | None = None,
-                  text_embedding: bool = False, records: list[dict] | None = None) -> AdvisorVersion:
+def train_advisor(
+    session: Session,
+    *,
+    size: str = "full",
+    seed: int = 0,
+    evaluate_splits: tuple[str, ...] = ("model",),
+    seeds: int = 1,
+    activate: bool = True,
+    artefact_root: Path | None = None,
+    text_embedding: bool = False,
+    records: list[dict] | None = None,
+) -> AdvisorVersion:
     """Trains on every stored profile, evaluates against the baselines, stores and (by default) activates it.
 
     A caller that passes ``records`` (read in an earlier, short transaction) keeps ``session``
@@ -42,9 +51,16 @@ def train_advisor(session: Session, *, size: str = "full", seed: int = 0, evalua
     version_id = f"adv-{utcnow():%Y%m%dT%H%M%S%f}-{model.params['data_hash'][:10]}"
     root = artefact_root or get_settings().data_dir / "advisors"
     model.save(root / version_id)
-    version = AdvisorVersion(id=version_id, n_profiles=len(records), feature_schema_version=model.task_schema.version,
-                             learner=LEARNER_NAME, artefact_path=str(root / version_id), params=dict(model.params),
-                             evaluation=evaluation, active=False)
+    version = AdvisorVersion(
+        id=version_id,
+        n_profiles=len(records),
+        feature_schema_version=model.task_schema.version,
+        learner=LEARNER_NAME,
+        artefact_path=str(root / version_id),
+        params=dict(model.params),
+        evaluation=evaluation,
+        active=False,
+    )
     session.add(version)
     session.flush()
     if activate:

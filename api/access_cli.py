@@ -54,8 +54,14 @@ def keys_list() -> None:
     table = Table("id", "scope", "name", "node", "created", "revoked")
     with session_scope() as session:
         for row in list_api_keys(session):
-            table.add_row(row.id, row.scope, row.name, row.node_id or "", f"{row.created_at:%Y-%m-%d %H:%M}",
-                          "" if row.revoked_at is None else f"{row.revoked_at:%Y-%m-%d %H:%M}")
+            table.add_row(
+                row.id,
+                row.scope,
+                row.name,
+                row.node_id or "",
+                f"{row.created_at:%Y-%m-%d %H:%M}",
+                "" if row.revoked_at is None else f"{row.revoked_at:%Y-%m-%d %H:%M}",
+            )
     console.print(table)
 
 

@@ -13,9 +13,9 @@ from sqlalchemy import text
 from api import __version__
 from api.errors import install_error_handlers
 from api.reaper import start_reaper
+from api.routes import access, advise, catalog, jobs, workers
 from api.training import train_if_untrained
 from api.ui.routes import install_ui
-from api.routes import access, advise, catalog, jobs, workers
 from profiles.db import default_engine
 from profiles.migrate import current_revision
 from profiles.settings import get_settings
@@ -53,8 +53,12 @@ async def _lifespan(_app: FastAPI):
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="accel-advisor", version=__version__, lifespan=_lifespan,
-                  description="Chooses, predicts and runs model-acceleration methods.")
+    app = FastAPI(
+        title="accel-advisor",
+        version=__version__,
+        lifespan=_lifespan,
+        description="Chooses, predicts and runs model-acceleration methods.",
+    )
     install_error_handlers(app)
     _install_metrics(app)
     for router in ROUTERS:

@@ -62,13 +62,20 @@ def revoke_api_key(session: Session, key_id: str) -> ApiKey:
     return row
 
 
-def create_join_token(session: Session, ttl: timedelta, max_uses: int | None = None,
-                      note: str = "", labels: dict | None = None) -> tuple[JoinToken, str]:
+def create_join_token(
+    session: Session, ttl: timedelta, max_uses: int | None = None, note: str = "", labels: dict | None = None
+) -> tuple[JoinToken, str]:
     if ttl.total_seconds() <= 0:
         raise Unprocessable("a join token needs a positive lifetime")
     token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32).replace("_", "-")
-    row = JoinToken(id=token_id, token_hash=_hash(secret), note=note, labels=labels or {},
-                    max_uses=max_uses, expires_at=utcnow() + ttl)
+    row = JoinToken(
+        id=token_id,
+        token_hash=_hash(secret),
+        note=note,
+        labels=labels or {},
+        max_uses=max_uses,
+        expires_at=utcnow() + ttl,
+    )
     session.add(row)
     session.flush()
     return row, f"jt_{token_id}_{secret}"

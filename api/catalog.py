@@ -14,6 +14,7 @@ def resolve_methods(entries: list) -> list[dict]:
     from executors.registry import UnknownMethod, composite_from_json, composite_id, config_to_json
 
     resolved = []
+
     def as_config(entry):
         return {"method": entry} if isinstance(entry, str) else entry
 
@@ -44,8 +45,10 @@ def resolve_models(session: Session, names: list[str]) -> list[str]:
     allowed = {f"zoo:{n}" for n in (*ZOO_NAMES, MINILM)} | registered
     unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise Unprocessable(f"unknown models: {', '.join(unknown)}; known: "
-                            f"{', '.join(sorted(allowed | {f'zoo:{n}' for n in ZOO_NAMES}))}")
+        raise Unprocessable(
+            f"unknown models: {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(allowed | {f'zoo:{n}' for n in ZOO_NAMES}))}"
+        )
     return list(dict.fromkeys(names))
 
 

@@ -14,8 +14,7 @@ from api.access_cli import keys_app, tokens_app
 from executors.cli import executors_app, zoo_app
 from profiles.cli import db_app, profiles_app
 
-app = typer.Typer(help="accel-advisor: choose, predict and run model-acceleration methods.",
-                  no_args_is_help=True)
+app = typer.Typer(help="accel-advisor: choose, predict and run model-acceleration methods.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(keys_app, name="keys")
@@ -27,8 +26,11 @@ app.add_typer(zoo_app, name="zoo")
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, console=Console(stderr=True))])
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, console=Console(stderr=True))],
+    )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-step chatter is not news
 
 
@@ -52,8 +54,9 @@ def worker(
     """Join the pool and run profiling jobs and runs from this node's queues."""
     from executors.worker import run_worker
 
-    run_worker(server, join_token, threads=threads, device=device, pool=pool, name=name, node_id=node_id,
-               parent_pid=parent_pid)
+    run_worker(
+        server, join_token, threads=threads, device=device, pool=pool, name=name, node_id=node_id, parent_pid=parent_pid
+    )
 
 
 @app.command()

@@ -53,5 +53,19 @@ def spawn_local_worker(settings: Settings, server_url: str) -> subprocess.Popen:
     with session_scope() as session:
         _row, token = create_join_token(session, timedelta(minutes=10), max_uses=1, note="embedded local worker")
     env = dict(os.environ, ACCEL_JOIN_TOKEN=token)
-    return subprocess.Popen([sys.executable, "-m", "api", "worker", "--server", server_url, "--name", "local",
-                             "--parent-pid", str(os.getpid())], env=env, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "api",
+            "worker",
+            "--server",
+            server_url,
+            "--name",
+            "local",
+            "--parent-pid",
+            str(os.getpid()),
+        ],
+        env=env,
+        start_new_session=True,
+    )

@@ -24,9 +24,13 @@ Dispatch = Callable[[str, int, str], None]  # (job id, item index, queue)
 
 
 def new_job(session: Session, kind: str, items: list[dict], extra: dict | None = None) -> Job:
-    job = Job(id=f"{kind[:3]}-{secrets.token_hex(8)}", kind=kind, total=len(items),
-              spec={"items": items, **(extra or {})},
-              result={"items": {str(i): {"state": "queued", "node": None, "attempts": 0} for i in range(len(items))}})
+    job = Job(
+        id=f"{kind[:3]}-{secrets.token_hex(8)}",
+        kind=kind,
+        total=len(items),
+        spec={"items": items, **(extra or {})},
+        result={"items": {str(i): {"state": "queued", "node": None, "attempts": 0} for i in range(len(items))}},
+    )
     if not items:
         job.state, job.finished_at = "succeeded", utcnow()
     session.add(job)
@@ -79,13 +83,24 @@ def claim_item(session: Session, job_id: str, index: int, node_id: str) -> dict:
     return {"action": "run", "item": job.spec["items"][index], "attempt": state["attempts"], "kind": job.kind}
 
 
-def complete_item(session: Session, job_id: str, index: int, node_id: str, records: list[dict],
-                  outputs: dict | None, error: str | None, max_attempts: int) -> tuple[dict, bool]:
+def complete_item(
+    session: Session,
+    job_id: str,
+    index: int,
+    node_id: str,
+    records: list[dict],
+    outputs: dict | None,
+    error: str | None,
+    max_attempts: int,
+) -> tuple[dict, bool]:
     """Stores one item's result; returns (answer, requeue?). The first report wins."""
     job = locked_job(session, job_id)
     state = _item_state(job, index)
     if state["state"] in ("done", "failed") or job.state == "cancelled":
-        return {"accepted": False, "reason": f"item already {state['state']}" if job.state != "cancelled" else "job cancelled"}, False
+        return {
+            "accepted": False,
+            "reason": f"item already {state['state']}" if job.state != "cancelled" else "job cancelled",
+        }, False
     for row, record in enumerate(records, start=1):
         if record.get("node_id") != node_id or (record.get("node") or {}).get("id") != node_id:
             raise Forbidden(f"record {row} claims node {record.get('node_id')!r}; this worker is {node_id!r}")
@@ -148,8 +163,17 @@ def requeue_queue(session: Session, item: dict) -> str:
 
 def job_public(job: Job) -> dict:
     items = job.result.get("items", {})
-    return {"id": job.id, "kind": job.kind, "state": job.state, "done": job.done, "total": job.total,
-            "failures": job.failures, "attempts": sum(s["attempts"] for s in items.values()),
-            "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
-            "running_on": sorted({s["node"] for s in items.values() if s["state"] == "running" and s["node"]}),
-            "errors": [s["error"] for s in items.values() if s.get("error")][:5]}
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "done": job.done,
+        "total": job.total,
+        "failures": job.failures,
+        "attempts": sum(s["attempts"] for s in items.values()),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "running_on": sorted({s["node"] for s in items.values() if s["state"] == "running" and s["node"]}),
+        "errors": [s["error"] for s in items.values() if s.get("error")][:5],
+    }

@@ -103,8 +103,10 @@ Target = Literal["class", "node", "pool"]
 class ProfilingJobCreate(StrictModel):
     models: list[str] = Field(min_length=1, max_length=50)
     methods: list[str | dict | list[str | dict]] = Field(
-        min_length=1, max_length=50,
-        description='method ids, config objects {"method","version","params"}, or lists of them (composites)')
+        min_length=1,
+        max_length=50,
+        description='method ids, config objects {"method","version","params"}, or lists of them (composites)',
+    )
     workloads: list[dict[str, Any]] = Field(min_length=1, max_length=200)
     hardware_classes: list[str] | None = Field(default=None, description="default: every class with an online node")
     nodes: list[str] | None = None
@@ -142,7 +144,9 @@ class RecommendationRequest(StrictModel):
     node: str | None = None
     hardware_class: str | None = None
     objective: Objective = "latency"
-    quality_floor: float | None = Field(default=None, ge=-1, le=1, description="lowest acceptable relative quality change")
+    quality_floor: float | None = Field(
+        default=None, ge=-1, le=1, description="lowest acceptable relative quality change"
+    )
     budget: float | None = Field(default=None, gt=0, description="most a run may cost: predicted runtime × node price")
     top_k: int = Field(default=10, ge=1, le=100)
 
@@ -150,7 +154,9 @@ class RecommendationRequest(StrictModel):
 class RunCreate(StrictModel):
     model: str = Field(min_length=1, max_length=200)
     prompts: list[Annotated[str, Field(min_length=1, max_length=8000)]] = Field(min_length=1, max_length=16)
-    method: str | dict | list[str | dict] = Field(default="auto", description='"auto", a method id, a config or a composite')
+    method: str | dict | list[str | dict] = Field(
+        default="auto", description='"auto", a method id, a config or a composite'
+    )
     max_new_tokens: int = Field(default=32, ge=1, le=512)
     sampling: Literal["greedy", "sample"] = "greedy"
     seed: int = Field(default=0, ge=0)

@@ -22,8 +22,17 @@ from advisor.metrics import choose, gap_closed, loss_matrix
 from advisor.table import table_from_records
 from profiles.transfer import read_records
 
-DEFAULT_SELECTORS = ("gradient_boosting", "gradient_boosting_guarded", "random_forest", "random_forest_guarded",
-                     "knn", "knn_guarded", "lightgbm", "lightgbm_unguarded", "lightgbm_risk")
+DEFAULT_SELECTORS = (
+    "gradient_boosting",
+    "gradient_boosting_guarded",
+    "random_forest",
+    "random_forest_guarded",
+    "knn",
+    "knn_guarded",
+    "lightgbm",
+    "lightgbm_unguarded",
+    "lightgbm_risk",
+)
 # Is the learner better, or only the guard? The same guard around the strongest baselines answers it.
 GUARDED_BASELINES = ("gradient_boosting", "random_forest", "knn")
 
@@ -60,9 +69,15 @@ def main() -> None:
     groups = table.groups["model" if args.split == "random" else args.split]
     started = time.perf_counter()
     per_seed = [out_of_fold_choices(table, factories, args.split, seed, args.folds) for seed in range(args.seeds)]
-    result = {"profiles": [str(p) for p in args.profiles], "split": args.split, "seeds": args.seeds,
-              "n_tasks": len(table.tasks), "seconds": round(time.perf_counter() - started, 1),
-              "tasks_per_group": dict(Counter(groups.tolist())), "selectors": {}}
+    result = {
+        "profiles": [str(p) for p in args.profiles],
+        "split": args.split,
+        "seeds": args.seeds,
+        "n_tasks": len(table.tasks),
+        "seconds": round(time.perf_counter() - started, 1),
+        "tasks_per_group": dict(Counter(groups.tolist())),
+        "selectors": {},
+    }
     for name in factories:
         task_loss = [losses[rows, chosen[name]] for chosen in per_seed]
         sbs_loss = [losses[rows, chosen["sbs"]].mean() for chosen in per_seed]
@@ -71,9 +86,12 @@ def main() -> None:
         picks = Counter(table.candidates[j].split("{")[0] for chosen in per_seed for j in chosen[name])  # method ids
         result["selectors"][name] = {
             "gap_closed_per_seed": [round(g, 3) for g in gaps],
-            "mean_regret_per_group": {g: round(float(np.mean([t[groups == g].mean() for t in task_loss])), 3)
-                                      for g in sorted(set(groups.tolist()))},
-            "most_picked": picks.most_common(3)}
+            "mean_regret_per_group": {
+                g: round(float(np.mean([t[groups == g].mean() for t in task_loss])), 3)
+                for g in sorted(set(groups.tolist()))
+            },
+            "most_picked": picks.most_common(3),
+        }
     print(json.dumps(result, indent=1))
 
 

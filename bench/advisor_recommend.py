@@ -34,8 +34,11 @@ def main() -> None:
             recommend(advisor, query["model"], query["workload"], pool, quality_floor=-0.02)
             times.append((time.perf_counter() - start) * 1000)
         times.sort()
-        out[label] = {"median_ms": round(statistics.median(times), 2),
-                      "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2), "repeats": args.repeats}
+        out[label] = {
+            "median_ms": round(statistics.median(times), 2),
+            "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2),
+            "repeats": args.repeats,
+        }
     print(json.dumps(out, indent=2))
 
 

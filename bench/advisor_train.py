@@ -43,11 +43,28 @@ def main() -> None:
         learner = MetaLearner(target="log_speedup", relative=False, quantiles=INTERVAL, n_estimators=SIZES["full"])
         _, learner_s = timed(learner.fit, table)
         _, bundle_s = timed(fit_advisor, records, size="full")
-        results.append({"rows": len(records), "tasks": len(table.tasks), "candidates": len(table.candidates),
-                        "table_build_s": round(build_s, 2), "speedup_model_with_quantiles_s": round(learner_s, 2),
-                        "full_advisor_fit_s": round(bundle_s, 2)})
-    print(json.dumps({"bench": "advisor_train", "machine": platform.processor() or platform.machine(),
-                      "lightgbm_threads": 1, "n_estimators": SIZES["full"], "results": results}, indent=2))
+        results.append(
+            {
+                "rows": len(records),
+                "tasks": len(table.tasks),
+                "candidates": len(table.candidates),
+                "table_build_s": round(build_s, 2),
+                "speedup_model_with_quantiles_s": round(learner_s, 2),
+                "full_advisor_fit_s": round(bundle_s, 2),
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "bench": "advisor_train",
+                "machine": platform.processor() or platform.machine(),
+                "lightgbm_threads": 1,
+                "n_estimators": SIZES["full"],
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -66,12 +66,16 @@ def _prepare_store(data_dir: Path, profiles: Path | None) -> tuple[str, dict]:
             source = profiles.name
         else:
             from advisor.synthetic import synthetic_records
+
             add_records(session, enumerate(synthetic_records(), start=1))
             source = "advisor.synthetic"
         train_advisor(session, evaluate_splits=())
         key = create_api_key(session, "client", "bench")[1]
         record = next(iter_records(session))
-    query = {"model": record["model_id"], "workload": {k: record["workload"][k] for k in ("batch_size", "prompt_len", "gen_len")}}
+    query = {
+        "model": record["model_id"],
+        "workload": {k: record["workload"][k] for k in ("batch_size", "prompt_len", "gen_len")},
+    }
     return key, {"profiles": source, "query": query}
 
 
@@ -96,10 +100,14 @@ async def _load(url: str, body: dict, headers: dict, requests: int, concurrency:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
     latencies.sort()
-    return {"requests": requests, "concurrency": concurrency, "errors": errors,
-            "p50_ms": round(1000 * statistics.median(latencies), 2),
-            "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2),
-            "throughput_rps": round(requests / wall, 1)}
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "errors": errors,
+        "p50_ms": round(1000 * statistics.median(latencies), 2),
+        "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2),
+        "throughput_rps": round(requests / wall, 1),
+    }
 
 
 def main() -> None:
@@ -116,25 +124,69 @@ def main() -> None:
         api_port, bare_port = _free_port(), _free_port()
         env = dict(os.environ, ACCEL_DATA_DIR=str(Path(tmp) / "data"), ACCEL_RETRAIN_EVERY_N="100000000")
         servers = [
-            subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port",
-                              str(api_port), "--log-level", "warning"], env=env),
-            subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(bare_port),
-                              "--log-level", "warning", "--app-dir", tmp], env=env),
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api.app:create_app",
+                    "--factory",
+                    "--port",
+                    str(api_port),
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+            ),
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bare_app:app",
+                    "--port",
+                    str(bare_port),
+                    "--log-level",
+                    "warning",
+                    "--app-dir",
+                    tmp,
+                ],
+                env=env,
+            ),
         ]
         try:
             _wait(f"http://127.0.0.1:{api_port}/healthz")
             _wait(f"http://127.0.0.1:{bare_port}/docs")
             headers = {"Authorization": f"Bearer {key}"}
-            recommend = asyncio.run(_load(f"http://127.0.0.1:{api_port}/v1/recommendations", meta["query"],
-                                          headers, args.requests, args.concurrency))
-            bare = asyncio.run(_load(f"http://127.0.0.1:{bare_port}/bare", meta["query"], headers,
-                                     args.requests, args.concurrency))
+            recommend = asyncio.run(
+                _load(
+                    f"http://127.0.0.1:{api_port}/v1/recommendations",
+                    meta["query"],
+                    headers,
+                    args.requests,
+                    args.concurrency,
+                )
+            )
+            bare = asyncio.run(
+                _load(f"http://127.0.0.1:{bare_port}/bare", meta["query"], headers, args.requests, args.concurrency)
+            )
         finally:
             for server in servers:
                 server.terminate()
                 server.wait(timeout=30)
-    print(json.dumps({"benchmark": "api_load", **meta, "recommendations": recommend, "bare_fastapi": bare,
-                      "cpu_count": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "api_load",
+                **meta,
+                "recommendations": recommend,
+                "bare_fastapi": bare,
+                "cpu_count": os.cpu_count(),
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,9 @@ def _decode_step_timer(model, prompt: torch.Tensor, steps: int):
     return run, cache
 
 
-def bench_context(bundle, runner, config: DoubleSparsityConfig, context: int, reps: int, probes: int,
-                  steps: int) -> dict:
+def bench_context(
+    bundle, runner, config: DoubleSparsityConfig, context: int, reps: int, probes: int, steps: int
+) -> dict:
     workload = LongContextWorkload(prompt_len=context, probes=probes, ppl_windows=1)
     prompt = workload.prompts(bundle)
     sparse_model = runner.model
@@ -81,24 +82,33 @@ def bench_context(bundle, runner, config: DoubleSparsityConfig, context: int, re
     channels = sparse_model.channels[layer]
 
     def dense_attention():
-        return _timed(lambda: F.scaled_dot_product_attention(
-            q[:, :, None], keys[:, :, :context], values[:, :, :context], enable_gqa=c.n_heads != c.n_kv_heads))
+        return _timed(
+            lambda: F.scaled_dot_product_attention(
+                q[:, :, None], keys[:, :, :context], values[:, :, :context], enable_gqa=c.n_heads != c.n_kv_heads
+            )
+        )
 
     def sparse_attention():
         return _timed(lambda: dispatch.double_sparsity_decode(q, keys, values, labels, channels, budget, seq_lens))
 
     attention = _median_interleaved({"dense": dense_attention, "double_sparsity": sparse_attention}, reps * 5)
     decode = _median_interleaved({"dense": dense_step, "double_sparsity": sparse_step}, reps)
-    quality = {"dense": workload.quality(bundle, PlainDecoder(bundle.model)),
-               "double_sparsity": workload.quality(bundle, runner)}
-    return {"context": context, "token_budget": budget, "label_channels": len(channels[0]),
-            "attention_ms": {k: round(v * 1e3, 4) for k, v in attention.items()},
-            "attention_speedup": round(attention["dense"] / attention["double_sparsity"], 3),
-            "decode_ms_per_token": {k: round(v * 1e3, 3) for k, v in decode.items()},
-            "decode_speedup": round(decode["dense"] / decode["double_sparsity"], 3),
-            "retrieval_accuracy": {k: v["retrieval_accuracy"] for k, v in quality.items()},
-            "longctx_perplexity": {k: round(v["longctx_perplexity"], 4) for k, v in quality.items()},
-            "probes": probes}
+    quality = {
+        "dense": workload.quality(bundle, PlainDecoder(bundle.model)),
+        "double_sparsity": workload.quality(bundle, runner),
+    }
+    return {
+        "context": context,
+        "token_budget": budget,
+        "label_channels": len(channels[0]),
+        "attention_ms": {k: round(v * 1e3, 4) for k, v in attention.items()},
+        "attention_speedup": round(attention["dense"] / attention["double_sparsity"], 3),
+        "decode_ms_per_token": {k: round(v * 1e3, 3) for k, v in decode.items()},
+        "decode_speedup": round(decode["dense"] / decode["double_sparsity"], 3),
+        "retrieval_accuracy": {k: v["retrieval_accuracy"] for k, v in quality.items()},
+        "longctx_perplexity": {k: round(v["longctx_perplexity"], 4) for k, v in quality.items()},
+        "probes": probes,
+    }
 
 
 def main() -> None:
@@ -116,13 +126,20 @@ def main() -> None:
     config = DoubleSparsityConfig(**json.loads(args.config))
     started = time.perf_counter()
     runner = get_method("attn.double_sparsity").apply(bundle, config, None)
-    header = {"model": args.model, "threads": args.threads, "config": json.loads(args.config) or "defaults",
-              "calibration_s": round(time.perf_counter() - started, 3), "kernel_backend": runner.stats["kernel_backend"],
-              "torch": torch.__version__}
+    header = {
+        "model": args.model,
+        "threads": args.threads,
+        "config": json.loads(args.config) or "defaults",
+        "calibration_s": round(time.perf_counter() - started, 3),
+        "kernel_backend": runner.stats["kernel_backend"],
+        "torch": torch.__version__,
+    }
     print(json.dumps(header), flush=True)
     for context in (int(c) for c in args.contexts.split(",")):
-        print(json.dumps(bench_context(bundle, runner, config, context, args.reps, args.probes, args.decode_steps)),
-              flush=True)
+        print(
+            json.dumps(bench_context(bundle, runner, config, context, args.reps, args.probes, args.decode_steps)),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -31,20 +31,30 @@ METHODS = "quant.int8_dynamic,quant.weight_only_int4,sys.compile,quant.int8_dyna
 
 def line(record: dict, threads: int) -> dict:
     workload, metrics = record["workload"], record["metrics"]
-    out = {"model": record["model_id"], "method": record["method_id"], "batch": workload["batch_size"],
-           "seq": workload["prompt_len"], "threads": threads, "status": record["status"]}
+    out = {
+        "model": record["model_id"],
+        "method": record["method_id"],
+        "batch": workload["batch_size"],
+        "seq": workload["prompt_len"],
+        "threads": threads,
+        "status": record["status"],
+    }
     if record["status"] != "ok":
         return {**out, "reason": record["reason"][:200]}
-    return {**out, "speedup": round(record["speedup"], 3),
-            "latency_p50_ms": round(record["latency_p50_s"] * 1e3, 3),
-            "baseline_latency_p50_ms": round(record["baseline_latency_p50_s"] * 1e3, 3),
-            "throughput_seq_s": round(record["throughput"], 1),
-            "embedding_cosine": round(record["quality_value"], 5),
-            "embedding_cosine_min": round(metrics["embedding_cosine_min"], 5),
-            **{k: round(metrics[k], 4) for k in sorted(metrics) if k.startswith(("recall_at_", "baseline_recall_at_"))},
-            "setup_s": record["setup_s"], "peak_mem_mb": round(record["peak_mem_mb"], 1),
-            "baseline_peak_mem_mb": round(record["baseline_peak_mem_mb"], 1),
-            "loadavg_1m": record["environment"]["loadavg_1m"]}
+    return {
+        **out,
+        "speedup": round(record["speedup"], 3),
+        "latency_p50_ms": round(record["latency_p50_s"] * 1e3, 3),
+        "baseline_latency_p50_ms": round(record["baseline_latency_p50_s"] * 1e3, 3),
+        "throughput_seq_s": round(record["throughput"], 1),
+        "embedding_cosine": round(record["quality_value"], 5),
+        "embedding_cosine_min": round(metrics["embedding_cosine_min"], 5),
+        **{k: round(metrics[k], 4) for k in sorted(metrics) if k.startswith(("recall_at_", "baseline_recall_at_"))},
+        "setup_s": record["setup_s"],
+        "peak_mem_mb": round(record["peak_mem_mb"], 1),
+        "baseline_peak_mem_mb": round(record["baseline_peak_mem_mb"], 1),
+        "loadavg_1m": record["environment"]["loadavg_1m"],
+    }
 
 
 def main() -> None:
@@ -70,8 +80,9 @@ def main() -> None:
         baseline = prepare(bundle, [default_config("baseline")], cpu, None)
         prepared = [prepare(bundle, composite, cpu, calibration) for composite in composites]
         for workload in workloads:
-            for record in measure_encoder(bundle, workload, prepared, node, device=cpu, reps=args.reps,
-                                          baseline=baseline):
+            for record in measure_encoder(
+                bundle, workload, prepared, node, device=cpu, reps=args.reps, baseline=baseline
+            ):
                 if record["method_id"] != "baseline":
                     print(json.dumps(line(record, threads)), flush=True)
 

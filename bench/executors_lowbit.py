@@ -30,8 +30,17 @@ CONFIGS = [
     {"method": EDGEQAT, "params": {"entropy_weight": 0.0, "distribution_weight": 0.0}},  # plain QAT + KD
     {"method": EDGEQAT, "params": {"steps": 0}},  # the deployed grid before any training
 ]
-STATS = ("w_bits", "a_bits", "storage_bits", "calibration_s", "calibration_cached", "train_s", "train_cached",
-         "final_train_losses", "kernel_backend")
+STATS = (
+    "w_bits",
+    "a_bits",
+    "storage_bits",
+    "calibration_s",
+    "calibration_cached",
+    "train_s",
+    "train_cached",
+    "final_train_losses",
+    "kernel_backend",
+)
 
 
 def row(record: dict, prepared) -> dict:
@@ -43,12 +52,16 @@ def row(record: dict, prepared) -> dict:
     if record["status"] != "ok":
         return out | {"reason": (record["reason"] or "")[:200]}
     metrics = record["metrics"]
-    out.update(speedup=round(record["speedup"], 3), latency_p50_s=round(record["latency_p50_s"], 4),
-               heldout_perplexity=round(metrics["heldout_perplexity"], 4),
-               baseline_heldout_perplexity=round(metrics["baseline_heldout_perplexity"], 4),
-               quality_delta=round(record["quality_delta"], 4),
-               greedy_token_match=round(metrics["greedy_token_match"], 3),
-               model_bytes=model_bytes(prepared.runner.model), setup_s=record["setup_s"])
+    out.update(
+        speedup=round(record["speedup"], 3),
+        latency_p50_s=round(record["latency_p50_s"], 4),
+        heldout_perplexity=round(metrics["heldout_perplexity"], 4),
+        baseline_heldout_perplexity=round(metrics["baseline_heldout_perplexity"], 4),
+        quality_delta=round(record["quality_delta"], 4),
+        greedy_token_match=round(metrics["greedy_token_match"], 3),
+        model_bytes=model_bytes(prepared.runner.model),
+        setup_s=record["setup_s"],
+    )
     out.update({k: metrics[k] for k in STATS if k in metrics})
     return out
 
@@ -60,8 +73,9 @@ def side_by_side(rows: list[dict]) -> list[dict]:
         mine = {r["method"]: r for r in rows if r["model"] == model and r["status"] == "ok" and not r["config"]}
         if EDGEQAT in mine and INT8 in mine:
             keys = ("speedup", "heldout_perplexity", "quality_delta", "greedy_token_match", "model_bytes", "setup_s")
-            pairs.append({"model": model, EDGEQAT: {k: mine[EDGEQAT][k] for k in keys},
-                          INT8: {k: mine[INT8][k] for k in keys}})
+            pairs.append(
+                {"model": model, EDGEQAT: {k: mine[EDGEQAT][k] for k in keys}, INT8: {k: mine[INT8][k] for k in keys}}
+            )
     return pairs
 
 
@@ -100,8 +114,17 @@ def main() -> None:
             prepared = prepare(bundle, [config_from_json(config)], device, None)
             record = measure(bundle, workload, [prepared], node, device=device, reps=args.reps, baseline=baseline)[1]
             rows.append(row(record, prepared))
-    print(json.dumps({"workload": workload.shape(), "threads": args.threads, "runs": rows,
-                      "edgeqat_vs_int8_dynamic": side_by_side(rows)}, indent=1))
+    print(
+        json.dumps(
+            {
+                "workload": workload.shape(),
+                "threads": args.threads,
+                "runs": rows,
+                "edgeqat_vs_int8_dynamic": side_by_side(rows),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

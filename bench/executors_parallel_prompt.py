@@ -26,16 +26,36 @@ from executors.registry import default_config
 from executors.workloads import LMWorkload
 from executors.zoo import load_bundle
 
-KEPT = ("speedup", "latency_p50_s", "baseline_latency_p50_s", "setup_s", "acceptance_rate",
-        "mean_accepted_len", "full_passes", "verify_steps", "greedy_token_match", "prompt_top1_accuracy",
-        "tree_budget", "tree_sizes", "tree_candidates", "expected_tokens_per_step", "verify_cost",
-        "prompts_cached", "pairwise_speedups")
+KEPT = (
+    "speedup",
+    "latency_p50_s",
+    "baseline_latency_p50_s",
+    "setup_s",
+    "acceptance_rate",
+    "mean_accepted_len",
+    "full_passes",
+    "verify_steps",
+    "greedy_token_match",
+    "prompt_top1_accuracy",
+    "tree_budget",
+    "tree_sizes",
+    "tree_candidates",
+    "expected_tokens_per_step",
+    "verify_cost",
+    "prompts_cached",
+    "pairwise_speedups",
+)
 
 
 def summary(record: dict) -> dict:
     merged = {**record, **record.get("metrics", {})}
-    out = {"model": record["model_id"], "workload": record["workload"], "method": record["method_id"],
-           "config": record.get("config"), "status": record["status"]}
+    out = {
+        "model": record["model_id"],
+        "workload": record["workload"],
+        "method": record["method_id"],
+        "config": record.get("config"),
+        "status": record["status"],
+    }
     if record["status"] != "ok":
         return {**out, "reason": record.get("reason")}
     return {**out, **{k: merged[k] for k in KEPT if k in merged}}

@@ -19,11 +19,17 @@ import json
 
 DEFAULT_CONFIGS = [
     {"method": "prune.struct.adapt_pruner", "params": {"target_sparsity": 0.25, "recovery_steps": 25, "seq_len": 128}},
-    {"method": "prune.struct.adapt_pruner", "params": {"target_sparsity": 0.5, "increments": 8, "recovery_steps": 25,
-                                                       "seq_len": 128}},
-    [{"method": "prune.struct.adapt_pruner", "params": {"target_sparsity": 0.5, "increments": 8,
-                                                        "recovery_steps": 25, "seq_len": 128}},
-     {"method": "quant.int8_dynamic"}],
+    {
+        "method": "prune.struct.adapt_pruner",
+        "params": {"target_sparsity": 0.5, "increments": 8, "recovery_steps": 25, "seq_len": 128},
+    },
+    [
+        {
+            "method": "prune.struct.adapt_pruner",
+            "params": {"target_sparsity": 0.5, "increments": 8, "recovery_steps": 25, "seq_len": 128},
+        },
+        {"method": "quant.int8_dynamic"},
+    ],
     {"method": "prune.perp", "params": {"sparsity": 0.5, "steps": 0, "retrain": ""}},
     {"method": "prune.perp", "params": {"sparsity": 0.5}},
     {"method": "prune.perp", "params": {"pattern": "2:4"}},
@@ -43,8 +49,15 @@ def dense_control(bundle, config) -> float | None:
     model = copy.deepcopy(bundle.model)
     windows = recovery_windows(bundle, config)
     for step in range(config.increments):
-        train(model, list(model.parameters()), windows, steps=config.recovery_steps, batch=config.batch,
-              lr=config.lr, seed=config.seed + step)
+        train(
+            model,
+            list(model.parameters()),
+            windows,
+            steps=config.recovery_steps,
+            batch=config.batch,
+            lr=config.lr,
+            seed=config.seed + step,
+        )
     length = min(PPL_LENGTH, bundle.model.config.max_seq_len)
     return perplexity(model, heldout_windows(bundle, PPL_WINDOWS, length))
 
@@ -53,21 +66,32 @@ def row_of(record: dict, prepared, bundle) -> dict:
     from executors.harness import model_bytes
     from executors.lm import count_parameters
 
-    row = {"model": record["model_id"], "method": record["method_id"], "config": record["config"],
-           "threads": record["environment"]["threads"], "status": record["status"]}
+    row = {
+        "model": record["model_id"],
+        "method": record["method_id"],
+        "config": record["config"],
+        "threads": record["environment"]["threads"],
+        "status": record["status"],
+    }
     if record["status"] != "ok":
         return {**row, "reason": record["reason"]}
     metrics, model = record["metrics"], prepared.runner.model
     # Quantized modules hide their packed weights from parameters(): Adapt-Pruner reports its own count.
-    row.update(params_before=count_parameters(bundle.model),
-               params_after=metrics.get("params_after", None if len(prepared.configs) > 1 else count_parameters(model)),
-               model_bytes_before=model_bytes(bundle.model), model_bytes_after=model_bytes(model),
-               speedup=round(record["speedup"], 3), latency_p50_s=round(record["latency_p50_s"], 4),
-               baseline_latency_p50_s=round(record["baseline_latency_p50_s"], 4),
-               perplexity=round(metrics["heldout_perplexity"], 4),
-               baseline_perplexity=round(metrics["baseline_heldout_perplexity"], 4),
-               perplexity_delta=round(record["quality_delta"], 4), setup_s=record["setup_s"],
-               training_s=metrics.get("setup_training_s"), pruned_cached=metrics.get("pruned_cached"))
+    row.update(
+        params_before=count_parameters(bundle.model),
+        params_after=metrics.get("params_after", None if len(prepared.configs) > 1 else count_parameters(model)),
+        model_bytes_before=model_bytes(bundle.model),
+        model_bytes_after=model_bytes(model),
+        speedup=round(record["speedup"], 3),
+        latency_p50_s=round(record["latency_p50_s"], 4),
+        baseline_latency_p50_s=round(record["baseline_latency_p50_s"], 4),
+        perplexity=round(metrics["heldout_perplexity"], 4),
+        baseline_perplexity=round(metrics["baseline_heldout_perplexity"], 4),
+        perplexity_delta=round(record["quality_delta"], 4),
+        setup_s=record["setup_s"],
+        training_s=metrics.get("setup_training_s"),
+        pruned_cached=metrics.get("pruned_cached"),
+    )
     for key in ("sparsity", "retrained_params", "retrained_fraction", "layer_shapes"):
         if key in metrics:
             row[key] = metrics[key]

@@ -27,34 +27,70 @@ from executors.registry import default_config
 from executors.stream_harness import StreamWorkload, measure_stream
 from executors.zoo import load_bundle
 
-METHODS = ("serve.continuous_batching", "serve.prefix_caching", "serve.chunked_prefill",
-           "serve.prefix_caching+serve.chunked_prefill", "serve.continuous_batching+serve.prefix_caching",
-           "serve.continuous_batching+serve.chunked_prefill",
-           "serve.continuous_batching+serve.prefix_caching+serve.chunked_prefill")
-KEPT = ("ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p99_s", "baseline_ttft_p50_s", "baseline_ttft_p99_s",
-        "baseline_itl_p50_s", "baseline_itl_p99_s", "ttft_p50_speedup", "arrival_rate_rps",
-        "static_capacity_rps", "greedy_token_match", "prefill_tokens_computed", "prompt_tokens",
-        "prefill_chunks", "midflight_admissions", "iterations", "pairwise_speedups")
+METHODS = (
+    "serve.continuous_batching",
+    "serve.prefix_caching",
+    "serve.chunked_prefill",
+    "serve.prefix_caching+serve.chunked_prefill",
+    "serve.continuous_batching+serve.prefix_caching",
+    "serve.continuous_batching+serve.chunked_prefill",
+    "serve.continuous_batching+serve.prefix_caching+serve.chunked_prefill",
+)
+KEPT = (
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "itl_p50_s",
+    "itl_p99_s",
+    "baseline_ttft_p50_s",
+    "baseline_ttft_p99_s",
+    "baseline_itl_p50_s",
+    "baseline_itl_p99_s",
+    "ttft_p50_speedup",
+    "arrival_rate_rps",
+    "static_capacity_rps",
+    "greedy_token_match",
+    "prefill_tokens_computed",
+    "prompt_tokens",
+    "prefill_chunks",
+    "midflight_admissions",
+    "iterations",
+    "pairwise_speedups",
+)
 
 
 def summary(record: dict, threads: int, workload: StreamWorkload) -> dict:
-    out = {"model": record["model_id"], "threads": threads, "load": workload.load, "max_batch": workload.max_batch,
-           "method": record["method_id"], "status": record["status"]}
+    out = {
+        "model": record["model_id"],
+        "threads": threads,
+        "load": workload.load,
+        "max_batch": workload.max_batch,
+        "method": record["method_id"],
+        "status": record["status"],
+    }
     if record["status"] != "ok":
         return {**out, "reason": record["reason"]}
     metrics = record["metrics"]
-    return {**out, "throughput_speedup": round(record["speedup"], 4), "throughput_tok_s": round(record["throughput"], 2),
-            "baseline_throughput_tok_s": round(record["baseline_throughput"], 2),
-            **{k: (round(metrics[k], 5) if isinstance(metrics[k], float) else metrics[k]) for k in KEPT}}
+    return {
+        **out,
+        "throughput_speedup": round(record["speedup"], 4),
+        "throughput_tok_s": round(record["throughput"], 2),
+        "baseline_throughput_tok_s": round(record["baseline_throughput"], 2),
+        **{k: (round(metrics[k], 5) if isinstance(metrics[k], float) else metrics[k]) for k in KEPT},
+    }
 
 
 def winners(rows: list[dict]) -> dict:
     ok = [r for r in rows if r["status"] == "ok" and r["greedy_token_match"] == 1.0]  # static batching included
     first = rows[0]
-    return {"winners": True, "model": first["model"], "threads": first["threads"], "load": first["load"],
-            "max_batch": first["max_batch"],
-            "throughput": max(ok, key=lambda r: r["throughput_speedup"])["method"],
-            "ttft_p50": min(ok, key=lambda r: r["ttft_p50_s"])["method"]}
+    return {
+        "winners": True,
+        "model": first["model"],
+        "threads": first["threads"],
+        "load": first["load"],
+        "max_batch": first["max_batch"],
+        "throughput": max(ok, key=lambda r: r["throughput_speedup"])["method"],
+        "ttft_p50": min(ok, key=lambda r: r["ttft_p50_s"])["method"],
+    }
 
 
 def main() -> None:
@@ -74,8 +110,10 @@ def main() -> None:
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
             node = {"id": f"bench-{threads}t", "hardware_class": f"cpu-{threads}-threads"}
-            methods = [prepare(bundle, [default_config(part) for part in name.split("+")], device, None)
-                       for name in args.methods.split(",")]
+            methods = [
+                prepare(bundle, [default_config(part) for part in name.split("+")], device, None)
+                for name in args.methods.split(",")
+            ]
             for load in (float(x) for x in args.loads.split(",")):
                 for batch in (int(b) for b in args.batches.split(",")):
                     workload = StreamWorkload(requests=args.requests, load=load, max_batch=batch)

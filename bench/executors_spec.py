@@ -28,16 +28,36 @@ from executors.workloads import LMWorkload
 from executors.zoo import load_bundle
 
 SPEC_METHODS = ("lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi")
-KEPT = ("speedup", "latency_p50_s", "baseline_latency_p50_s", "setup_s", "acceptance_rate",
-        "mean_accepted_len", "full_passes", "draft_passes", "verify_steps", "forwards_per_token",
-        "greedy_token_match", "skip_layers", "search_trials", "head_top1_accuracy", "tree_nodes",
-        "heads_cached", "warmup_s", "pairwise_speedups")
+KEPT = (
+    "speedup",
+    "latency_p50_s",
+    "baseline_latency_p50_s",
+    "setup_s",
+    "acceptance_rate",
+    "mean_accepted_len",
+    "full_passes",
+    "draft_passes",
+    "verify_steps",
+    "forwards_per_token",
+    "greedy_token_match",
+    "skip_layers",
+    "search_trials",
+    "head_top1_accuracy",
+    "tree_nodes",
+    "heads_cached",
+    "warmup_s",
+    "pairwise_speedups",
+)
 
 
 def summary(record: dict) -> dict:
     merged = {**record, **record.get("metrics", {})}
-    out = {"model": record["model_id"], "workload": record["workload"], "method": record["method_id"],
-           "status": record["status"]}
+    out = {
+        "model": record["model_id"],
+        "workload": record["workload"],
+        "method": record["method_id"],
+        "status": record["status"],
+    }
     if record["status"] != "ok":
         return {**out, "reason": record["reason"]}
     return {**out, **{k: merged[k] for k in KEPT if k in merged}}
@@ -52,8 +72,9 @@ def verify_cost(bundle, context: int = 64, rounds: int = 7) -> dict:
     shapes = {
         "step": lambda cache: model(tokens[:, :1], cache),
         "chain5": lambda cache: model(tokens[:, :5], cache),
-        "tree13": lambda cache: model(tokens[:, :13], cache, tree_mask=tree.attention_mask(),
-                                      positions=cache.length + torch.tensor(tree.depths())),
+        "tree13": lambda cache: model(
+            tokens[:, :13], cache, tree_mask=tree.attention_mask(), positions=cache.length + torch.tensor(tree.depths())
+        ),
         "half_layer_step": lambda cache: model(tokens[:, :1], cache, skip_layers=every_other),
     }
     cache = model.new_cache(1, context + 16)
@@ -67,8 +88,10 @@ def verify_cost(bundle, context: int = 64, rounds: int = 7) -> dict:
                 run(cache)
             seconds[name].append((time.perf_counter() - began) / 5)
     median = {name: statistics.median(values[1:]) for name, values in seconds.items()}
-    return {"step_ms": round(median["step"] * 1e3, 2),
-            **{f"{name}_x": round(median[name] / median["step"], 2) for name in shapes if name != "step"}}
+    return {
+        "step_ms": round(median["step"] * 1e3, 2),
+        **{f"{name}_x": round(median[name] / median["step"], 2) for name in shapes if name != "step"},
+    }
 
 
 def main() -> None:

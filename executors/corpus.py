@@ -44,4 +44,4 @@ def load_corpus() -> Corpus:
 
 def chunks(texts: tuple[str, ...], size: int = CHUNK_CHARS) -> tuple[str, ...]:
     """Fixed-size pieces of every text (the last piece of a file may be shorter)."""
-    return tuple(text[i:i + size] for text in texts for i in range(0, len(text), size))
+    return tuple(text[i : i + size] for text in texts for i in range(0, len(text), size))

@@ -9,8 +9,9 @@ import torch
 from executors.registry import Generation
 
 
-def next_tokens(logits: torch.Tensor, sampling: str, temperature: float,
-                generator: torch.Generator | None) -> torch.Tensor:
+def next_tokens(
+    logits: torch.Tensor, sampling: str, temperature: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """[B, V] logits → [B] tokens: argmax, or a draw from softmax(logits / temperature)."""
     if sampling == "greedy":
         return logits.argmax(dim=-1)
@@ -36,8 +37,15 @@ class PlainDecoder:
     stats: dict = field(default_factory=dict)  # fixed facts reported with every generation
 
     @torch.inference_mode()
-    def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
-                 temperature: float = 1.0, seed: int = 0) -> Generation:
+    def generate(
+        self,
+        prompts: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        sampling: str = "greedy",
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> Generation:
         batch, prompt_len = prompts.shape
         core = getattr(self.model, "_orig_mod", self.model)  # torch.compile wraps the module
         cache = core.new_cache(batch, prompt_len + max_new_tokens)

@@ -96,8 +96,11 @@ class SentenceEncoder(nn.Module):
 
     def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.tok_embeddings(input_ids) + self.pos_embeddings(positions) \
-            + self.type_embeddings(torch.zeros_like(input_ids))  # single sentences: segment 0
+        x = (
+            self.tok_embeddings(input_ids)
+            + self.pos_embeddings(positions)
+            + self.type_embeddings(torch.zeros_like(input_ids))
+        )  # single sentences: segment 0
         x = self.embed_norm(x)
         keep = attention_mask.bool()[:, None, None, :]  # padding keys are never attended to
         for layer in self.layers:
@@ -115,12 +118,18 @@ class SentenceEncoder(nn.Module):
 
 
 _BERT_NAMES = {
-    "embeddings.word_embeddings": "tok_embeddings", "embeddings.position_embeddings": "pos_embeddings",
-    "embeddings.token_type_embeddings": "type_embeddings", "embeddings.LayerNorm": "embed_norm",
-    "attention.self.query": "attention.wq", "attention.self.key": "attention.wk",
-    "attention.self.value": "attention.wv", "attention.output.dense": "attention.wo",
-    "attention.output.LayerNorm": "attention_norm", "intermediate.dense": "feed_forward.w1",
-    "output.dense": "feed_forward.w2", "output.LayerNorm": "ffn_norm",
+    "embeddings.word_embeddings": "tok_embeddings",
+    "embeddings.position_embeddings": "pos_embeddings",
+    "embeddings.token_type_embeddings": "type_embeddings",
+    "embeddings.LayerNorm": "embed_norm",
+    "attention.self.query": "attention.wq",
+    "attention.self.key": "attention.wk",
+    "attention.self.value": "attention.wv",
+    "attention.output.dense": "attention.wo",
+    "attention.output.LayerNorm": "attention_norm",
+    "intermediate.dense": "feed_forward.w1",
+    "output.dense": "feed_forward.w2",
+    "output.LayerNorm": "ffn_norm",
 }
 
 
@@ -129,7 +138,7 @@ def _rename_bert(name: str) -> str | None:
     if name.startswith("pooler.") or name.endswith("position_ids"):
         return None
     if name.startswith("encoder.layer."):
-        index, rest = name[len("encoder.layer."):].split(".", 1)
+        index, rest = name[len("encoder.layer.") :].split(".", 1)
         module, _, leaf = rest.rpartition(".")
         return f"layers.{index}.{_BERT_NAMES[module]}.{leaf}"
     module, _, leaf = name.rpartition(".")
@@ -147,10 +156,16 @@ def bert_config(folder: Path) -> EncoderConfig:
     data = json.loads((Path(folder) / "config.json").read_text())
     if data.get("hidden_act", "gelu") != "gelu" or data.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"{folder}: only BERT with exact GELU and absolute positions is supported")
-    return EncoderConfig(vocab_size=data["vocab_size"], dim=data["hidden_size"], n_layers=data["num_hidden_layers"],
-                         n_heads=data["num_attention_heads"], ffn_dim=data["intermediate_size"],
-                         max_seq_len=data["max_position_embeddings"], type_vocab_size=data["type_vocab_size"],
-                         norm_eps=data["layer_norm_eps"])
+    return EncoderConfig(
+        vocab_size=data["vocab_size"],
+        dim=data["hidden_size"],
+        n_layers=data["num_hidden_layers"],
+        n_heads=data["num_attention_heads"],
+        ffn_dim=data["intermediate_size"],
+        max_seq_len=data["max_position_embeddings"],
+        type_vocab_size=data["type_vocab_size"],
+        norm_eps=data["layer_norm_eps"],
+    )
 
 
 def load_bert(folder: Path) -> SentenceEncoder:
@@ -201,8 +216,8 @@ class EncoderTokenizer:
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            ids[i, :len(row)] = torch.tensor(row)
-            mask[i, :len(row)] = 1
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
         return ids, mask
 
 
@@ -220,15 +235,27 @@ def load_encoder_bundle(folder: Path | None = None, source: str = f"zoo:{MINILM}
     model = load_bert(folder)
     config = model.config
     retrieval = retrieval_set()
-    spec = {"name": MINILM if folder == minilm_folder() else folder.name,
-            "params": sum(p.numel() for p in model.parameters()), "dim": config.dim, "layers": config.n_layers,
-            "heads": config.n_heads, "kv_heads": config.n_heads, "vocab": config.vocab_size,
-            "context": config.max_seq_len, "ffn_dim": config.ffn_dim, "family": "encoder",
-            "pooling": "mean+l2", "source": source}
-    return ModelBundle(model=model, tokenizer=EncoderTokenizer(folder), spec=spec,
-                       calibration_texts=calibration_texts(),
-                       heldout_texts=retrieval.queries + retrieval.documents)
-
+    spec = {
+        "name": MINILM if folder == minilm_folder() else folder.name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "dim": config.dim,
+        "layers": config.n_layers,
+        "heads": config.n_heads,
+        "kv_heads": config.n_heads,
+        "vocab": config.vocab_size,
+        "context": config.max_seq_len,
+        "ffn_dim": config.ffn_dim,
+        "family": "encoder",
+        "pooling": "mean+l2",
+        "source": source,
+    }
+    return ModelBundle(
+        model=model,
+        tokenizer=EncoderTokenizer(folder),
+        spec=spec,
+        calibration_texts=calibration_texts(),
+        heldout_texts=retrieval.queries + retrieval.documents,
+    )
 
 
 def distillation_windows(bundle: ModelBundle, count: int, seq_len: int, seed: int) -> torch.Tensor:
@@ -240,7 +267,7 @@ def distillation_windows(bundle: ModelBundle, count: int, seq_len: int, seed: in
         raise ValueError(f"calibration text has {len(stream)} tokens, needs more than {body}")
     starts = torch.randint(0, len(stream) - body, (count,), generator=torch.Generator().manual_seed(seed))
     cls, sep = torch.tensor([tokenizer.cls_id]), torch.tensor([tokenizer.sep_id])
-    return torch.stack([torch.cat([cls, stream[s:s + body], sep]) for s in starts.tolist()])
+    return torch.stack([torch.cat([cls, stream[s : s + body], sep]) for s in starts.tolist()])
 
 
 def distillation_loss(teacher: nn.Module):
@@ -249,6 +276,7 @@ def distillation_loss(teacher: nn.Module):
     A sentence encoder has no LM head to retrain against and its contrastive training data is
     not here, so a transformed copy learns to reproduce the original's embeddings instead.
     """
+
     def loss(student: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             target = teacher(windows)

@@ -46,7 +46,7 @@ _REFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # unmodifie
 def activation_bytes(bundle: ModelBundle, workload: EmbedWorkload) -> int:
     """fp32 working set of one layer: FFN hidden + q/k/v/out, and the T×T attention scores."""
     config, tokens = bundle.model.config, workload.batch_size * workload.seq_len
-    scores = workload.batch_size * config.n_heads * workload.seq_len ** 2
+    scores = workload.batch_size * config.n_heads * workload.seq_len**2
     return 4 * (tokens * (config.ffn_dim + 4 * config.dim) + scores)
 
 
@@ -82,9 +82,18 @@ def _timed(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, calls:
     return (time.perf_counter() - start) / calls
 
 
-def measure_encoder(bundle: ModelBundle, workload: EmbedWorkload, methods: Sequence[Prepared], node: dict, *,
-                    device: torch.device, reps: int = 5, warmup: int = 1, seed: int = 0,
-                    baseline: Prepared | None = None) -> list[dict]:
+def measure_encoder(
+    bundle: ModelBundle,
+    workload: EmbedWorkload,
+    methods: Sequence[Prepared],
+    node: dict,
+    *,
+    device: torch.device,
+    reps: int = 5,
+    warmup: int = 1,
+    seed: int = 0,
+    baseline: Prepared | None = None,
+) -> list[dict]:
     """Profiles every prepared method (and the baseline) on one embed task; returns profile records.
 
     `seed` is accepted for the LM harness's signature: embedding has no sampling.
@@ -115,16 +124,47 @@ def measure_encoder(bundle: ModelBundle, workload: EmbedWorkload, methods: Seque
             times[prepared.method_id].append(_timed(prepared.runner.model, ids, mask, calls))
     for prepared in runnable:
         ensure_embedding_quality(prepared, bundle, baseline)
-    context = dict(bundle=bundle, workload=workload, node=node, times=times, warm=warm, calls=calls,
-                   baseline=baseline, started_at=started_at, finished_at=utcnow(), misfit=misfit,
-                   failures=failures)
+    context = dict(
+        bundle=bundle,
+        workload=workload,
+        node=node,
+        times=times,
+        warm=warm,
+        calls=calls,
+        baseline=baseline,
+        started_at=started_at,
+        finished_at=utcnow(),
+        misfit=misfit,
+        failures=failures,
+    )
     return [_record(p, **context) for p in everyone]
 
 
-def _record(prepared: Prepared, *, bundle, workload, node, times, warm, calls, baseline, started_at,
-            finished_at, misfit, failures) -> dict:
-    record = record_base(prepared, bundle=bundle, workload=workload, node=node, started_at=started_at,
-                         finished_at=finished_at, misfit=misfit, failures=failures)
+def _record(
+    prepared: Prepared,
+    *,
+    bundle,
+    workload,
+    node,
+    times,
+    warm,
+    calls,
+    baseline,
+    started_at,
+    finished_at,
+    misfit,
+    failures,
+) -> dict:
+    record = record_base(
+        prepared,
+        bundle=bundle,
+        workload=workload,
+        node=node,
+        started_at=started_at,
+        finished_at=finished_at,
+        misfit=misfit,
+        failures=failures,
+    )
     if record["status"] != "ok":
         return record
     timing, timing_metrics = timing_figures(prepared, baseline, times, warm, digits=6)
@@ -134,18 +174,31 @@ def _record(prepared: Prepared, *, bundle, workload, node, times, warm, calls, b
     retrieval = retrieval_set()
     recall = {k: v for k, v in quality.items() if k.startswith("recall_at_")}
     record.update(
-        **timing, throughput=workload.batch_size / p50, baseline_throughput=workload.batch_size / base_p50,
+        **timing,
+        throughput=workload.batch_size / p50,
+        baseline_throughput=workload.batch_size / base_p50,
         peak_mem_mb=(model_bytes(prepared.runner.model) + activations) / 2**20,
         baseline_peak_mem_mb=(model_bytes(baseline.runner.model) + activations) / 2**20,
-        quality_metric="embedding_cosine", quality_baseline=1.0, quality_value=quality["embedding_cosine"],
+        quality_metric="embedding_cosine",
+        quality_baseline=1.0,
+        quality_value=quality["embedding_cosine"],
         quality_delta=quality["embedding_cosine"] - 1.0,
-        metrics={"throughput_unit": "seq/s", "tokens_per_s": workload.batch_size * workload.seq_len / p50,
-                 "calls_per_repetition": calls, **timing_metrics,
-                 "embedding_cosine_min": quality["embedding_cosine_min"], **recall,
-                 **{f"baseline_{k}": base_quality[k] for k in recall},
-                 **{f"{k}_delta": v - base_quality[k] for k, v in recall.items()},
-                 "quality_basis": quality["quality_basis"], "retrieval_set": "pydoc-topics-headings",
-                 "retrieval_set_sha256": retrieval.sha256, "retrieval_queries": len(retrieval.queries),
-                 "peak_mem_basis": "weights + one layer's fp32 activations (estimate)",
-                 "lossless": prepared.lossless, **getattr(prepared.runner, "stats", {})})
+        metrics={
+            "throughput_unit": "seq/s",
+            "tokens_per_s": workload.batch_size * workload.seq_len / p50,
+            "calls_per_repetition": calls,
+            **timing_metrics,
+            "embedding_cosine_min": quality["embedding_cosine_min"],
+            **recall,
+            **{f"baseline_{k}": base_quality[k] for k in recall},
+            **{f"{k}_delta": v - base_quality[k] for k, v in recall.items()},
+            "quality_basis": quality["quality_basis"],
+            "retrieval_set": "pydoc-topics-headings",
+            "retrieval_set_sha256": retrieval.sha256,
+            "retrieval_queries": len(retrieval.queries),
+            "peak_mem_basis": "weights + one layer's fp32 activations (estimate)",
+            "lossless": prepared.lossless,
+            **getattr(prepared.runner, "stats", {}),
+        },
+    )
     return record

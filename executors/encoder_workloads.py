@@ -46,8 +46,7 @@ class EmbedWorkload:
         return workload_from_fields(cls, data)
 
     def shape(self) -> dict:
-        return {"kind": EMBED_KIND, "batch_size": self.batch_size, "seq_len": self.seq_len,
-                "objective": self.objective}
+        return {"kind": EMBED_KIND, "batch_size": self.batch_size, "seq_len": self.seq_len, "objective": self.objective}
 
     @property
     def id(self) -> str:
@@ -64,9 +63,16 @@ class EmbedWorkload:
 
     def row(self) -> dict:
         # prompt_len carries the sequence length so size features line up with the LM workloads.
-        return {"id": self.id, "kind": EMBED_KIND, "batch_size": self.batch_size, "prompt_len": self.seq_len,
-                "gen_len": None, "sampling": "greedy", "objective": self.objective,
-                "params": {"seq_len": self.seq_len}}
+        return {
+            "id": self.id,
+            "kind": EMBED_KIND,
+            "batch_size": self.batch_size,
+            "prompt_len": self.seq_len,
+            "gen_len": None,
+            "sampling": "greedy",
+            "objective": self.objective,
+            "params": {"seq_len": self.seq_len},
+        }
 
     def fits(self, bundle: ModelBundle) -> str | None:
         if bundle.spec.get("family") != "encoder":
@@ -90,11 +96,16 @@ class RetrievalSet:
 def _sections(text: str, chars: int | None = PASSAGE_CHARS) -> list[tuple[str, str]]:
     """(heading, opening prose) of each underlined section; grammar and code blocks are skipped."""
     lines = text.split("\n")
-    heads = [i for i in range(len(lines) - 1) if lines[i].strip() and _UNDERLINE.fullmatch(lines[i + 1].strip())
-             and len(lines[i + 1].strip()) == len(lines[i].strip())]
+    heads = [
+        i
+        for i in range(len(lines) - 1)
+        if lines[i].strip()
+        and _UNDERLINE.fullmatch(lines[i + 1].strip())
+        and len(lines[i + 1].strip()) == len(lines[i].strip())
+    ]
     sections = []
     for start, end in zip(heads, heads[1:] + [len(lines)]):
-        body = "\n".join(lines[start + 2:end])
+        body = "\n".join(lines[start + 2 : end])
         prose = [" ".join(p.split()) for p in body.split("\n\n") if p.strip() and not p.startswith(" ")]
         passage = " ".join(p for p in prose if "::=" not in p)[:chars]
         if len(passage) >= 80:
@@ -111,8 +122,9 @@ def _topics() -> list[tuple[int, str]]:
 @lru_cache(maxsize=1)
 def retrieval_set() -> RetrievalSet:
     # A section may appear in several topics: one that calibration also sees is left out.
-    seen = {heading.lower() for index, text in _topics() if index % CALIBRATION_EVERY == 0
-            for heading, _ in _sections(text)}
+    seen = {
+        heading.lower() for index, text in _topics() if index % CALIBRATION_EVERY == 0 for heading, _ in _sections(text)
+    }
     queries, documents = [], []
     for index, text in _topics():
         if index % CALIBRATION_EVERY == 0:
@@ -129,8 +141,11 @@ def retrieval_set() -> RetrievalSet:
 @lru_cache(maxsize=1)
 def calibration_texts() -> tuple[str, ...]:
     """The prose of each topic held out of the retrieval set, whole (long enough for 128-token windows)."""
-    return tuple(" ".join(prose for _, prose in _sections(text, chars=None))
-                 for index, text in _topics() if index % CALIBRATION_EVERY == 0)
+    return tuple(
+        " ".join(prose for _, prose in _sections(text, chars=None))
+        for index, text in _topics()
+        if index % CALIBRATION_EVERY == 0
+    )
 
 
 def embed_inputs(bundle: ModelBundle, workload: EmbedWorkload) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,8 +156,10 @@ def embed_inputs(bundle: ModelBundle, workload: EmbedWorkload) -> tuple[torch.Te
     if len(stream) < body:
         raise ValueError(f"the held-out text has only {len(stream)} tokens")
     windows = len(stream) // body
-    rows = [[tokenizer.cls_id, *stream[(i % windows) * body:(i % windows + 1) * body], tokenizer.sep_id]
-            for i in range(workload.batch_size)]
+    rows = [
+        [tokenizer.cls_id, *stream[(i % windows) * body : (i % windows + 1) * body], tokenizer.sep_id]
+        for i in range(workload.batch_size)
+    ]
     ids = torch.tensor(rows, dtype=torch.long)
     return ids, torch.ones_like(ids)
 
@@ -153,7 +170,7 @@ def embed_texts(model: torch.nn.Module, tokenizer, texts: tuple[str, ...], batch
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # little padding per batch
     out = torch.empty(len(texts), model_width(model))
     for start in range(0, len(texts), batch):
-        chosen = order[start:start + batch]
+        chosen = order[start : start + batch]
         ids, mask = tokenizer.batch([texts[i] for i in chosen])
         out[chosen] = model(ids, mask).float()
     return out
@@ -177,11 +194,14 @@ class RetrievalEmbeddings:
     documents: torch.Tensor
 
 
-def retrieval_embeddings(model: torch.nn.Module, bundle: ModelBundle,
-                         retrieval: RetrievalSet | None = None) -> RetrievalEmbeddings:
+def retrieval_embeddings(
+    model: torch.nn.Module, bundle: ModelBundle, retrieval: RetrievalSet | None = None
+) -> RetrievalEmbeddings:
     retrieval = retrieval or retrieval_set()
-    return RetrievalEmbeddings(embed_texts(model, bundle.tokenizer, retrieval.queries),
-                               embed_texts(model, bundle.tokenizer, retrieval.documents))
+    return RetrievalEmbeddings(
+        embed_texts(model, bundle.tokenizer, retrieval.queries),
+        embed_texts(model, bundle.tokenizer, retrieval.documents),
+    )
 
 
 def embedding_quality(mine: RetrievalEmbeddings, reference: RetrievalEmbeddings) -> dict[str, float]:

@@ -49,7 +49,7 @@ class WeightGrid:
 def levels(bits: int, bit_balance: bool) -> int:
     """Largest code. ABQ-LLM's bit balance gives INT2 a fifth level so the grid is symmetric
     about its zero point ({-2,-1,0,1,2} instead of {-2,-1,0,1}); it then needs 3 bits of storage."""
-    return 2 ** bits if bit_balance and bits == 2 else 2 ** bits - 1
+    return 2**bits if bit_balance and bits == 2 else 2**bits - 1
 
 
 def grouped(weight: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -63,8 +63,15 @@ def grouped(weight: torch.Tensor, group_size: int) -> torch.Tensor:
     return weight.reshape(n, groups, group_size)
 
 
-def weight_grid(weight: torch.Tensor, bits: int, group_size: int, *, bit_balance: bool = False,
-                upper: torch.Tensor | None = None, lower: torch.Tensor | None = None) -> WeightGrid:
+def weight_grid(
+    weight: torch.Tensor,
+    bits: int,
+    group_size: int,
+    *,
+    bit_balance: bool = False,
+    upper: torch.Tensor | None = None,
+    lower: torch.Tensor | None = None,
+) -> WeightGrid:
     """Asymmetric min/max grid per group, optionally clipped by learnable factors.
 
     `upper`/`lower` are logits [N, groups] (OmniQuant/ABQ learnable weight clipping): the group's
@@ -104,15 +111,23 @@ def pack_grid(weight: torch.Tensor, grid: WeightGrid, layout: str = "stream") ->
         codes = q.reshape(n, -1)[:, :k].to(torch.int32)
     bits = grid.storage_bits
     packed = pack_bit_planes(codes, bits) if layout == "planes" else pack_bits(codes, bits)
-    return PackedWeight(packed=packed, scales=scale.to(SCALE_DTYPE), zeros=zero.to(SCALE_DTYPE), bits=bits,
-                        group_size=grid.group_size, out_features=n, in_features=k, layout=layout)
+    return PackedWeight(
+        packed=packed,
+        scales=scale.to(SCALE_DTYPE),
+        zeros=zero.to(SCALE_DTYPE),
+        bits=bits,
+        group_size=grid.group_size,
+        out_features=n,
+        in_features=k,
+        layout=layout,
+    )
 
 
 def fake_quant_per_token(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Dynamic asymmetric per-token activation quantisation (ABQ-LLM's A8): one min/max per row."""
     if bits >= 16:
         return x
-    qmax = 2 ** bits - 1
+    qmax = 2**bits - 1
     hi, lo = x.amax(-1, keepdim=True).clamp_min(0), x.amin(-1, keepdim=True).clamp_max(0)
     scale = ((hi - lo) / qmax).clamp_min(1e-8)
     zero = torch.round(-lo / scale).detach()
@@ -123,7 +138,7 @@ def fake_quant_per_token(x: torch.Tensor, bits: int) -> torch.Tensor:
 def lsq(x: torch.Tensor, step: torch.Tensor, bits: int, signed: bool = True) -> torch.Tensor:
     """Learned Step-size Quantisation (Esser et al.), the quantiser EdgeQAT trains with:
     symmetric integer grid, step learned with its gradient scaled by 1/sqrt(numel·Qp)."""
-    qn, qp = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    qn, qp = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     step = grad_scale(step, 1.0 / (x.numel() * qp) ** 0.5)
     return round_ste(torch.clamp(x / step, qn, qp)) * step
 

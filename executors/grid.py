@@ -52,13 +52,23 @@ def estimated_seconds(params: int, workload: LMWorkload, gflops: float = 30.0, m
     return prefill + workload.gen_len * step
 
 
-def plan(sources: Sequence[str], workloads: Sequence[LMWorkload], threads: Sequence[int],
-         params: dict[str, int], max_call_seconds: float | None = None) -> list[GridTask]:
+def plan(
+    sources: Sequence[str],
+    workloads: Sequence[LMWorkload],
+    threads: Sequence[int],
+    params: dict[str, int],
+    max_call_seconds: float | None = None,
+) -> list[GridTask]:
     tasks = []
     for source in sources:
         for thread_count in threads:
-            group = sorted((GridTask(source, w, thread_count, params[source], estimated_seconds(params[source], w))
-                            for w in workloads), key=lambda t: t.est_seconds)
+            group = sorted(
+                (
+                    GridTask(source, w, thread_count, params[source], estimated_seconds(params[source], w))
+                    for w in workloads
+                ),
+                key=lambda t: t.est_seconds,
+            )
             for rank, task in enumerate(group):
                 if max_call_seconds is None or task.est_seconds <= max_call_seconds or rank == 0:
                     tasks.append((rank >= 2, task.est_seconds, task))
@@ -74,10 +84,19 @@ def _stored(engine: Engine, run_ids: list[str]) -> set[str]:
         return set(session.exec(select(ProfileRun.run_id).where(ProfileRun.run_id.in_(run_ids))))
 
 
-def run_grid(engine: Engine, sources: Sequence[str], composites: Sequence[Composite],
-             workloads: Sequence[LMWorkload], threads: Sequence[int] = (1,), *, reps: int = 5,
-             warmup: int = 1, device: str = "cpu", max_call_seconds: float | None = None,
-             on_task: Callable[[int, int, GridTask, int], None] | None = None) -> dict:
+def run_grid(
+    engine: Engine,
+    sources: Sequence[str],
+    composites: Sequence[Composite],
+    workloads: Sequence[LMWorkload],
+    threads: Sequence[int] = (1,),
+    *,
+    reps: int = 5,
+    warmup: int = 1,
+    device: str = "cpu",
+    max_call_seconds: float | None = None,
+    on_task: Callable[[int, int, GridTask, int], None] | None = None,
+) -> dict:
     """Measures every missing record; returns counts. `on_task(done, total, task, added)` reports progress."""
     dev = torch.device(device)
     bundles: dict[str, ModelBundle] = {}
@@ -96,12 +115,16 @@ def run_grid(engine: Engine, sources: Sequence[str], composites: Sequence[Compos
             nodes[task.threads] = node_row(fingerprint(device, _cache_dir()))
         node, bundle = nodes[task.threads], bundles[task.source]
         reference = reference_method(task.workload)
-        wanted = [(reference, (default_config(reference),))] + [(composite_id(c), c) for c in composites
-                                                                 if composite_id(c) != reference]
+        wanted = [(reference, (default_config(reference),))] + [
+            (composite_id(c), c) for c in composites if composite_id(c) != reference
+        ]
         ids = {run_id_for(task.source, task.workload.id, mid, _config_json(c), node["id"]): mid for mid, c in wanted}
         stored = _stored(engine, list(ids))
-        missing = [c for mid, c in wanted[1:] if run_id_for(task.source, task.workload.id, mid, _config_json(c),
-                                                              node["id"]) not in stored]
+        missing = [
+            c
+            for mid, c in wanted[1:]
+            if run_id_for(task.source, task.workload.id, mid, _config_json(c), node["id"]) not in stored
+        ]
         added = 0
         if missing or len(stored) < len(ids):
             calibration = None
@@ -114,8 +137,9 @@ def run_grid(engine: Engine, sources: Sequence[str], composites: Sequence[Compos
                 runners.append(prepared[key])
             measure_task = harness_for(task.workload)
             for group in measurement_passes(runners[1:]):
-                records = measure_task(bundle, task.workload, group, node, device=dev, reps=reps, warmup=warmup,
-                                       baseline=runners[0])
+                records = measure_task(
+                    bundle, task.workload, group, node, device=dev, reps=reps, warmup=warmup, baseline=runners[0]
+                )
                 with session_scope(engine) as session:
                     added += add_records(session, enumerate(records, start=1)).added
             totals["measured_tasks"] += 1

@@ -53,18 +53,30 @@ def _slug(text: str) -> str:
 
 def static_fingerprint(device: str = "cpu") -> dict:
     """What the machine is, without timing anything."""
-    info = {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "ram_gb": _ram_gb(), "device_kind": "cuda" if device.startswith("cuda") else "cpu",
-            "torch": torch.__version__, "triton": _version("triton"),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "gpu_name": None, "gpu_count": 0}
+    info = {
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "ram_gb": _ram_gb(),
+        "device_kind": "cuda" if device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu_name": None,
+        "gpu_count": 0,
+    }
     if info["device_kind"] == "cuda":
         props = torch.cuda.get_device_properties(torch.device(device))
-        info.update(gpu_name=props.name, gpu_count=torch.cuda.device_count(), gpu_sms=props.multi_processor_count,
-                    gpu_mem_gb=round(props.total_memory / 2**30, 1),
-                    compute_capability=f"{props.major}.{props.minor}",
-                    bf16_supported=torch.cuda.is_bf16_supported())
+        info.update(
+            gpu_name=props.name,
+            gpu_count=torch.cuda.device_count(),
+            gpu_sms=props.multi_processor_count,
+            gpu_mem_gb=round(props.total_memory / 2**30, 1),
+            compute_capability=f"{props.major}.{props.minor}",
+            bf16_supported=torch.cuda.is_bf16_supported(),
+        )
     return info
 
 
@@ -101,8 +113,10 @@ def probe(device: str = "cpu") -> dict:
     dst = torch.empty_like(src)
     copy_s = _timed(lambda: dst.copy_(src), dev)
     result = {"mem_bw_gbs": round(2 * src.numel() * 4 / copy_s / 1e9, 2)}
-    for dtype, n in ((torch.float32, 1024 if dev.type == "cpu" else 4096),
-                     (torch.bfloat16, 512 if dev.type == "cpu" else 4096)):  # bf16 is ~7x slower on AVX2
+    for dtype, n in (
+        (torch.float32, 1024 if dev.type == "cpu" else 4096),
+        (torch.bfloat16, 512 if dev.type == "cpu" else 4096),
+    ):  # bf16 is ~7x slower on AVX2
         a = torch.randn(n, n, device=dev).to(dtype)
         seconds = _timed(lambda: a @ a, dev)
         result[f"{'fp32' if dtype == torch.float32 else 'bf16'}_gflops"] = round(2 * n**3 / seconds / 1e9, 1)
@@ -129,9 +143,20 @@ def fingerprint(device: str = "cpu", cache_dir: Path | None = None) -> dict:
 
 def node_row(info: dict) -> dict:
     """The Node object that travels inside every profile record."""
-    return {"id": info["node_id"], "name": socket.gethostname(), "hardware_class": info["hardware_class"],
-            "device_kind": info["device_kind"], "cpu_model": info["cpu_model"], "cores": info["cores"],
-            "threads": info["threads"], "ram_gb": info["ram_gb"], "gpu_name": info.get("gpu_name"),
-            "gpu_count": info.get("gpu_count", 0), "gpu_mem_gb": info.get("gpu_mem_gb"),
-            "mem_bw_gbs": info["probe"]["mem_bw_gbs"], "fp32_gflops": info["probe"]["fp32_gflops"],
-            "bf16_gflops": info["probe"]["bf16_gflops"], "fingerprint": info}
+    return {
+        "id": info["node_id"],
+        "name": socket.gethostname(),
+        "hardware_class": info["hardware_class"],
+        "device_kind": info["device_kind"],
+        "cpu_model": info["cpu_model"],
+        "cores": info["cores"],
+        "threads": info["threads"],
+        "ram_gb": info["ram_gb"],
+        "gpu_name": info.get("gpu_name"),
+        "gpu_count": info.get("gpu_count", 0),
+        "gpu_mem_gb": info.get("gpu_mem_gb"),
+        "mem_bw_gbs": info["probe"]["mem_bw_gbs"],
+        "fp32_gflops": info["probe"]["fp32_gflops"],
+        "bf16_gflops": info["probe"]["bf16_gflops"],
+        "fingerprint": info,
+    }

@@ -23,8 +23,16 @@ from dataclasses import dataclass, field
 import torch
 
 from executors.longctx import LongContextWorkload
-from executors.registry import (MethodConfig, ModelBundle, Runner, apply_composite, composite_id,
-                                config_to_json, default_config, method_of)
+from executors.registry import (
+    MethodConfig,
+    ModelBundle,
+    Runner,
+    apply_composite,
+    composite_id,
+    config_to_json,
+    default_config,
+    method_of,
+)
 from executors.workloads import LMWorkload, heldout_prompts, heldout_windows, perplexity
 from profiles.models import run_id_for, utcnow
 
@@ -63,7 +71,7 @@ class Prepared:
 def calibration_batch(bundle: ModelBundle, count: int = 8, length: int = 128) -> torch.Tensor:
     """Training-split token windows (never the held-out text the quality is measured on)."""
     rows = []
-    for text in bundle.calibration_texts[::max(1, len(bundle.calibration_texts) // count)]:
+    for text in bundle.calibration_texts[:: max(1, len(bundle.calibration_texts) // count)]:
         tokens = bundle.tokenizer.encode(text)
         if len(tokens) >= length:
             rows.append(tokens[:length])
@@ -72,8 +80,9 @@ def calibration_batch(bundle: ModelBundle, count: int = 8, length: int = 128) ->
     return torch.tensor(rows, dtype=torch.long)
 
 
-def prepare(bundle: ModelBundle, configs: Sequence[MethodConfig], device: torch.device,
-            calibration: torch.Tensor | None) -> Prepared:
+def prepare(
+    bundle: ModelBundle, configs: Sequence[MethodConfig], device: torch.device, calibration: torch.Tensor | None
+) -> Prepared:
     prepared = Prepared(tuple(configs))
     for config in prepared.configs:
         reason = method_of(config).supports(bundle, device)
@@ -106,7 +115,7 @@ def model_bytes(module: torch.nn.Module) -> int:
     """Weights as stored (quantized modules keep packed params, which state_dict exposes)."""
     seen, total = set(), 0
     for value in module.state_dict().values():
-        for tensor in (value if isinstance(value, (tuple, list)) else (value,)):
+        for tensor in value if isinstance(value, (tuple, list)) else (value,):
             if isinstance(tensor, torch.Tensor) and tensor.data_ptr() not in seen:
                 seen.add(tensor.data_ptr())
                 total += tensor_bytes(tensor)
@@ -115,15 +124,18 @@ def model_bytes(module: torch.nn.Module) -> int:
 
 def kv_cache_bytes(bundle: ModelBundle, workload: LMWorkload) -> int:
     c = bundle.model.config
-    return 2 * c.n_layers * workload.batch_size * c.n_kv_heads * (workload.prompt_len + workload.gen_len) * c.head_dim * 4
+    return (
+        2 * c.n_layers * workload.batch_size * c.n_kv_heads * (workload.prompt_len + workload.gen_len) * c.head_dim * 4
+    )
 
 
 def _timed_generate(runner: Runner, prompts: torch.Tensor, workload: LMWorkload, seed: int):
     if prompts.is_cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
-    generation = runner.generate(prompts, workload.gen_len, sampling=workload.sampling,
-                                 temperature=workload.temperature, seed=seed)
+    generation = runner.generate(
+        prompts, workload.gen_len, sampling=workload.sampling, temperature=workload.temperature, seed=seed
+    )
     if prompts.is_cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start, generation
@@ -152,8 +164,14 @@ def _ensure_quality(prepared: Prepared, bundle: ModelBundle, baseline: Prepared)
     prepared.quality["heldout_perplexity"] = perplexity(model, heldout_windows(bundle, PPL_WINDOWS, length))
 
 
-def task_cast(bundle: ModelBundle, workload, methods: Sequence[Prepared], device: torch.device, reps: int,
-              baseline: Prepared | None) -> tuple[Prepared, list[Prepared], str | None, list[Prepared]]:
+def task_cast(
+    bundle: ModelBundle,
+    workload,
+    methods: Sequence[Prepared],
+    device: torch.device,
+    reps: int,
+    baseline: Prepared | None,
+) -> tuple[Prepared, list[Prepared], str | None, list[Prepared]]:
     """How every harness opens a task: (baseline, everyone with the baseline first, why the workload
     does not fit the model or None, who runs). A misfit runs nobody; a method that failed to apply
     does not run."""
@@ -165,9 +183,18 @@ def task_cast(bundle: ModelBundle, workload, methods: Sequence[Prepared], device
     return baseline, everyone, misfit, [p for p in everyone if p.status == "ok"] if misfit is None else []
 
 
-def measure(bundle: ModelBundle, workload: LMWorkload, methods: Sequence[Prepared], node: dict, *,
-            device: torch.device, reps: int = 5, warmup: int = 1, seed: int = 0,
-            baseline: Prepared | None = None) -> list[dict]:
+def measure(
+    bundle: ModelBundle,
+    workload: LMWorkload,
+    methods: Sequence[Prepared],
+    node: dict,
+    *,
+    device: torch.device,
+    reps: int = 5,
+    warmup: int = 1,
+    seed: int = 0,
+    baseline: Prepared | None = None,
+) -> list[dict]:
     """Profiles every prepared method (and the baseline) on one task; returns profile records."""
     started_at = utcnow()
     baseline, everyone, misfit, runnable = task_cast(bundle, workload, methods, device, reps, baseline)
@@ -199,12 +226,27 @@ def measure(bundle: ModelBundle, workload: LMWorkload, methods: Sequence[Prepare
                 mem[prepared.method_id] = max(mem.get(prepared.method_id, 0), torch.cuda.max_memory_allocated(device))
     for prepared in runnable:  # the baseline comes first, so methods sharing its weights reuse its figure
         _ensure_quality(prepared, bundle, baseline)
-    task_quality = ({p.method_id: workload.quality(bundle, p.runner) for p in runnable}
-                    if isinstance(workload, LongContextWorkload) else {})
+    task_quality = (
+        {p.method_id: workload.quality(bundle, p.runner) for p in runnable}
+        if isinstance(workload, LongContextWorkload)
+        else {}
+    )
     finished_at = utcnow()
-    context = dict(bundle=bundle, workload=workload, node=node, device=device, times=times, warm=warm,
-                   outputs=outputs, mem=mem, baseline=baseline, started_at=started_at,
-                   finished_at=finished_at, misfit=misfit, failures=failures)
+    context = dict(
+        bundle=bundle,
+        workload=workload,
+        node=node,
+        device=device,
+        times=times,
+        warm=warm,
+        outputs=outputs,
+        mem=mem,
+        baseline=baseline,
+        started_at=started_at,
+        finished_at=finished_at,
+        misfit=misfit,
+        failures=failures,
+    )
     records = [_record(p, **context) for p in everyone]
     _add_task_quality(records, task_quality, baseline.method_id)
     return records
@@ -223,24 +265,39 @@ def _add_task_quality(records: list[dict], task_quality: dict, baseline_id: str)
         mine = task_quality.get(record["method_id"])
         if record["status"] != "ok" or mine is None or base is None:
             continue
-        record.update(quality_metric="retrieval_accuracy", quality_baseline=base["retrieval_accuracy"],
-                      quality_value=mine["retrieval_accuracy"],
-                      quality_delta=mine["retrieval_accuracy"] - base["retrieval_accuracy"])
+        record.update(
+            quality_metric="retrieval_accuracy",
+            quality_baseline=base["retrieval_accuracy"],
+            quality_value=mine["retrieval_accuracy"],
+            quality_delta=mine["retrieval_accuracy"] - base["retrieval_accuracy"],
+        )
         record["metrics"].update(mine, **{f"baseline_{key}": value for key, value in base.items()})
 
 
-def record_base(prepared: Prepared, *, bundle, workload, node, started_at, finished_at, misfit,
-                failures) -> dict:
+def record_base(prepared: Prepared, *, bundle, workload, node, started_at, finished_at, misfit, failures) -> dict:
     """What every profile record carries (any harness): ids, nested rows, status and its reason."""
     model_row = model_row_of(bundle)
     config = prepared.config_json
-    record = {"run_id": run_id_for(model_row["id"], workload.id, prepared.method_id, config, node["id"]),
-              "model_id": model_row["id"], "workload_id": workload.id, "node_id": node["id"],
-              "hardware_class": node["hardware_class"], "method_id": prepared.method_id, "config": config,
-              "status": prepared.status, "reason": prepared.reason, "model": model_row,
-              "workload": workload.row(), "node": node, "environment": environment(),
-              "started_at": started_at.isoformat(), "finished_at": finished_at.isoformat(),
-              "setup_s": round(prepared.apply_s, 4), "metrics": {}, "repeats": 0}
+    record = {
+        "run_id": run_id_for(model_row["id"], workload.id, prepared.method_id, config, node["id"]),
+        "model_id": model_row["id"],
+        "workload_id": workload.id,
+        "node_id": node["id"],
+        "hardware_class": node["hardware_class"],
+        "method_id": prepared.method_id,
+        "config": config,
+        "status": prepared.status,
+        "reason": prepared.reason,
+        "model": model_row,
+        "workload": workload.row(),
+        "node": node,
+        "environment": environment(),
+        "started_at": started_at.isoformat(),
+        "finished_at": finished_at.isoformat(),
+        "setup_s": round(prepared.apply_s, 4),
+        "metrics": {},
+        "repeats": 0,
+    }
     if misfit is not None and prepared.status == "ok":
         record.update(status="not-applicable", reason=misfit)
     elif prepared.method_id in failures:
@@ -248,8 +305,7 @@ def record_base(prepared: Prepared, *, bundle, workload, node, started_at, finis
     return record
 
 
-def timing_figures(prepared: Prepared, baseline: Prepared, times: dict, warm: dict,
-                   digits: int) -> tuple[dict, dict]:
+def timing_figures(prepared: Prepared, baseline: Prepared, times: dict, warm: dict, digits: int) -> tuple[dict, dict]:
     """What every harness derives alike from interleaved timings: record fields and metrics.
 
     The speed-up is the median of the per-round ratios; compile time (the first warm-up call
@@ -259,21 +315,53 @@ def timing_figures(prepared: Prepared, baseline: Prepared, times: dict, warm: di
     ratios = [b / m for b, m in zip(base, mine)]
     p50 = statistics.median(mine)
     compile_s = max(0.0, warm[prepared.method_id][0] - p50)
-    fields = {"speedup": statistics.median(ratios), "latency_p50_s": p50, "latency_p10_s": _quantile(mine, 0.1),
-              "latency_p90_s": _quantile(mine, 0.9), "baseline_latency_p50_s": statistics.median(base),
-              "setup_s": round(prepared.apply_s + compile_s, 4), "repeats": len(mine)}
-    metrics = {"pairwise_speedups": [round(r, 4) for r in ratios],
-               "latencies_s": [round(t, digits) for t in mine],
-               "baseline_latencies_s": [round(t, digits) for t in base],
-               "apply_s": round(prepared.apply_s, 4), "compile_s": round(compile_s, 4),
-               "warmup_s": [round(t, 4) for t in warm[prepared.method_id]]}
+    fields = {
+        "speedup": statistics.median(ratios),
+        "latency_p50_s": p50,
+        "latency_p10_s": _quantile(mine, 0.1),
+        "latency_p90_s": _quantile(mine, 0.9),
+        "baseline_latency_p50_s": statistics.median(base),
+        "setup_s": round(prepared.apply_s + compile_s, 4),
+        "repeats": len(mine),
+    }
+    metrics = {
+        "pairwise_speedups": [round(r, 4) for r in ratios],
+        "latencies_s": [round(t, digits) for t in mine],
+        "baseline_latencies_s": [round(t, digits) for t in base],
+        "apply_s": round(prepared.apply_s, 4),
+        "compile_s": round(compile_s, 4),
+        "warmup_s": [round(t, 4) for t in warm[prepared.method_id]],
+    }
     return fields, metrics
 
 
-def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, outputs, mem, baseline,
-            started_at, finished_at, misfit, failures) -> dict:
-    record = record_base(prepared, bundle=bundle, workload=workload, node=node, started_at=started_at,
-                         finished_at=finished_at, misfit=misfit, failures=failures)
+def _record(
+    prepared: Prepared,
+    *,
+    bundle,
+    workload,
+    node,
+    device,
+    times,
+    warm,
+    outputs,
+    mem,
+    baseline,
+    started_at,
+    finished_at,
+    misfit,
+    failures,
+) -> dict:
+    record = record_base(
+        prepared,
+        bundle=bundle,
+        workload=workload,
+        node=node,
+        started_at=started_at,
+        finished_at=finished_at,
+        misfit=misfit,
+        failures=failures,
+    )
     if record["status"] != "ok":
         return record
     timing, timing_metrics = timing_figures(prepared, baseline, times, warm, digits=5)
@@ -297,31 +385,56 @@ def _record(prepared: Prepared, *, bundle, workload, node, device, times, warm, 
         quality = ("heldout_perplexity", base_ppl, ppl)
         delta = (base_ppl - ppl) / base_ppl  # relative; negative means worse
     record.update(
-        **timing, throughput=tokens / p50, baseline_throughput=tokens / base_p50,
-        peak_mem_mb=peak / 2**20, baseline_peak_mem_mb=base_peak / 2**20,
-        quality_metric=quality[0], quality_baseline=quality[1], quality_value=quality[2], quality_delta=delta,
-        metrics={"throughput_unit": "tok/s", **timing_metrics,
-                 "greedy_token_match": match.mean().item() if greedy else None,
-                 "exact_sequence_match": match.all(dim=1).float().mean().item() if greedy else None,
-                 "heldout_perplexity": ppl, "baseline_heldout_perplexity": base_ppl,
-                 "forward_passes": generation.forward_passes,
-                 "forwards_per_token": generation.forward_passes / workload.gen_len,
-                 "peak_mem_basis": "cuda max_memory_allocated" if device.type == "cuda" else "weights + kv cache",
-                 "lossless": prepared.lossless, **generation.stats})
+        **timing,
+        throughput=tokens / p50,
+        baseline_throughput=tokens / base_p50,
+        peak_mem_mb=peak / 2**20,
+        baseline_peak_mem_mb=base_peak / 2**20,
+        quality_metric=quality[0],
+        quality_baseline=quality[1],
+        quality_value=quality[2],
+        quality_delta=delta,
+        metrics={
+            "throughput_unit": "tok/s",
+            **timing_metrics,
+            "greedy_token_match": match.mean().item() if greedy else None,
+            "exact_sequence_match": match.all(dim=1).float().mean().item() if greedy else None,
+            "heldout_perplexity": ppl,
+            "baseline_heldout_perplexity": base_ppl,
+            "forward_passes": generation.forward_passes,
+            "forwards_per_token": generation.forward_passes / workload.gen_len,
+            "peak_mem_basis": "cuda max_memory_allocated" if device.type == "cuda" else "weights + kv cache",
+            "lossless": prepared.lossless,
+            **generation.stats,
+        },
+    )
     return record
 
 
 def model_row_of(bundle: ModelBundle) -> dict:
     spec = bundle.spec
-    return {"id": spec["source"], "family": spec.get("family", "decoder-lm"), "params": spec["params"],
-            "layers": spec["layers"], "width": spec["dim"], "heads": spec["heads"],
-            "kv_heads": spec["kv_heads"], "vocab": spec["vocab"], "context": spec["context"],
-            "source": spec["source"], "descriptors": spec}
+    return {
+        "id": spec["source"],
+        "family": spec.get("family", "decoder-lm"),
+        "params": spec["params"],
+        "layers": spec["layers"],
+        "width": spec["dim"],
+        "heads": spec["heads"],
+        "kv_heads": spec["kv_heads"],
+        "vocab": spec["vocab"],
+        "context": spec["context"],
+        "source": spec["source"],
+        "descriptors": spec,
+    }
 
 
 def environment() -> dict:
-    return {"torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "loadavg_1m": round(os.getloadavg()[0], 2),
-            "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
-            # Spinning OpenMP threads make a busy machine far slower: the policy shapes the figures.
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+        # Spinning OpenMP threads make a busy machine far slower: the policy shapes the figures.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }

@@ -42,8 +42,9 @@ class KVCache:
         self.length = length
 
     @classmethod
-    def empty(cls, config: LMConfig, batch_size: int, max_len: int, dtype: torch.dtype,
-              device: torch.device) -> "KVCache":
+    def empty(
+        cls, config: LMConfig, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device
+    ) -> KVCache:
         shape = (batch_size, config.n_kv_heads, max_len, config.head_dim)
         keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
         values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
@@ -63,7 +64,7 @@ class KVCache:
             raise ValueError(f"cannot crop a cache of length {self.length} to {length}")
         self.length = length
 
-    def clone(self) -> "KVCache":
+    def clone(self) -> KVCache:
         return KVCache([k.clone() for k in self.keys], [v.clone() for v in self.values], self.length)
 
     def nbytes(self) -> int:
@@ -81,8 +82,7 @@ class RMSNorm(nn.Module):
 
 
 def rotary(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device,
-                                            dtype=torch.float32) / head_dim))
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos(), angles.sin()
@@ -103,8 +103,9 @@ class Attention(nn.Module):
         self.wv = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(config.n_heads * self.head_dim, config.dim, bias=False)
 
-    def forward(self, x, cos, sin, layer_cache: tuple[torch.Tensor, torch.Tensor] | None,
-                start: int, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x, cos, sin, layer_cache: tuple[torch.Tensor, torch.Tensor] | None, start: int, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         batch, steps, _ = x.shape
         q = self.wq(x).view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(batch, steps, self.n_kv_heads, self.head_dim).transpose(1, 2)
@@ -112,9 +113,9 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if layer_cache is not None:
             cache_k, cache_v = layer_cache
-            cache_k[:, :, start:start + steps] = k
-            cache_v[:, :, start:start + steps] = v
-            k, v = cache_k[:, :, :start + steps], cache_v[:, :, :start + steps]
+            cache_k[:, :, start : start + steps] = k
+            cache_v[:, :, start : start + steps] = v
+            k, v = cache_k[:, :, : start + steps], cache_v[:, :, : start + steps]
         gqa = self.n_heads != self.n_kv_heads
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=steps > 1, enable_gqa=gqa)
@@ -162,13 +163,19 @@ class DecoderLM(nn.Module):
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         weight = self.tok_embeddings.weight
-        return KVCache.empty(self.config, batch_size, max_len or self.config.max_seq_len,
-                             weight.dtype, weight.device)
+        return KVCache.empty(self.config, batch_size, max_len or self.config.max_seq_len, weight.dtype, weight.device)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, *,
-                skip_layers: frozenset[int] = frozenset(), return_hidden: bool = False,
-                positions: torch.Tensor | None = None, tree_mask: torch.Tensor | None = None,
-                embeddings: torch.Tensor | None = None):
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache | None = None,
+        *,
+        skip_layers: frozenset[int] = frozenset(),
+        return_hidden: bool = False,
+        positions: torch.Tensor | None = None,
+        tree_mask: torch.Tensor | None = None,
+        embeddings: torch.Tensor | None = None,
+    ):
         """`embeddings` [B, T, D], when given, are fed instead of looking `tokens` up (trained
         prompt tokens, as in parallel prompt decoding, have no token id)."""
         steps = tokens.shape[1]
@@ -192,13 +199,13 @@ class DecoderLM(nn.Module):
         return (logits, hidden) if return_hidden else logits
 
 
-def _attention_mask(start: int, steps: int, tree_mask: torch.Tensor | None,
-                    device: torch.device) -> torch.Tensor | None:
+def _attention_mask(
+    start: int, steps: int, tree_mask: torch.Tensor | None, device: torch.device
+) -> torch.Tensor | None:
     """None where SDPA's own causal flag is exact (no prefix, or a single new token)."""
     if tree_mask is None and (start == 0 or steps == 1):
         return None
-    new = tree_mask if tree_mask is not None else torch.ones(steps, steps, dtype=torch.bool,
-                                                              device=device).tril()
+    new = tree_mask if tree_mask is not None else torch.ones(steps, steps, dtype=torch.bool, device=device).tril()
     prefix = torch.ones(steps, start, dtype=torch.bool, device=device)
     return torch.cat((prefix, new.to(device=device, dtype=torch.bool)), dim=1)
 

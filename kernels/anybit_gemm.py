@@ -43,7 +43,7 @@ def anybit_matmul_reference(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
     plane_sum = torch.zeros(M, pw.out_features, groups, device=x.device)
     for i in range(pw.bits):
         plane = ((codes >> i) & 1).float()
-        plane_sum += (2 ** i) * torch.einsum("mgk,ngk->mng", xg, plane)
+        plane_sum += (2**i) * torch.einsum("mgk,ngk->mng", xg, plane)
     centred = plane_sum - pw.zeros.float()[None] * xg.sum(-1)[:, None, :]
     return (centred * pw.scales.float()[None]).sum(-1).to(x.dtype)
 
@@ -60,10 +60,29 @@ def _kernels():
     import triton.language as tl
 
     @triton.jit
-    def anybit_matmul_kernel(x_ptr, codes_ptr, scales_ptr, zeros_ptr, y_ptr, M, N, K, row_bytes,
-                             plane_bytes, group_size, groups, stride_xm, stride_xk, stride_ym,
-                             stride_yn, BITS: tl.constexpr, DOT_FP32: tl.constexpr,
-                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def anybit_matmul_kernel(
+        x_ptr,
+        codes_ptr,
+        scales_ptr,
+        zeros_ptr,
+        y_ptr,
+        M,
+        N,
+        K,
+        row_bytes,
+        plane_bytes,
+        group_size,
+        groups,
+        stride_xm,
+        stride_xk,
+        stride_ym,
+        stride_yn,
+        BITS: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
         pid_n = tl.program_id(0)
         pid_m = tl.program_id(1)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -78,8 +97,11 @@ def _kernels():
         for k0 in range(0, K, BLOCK_K):
             k = k0 + offs_k
             in_k = k < K
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :] * stride_xk,
-                        mask=in_m[:, None] & in_k[None, :], other=0.0)
+            x = tl.load(
+                x_ptr + offs_m[:, None] * stride_xm + k[None, :] * stride_xk,
+                mask=in_m[:, None] & in_k[None, :],
+                other=0.0,
+            )
             if DOT_FP32:
                 x = x.to(tl.float32)
             x_sum = tl.sum(x.to(tl.float32), axis=1)
@@ -95,12 +117,17 @@ def _kernels():
             scale = tl.load(scales_ptr + offs_n * groups + group, mask=in_n, other=0.0).to(tl.float32)
             zero = tl.load(zeros_ptr + offs_n * groups + group, mask=in_n, other=0.0).to(tl.float32)
             acc += (planes - x_sum[:, None] * zero[None, :]) * scale[None, :]
-        tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
-                 acc.to(y_ptr.dtype.element_ty), mask=in_m[:, None] & in_n[None, :])
+        tl.store(
+            y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
+            acc.to(y_ptr.dtype.element_ty),
+            mask=in_m[:, None] & in_n[None, :],
+        )
 
-    tuned = triton.autotune(configs=gemm_autotune_configs(), key=["M", "N", "K", "BITS"],
-                            prune_configs_by={"early_config_prune": prune_configs_for_groups})(
-        anybit_matmul_kernel)
+    tuned = triton.autotune(
+        configs=gemm_autotune_configs(),
+        key=["M", "N", "K", "BITS"],
+        prune_configs_by={"early_config_prune": prune_configs_for_groups},
+    )(anybit_matmul_kernel)
     return triton, anybit_matmul_kernel, tuned
 
 
@@ -111,8 +138,23 @@ def anybit_matmul(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
     triton, kernel, tuned = _kernels()
     M, K = x.shape
     y = torch.empty((M, pw.out_features), device=x.device, dtype=x.dtype)
-    args = (x, pw.packed, pw.scales, pw.zeros, y, M, pw.out_features, K, pw.row_bytes,
-            packed_row_bytes(K, 1), pw.group_size, pw.groups, x.stride(0), x.stride(1), y.stride(0),
-            y.stride(1))
+    args = (
+        x,
+        pw.packed,
+        pw.scales,
+        pw.zeros,
+        y,
+        M,
+        pw.out_features,
+        K,
+        pw.row_bytes,
+        packed_row_bytes(K, 1),
+        pw.group_size,
+        pw.groups,
+        x.stride(0),
+        x.stride(1),
+        y.stride(0),
+        y.stride(1),
+    )
     launch_gemm(triton, kernel, tuned, args, x, pw)
     return y

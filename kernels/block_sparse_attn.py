@@ -54,12 +54,14 @@ def _as_layout(q, k, block_mask, block_size) -> BlockSparseLayout:
     batch, heads, q_len, _ = q.shape
     if k.shape[0] != batch or heads % k.shape[1] or k.shape[3] != q.shape[3]:
         raise ValueError(f"k must be [{batch}, Hkv, Skv, {q.shape[3]}] with H a multiple of Hkv")
-    layout = (block_mask if isinstance(block_mask, BlockSparseLayout)
-              else block_layout(block_mask, block_size, batch, heads))
+    layout = (
+        block_mask if isinstance(block_mask, BlockSparseLayout) else block_layout(block_mask, block_size, batch, heads)
+    )
     expected = (batch, heads, -(-q_len // block_size), -(-k.shape[2] // block_size))
     if layout.block_size != block_size or tuple(layout.mask.shape) != expected:
-        raise ValueError(f"block mask {tuple(layout.mask.shape)} does not tile q/k in blocks of "
-                         f"{block_size}: expected {expected}")
+        raise ValueError(
+            f"block mask {tuple(layout.mask.shape)} does not tile q/k in blocks of {block_size}: expected {expected}"
+        )
     return layout
 
 
@@ -67,8 +69,9 @@ def block_sparse_attention_reference(q, k, v, block_mask, block_size, sm_scale=N
     """Dense attention with the block mask expanded to tokens; rows with nothing kept are 0."""
     layout = _as_layout(q, k, block_mask, block_size)
     group = q.shape[1] // k.shape[1]
-    token_mask = (layout.mask.repeat_interleave(block_size, 2).repeat_interleave(block_size, 3)
-                  [:, :, : q.shape[2], : k.shape[2]])
+    token_mask = layout.mask.repeat_interleave(block_size, 2).repeat_interleave(block_size, 3)[
+        :, :, : q.shape[2], : k.shape[2]
+    ]
     scale = 1.0 / math.sqrt(q.shape[3]) if sm_scale is None else sm_scale
     scores = q.float() @ k.float().repeat_interleave(group, 1).transpose(2, 3) * scale
     probs = scores.masked_fill(~token_mask, float("-inf")).softmax(-1).nan_to_num(0.0)
@@ -92,7 +95,7 @@ def select_block_mask(q, k, block_size: int, coverage: float = 0.9, q_chunk_bloc
     pad = kv_blocks * block_size - kv_len
     rows = []
     for start in range(0, q_len, q_chunk_blocks * block_size):
-        chunk = q[:, :, start: start + q_chunk_blocks * block_size].float()
+        chunk = q[:, :, start : start + q_chunk_blocks * block_size].float()
         probs = (chunk @ keys.transpose(2, 3) / math.sqrt(dim)).softmax(-1)
         probs = torch.nn.functional.pad(probs, (0, pad, 0, -chunk.shape[2] % block_size))
         mass = probs.reshape(batch, heads, -1, block_size, kv_blocks, block_size).sum((3, 5))
@@ -110,11 +113,37 @@ def _kernels():
     import triton.language as tl
 
     @triton.jit
-    def block_sparse_attn_kernel(q_ptr, k_ptr, v_ptr, out_ptr, ids_ptr, counts_ptr, H, group,
-                                 q_len, kv_len, D, q_blocks, kv_blocks, sm_scale,
-                                 stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
-                                 stride_vb, stride_vh, stride_vs, stride_ob, stride_oh, stride_os,
-                                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, DOT_FP32: tl.constexpr):
+    def block_sparse_attn_kernel(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        out_ptr,
+        ids_ptr,
+        counts_ptr,
+        H,
+        group,
+        q_len,
+        kv_len,
+        D,
+        q_blocks,
+        kv_blocks,
+        sm_scale,
+        stride_qb,
+        stride_qh,
+        stride_qs,
+        stride_kb,
+        stride_kh,
+        stride_ks,
+        stride_vb,
+        stride_vh,
+        stride_vs,
+        stride_ob,
+        stride_oh,
+        stride_os,
+        BLOCK: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+    ):
         q_block = tl.program_id(0)
         bh = tl.program_id(1)
         b, h = (bh // H).to(tl.int64), bh % H  # int64: batch offsets of a long KV pass 2**31
@@ -122,8 +151,11 @@ def _kernels():
         offs_m = q_block * BLOCK + tl.arange(0, BLOCK)
         offs_d = tl.arange(0, BLOCK_D)
         in_d = offs_d < D
-        q = tl.load(q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :],
-                    mask=(offs_m < q_len)[:, None] & in_d[None, :], other=0.0)
+        q = tl.load(
+            q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :],
+            mask=(offs_m < q_len)[:, None] & in_d[None, :],
+            other=0.0,
+        )
         if DOT_FP32:
             q = q.to(tl.float32)
         k_base = k_ptr + b * stride_kb + kv_head * stride_kh
@@ -139,8 +171,7 @@ def _kernels():
             in_n = offs_n < kv_len
             tile_mask = in_n[:, None] & in_d[None, :]
             keys = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=tile_mask, other=0.0)
-            values = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=tile_mask,
-                             other=0.0)
+            values = tl.load(v_base + offs_n[:, None] * stride_vs + offs_d[None, :], mask=tile_mask, other=0.0)
             if DOT_FP32:
                 keys = keys.to(tl.float32)
                 values = values.to(tl.float32)
@@ -153,8 +184,11 @@ def _kernels():
             acc = acc * correction[:, None] + tl.dot(probs.to(values.dtype), values)
             running_max = new_max
         out = acc / tl.where(running_sum > 0, running_sum, 1.0)[:, None]
-        tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_os + offs_d[None, :],
-                 out.to(out_ptr.dtype.element_ty), mask=(offs_m < q_len)[:, None] & in_d[None, :])
+        tl.store(
+            out_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_os + offs_d[None, :],
+            out.to(out_ptr.dtype.element_ty),
+            mask=(offs_m < q_len)[:, None] & in_d[None, :],
+        )
 
     return triton, block_sparse_attn_kernel
 
@@ -175,9 +209,36 @@ def block_sparse_attention(q, k, v, block_mask, block_size, sm_scale=None) -> to
     block_d = max(16, triton.next_power_of_2(dim))
     warps = 4 if block_size <= 64 else 8
     kernel[(q_blocks, batch * heads)](
-        q, k, v, out, layout.kv_block_ids, layout.kv_block_counts, heads, heads // k.shape[1],
-        q_len, k.shape[2], dim, q_blocks, kv_blocks, scale, q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        out.stride(0), out.stride(1), out.stride(2), BLOCK=block_size, BLOCK_D=block_d,
-        DOT_FP32=dot_fp32, num_warps=warps, num_stages=2 if interpreting() else 3)
+        q,
+        k,
+        v,
+        out,
+        layout.kv_block_ids,
+        layout.kv_block_counts,
+        heads,
+        heads // k.shape[1],
+        q_len,
+        k.shape[2],
+        dim,
+        q_blocks,
+        kv_blocks,
+        scale,
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        v.stride(0),
+        v.stride(1),
+        v.stride(2),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        BLOCK=block_size,
+        BLOCK_D=block_d,
+        DOT_FP32=dot_fp32,
+        num_warps=warps,
+        num_stages=2 if interpreting() else 3,
+    )
     return out

@@ -71,8 +71,10 @@ def lowbit_linear(x: torch.Tensor, pw: PackedWeight, bias: torch.Tensor | None =
             y = lowbit_matmul(x2d, pw)
         else:
             if pw.layout != "planes":
-                _warn_once(f"re-packing a {pw.bits}-bit stream weight into bit planes on every call: "
-                           "quantize with layout='planes' (or to_layout once) instead")
+                _warn_once(
+                    f"re-packing a {pw.bits}-bit stream weight into bit planes on every call: "
+                    "quantize with layout='planes' (or to_layout once) instead"
+                )
                 pw = to_layout(pw, "planes")
             y = anybit_matmul(x2d, pw)
     else:
@@ -84,24 +86,37 @@ def lowbit_linear(x: torch.Tensor, pw: PackedWeight, bias: torch.Tensor | None =
     return y.reshape(*x.shape[:-1], pw.out_features)
 
 
-def double_sparsity_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                           label_cache: torch.Tensor, channels: torch.Tensor, top_k: int,
-                           seq_lens: torch.Tensor | None = None,
-                           sm_scale: float | None = None) -> torch.Tensor:
+def double_sparsity_decode(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    label_cache: torch.Tensor,
+    channels: torch.Tensor,
+    top_k: int,
+    seq_lens: torch.Tensor | None = None,
+    sm_scale: float | None = None,
+) -> torch.Tensor:
     """One decode step of Double Sparsity attention; see :mod:`kernels.double_sparsity`."""
     from kernels import double_sparsity
 
-    fn = (double_sparsity.double_sparsity_decode if _use_triton(q)
-          else double_sparsity.double_sparsity_decode_reference)
+    fn = double_sparsity.double_sparsity_decode if _use_triton(q) else double_sparsity.double_sparsity_decode_reference
     return fn(q, k_cache, v_cache, label_cache, channels, top_k, seq_lens=seq_lens, sm_scale=sm_scale)
 
 
-def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                           block_mask: torch.Tensor, block_size: int,
-                           sm_scale: float | None = None) -> torch.Tensor:
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_mask: torch.Tensor,
+    block_size: int,
+    sm_scale: float | None = None,
+) -> torch.Tensor:
     """Attention restricted to the blocks ``block_mask`` keeps; see :mod:`kernels.block_sparse_attn`."""
     from kernels import block_sparse_attn
 
-    fn = (block_sparse_attn.block_sparse_attention if _use_triton(q)
-          else block_sparse_attn.block_sparse_attention_reference)
+    fn = (
+        block_sparse_attn.block_sparse_attention
+        if _use_triton(q)
+        else block_sparse_attn.block_sparse_attention_reference
+    )
     return fn(q, k, v, block_mask, block_size, sm_scale=sm_scale)

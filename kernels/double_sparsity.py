@@ -96,8 +96,10 @@ def sparse_attention_reference(q, k_cache, v_cache, indices, seq_lens, sm_scale)
     seq = k_cache.shape[2]
     # Row numbers in the flattened [B * Hkv * S, D] cache: index_select copies whole rows, which
     # on CPU is several times faster than an element-wise gather.
-    rows = (torch.arange(batch * kv_heads, device=q.device).view(batch, kv_heads, 1) * seq
-            + indices.reshape(batch, kv_heads, group * top_k)).reshape(-1)
+    rows = (
+        torch.arange(batch * kv_heads, device=q.device).view(batch, kv_heads, 1) * seq
+        + indices.reshape(batch, kv_heads, group * top_k)
+    ).reshape(-1)
     keys = k_cache.reshape(-1, dim).index_select(0, rows).float().reshape(batch, kv_heads, group, top_k, dim)
     values = v_cache.reshape(-1, dim).index_select(0, rows).float().reshape(batch, kv_heads, group, top_k, dim)
     q_grouped = q.float().reshape(batch, kv_heads, group, dim, 1)
@@ -108,8 +110,7 @@ def sparse_attention_reference(q, k_cache, v_cache, indices, seq_lens, sm_scale)
     return out.reshape(batch, heads, dim).to(q.dtype)
 
 
-def double_sparsity_decode_reference(q, k_cache, v_cache, label_cache, channels, top_k,
-                                     seq_lens=None, sm_scale=None):
+def double_sparsity_decode_reference(q, k_cache, v_cache, label_cache, channels, top_k, seq_lens=None, sm_scale=None):
     """PyTorch Double Sparsity decode: ``[B, H, D]`` in q's dtype."""
     seq_lens, k = _checked(q, k_cache, v_cache, label_cache, channels, top_k, seq_lens)
     scores = approximate_scores_reference(q, label_cache, channels, seq_lens)
@@ -124,9 +125,24 @@ def _kernels():
     import triton.language as tl
 
     @triton.jit
-    def approx_scores_kernel(q_ptr, label_ptr, channels_ptr, seq_lens_ptr, out_ptr, H, S, R, group,
-                             stride_qb, stride_qh, stride_lb, stride_lh, stride_ls,
-                             BLOCK_S: tl.constexpr, BLOCK_R: tl.constexpr):
+    def approx_scores_kernel(
+        q_ptr,
+        label_ptr,
+        channels_ptr,
+        seq_lens_ptr,
+        out_ptr,
+        H,
+        S,
+        R,
+        group,
+        stride_qb,
+        stride_qh,
+        stride_lb,
+        stride_lh,
+        stride_ls,
+        BLOCK_S: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+    ):
         bh = tl.program_id(0)
         b, h = (bh // H).to(tl.int64), bh % H  # int64: batch offsets of a long KV pass 2**31
         kv_head = h // group
@@ -136,17 +152,42 @@ def _kernels():
         q_sel = tl.load(q_ptr + b * stride_qb + h * stride_qh + chan, mask=in_r, other=0.0).to(tl.float32)
         offs_s = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
         seq_len = tl.load(seq_lens_ptr + b)
-        labels = tl.load(label_ptr + b * stride_lb + kv_head * stride_lh + offs_s[:, None] * stride_ls
-                         + offs_r[None, :], mask=(offs_s < seq_len)[:, None] & in_r[None, :], other=0.0)
+        labels = tl.load(
+            label_ptr + b * stride_lb + kv_head * stride_lh + offs_s[:, None] * stride_ls + offs_r[None, :],
+            mask=(offs_s < seq_len)[:, None] & in_r[None, :],
+            other=0.0,
+        )
         scores = tl.sum(labels.to(tl.float32) * q_sel[None, :], axis=1)
         scores = tl.where(offs_s < seq_len, scores, float("-inf"))
         tl.store(out_ptr + bh * S + offs_s, scores, mask=offs_s < S)
 
     @triton.jit
-    def gathered_attention_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, seq_lens_ptr, part_out_ptr, part_max_ptr,
-                                  part_sum_ptr, H, D, TOP_K, group, tokens_per_split, sm_scale,
-                                  stride_qb, stride_qh, stride_kb, stride_kh, stride_ks, stride_vb,
-                                  stride_vh, stride_vs, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    def gathered_attention_kernel(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        idx_ptr,
+        seq_lens_ptr,
+        part_out_ptr,
+        part_max_ptr,
+        part_sum_ptr,
+        H,
+        D,
+        TOP_K,
+        group,
+        tokens_per_split,
+        sm_scale,
+        stride_qb,
+        stride_qh,
+        stride_kb,
+        stride_kh,
+        stride_ks,
+        stride_vb,
+        stride_vh,
+        stride_vs,
+        BLOCK_T: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         bh = tl.program_id(0)
         split = tl.program_id(1)
         splits = tl.num_programs(1)
@@ -205,9 +246,23 @@ def approximate_scores(q, label_cache, channels, seq_lens) -> torch.Tensor:
     scores = torch.empty((batch, heads, seq), device=q.device, dtype=torch.float32)
     block_s = 64 if interpreting() else 256
     approx_kernel[(batch * heads, triton.cdiv(seq, block_s))](
-        q, label_cache, channels.to(torch.int32).contiguous(), seq_lens, scores, heads, seq, r,
-        heads // kv_heads, q.stride(0), q.stride(1), label_cache.stride(0), label_cache.stride(1),
-        label_cache.stride(2), BLOCK_S=block_s, BLOCK_R=triton.next_power_of_2(r))
+        q,
+        label_cache,
+        channels.to(torch.int32).contiguous(),
+        seq_lens,
+        scores,
+        heads,
+        seq,
+        r,
+        heads // kv_heads,
+        q.stride(0),
+        q.stride(1),
+        label_cache.stride(0),
+        label_cache.stride(1),
+        label_cache.stride(2),
+        BLOCK_S=block_s,
+        BLOCK_R=triton.next_power_of_2(r),
+    )
     return scores
 
 
@@ -227,17 +282,39 @@ def sparse_attention(q, k_cache, v_cache, indices, seq_lens, sm_scale) -> torch.
     part_max = torch.empty((batch, heads, splits), device=q.device, dtype=torch.float32)
     part_sum = torch.empty_like(part_max)
     gather_kernel[(batch * heads, splits)](
-        q, k_cache, v_cache, indices, seq_lens, part_out, part_max, part_sum, heads, dim, top_k,
-        heads // k_cache.shape[1], tokens_per_split, sm_scale, q.stride(0), q.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0),
-        v_cache.stride(1), v_cache.stride(2), BLOCK_T=block_t, BLOCK_D=triton.next_power_of_2(dim))
+        q,
+        k_cache,
+        v_cache,
+        indices,
+        seq_lens,
+        part_out,
+        part_max,
+        part_sum,
+        heads,
+        dim,
+        top_k,
+        heads // k_cache.shape[1],
+        tokens_per_split,
+        sm_scale,
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
+        BLOCK_T=block_t,
+        BLOCK_D=triton.next_power_of_2(dim),
+    )
     weight = torch.exp(part_max - part_max.amax(-1, keepdim=True)).nan_to_num(0.0)
     out = (part_out * weight[..., None]).sum(2) / (part_sum * weight).sum(-1, keepdim=True)
     return out.to(q.dtype)
 
 
-def double_sparsity_decode(q, k_cache, v_cache, label_cache, channels, top_k, seq_lens=None,
-                           sm_scale=None) -> torch.Tensor:
+def double_sparsity_decode(
+    q, k_cache, v_cache, label_cache, channels, top_k, seq_lens=None, sm_scale=None
+) -> torch.Tensor:
     """Triton Double Sparsity decode: ``[B, H, D]`` in q's dtype."""
     seq_lens, k = _checked(q, k_cache, v_cache, label_cache, channels, top_k, seq_lens)
     scores = approximate_scores(q, label_cache, channels.to(q.device), seq_lens)

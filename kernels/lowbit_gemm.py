@@ -48,27 +48,39 @@ def block_k_for(group_size: int, groups: int, preferred: int) -> int:
 def prune_configs_for_groups(configs, named_args, **kwargs):
     """Drop configs whose K step straddles a group, and row tiles far from M (decode vs prefill)."""
     group_size, groups, m = named_args["group_size"], named_args["groups"], named_args["M"]
-    kept = [c for c in configs
-            if (groups == 1 or group_size % c.kwargs["BLOCK_K"] == 0)
-            and (c.kwargs["BLOCK_M"] == 16) == (m <= 16)]
+    kept = [
+        c
+        for c in configs
+        if (groups == 1 or group_size % c.kwargs["BLOCK_K"] == 0) and (c.kwargs["BLOCK_M"] == 16) == (m <= 16)
+    ]
     if kept:
         return kept
     import triton  # small groups (16, 32): one config whose K step fits the group
 
-    return [triton.Config({"BLOCK_M": 16 if m <= 16 else 64, "BLOCK_N": 64,
-                           "BLOCK_K": block_k_for(group_size, groups, 64)}, num_warps=4, num_stages=3)]
+    return [
+        triton.Config(
+            {"BLOCK_M": 16 if m <= 16 else 64, "BLOCK_N": 64, "BLOCK_K": block_k_for(group_size, groups, 64)},
+            num_warps=4,
+            num_stages=3,
+        )
+    ]
 
 
 def gemm_autotune_configs():
     """A short list on purpose: each config is one compilation per bit width (seconds each)."""
     import triton
 
-    decode = [triton.Config({"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k}, num_warps=4,
-                            num_stages=stages)
-              for block_n in (32, 64, 128) for block_k in (64, 128) for stages in (3, 4)]
-    prefill = [triton.Config({"BLOCK_M": block_m, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=warps,
-                             num_stages=3)
-               for block_m in (64, 128) for warps in (4, 8)]
+    decode = [
+        triton.Config({"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k}, num_warps=4, num_stages=stages)
+        for block_n in (32, 64, 128)
+        for block_k in (64, 128)
+        for stages in (3, 4)
+    ]
+    prefill = [
+        triton.Config({"BLOCK_M": block_m, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=warps, num_stages=3)
+        for block_m in (64, 128)
+        for warps in (4, 8)
+    ]
     return decode + prefill
 
 
@@ -79,10 +91,28 @@ def _kernels():
     import triton.language as tl
 
     @triton.jit
-    def lowbit_matmul_kernel(x_ptr, codes_ptr, scales_ptr, zeros_ptr, y_ptr, M, N, K,
-                             row_bytes, group_size, groups, stride_xm, stride_xk, stride_ym,
-                             stride_yn, BITS: tl.constexpr, DOT_FP32: tl.constexpr,
-                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def lowbit_matmul_kernel(
+        x_ptr,
+        codes_ptr,
+        scales_ptr,
+        zeros_ptr,
+        y_ptr,
+        M,
+        N,
+        K,
+        row_bytes,
+        group_size,
+        groups,
+        stride_xm,
+        stride_xk,
+        stride_ym,
+        stride_yn,
+        BITS: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
         pid_n = tl.program_id(0)
         pid_m = tl.program_id(1)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -100,11 +130,17 @@ def _kernels():
         for k0 in range(0, K, BLOCK_K):
             k = k0 + offs_k
             in_k = k < K
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :] * stride_xk,
-                        mask=in_m[:, None] & in_k[None, :], other=0.0)
+            x = tl.load(
+                x_ptr + offs_m[:, None] * stride_xm + k[None, :] * stride_xk,
+                mask=in_m[:, None] & in_k[None, :],
+                other=0.0,
+            )
             byte = k0 // codes_per_byte + offs_byte
-            packed = tl.load(codes_ptr + offs_n[None, :] * row_bytes + byte[:, None],
-                             mask=(byte < row_bytes)[:, None] & in_n[None, :], other=0)
+            packed = tl.load(
+                codes_ptr + offs_n[None, :] * row_bytes + byte[:, None],
+                mask=(byte < row_bytes)[:, None] & in_n[None, :],
+                other=0,
+            )
             codes = (packed.to(tl.int32)[:, None, :] >> shifts[None, :, None]) & code_mask
             codes = tl.reshape(codes, (BLOCK_K, BLOCK_N))  # row k0 + j*codes_per_byte + i
             group = k0 // group_size
@@ -116,12 +152,17 @@ def _kernels():
             else:
                 part = tl.dot(x, centred.to(x.dtype))
             acc += part * scale[None, :]
-        tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
-                 acc.to(y_ptr.dtype.element_ty), mask=in_m[:, None] & in_n[None, :])
+        tl.store(
+            y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn,
+            acc.to(y_ptr.dtype.element_ty),
+            mask=in_m[:, None] & in_n[None, :],
+        )
 
-    tuned = triton.autotune(configs=gemm_autotune_configs(), key=["M", "N", "K", "BITS"],
-                            prune_configs_by={"early_config_prune": prune_configs_for_groups})(
-        lowbit_matmul_kernel)
+    tuned = triton.autotune(
+        configs=gemm_autotune_configs(),
+        key=["M", "N", "K", "BITS"],
+        prune_configs_by={"early_config_prune": prune_configs_for_groups},
+    )(lowbit_matmul_kernel)
     return triton, lowbit_matmul_kernel, tuned
 
 
@@ -144,8 +185,23 @@ def lowbit_matmul(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
     triton, kernel, tuned = _kernels()
     M, K = x.shape
     y = torch.empty((M, pw.out_features), device=x.device, dtype=x.dtype)
-    args = (x, pw.packed, pw.scales, pw.zeros, y, M, pw.out_features, K, pw.row_bytes,
-            pw.group_size, pw.groups, x.stride(0), x.stride(1), y.stride(0), y.stride(1))
+    args = (
+        x,
+        pw.packed,
+        pw.scales,
+        pw.zeros,
+        y,
+        M,
+        pw.out_features,
+        K,
+        pw.row_bytes,
+        pw.group_size,
+        pw.groups,
+        x.stride(0),
+        x.stride(1),
+        y.stride(0),
+        y.stride(1),
+    )
     launch_gemm(triton, kernel, tuned, args, x, pw)
     return y
 
@@ -157,8 +213,7 @@ def launch_gemm(triton, kernel, tuned, args: tuple, x: torch.Tensor, pw: PackedW
     if interpreting():
         block_n, block_k = 64, block_k_for(pw.group_size, pw.groups, 64)
         grid = (triton.cdiv(N, block_n), triton.cdiv(M, 16))
-        kernel[grid](*args, BITS=pw.bits, DOT_FP32=True, BLOCK_M=16, BLOCK_N=block_n,
-                     BLOCK_K=block_k)
+        kernel[grid](*args, BITS=pw.bits, DOT_FP32=True, BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k)
         return
     block_k_for(pw.group_size, pw.groups, 128)  # raises early on group sizes tl.dot cannot tile
 

@@ -50,9 +50,8 @@ class PackedWeight:
         """Bytes a matmul must read for the weight (codes + scales + zeros)."""
         return sum(t.numel() * t.element_size() for t in (self.packed, self.scales, self.zeros))
 
-    def to(self, device: torch.device | str) -> "PackedWeight":
-        return replace(self, packed=self.packed.to(device), scales=self.scales.to(device),
-                       zeros=self.zeros.to(device))
+    def to(self, device: torch.device | str) -> PackedWeight:
+        return replace(self, packed=self.packed.to(device), scales=self.scales.to(device), zeros=self.zeros.to(device))
 
 
 def _check_bits(bits: int) -> None:
@@ -70,7 +69,7 @@ def _to_stream(q: torch.Tensor, bits: int) -> torch.Tensor:
     stream = ((q.to(torch.int32).unsqueeze(-1) >> bit_index) & 1).reshape(*lead, k * bits)
     pad = packed_row_bytes(k, bits) * 8 - k * bits
     stream = torch.nn.functional.pad(stream, (0, pad)).reshape(*lead, -1, 8)
-    weights = (1 << torch.arange(8, device=q.device, dtype=torch.int32))
+    weights = 1 << torch.arange(8, device=q.device, dtype=torch.int32)
     return (stream * weights).sum(-1).to(torch.uint8)
 
 
@@ -125,13 +124,13 @@ def unpack_bit_planes(packed: torch.Tensor, bits: int, K: int) -> torch.Tensor:
     return sum(_from_stream(plane, 1, K) << i for i, plane in enumerate(planes))
 
 
-def unpack_codes(pw: "PackedWeight") -> torch.Tensor:
+def unpack_codes(pw: PackedWeight) -> torch.Tensor:
     """The int32 ``[N, K]`` codes of a packed weight, whatever its layout."""
     unpack = unpack_bit_planes if pw.layout == "planes" else unpack_bits
     return unpack(pw.packed, pw.bits, pw.in_features)
 
 
-def to_layout(pw: "PackedWeight", layout: str) -> "PackedWeight":
+def to_layout(pw: PackedWeight, layout: str) -> PackedWeight:
     """The same weight re-packed in ``layout`` (do it once, at load time, not per call)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -151,8 +150,14 @@ def _grouped(weight: torch.Tensor, group_size: int) -> torch.Tensor:
     return weight.reshape(n, groups, group_size)
 
 
-def quantize_weight(weight: torch.Tensor, bits: int, group_size: int, symmetric: bool = False,
-                    scale_dtype: torch.dtype = torch.float16, layout: str = "stream") -> PackedWeight:
+def quantize_weight(
+    weight: torch.Tensor,
+    bits: int,
+    group_size: int,
+    symmetric: bool = False,
+    scale_dtype: torch.dtype = torch.float16,
+    layout: str = "stream",
+) -> PackedWeight:
     """Round-to-nearest group-wise quantisation of a ``[N, K]`` weight (min/max by default).
 
     ``group_size`` may exceed K (one group per row = per-channel). Scales are computed in fp32,
@@ -182,9 +187,15 @@ def quantize_weight(weight: torch.Tensor, bits: int, group_size: int, symmetric:
         zero = torch.round(-lo / scale).clamp(0, qmax)
     q = torch.clamp(torch.round(w / scale.unsqueeze(-1)) + zero.unsqueeze(-1), 0, qmax)
     q = q.reshape(n, -1)[:, :k].to(torch.int32)
-    stream = PackedWeight(packed=pack_bits(q, bits), scales=scale.to(scale_dtype),
-                          zeros=zero.to(scale_dtype), bits=bits, group_size=group_size,
-                          out_features=n, in_features=k)
+    stream = PackedWeight(
+        packed=pack_bits(q, bits),
+        scales=scale.to(scale_dtype),
+        zeros=zero.to(scale_dtype),
+        bits=bits,
+        group_size=group_size,
+        out_features=n,
+        in_features=k,
+    )
     return to_layout(stream, layout)
 
 

@@ -74,15 +74,24 @@ def profiles_list(
 ) -> None:
     """Show the newest stored runs."""
     statement = select(ProfileRun).order_by(ProfileRun.created_at.desc()).limit(limit)
-    for column, value in ((ProfileRun.method_id, method), (ProfileRun.model_id, model),
-                          (ProfileRun.hardware_class, hardware_class)):
+    for column, value in (
+        (ProfileRun.method_id, method),
+        (ProfileRun.model_id, model),
+        (ProfileRun.hardware_class, hardware_class),
+    ):
         if value is not None:
             statement = statement.where(column == value)
     table = Table("run", "model", "method", "workload", "hardware", "status", "speed-up", "quality Δ")
     with session_scope() as session:
         for run in session.exec(statement):
-            table.add_row(run.run_id[:10], run.model_id, run.method_id, run.workload_id,
-                          run.hardware_class, run.status,
-                          "" if run.speedup is None else f"{run.speedup:.2f}×",
-                          "" if run.quality_delta is None else f"{run.quality_delta:+.3f}")
+            table.add_row(
+                run.run_id[:10],
+                run.model_id,
+                run.method_id,
+                run.workload_id,
+                run.hardware_class,
+                run.status,
+                "" if run.speedup is None else f"{run.speedup:.2f}×",
+                "" if run.quality_delta is None else f"{run.quality_delta:+.3f}",
+            )
     Console().print(table)

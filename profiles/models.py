@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column
@@ -16,7 +16,7 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _json(**kw: Any) -> Any:
@@ -99,7 +99,9 @@ class Node(SQLModel, table=True):
     fingerprint: dict = _json()
     labels: dict = _json()
     price_per_hour: float = 0.0
-    status: str = Field(default="online", index=True, max_length=20)  # online, lost, left, imported (came with a profile file)
+    status: str = Field(
+        default="online", index=True, max_length=20
+    )  # online, lost, left, imported (came with a profile file)
     last_heartbeat: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = 30_000
 
     @model_validator(mode="after")
-    def _derive_paths(self) -> "Settings":
+    def _derive_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
         if self.cache_dir is None:
             self.cache_dir = self.data_dir / "cache"

@@ -51,7 +51,9 @@ def record_of(run: ProfileRun, model: ModelSpec, workload: Workload, node: Node)
 
 
 def iter_records(session: Session, statement=None) -> Iterator[dict]:
-    statement = statement if statement is not None else select(ProfileRun).order_by(ProfileRun.created_at, ProfileRun.run_id)
+    statement = (
+        statement if statement is not None else select(ProfileRun).order_by(ProfileRun.created_at, ProfileRun.run_id)
+    )
     models, workloads, nodes = {}, {}, {}
     for run in session.exec(statement):
         model = models.setdefault(run.model_id, session.get(ModelSpec, run.model_id))

@@ -23,8 +23,14 @@ def _clear_caches() -> None:
 def isolated_data_dir(tmp_path, monkeypatch):
     """Points ACCEL_DATA_DIR at a fresh folder so no test sees another's store or cache."""
     monkeypatch.setenv("ACCEL_DATA_DIR", str(tmp_path / "accel-data"))
-    for name in ("ACCEL_DATABASE_URL", "ACCEL_MODE", "ACCEL_SECRET_KEY", "ACCEL_BROKER_URL",
-                 "ACCEL_RESULT_BACKEND", "ACCEL_CACHE_DIR"):
+    for name in (
+        "ACCEL_DATABASE_URL",
+        "ACCEL_MODE",
+        "ACCEL_SECRET_KEY",
+        "ACCEL_BROKER_URL",
+        "ACCEL_RESULT_BACKEND",
+        "ACCEL_CACHE_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     _clear_caches()
     yield tmp_path / "accel-data"
@@ -65,9 +71,7 @@ def engine(db_url):
     eng.dispose()
 
 
-
-def make_record(i: int = 0, *, method: str = "quant.int8_dynamic", status: str = "ok",
-                threads: int = 2) -> dict:
+def make_record(i: int = 0, *, method: str = "quant.int8_dynamic", status: str = "ok", threads: int = 2) -> dict:
     """One self-contained profile record as `profiles.transfer` exports it."""
     shape = {"kind": "lm-generate", "batch_size": 1 + i % 3, "prompt_len": 32, "gen_len": 32}
     workload_id = workload_id_for(shape)
@@ -76,29 +80,58 @@ def make_record(i: int = 0, *, method: str = "quant.int8_dynamic", status: str =
     config = {"method": method, "version": 1, "params": {"i": i}}
     record = {
         "run_id": run_id_for(model_id, workload_id, method, config, node_id),
-        "model_id": model_id, "workload_id": workload_id, "node_id": node_id,
-        "hardware_class": node_id, "method_id": method, "config": config, "status": status,
+        "model_id": model_id,
+        "workload_id": workload_id,
+        "node_id": node_id,
+        "hardware_class": node_id,
+        "method_id": method,
+        "config": config,
+        "status": status,
         "reason": None if status == "ok" else "needs CUDA",
         "speedup": 1.25 + i / 100 if status == "ok" else None,
-        "latency_p50_s": 0.01, "latency_p10_s": 0.009, "latency_p90_s": 0.012,
-        "quality_metric": "perplexity", "quality_baseline": 3.0, "quality_value": 3.03,
-        "quality_delta": -0.01, "setup_s": 0.5, "repeats": 5,
-        "metrics": {"throughput_unit": "tok/s"}, "environment": {"torch": "2.13.0"},
-        "model": {"id": model_id, "family": "decoder-lm", "params": 1_000_000 * (1 + i % 2),
-                  "layers": 4, "width": 128, "heads": 4, "kv_heads": 4, "vocab": 259,
-                  "context": 1024, "source": f"zoo:lm-{i % 2}", "descriptors": {}},
-        "workload": {"id": workload_id, **shape, "sampling": "greedy", "objective": "latency",
-                     "params": {}},
-        "node": {"id": node_id, "name": "test", "hardware_class": node_id, "threads": threads,
-                 "cores": 2, "cpu_model": "test cpu", "fingerprint": {"threads": threads}},
+        "latency_p50_s": 0.01,
+        "latency_p10_s": 0.009,
+        "latency_p90_s": 0.012,
+        "quality_metric": "perplexity",
+        "quality_baseline": 3.0,
+        "quality_value": 3.03,
+        "quality_delta": -0.01,
+        "setup_s": 0.5,
+        "repeats": 5,
+        "metrics": {"throughput_unit": "tok/s"},
+        "environment": {"torch": "2.13.0"},
+        "model": {
+            "id": model_id,
+            "family": "decoder-lm",
+            "params": 1_000_000 * (1 + i % 2),
+            "layers": 4,
+            "width": 128,
+            "heads": 4,
+            "kv_heads": 4,
+            "vocab": 259,
+            "context": 1024,
+            "source": f"zoo:lm-{i % 2}",
+            "descriptors": {},
+        },
+        "workload": {"id": workload_id, **shape, "sampling": "greedy", "objective": "latency", "params": {}},
+        "node": {
+            "id": node_id,
+            "name": "test",
+            "hardware_class": node_id,
+            "threads": threads,
+            "cores": 2,
+            "cpu_model": "test cpu",
+            "fingerprint": {"threads": threads},
+        },
     }
     return record
 
 
 @pytest.fixture
 def records() -> list[dict]:
-    return [make_record(i) for i in range(6)] + [make_record(99, method="quant.weight_only_int4",
-                                                             status="not-applicable")]
+    return [make_record(i) for i in range(6)] + [
+        make_record(99, method="quant.weight_only_int4", status="not-applicable")
+    ]
 
 
 @pytest.fixture

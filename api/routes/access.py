@@ -9,8 +9,7 @@ from sqlmodel import select
 
 from api.auth import AdminKey, create_api_key, create_join_token, revoke_api_key, revoke_join_token
 from api.deps import SessionDep
-from api.schemas import (ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, JoinTokenCreate,
-                         JoinTokenCreated, JoinTokenPublic)
+from api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, JoinTokenCreate, JoinTokenCreated, JoinTokenPublic
 from profiles.models import ApiKey, JoinToken
 
 router = APIRouter(tags=["access"])
@@ -34,8 +33,7 @@ def revoke_key(key_id: str, session: SessionDep, _admin: AdminKey) -> ApiKey:
 
 @router.post("/join-tokens", status_code=201, response_model=JoinTokenCreated)
 def create_token(body: JoinTokenCreate, session: SessionDep, _admin: AdminKey) -> dict:
-    row, token = create_join_token(session, timedelta(hours=body.ttl_hours), body.max_uses,
-                                   body.note, body.labels)
+    row, token = create_join_token(session, timedelta(hours=body.ttl_hours), body.max_uses, body.note, body.labels)
     return {**row.model_dump(), "token": token}
 
 

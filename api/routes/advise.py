@@ -58,10 +58,18 @@ def _registered(method_id: str) -> str | None:
     return None
 
 
-def recommend_for(session: Session, model_id: str, shape: dict, node_id: str | None, hardware_class: str | None,
-                  objective: str, quality_floor: float | None, budget: float | None, top_k: int) -> dict:
+def recommend_for(
+    session: Session,
+    model_id: str,
+    shape: dict,
+    node_id: str | None,
+    hardware_class: str | None,
+    objective: str,
+    quality_floor: float | None,
+    budget: float | None,
+    top_k: int,
+) -> dict:
     from advisor.api import recommend
-
     from executors.tasks import workload_from_json
 
     version, advisor = _active(session)
@@ -72,21 +80,50 @@ def recommend_for(session: Session, model_id: str, shape: dict, node_id: str | N
     nodes = _nodes(session, node_id, hardware_class)
     by_id = {n["id"]: n for n in nodes}
     try:
-        result = recommend(advisor, model.model_dump(mode="json"), workload, nodes, supports=_registered,
-                           quality_floor=quality_floor, budget=budget, objective=objective, top_k=top_k)
+        result = recommend(
+            advisor,
+            model.model_dump(mode="json"),
+            workload,
+            nodes,
+            supports=_registered,
+            quality_floor=quality_floor,
+            budget=budget,
+            objective=objective,
+            top_k=top_k,
+        )
     except ValueError as exc:
         raise Unprocessable(str(exc)) from None
-    candidates = [{**dataclasses.asdict(r), "hardware_class": by_id[r.node_id]["hardware_class"],
-                   "node_status": by_id[r.node_id]["status"]} for r in result.recommendations]
-    return {"advisor_version": version.id, "model": model_id, "workload": workload, "candidates": candidates,
-            "excluded": [dataclasses.asdict(e) for e in result.excluded]}
+    candidates = [
+        {
+            **dataclasses.asdict(r),
+            "hardware_class": by_id[r.node_id]["hardware_class"],
+            "node_status": by_id[r.node_id]["status"],
+        }
+        for r in result.recommendations
+    ]
+    return {
+        "advisor_version": version.id,
+        "model": model_id,
+        "workload": workload,
+        "candidates": candidates,
+        "excluded": [dataclasses.asdict(e) for e in result.excluded],
+    }
 
 
 @router.post("/recommendations")
 def recommendations(body: RecommendationRequest, _key: ClientKey) -> dict:
     with session_scope() as session:
-        return recommend_for(session, body.model, body.workload, body.node, body.hardware_class,
-                             body.objective, body.quality_floor, body.budget, body.top_k)
+        return recommend_for(
+            session,
+            body.model,
+            body.workload,
+            body.node,
+            body.hardware_class,
+            body.objective,
+            body.quality_floor,
+            body.budget,
+            body.top_k,
+        )
 
 
 def _estimated_shape(session: Session, body: RunCreate) -> dict:
@@ -96,8 +133,12 @@ def _estimated_shape(session: Session, body: RunCreate) -> dict:
     longest = max(len(p.encode()) for p in body.prompts)
     prompt_len = longest if byte_level else max(1, longest // 4)  # ~4 bytes per BPE token
     context = (model.context if model and model.context else 2048) - body.max_new_tokens
-    return {"batch_size": 1, "prompt_len": max(8, min(prompt_len, context)), "gen_len": body.max_new_tokens,
-            "sampling": body.sampling}
+    return {
+        "batch_size": 1,
+        "prompt_len": max(8, min(prompt_len, context)),
+        "gen_len": body.max_new_tokens,
+        "sampling": body.sampling,
+    }
 
 
 def _run_target(session: Session, body: RunCreate, chosen_node: str | None) -> dict:
@@ -122,8 +163,17 @@ def create_run(body: RunCreate, _key: ClientKey) -> dict:
         shape = _estimated_shape(session, body)
         chosen = None
         if body.method == "auto":
-            found = recommend_for(session, model, shape, body.node, body.hardware_class, body.objective,
-                                  body.quality_floor, body.budget, top_k=50)
+            found = recommend_for(
+                session,
+                model,
+                shape,
+                body.node,
+                body.hardware_class,
+                body.objective,
+                body.quality_floor,
+                body.budget,
+                top_k=50,
+            )
             online = [c for c in found["candidates"] if c["node_status"] == "online"]
             if not online:
                 raise Conflict("no candidate passes the constraints on an online node")
@@ -133,9 +183,18 @@ def create_run(body: RunCreate, _key: ClientKey) -> dict:
         else:
             method = resolve_methods([body.method])[0]
         target = _run_target(session, body, chosen["node_id"] if chosen else None)
-        item = {"kind": "run", "model": model, "prompts": body.prompts, "method": method["config"],
-                "max_new_tokens": body.max_new_tokens, "sampling": body.sampling, "seed": body.seed,
-                "measure": body.measure, "workload": resolve_workloads([shape])[0]["shape"], "target": target}
+        item = {
+            "kind": "run",
+            "model": model,
+            "prompts": body.prompts,
+            "method": method["config"],
+            "max_new_tokens": body.max_new_tokens,
+            "sampling": body.sampling,
+            "seed": body.seed,
+            "measure": body.measure,
+            "workload": resolve_workloads([shape])[0]["shape"],
+            "target": target,
+        }
         job = new_job(session, "run", [item], {"recommendation": chosen, "method_id": method["id"]})
         public = run_public(session, job)
     send_item(public["id"], 0, "pool" if target["kind"] == "pool" else queue_name(target["kind"], target["name"]))
@@ -143,12 +202,34 @@ def create_run(body: RunCreate, _key: ClientKey) -> dict:
 
 
 def run_public(session: Session, job: Job) -> dict:
-    figures = [{k: getattr(r, k) for k in ("run_id", "method_id", "hardware_class", "node_id", "speedup",
-                                          "latency_p50_s", "baseline_latency_p50_s", "throughput", "peak_mem_mb",
-                                          "quality_metric", "quality_delta", "metrics")}
-               for r in session.exec(select(ProfileRun).where(ProfileRun.job_id == job.id))]
-    return {**job_public(job), "method": job.spec.get("method_id"), "recommendation": job.spec.get("recommendation"),
-            "node": job.result.get("node"), "outputs": job.result.get("outputs"), "figures": figures}
+    figures = [
+        {
+            k: getattr(r, k)
+            for k in (
+                "run_id",
+                "method_id",
+                "hardware_class",
+                "node_id",
+                "speedup",
+                "latency_p50_s",
+                "baseline_latency_p50_s",
+                "throughput",
+                "peak_mem_mb",
+                "quality_metric",
+                "quality_delta",
+                "metrics",
+            )
+        }
+        for r in session.exec(select(ProfileRun).where(ProfileRun.job_id == job.id))
+    ]
+    return {
+        **job_public(job),
+        "method": job.spec.get("method_id"),
+        "recommendation": job.spec.get("recommendation"),
+        "node": job.result.get("node"),
+        "outputs": job.result.get("outputs"),
+        "figures": figures,
+    }
 
 
 @router.get("/runs/{run_id}")

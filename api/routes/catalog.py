@@ -30,10 +30,14 @@ def list_models(session: SessionDep, _key: ClientKey) -> list[dict]:
 
 def _filtered(model_id, method_id, hardware_class, workload_id, status, job_id=None):
     statement = select(ProfileRun)
-    for column, value in ((ProfileRun.model_id, model_id), (ProfileRun.method_id, method_id),
-                          (ProfileRun.hardware_class, hardware_class),
-                          (ProfileRun.workload_id, workload_id), (ProfileRun.status, status),
-                          (ProfileRun.job_id, job_id)):
+    for column, value in (
+        (ProfileRun.model_id, model_id),
+        (ProfileRun.method_id, method_id),
+        (ProfileRun.hardware_class, hardware_class),
+        (ProfileRun.workload_id, workload_id),
+        (ProfileRun.status, status),
+        (ProfileRun.job_id, job_id),
+    ):
         if value is not None:
             statement = statement.where(column == value)
     return statement
@@ -41,29 +45,39 @@ def _filtered(model_id, method_id, hardware_class, workload_id, status, job_id=N
 
 @router.get("/profiles", response_model=Page)
 def list_profiles(
-    session: SessionDep, _key: ClientKey,
-    model_id: str | None = None, method_id: str | None = None, hardware_class: str | None = None,
-    workload_id: str | None = None, status: Literal["ok", "failed", "not-applicable"] | None = None,
+    session: SessionDep,
+    _key: ClientKey,
+    model_id: str | None = None,
+    method_id: str | None = None,
+    hardware_class: str | None = None,
+    workload_id: str | None = None,
+    status: Literal["ok", "failed", "not-applicable"] | None = None,
     job_id: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     statement = _filtered(model_id, method_id, hardware_class, workload_id, status, job_id)
     total = session.exec(select(func.count()).select_from(statement.subquery())).one()
     page = statement.order_by(ProfileRun.created_at, ProfileRun.run_id).offset(offset).limit(limit)
-    return {"total": total, "offset": offset, "limit": limit,
-            "items": list(iter_records(session, page))}
+    return {"total": total, "offset": offset, "limit": limit, "items": list(iter_records(session, page))}
 
 
 @router.get("/profiles/export", response_class=PlainTextResponse)
 def export_profiles(
-    session: SessionDep, _key: ClientKey, format: Literal["jsonl", "csv"] = "jsonl",
-    model_id: str | None = None, method_id: str | None = None, hardware_class: str | None = None,
-    workload_id: str | None = None, status: Literal["ok", "failed", "not-applicable"] | None = None,
+    session: SessionDep,
+    _key: ClientKey,
+    format: Literal["jsonl", "csv"] = "jsonl",
+    model_id: str | None = None,
+    method_id: str | None = None,
+    hardware_class: str | None = None,
+    workload_id: str | None = None,
+    status: Literal["ok", "failed", "not-applicable"] | None = None,
     job_id: str | None = None,
 ) -> PlainTextResponse:
     statement = _filtered(model_id, method_id, hardware_class, workload_id, status, job_id)
     out = io.StringIO()
     write_records(iter_records(session, statement.order_by(ProfileRun.created_at, ProfileRun.run_id)), out, format)
     media = "text/csv" if format == "csv" else "application/x-ndjson"
-    return PlainTextResponse(out.getvalue(), media_type=media,
-                             headers={"Content-Disposition": f'attachment; filename="profiles.{format}"'})
+    return PlainTextResponse(
+        out.getvalue(), media_type=media, headers={"Content-Disposition": f'attachment; filename="profiles.{format}"'}
+    )

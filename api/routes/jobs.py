@@ -32,7 +32,8 @@ def _targets(session: Session, body: ProfilingJobCreate) -> list[dict]:
             raise Unprocessable(f"unknown nodes: {', '.join(missing)}")
         return [{"kind": "node", "name": n} for n in body.nodes]
     classes = body.hardware_classes or sorted(
-        {n.hardware_class for n in session.exec(select(Node).where(Node.status == "online"))})
+        {n.hardware_class for n in session.exec(select(Node).where(Node.status == "online"))}
+    )
     if not classes:
         raise Unprocessable("no worker is online and no hardware_classes were named; start a worker first")
     return [{"kind": "class", "name": c} for c in classes]
@@ -41,14 +42,21 @@ def _targets(session: Session, body: ProfilingJobCreate) -> list[dict]:
 def _stored(session: Session, model: str, workload_id: str, hardware_class: str) -> set[tuple[str, str]]:
     """(method id, canonical config) already measured for this task on this class: skipped on resume."""
     from profiles.models import canonical_json
-    rows = session.exec(select(ProfileRun.method_id, ProfileRun.config).where(
-        ProfileRun.model_id == model, ProfileRun.workload_id == workload_id,
-        ProfileRun.hardware_class == hardware_class, ProfileRun.status.in_(("ok", "not-applicable"))))
+
+    rows = session.exec(
+        select(ProfileRun.method_id, ProfileRun.config).where(
+            ProfileRun.model_id == model,
+            ProfileRun.workload_id == workload_id,
+            ProfileRun.hardware_class == hardware_class,
+            ProfileRun.status.in_(("ok", "not-applicable")),
+        )
+    )
     return {(m, canonical_json(c)) for m, c in rows}
 
 
 def plan_items(session: Session, body: ProfilingJobCreate) -> list[dict]:
     from profiles.models import canonical_json
+
     models = resolve_models(session, body.models)
     methods = resolve_methods(body.methods)
     workloads = resolve_workloads(body.workloads)
@@ -59,8 +67,16 @@ def plan_items(session: Session, body: ProfilingJobCreate) -> list[dict]:
             done = _stored(session, model, workload["id"], target["name"])
             todo = [m for m in methods if (m["id"], canonical_json(m["config"])) not in done]
         if todo:
-            items.append({"kind": "profile", "model": model, "workload": workload["shape"],
-                          "methods": [m["config"] for m in todo], "target": target, "reps": body.reps})
+            items.append(
+                {
+                    "kind": "profile",
+                    "model": model,
+                    "workload": workload["shape"],
+                    "methods": [m["config"] for m in todo],
+                    "target": target,
+                    "reps": body.reps,
+                }
+            )
     return items
 
 
@@ -82,7 +98,9 @@ def create_profiling_job(body: ProfilingJobCreate, _key: ClientKey) -> dict:
 @router.get("/profiling-jobs", response_model=list[JobPublic])
 def list_profiling_jobs(_key: ClientKey, limit: int = 50) -> list[dict]:
     with session_scope() as session:
-        jobs = session.exec(select(Job).where(Job.kind == "profiling").order_by(Job.created_at.desc()).limit(min(limit, 500)))
+        jobs = session.exec(
+            select(Job).where(Job.kind == "profiling").order_by(Job.created_at.desc()).limit(min(limit, 500))
+        )
         return [job_public(j) for j in jobs]
 
 
@@ -115,8 +133,16 @@ def claim(job_id: str, index: int, key: WorkerKey) -> dict:
 @router.post("/jobs/{job_id}/items/{index}/result")
 def report(job_id: str, index: int, body: ItemResult, key: WorkerKey) -> dict:
     with session_scope() as session:
-        answer, requeue = complete_item(session, job_id, index, key.node_id, body.records, body.outputs,
-                                        body.error, get_settings().max_item_attempts)
+        answer, requeue = complete_item(
+            session,
+            job_id,
+            index,
+            key.node_id,
+            body.records,
+            body.outputs,
+            body.error,
+            get_settings().max_item_attempts,
+        )
         queue = requeue_queue(session, session.get(Job, job_id).spec["items"][index]) if requeue else None
     if queue is not None:
         send_item(job_id, index, queue)

@@ -17,8 +17,18 @@ from profiles.models import ApiKey, Node, utcnow
 from profiles.settings import get_settings
 
 router = APIRouter(tags=["workers"])
-FINGERPRINT_COLUMNS = ("cpu_model", "cores", "threads", "ram_gb", "gpu_name", "gpu_count",
-                       "gpu_mem_gb", "mem_bw_gbs", "fp32_gflops", "bf16_gflops")
+FINGERPRINT_COLUMNS = (
+    "cpu_model",
+    "cores",
+    "threads",
+    "ram_gb",
+    "gpu_name",
+    "gpu_count",
+    "gpu_mem_gb",
+    "mem_bw_gbs",
+    "fp32_gflops",
+    "bf16_gflops",
+)
 
 
 def queue_name(kind: str, name: str) -> str:
@@ -49,8 +59,12 @@ def join(body: WorkerJoin, session: SessionDep) -> dict:
         old.revoked_at = utcnow()  # a re-joining node gets a fresh credential; the old one dies
         session.add(old)
     _key, secret = create_api_key(session, "worker", name=f"worker {node_id}", node_id=node_id)
-    return {"node_id": node_id, "worker_key": secret, "queues": queues_for(node),
-            "heartbeat_interval_s": get_settings().heartbeat_interval_s}
+    return {
+        "node_id": node_id,
+        "worker_key": secret,
+        "queues": queues_for(node),
+        "heartbeat_interval_s": get_settings().heartbeat_interval_s,
+    }
 
 
 def _own_node(session: Session, key: ApiKey) -> Node:

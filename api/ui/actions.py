@@ -98,7 +98,13 @@ def revoke_token(token_id: str, key: UiKey) -> dict:
 
 
 @router.get("/profiles/export")
-def export_profiles(key: UiKey, format: Literal["jsonl", "csv"] = "csv", model_id: str | None = None,
-                    method_id: str | None = None, hardware_class: str | None = None, workload_id: str | None = None):
+def export_profiles(
+    key: UiKey,
+    format: Literal["jsonl", "csv"] = "csv",
+    model_id: str | None = None,
+    method_id: str | None = None,
+    hardware_class: str | None = None,
+    workload_id: str | None = None,
+):
     with session_scope() as session:
         return catalog.export_profiles(session, key, format, model_id, method_id, hardware_class, workload_id, None)

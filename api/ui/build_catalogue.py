@@ -13,8 +13,20 @@ import sys
 from pathlib import Path
 
 OUT = Path(__file__).with_name("static") / "catalogue.json"
-COLUMNS = ("row", "short_name", "essence", "category", "phase", "family", "executable", "proposed_ids",
-           "cpu_testable", "needs_gpu", "effort", "measure")
+COLUMNS = (
+    "row",
+    "short_name",
+    "essence",
+    "category",
+    "phase",
+    "family",
+    "executable",
+    "proposed_ids",
+    "cpu_testable",
+    "needs_gpu",
+    "effort",
+    "measure",
+)
 
 
 def paper_titles(papers: Path) -> list[str]:

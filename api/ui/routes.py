@@ -31,10 +31,15 @@ STATIC = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["colour"] = views.cell_colour
 router = APIRouter(prefix="/ui", include_in_schema=False)
-PAGES = (("dashboard", "/ui/", "Dashboard"), ("methods", "/ui/methods", "Methods"),
-         ("profiles", "/ui/profiles", "Profiles"), ("advisor", "/ui/advisor", "Advisor"),
-         ("playground", "/ui/playground", "Playground"), ("jobs", "/ui/jobs", "Jobs"),
-         ("access", "/ui/access", "Access"))
+PAGES = (
+    ("dashboard", "/ui/", "Dashboard"),
+    ("methods", "/ui/methods", "Methods"),
+    ("profiles", "/ui/profiles", "Profiles"),
+    ("advisor", "/ui/advisor", "Advisor"),
+    ("playground", "/ui/playground", "Playground"),
+    ("jobs", "/ui/jobs", "Jobs"),
+    ("access", "/ui/access", "Access"),
+)
 
 
 def _plotly_bundle() -> Path:
@@ -44,9 +49,11 @@ def _plotly_bundle() -> Path:
 
 
 def _render(request: Request, page: str, ui: dict | None, **context) -> Response:
-    return templates.TemplateResponse(request, f"{page}.html", {
-        "page": page, "pages": PAGES, "csrf": ui["csrf"] if ui else "", "admin": ui["key"] if ui else None,
-        **context})
+    return templates.TemplateResponse(
+        request,
+        f"{page}.html",
+        {"page": page, "pages": PAGES, "csrf": ui["csrf"] if ui else "", "admin": ui["key"] if ui else None, **context},
+    )
 
 
 @router.get("/login")
@@ -103,15 +110,36 @@ def methods_page(request: Request, ui: PageSession) -> Response:
 
 
 @router.get("/profiles")
-def profiles_page(request: Request, ui: PageSession, model_id: str = "", method_id: str = "",
-                  hardware_class: str = "", workload_id: str = "") -> Response:
-    filters = {k: v for k, v in (("model_id", model_id), ("method_id", method_id),
-                                 ("hardware_class", hardware_class), ("workload_id", workload_id)) if v}
+def profiles_page(
+    request: Request,
+    ui: PageSession,
+    model_id: str = "",
+    method_id: str = "",
+    hardware_class: str = "",
+    workload_id: str = "",
+) -> Response:
+    filters = {
+        k: v
+        for k, v in (
+            ("model_id", model_id),
+            ("method_id", method_id),
+            ("hardware_class", hardware_class),
+            ("workload_id", workload_id),
+        )
+        if v
+    }
     with session_scope() as session:
         runs = views.filtered_runs(session, filters)
-        return _render(request, "profiles", ui, filters=filters, options=views.filter_options(session),
-                       n_runs=len(runs), heatmap=views.heatmap(runs, views.workload_labels(session)),
-                       scatter=views.pareto(runs))
+        return _render(
+            request,
+            "profiles",
+            ui,
+            filters=filters,
+            options=views.filter_options(session),
+            n_runs=len(runs),
+            heatmap=views.heatmap(runs, views.workload_labels(session)),
+            scatter=views.pareto(runs),
+        )
 
 
 @router.get("/advisor")
@@ -142,9 +170,14 @@ def jobs_page(request: Request, ui: PageSession) -> Response:
 @router.get("/access")
 def access_page(request: Request, ui: PageSession) -> Response:
     with session_scope() as session:
-        keys = [k.model_dump(mode="json", exclude={"key_hash"}) for k in session.exec(select(ApiKey).order_by(ApiKey.created_at))]
-        tokens = [t.model_dump(mode="json", exclude={"token_hash"})
-                  for t in session.exec(select(JoinToken).order_by(JoinToken.created_at))]
+        keys = [
+            k.model_dump(mode="json", exclude={"key_hash"})
+            for k in session.exec(select(ApiKey).order_by(ApiKey.created_at))
+        ]
+        tokens = [
+            t.model_dump(mode="json", exclude={"token_hash"})
+            for t in session.exec(select(JoinToken).order_by(JoinToken.created_at))
+        ]
     return _render(request, "access", ui, keys=keys, tokens=tokens)
 
 

@@ -33,8 +33,9 @@ def _serializer() -> URLSafeTimedSerializer:
 
 def open_session(response, request: Request, key_id: str) -> None:
     value = _serializer().dumps({"key_id": key_id, "csrf": secrets.token_urlsafe(24)})
-    response.set_cookie(COOKIE, value, max_age=MAX_AGE_S, httponly=True, samesite="lax",
-                        secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        COOKIE, value, max_age=MAX_AGE_S, httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/"
+    )
 
 
 def close_session(response) -> None:

@@ -34,9 +34,14 @@ def advisor_score(version: AdvisorVersion | None) -> dict | None:
     if version is None:
         return None
     splits = (version.evaluation or {}).get("splits", {})
-    return {name: {"gap_closed": sel[ADVISOR_SELECTOR]["gap_closed"]["mean"],
-                   "top1_tol": sel[ADVISOR_SELECTOR]["top1_tol"]["mean"]}
-            for name, sel in splits.items() if ADVISOR_SELECTOR in sel}
+    return {
+        name: {
+            "gap_closed": sel[ADVISOR_SELECTOR]["gap_closed"]["mean"],
+            "top1_tol": sel[ADVISOR_SELECTOR]["top1_tol"]["mean"],
+        }
+        for name, sel in splits.items()
+        if ADVISOR_SELECTOR in sel
+    }
 
 
 def recent_jobs(session: Session, limit: int = 20, kind: str | None = None) -> list[dict]:
@@ -60,13 +65,21 @@ def dashboard(session: Session) -> dict:
     unfinished = session.exec(select(Job).where(Job.state.not_in(FINISHED))).all()
     queued = sum(1 for job in unfinished for item in job.result.get("items", {}).values() if item["state"] == "queued")
     active = session.exec(select(AdvisorVersion).where(AdvisorVersion.active)).first()
-    nodes = [{**n.model_dump(mode="json"), "current_job": n.labels.get("current_job")}
-             for n in session.exec(select(Node).order_by(Node.status, Node.id))]
-    return {"nodes": nodes, "queued_items": queued, "unfinished_jobs": len(unfinished),
-            "jobs": recent_jobs(session, 10),
-            "profile_count": session.exec(select(func.count()).select_from(ProfileRun)).one(),
-            "advisor": active.model_dump(mode="json", include={"id", "created_at", "n_profiles", "learner"})
-            if active else None, "advisor_score": advisor_score(active)}
+    nodes = [
+        {**n.model_dump(mode="json"), "current_job": n.labels.get("current_job")}
+        for n in session.exec(select(Node).order_by(Node.status, Node.id))
+    ]
+    return {
+        "nodes": nodes,
+        "queued_items": queued,
+        "unfinished_jobs": len(unfinished),
+        "jobs": recent_jobs(session, 10),
+        "profile_count": session.exec(select(func.count()).select_from(ProfileRun)).one(),
+        "advisor": active.model_dump(mode="json", include={"id", "created_at", "n_profiles", "learner"})
+        if active
+        else None,
+        "advisor_score": advisor_score(active),
+    }
 
 
 def methods_page(session: Session) -> tuple[list[dict], list[dict]]:
@@ -80,7 +93,8 @@ def methods_page(session: Session) -> tuple[list[dict], list[dict]]:
             registered[method.catalogue_row].append(method)
     profiled = defaultdict(set)
     for method_id, hardware_class in session.exec(
-            select(ProfileRun.method_id, ProfileRun.hardware_class).where(ProfileRun.status == "ok").distinct()):
+        select(ProfileRun.method_id, ProfileRun.hardware_class).where(ProfileRun.status == "ok").distinct()
+    ):
         for part in method_id.split("+"):
             profiled[part].add(hardware_class)
     rows = []
@@ -88,26 +102,41 @@ def methods_page(session: Session) -> tuple[list[dict], list[dict]]:
         methods = registered.get(entry["row"], [])
         not_a_method = entry["executable"].lower().startswith("no")
         status = "implemented" if methods else "not a method" if not_a_method else "not implemented yet"
-        rows.append({**entry, "status": status,
-                     "methods": [{"id": m.id, "hardware": sorted(profiled.get(m.id, ()))} for m in methods],
-                     "why": entry["executable"] if not_a_method else ""})
-    extra = [{"id": m.id, "family": m.family, "title": m.paper_title, "hardware": sorted(profiled.get(m.id, ()))}
-             for m in outside]
+        rows.append(
+            {
+                **entry,
+                "status": status,
+                "methods": [{"id": m.id, "hardware": sorted(profiled.get(m.id, ()))} for m in methods],
+                "why": entry["executable"] if not_a_method else "",
+            }
+        )
+    extra = [
+        {"id": m.id, "family": m.family, "title": m.paper_title, "hardware": sorted(profiled.get(m.id, ()))}
+        for m in outside
+    ]
     return rows, extra
 
 
 def workload_labels(session: Session) -> dict[str, str]:
     """Workload id → a readable shape ("b1 · p16 · g8 greedy"), for menus and table rows."""
-    return {w.id: f"b{w.batch_size} · p{w.prompt_len} · g{w.gen_len} {w.sampling}" for w in session.exec(select(Workload))}
+    return {
+        w.id: f"b{w.batch_size} · p{w.prompt_len} · g{w.gen_len} {w.sampling}" for w in session.exec(select(Workload))
+    }
 
 
 def filter_options(session: Session) -> dict:
     """Each filter's choices as (value, label) pairs."""
-    column = {"model_id": ProfileRun.model_id, "method_id": ProfileRun.method_id,
-              "hardware_class": ProfileRun.hardware_class, "workload_id": ProfileRun.workload_id}
+    column = {
+        "model_id": ProfileRun.model_id,
+        "method_id": ProfileRun.method_id,
+        "hardware_class": ProfileRun.hardware_class,
+        "workload_id": ProfileRun.workload_id,
+    }
     labels = workload_labels(session)
-    return {name: [(v, labels.get(v, v)) for v in sorted(session.exec(select(col).distinct()))]
-            for name, col in column.items()}
+    return {
+        name: [(v, labels.get(v, v)) for v in sorted(session.exec(select(col).distinct()))]
+        for name, col in column.items()
+    }
 
 
 def filtered_runs(session: Session, filters: dict) -> list[ProfileRun]:
@@ -126,8 +155,15 @@ def heatmap(runs: list[ProfileRun], labels: dict[str, str]) -> dict:
     for task in sorted(cells)[:HEATMAP_ROWS]:
         values = cells[task]
         best = max(values, key=values.get)
-        rows.append({"model": task[0], "workload": labels.get(task[1], task[1]), "hardware": task[2], "best": best,
-                     "cells": [{"method": m, "speedup": values.get(m), "best": m == best} for m in methods]})
+        rows.append(
+            {
+                "model": task[0],
+                "workload": labels.get(task[1], task[1]),
+                "hardware": task[2],
+                "best": best,
+                "cells": [{"method": m, "speedup": values.get(m), "best": m == best} for m in methods],
+            }
+        )
     return {"methods": methods, "rows": rows, "n_tasks": len(cells), "truncated": len(cells) > HEATMAP_ROWS}
 
 
@@ -142,8 +178,15 @@ def cell_colour(speedup: float | None) -> str:
 
 def pareto(runs: list[ProfileRun]) -> dict:
     """Quality change vs speed-up points and the front no other point beats on both."""
-    points = [{"speedup": r.speedup, "quality": r.quality_delta, "label": f"{r.method_id} · {r.model_id} · {r.hardware_class}"}
-              for r in runs if r.status == "ok" and r.speedup is not None and r.quality_delta is not None]
+    points = [
+        {
+            "speedup": r.speedup,
+            "quality": r.quality_delta,
+            "label": f"{r.method_id} · {r.model_id} · {r.hardware_class}",
+        }
+        for r in runs
+        if r.status == "ok" and r.speedup is not None and r.quality_delta is not None
+    ]
     front, best_quality = [], -math.inf
     for point in sorted(points, key=lambda p: (-p["speedup"], -p["quality"])):
         if point["quality"] > best_quality:
@@ -157,13 +200,22 @@ def advisor_page(session: Session) -> dict:
     active = next((v for v in versions if v.active), None)
     evaluation = (active.evaluation or {}) if active else {}
     metrics = ("top1", "top1_tol", "mean_regret", "gap_closed", "ndcg3")
-    tables = {split: [{"selector": name, **{m: sel[m]["mean"] for m in metrics if m in sel}}
-                      for name, sel in selectors.items() if not name.startswith("_")]
-              for split, selectors in evaluation.get("splits", {}).items()}
-    return {"versions": [v.model_dump(mode="json", exclude={"evaluation", "artefact_path"}) for v in versions],
-            "active": active.id if active else None, "tables": tables, "metrics": metrics,
-            "importance": feature_importance(session) if active else [],
-            "jobs": recent_jobs(session, 5, kind="train")}
+    tables = {
+        split: [
+            {"selector": name, **{m: sel[m]["mean"] for m in metrics if m in sel}}
+            for name, sel in selectors.items()
+            if not name.startswith("_")
+        ]
+        for split, selectors in evaluation.get("splits", {}).items()
+    }
+    return {
+        "versions": [v.model_dump(mode="json", exclude={"evaluation", "artefact_path"}) for v in versions],
+        "active": active.id if active else None,
+        "tables": tables,
+        "metrics": metrics,
+        "importance": feature_importance(session) if active else [],
+        "jobs": recent_jobs(session, 5, kind="train"),
+    }
 
 
 def feature_importance(session: Session, top: int = 15) -> list[dict]:

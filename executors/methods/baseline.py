@@ -16,9 +16,13 @@ class BaselineConfig(MethodConfig):
     version: int = 1
 
 
-@register_method("baseline", BaselineConfig, family="reference",
-                 paper="Autoregressive decoding with a key-value cache (the reference)",
-                 lossless=True)
+@register_method(
+    "baseline",
+    BaselineConfig,
+    family="reference",
+    paper="Autoregressive decoding with a key-value cache (the reference)",
+    lossless=True,
+)
 class Baseline(Method):
     order = 100  # a decoding strategy: applies after weight transforms and compilation
     composes_with = frozenset({"quant.int8_dynamic", "quant.weight_only_int4", "sys.compile"})

@@ -11,18 +11,37 @@ def write_scenario(directory, n=60, maximize=None):
     directory.mkdir()
     runtime = maximize is None
     (directory / "description.txt").write_text(
-        "scenario_id: mini\nperformance_measures:\n  - " + ("runtime" if runtime else "score") +
-        f"\nmaximize:\n  - {'false' if runtime else str(maximize).lower()}\n"
+        "scenario_id: mini\nperformance_measures:\n  - "
+        + ("runtime" if runtime else "score")
+        + f"\nmaximize:\n  - {'false' if runtime else str(maximize).lower()}\n"
         f"performance_type:\n  - {'runtime' if runtime else 'solution_quality'}\n"
         f"algorithm_cutoff_time: {CUTOFF}\nalgorithms_deterministic: [fast_small, fast_large, slow]\n"
-        "features_deterministic: [f1, f2]\nnumber_of_feature_steps: 1\n")
-    runs = ["@RELATION mini", "@ATTRIBUTE instance_id STRING", "@ATTRIBUTE repetition NUMERIC",
-            "@ATTRIBUTE algorithm STRING", f"@ATTRIBUTE {'runtime' if runtime else 'score'} NUMERIC",
-            "@ATTRIBUTE runstatus {ok, timeout, crash}", "@DATA"]
-    features = ["@RELATION mini_features", "@ATTRIBUTE instance_id STRING", "@ATTRIBUTE repetition NUMERIC",
-                "@ATTRIBUTE f1 NUMERIC", "@ATTRIBUTE f2 NUMERIC", "@DATA"]
-    cv = ["@RELATION mini_cv", "@ATTRIBUTE instance_id STRING", "@ATTRIBUTE repetition NUMERIC",
-          "@ATTRIBUTE fold NUMERIC", "@DATA"]
+        "features_deterministic: [f1, f2]\nnumber_of_feature_steps: 1\n"
+    )
+    runs = [
+        "@RELATION mini",
+        "@ATTRIBUTE instance_id STRING",
+        "@ATTRIBUTE repetition NUMERIC",
+        "@ATTRIBUTE algorithm STRING",
+        f"@ATTRIBUTE {'runtime' if runtime else 'score'} NUMERIC",
+        "@ATTRIBUTE runstatus {ok, timeout, crash}",
+        "@DATA",
+    ]
+    features = [
+        "@RELATION mini_features",
+        "@ATTRIBUTE instance_id STRING",
+        "@ATTRIBUTE repetition NUMERIC",
+        "@ATTRIBUTE f1 NUMERIC",
+        "@ATTRIBUTE f2 NUMERIC",
+        "@DATA",
+    ]
+    cv = [
+        "@RELATION mini_cv",
+        "@ATTRIBUTE instance_id STRING",
+        "@ATTRIBUTE repetition NUMERIC",
+        "@ATTRIBUTE fold NUMERIC",
+        "@DATA",
+    ]
     for i in range(n):
         f1 = rng.random()
         small, large = (5.0, 60.0) if f1 < 0.5 else (70.0, 8.0)

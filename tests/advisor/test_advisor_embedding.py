@@ -24,8 +24,10 @@ def test_text_features_are_deterministic_and_missing_text_is_missing():
 
 
 def test_tables_gain_text_columns_from_workload_descriptions(small_records):
-    records = [dict(r, workload={**r["workload"], "params": {"description": f"task for {r['workload']['id']}"}})
-               for r in small_records[:70]]
+    records = [
+        dict(r, workload={**r["workload"], "params": {"description": f"task for {r['workload']['id']}"}})
+        for r in small_records[:70]
+    ]
     assert task_description(records[0]).startswith("task for")
     table = table_from_records(records, text_embedding=True)
     columns = [i for i, n in enumerate(table.feature_names) if n.startswith("text.e")]

@@ -29,8 +29,7 @@ def test_runtime_scenario_is_scored_by_par10_with_its_own_folds(tmp_path):
     f2 = table.feature_names.index("f.f2")
     assert np.isnan(table.task_x[table.tasks.index("inst 0"), f2])
 
-    report = evaluate_table(table, splits=("scenario",), seeds=1, size="small",
-                            selectors=("lightgbm", "knn", "random"))
+    report = evaluate_table(table, splits=("scenario",), seeds=1, size="small", selectors=("lightgbm", "knn", "random"))
     results = report["splits"]["scenario"]
     assert results["lightgbm"]["gap_closed"]["mean"] > 0.9  # f1 decides the winner: easy to learn
     assert results["random"]["gap_closed"]["mean"] < 0.5

@@ -42,7 +42,8 @@ def test_task_features_scale_sizes_and_derive_ratios(small_records):
     model = small_records[0]["model"]
     assert features["model.width"] == pytest.approx(np.log2(1 + model["width"]))
     assert features["node.flops_per_byte"] == pytest.approx(
-        small_records[0]["node"]["fp32_gflops"] / small_records[0]["node"]["mem_bw_gbs"])
+        small_records[0]["node"]["fp32_gflops"] / small_records[0]["node"]["mem_bw_gbs"]
+    )
     assert features["node.fp.probe_matmul_gflops"] > 0  # probe figures from the fingerprint are used
     assert features["model.family"] == "decoder-lm"
 

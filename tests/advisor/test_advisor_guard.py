@@ -38,8 +38,9 @@ def test_missing_sizes_and_tables_without_the_feature_are_never_guarded():
     guard = RangeGuard(MetaLearner(n_estimators=20)).fit(table.subset(np.arange(0, len(table.tasks), 3)))
     assert not guard.outside(dataclasses.replace(table, task_x=unknown)).any()
     keep = [i for i in range(len(table.feature_names)) if i != column]
-    anonymous = dataclasses.replace(table, task_x=table.task_x[:, keep],
-                                    feature_names=tuple(table.feature_names[i] for i in keep))
+    anonymous = dataclasses.replace(
+        table, task_x=table.task_x[:, keep], feature_names=tuple(table.feature_names[i] for i in keep)
+    )
     blind = RangeGuard(MetaLearner(n_estimators=20)).fit(anonymous)
     assert blind.ranges_ == {} and not blind.outside(anonymous).any()
 
@@ -60,8 +61,9 @@ def test_ranges_are_per_workload_kind_and_an_unseen_kind_is_guarded():
     smallest = min(records, key=lambda r: r["model"]["params"])["model_id"]
     workload = records[0]["workload_id"]
     # The first workload becomes a serving stream, measured on every model but the smallest.
-    streamed = [r | {"workload": r["workload"] | {"kind": "lm-stream"}} if r["workload_id"] == workload else r
-                for r in records]
+    streamed = [
+        r | {"workload": r["workload"] | {"kind": "lm-stream"}} if r["workload_id"] == workload else r for r in records
+    ]
     table = table_from_records(streamed)
     is_stream = np.array([t.split("|")[1] == workload for t in table.tasks])
     small = table.groups["model"] == smallest

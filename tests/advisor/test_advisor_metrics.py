@@ -19,9 +19,16 @@ NAN = np.nan
 def speedup_table(values) -> PerfTable:
     values = np.array(values, dtype=float)
     n, m = values.shape
-    return PerfTable(name="t", tasks=tuple(f"t{i}" for i in range(n)), task_x=np.zeros((n, 1)), feature_names=("x",),
-                     candidates=tuple(f"m{j}" for j in range(m)), cand_x=np.eye(m),
-                     cand_feature_names=tuple(f"c{j}" for j in range(m)), values=values)
+    return PerfTable(
+        name="t",
+        tasks=tuple(f"t{i}" for i in range(n)),
+        task_x=np.zeros((n, 1)),
+        feature_names=("x",),
+        candidates=tuple(f"m{j}" for j in range(m)),
+        cand_x=np.eye(m),
+        cand_feature_names=tuple(f"c{j}" for j in range(m)),
+        values=values,
+    )
 
 
 def test_top1_regret_and_tolerance_by_hand():

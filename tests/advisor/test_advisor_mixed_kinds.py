@@ -12,18 +12,48 @@ from advisor.table import table_from_records
 
 
 def _encoder(record: dict) -> dict:
-    model = {"id": "zoo:minilm", "family": "encoder", "params": 22_700_000, "layers": 6, "width": 384,
-             "heads": 12, "kv_heads": 12, "vocab": 30522, "context": 512, "descriptors": {"pooling": "mean"}}
-    workload = {"id": "wl-embed", "kind": "encoder-embed", "batch_size": 32, "prompt_len": 128, "gen_len": None,
-                "sampling": "greedy", "objective": "latency", "params": {"seq_len": 128}}
-    return record | {"model_id": model["id"], "model": model, "workload_id": workload["id"], "workload": workload,
-                     "run_id": "enc-" + record["run_id"]}
+    model = {
+        "id": "zoo:minilm",
+        "family": "encoder",
+        "params": 22_700_000,
+        "layers": 6,
+        "width": 384,
+        "heads": 12,
+        "kv_heads": 12,
+        "vocab": 30522,
+        "context": 512,
+        "descriptors": {"pooling": "mean"},
+    }
+    workload = {
+        "id": "wl-embed",
+        "kind": "encoder-embed",
+        "batch_size": 32,
+        "prompt_len": 128,
+        "gen_len": None,
+        "sampling": "greedy",
+        "objective": "latency",
+        "params": {"seq_len": 128},
+    }
+    return record | {
+        "model_id": model["id"],
+        "model": model,
+        "workload_id": workload["id"],
+        "workload": workload,
+        "run_id": "enc-" + record["run_id"],
+    }
 
 
 def _stream(record: dict) -> dict:
-    workload = {"id": "wl-stream", "kind": "lm-stream", "batch_size": 8, "prompt_len": 80, "gen_len": 32,
-                "sampling": "greedy", "objective": "throughput",
-                "params": {"load": 4.0, "prompt_lens": [16, 64, 160], "shared_token_fraction": 0.5}}
+    workload = {
+        "id": "wl-stream",
+        "kind": "lm-stream",
+        "batch_size": 8,
+        "prompt_len": 80,
+        "gen_len": 32,
+        "sampling": "greedy",
+        "objective": "throughput",
+        "params": {"load": 4.0, "prompt_lens": [16, 64, 160], "shared_token_fraction": 0.5},
+    }
     return record | {"workload_id": workload["id"], "workload": workload, "run_id": "st-" + record["run_id"]}
 
 
@@ -39,13 +69,21 @@ def test_new_kinds_and_families_become_columns_and_missing_figures_stay_nan(smal
     table = table_from_records(records)
     assert len(table.tasks) == len({task_key(r) for r in records})
     names = list(table.feature_names)
-    for column in ("workload.kind=encoder-embed", "workload.kind=lm-stream", "workload.kind=lm-generate",
-                   "model.family=encoder", "workload.p.load", "workload.p.shared_token_fraction"):
+    for column in (
+        "workload.kind=encoder-embed",
+        "workload.kind=lm-stream",
+        "workload.kind=lm-generate",
+        "model.family=encoder",
+        "workload.p.load",
+        "workload.p.shared_token_fraction",
+    ):
         assert column in names
     assert not any("prompt_lens" in n for n in names)  # lists are not features
     x = dict(zip(names, table.task_x[next(i for i, t in enumerate(table.tasks) if "wl-embed" in t)]))
     assert x["workload.kind=encoder-embed"] == 1.0 and x["workload.kind=lm-generate"] == 0.0
-    assert math.isnan(x["workload.gen_len"]) and math.isnan(x["workload.gen_share"]) and math.isnan(x["workload.p.load"])
+    assert (
+        math.isnan(x["workload.gen_len"]) and math.isnan(x["workload.gen_share"]) and math.isnan(x["workload.p.load"])
+    )
     assert x["workload.prompt_len"] == math.log2(1 + 128) and x["workload.p.seq_len"] == 128
     assert "zoo:minilm" in set(table.groups["model"])
 

@@ -23,17 +23,27 @@ def test_ranks_by_predicted_speedup_with_intervals_costs_and_contributions(small
         assert r.cost == pytest.approx(r.runtime_s / 3600 * record["node"]["price_per_hour"])
         assert len(r.contributions) <= 5 and all(isinstance(name, str) for name, _ in r.contributions)
     assert all(r.contributions for r in ranked[:5])  # the top answers are explained
-    truth = true_log_speedups(record["model"]["width"], record["workload"]["batch_size"],
-                              record["workload"]["prompt_len"], record["workload"]["gen_len"],
-                              record["node"]["threads"], gpu=False)
+    truth = true_log_speedups(
+        record["model"]["width"],
+        record["workload"]["batch_size"],
+        record["workload"]["prompt_len"],
+        record["workload"]["gen_len"],
+        record["node"]["threads"],
+        gpu=False,
+    )
     best_true = max((v, k) for k, v in truth.items() if v is not None)[1]
     assert best_true in [r.method_id for r in ranked[:2]]  # the advisor saw this task: it must know it
 
 
 def test_never_recommends_what_never_applied_or_what_supports_rejects(small_advisor, small_records):
     record = _task(small_records, "cpu-2c-avx2")
-    result = recommend(small_advisor, record["model"], record["workload"], [record["node"]],
-                       supports=lambda m: "needs Triton" if m == "sys.compile" else None)
+    result = recommend(
+        small_advisor,
+        record["model"],
+        record["workload"],
+        [record["node"]],
+        supports=lambda m: "needs Triton" if m == "sys.compile" else None,
+    )
     chosen = {r.method_id for r in result.recommendations}
     assert "mixed.amp_bf16" not in chosen  # only ever not-applicable on CPUs in the profiles
     assert "sys.compile" not in chosen
@@ -68,9 +78,19 @@ def test_memory_objective_prefers_int8_and_pool_spans_nodes(small_advisor, small
 def test_warns_when_a_composite_is_predicted_worse_than_a_part(small_advisor, small_records):
     # Wide models: the int8 + speculative composite loses to speculative decoding alone (clearly).
     def composite_loses(r):
-        truth = true_log_speedups(r["model"]["width"], r["workload"]["batch_size"], r["workload"]["prompt_len"],
-                                  r["workload"]["gen_len"], r["node"]["threads"], gpu=False)
-        return truth["lm.spec.swift"] is not None and truth["lm.spec.swift"] > truth["quant.int8_dynamic+lm.spec.swift"] + 0.2
+        truth = true_log_speedups(
+            r["model"]["width"],
+            r["workload"]["batch_size"],
+            r["workload"]["prompt_len"],
+            r["workload"]["gen_len"],
+            r["node"]["threads"],
+            gpu=False,
+        )
+        return (
+            truth["lm.spec.swift"] is not None
+            and truth["lm.spec.swift"] > truth["quant.int8_dynamic+lm.spec.swift"] + 0.2
+        )
+
     record = _task(small_records, "cpu-2c-avx2", composite_loses)
     composite = Candidate("quant.int8_dynamic+lm.spec.swift", {})
     result = recommend(small_advisor, record["model"], record["workload"], [record["node"]], candidates=[composite])

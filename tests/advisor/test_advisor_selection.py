@@ -49,8 +49,9 @@ def test_cv_folds_never_share_a_group_between_train_and_test(table):
 
 def test_evaluate_reports_every_selector_with_spread_over_seeds():
     small = table_from_records(synthetic_records(n_models=6, n_workloads=3, n_hardware=3, seed=2))
-    report = evaluate_table(small, splits=("model", "hardware"), seeds=2, n_folds=3, size="small",
-                            selectors=("knn", "lightgbm"))
+    report = evaluate_table(
+        small, splits=("model", "hardware"), seeds=2, n_folds=3, size="small", selectors=("knn", "lightgbm")
+    )
     for split in ("model", "hardware"):
         results = report["splits"][split]
         assert set(results) == {"sbs", "knn", "lightgbm", "vbs", "_seeds", "_folds"} and results["_seeds"] == 2
@@ -63,8 +64,13 @@ def test_evaluate_reports_every_selector_with_spread_over_seeds():
 
 
 def test_measured_baseline_runs_fold_into_the_implicit_baseline(small_records):
-    baseline = dict(small_records[0], method_id="baseline", speedup=1.0, run_id="b0",
-                    config={"method": "baseline", "version": 1, "params": {}})
+    baseline = dict(
+        small_records[0],
+        method_id="baseline",
+        speedup=1.0,
+        run_id="b0",
+        config={"method": "baseline", "version": 1, "params": {}},
+    )
     table = table_from_records([baseline] + small_records[:7])
     assert table.candidates[0] == "baseline" and sum(c.startswith("baseline") for c in table.candidates) == 1
     assert table.values[0, 0] == 1.0
@@ -74,5 +80,7 @@ def test_risk_aversion_penalises_wide_intervals(table):
     train = table.subset(np.arange(0, len(table.tasks), 2))
     neutral = MetaLearner(n_estimators=50, quantiles=(0.1, 0.9)).fit(train)
     averse = MetaLearner(n_estimators=50, quantiles=(0.1, 0.9), risk_aversion=0.5).fit(train)
-    width = np.abs(neutral.predict(table.task_x, table.cand_x, "q0.9") - neutral.predict(table.task_x, table.cand_x, "q0.1"))
+    width = np.abs(
+        neutral.predict(table.task_x, table.cand_x, "q0.9") - neutral.predict(table.task_x, table.cand_x, "q0.1")
+    )
     assert np.allclose(averse.scores(table), neutral.scores(table) - 0.5 * width)

@@ -9,8 +9,13 @@ from advisor.table import objective_value, table_from_records
 def test_unavailable_cells_median_of_repeats_and_quality_floor(small_records):
     task = list(small_records[:7])
     pruner = next(r for r in task if r["method_id"] == "prune.struct.adapt_pruner")
-    second_node = dict(pruner, run_id="again", speedup=pruner["speedup"] * 3, node_id="node-other",
-                       node={**pruner["node"], "id": "node-other"})
+    second_node = dict(
+        pruner,
+        run_id="again",
+        speedup=pruner["speedup"] * 3,
+        node_id="node-other",
+        node={**pruner["node"], "id": "node-other"},
+    )
     table = table_from_records(task + [second_node])
     j = table.candidates.index("prune.struct.adapt_pruner")
     assert table.values[0, j] == pytest.approx(np.median([pruner["speedup"], pruner["speedup"] * 3]))

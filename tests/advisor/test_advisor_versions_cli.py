@@ -66,9 +66,22 @@ def test_cli_train_then_recommend(store):
     version_id = json.loads(trained.output.strip().splitlines()[-1])["id"]
     record = next(synthetic_records(n_models=5, n_workloads=3, n_hardware=2, seed=4))
     workload = {k: record["workload"][k] for k in ("kind", "batch_size", "prompt_len", "gen_len")}
-    result = runner.invoke(app, ["advisor", "recommend", "--model", record["model_id"], "--workload",
-                                 json.dumps(workload), "--hardware-class", "cpu-8c-avx2", "--quality-floor", "-0.02",
-                                 "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "advisor",
+            "recommend",
+            "--model",
+            record["model_id"],
+            "--workload",
+            json.dumps(workload),
+            "--hardware-class",
+            "cpu-8c-avx2",
+            "--quality-floor",
+            "-0.02",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     assert payload["advisor_version"] == version_id
@@ -92,14 +105,44 @@ def test_cli_evaluate_profile_files_writes_json_markdown_and_chart(tmp_path):
         handle.writelines(json.dumps(r) + "\n" for r in records if r["model_id"] != records[0]["model_id"])
     part.write_text("".join(json.dumps(r) + "\n" for r in records if r["model_id"] == records[0]["model_id"]))
     out = tmp_path / "report"
-    result = runner.invoke(app, ["advisor", "evaluate", "--profiles", str(path), "--profiles", str(part),
-                                 "--split", "model", "--seeds", "1", "--folds", "3", "--size", "small", "--json",
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "advisor",
+            "evaluate",
+            "--profiles",
+            str(path),
+            "--profiles",
+            str(part),
+            "--split",
+            "model",
+            "--seeds",
+            "1",
+            "--folds",
+            "3",
+            "--size",
+            "small",
+            "--json",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output[result.output.index("{") :])
     assert set(report["splits"]) == {"model"} and report["n_tasks"] == 6 * 3 * 2
-    assert {"random", "sbs", "isac", "alors", "knn", "random_forest", "gradient_boosting", "pairwise", "lightgbm",
-            "lightgbm_rank", "vbs"} <= set(report["splits"]["model"])
+    assert {
+        "random",
+        "sbs",
+        "isac",
+        "alors",
+        "knn",
+        "random_forest",
+        "gradient_boosting",
+        "pairwise",
+        "lightgbm",
+        "lightgbm_rank",
+        "vbs",
+    } <= set(report["splits"]["model"])
     assert (out / "chart.png").read_bytes()[:4] == b"\x89PNG"
     assert "| lightgbm |" in (out / "report.md").read_text()
     assert json.loads((out / "report.json").read_text())[0]["table"] == "profiles.jsonl.gz + part.jsonl"
@@ -114,6 +157,6 @@ def test_cli_evaluates_an_aslib_scenario_on_its_own_folds(tmp_path):
     scenario = write_scenario(tmp_path / "mini")
     result = runner.invoke(app, ["advisor", "evaluate", "--scenario", str(scenario), "--size", "small", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output[result.output.index("{") :])
     assert report["table"] == "aslib:mini" and report["measure"] == "cost" and set(report["splits"]) == {"scenario"}
     assert report["splits"]["scenario"]["lightgbm"]["gap_closed"]["mean"] > 0.9

@@ -31,5 +31,6 @@ def keys(client) -> dict[str, str]:
 @pytest.fixture
 def join_token(client) -> str:
     from datetime import timedelta
+
     with session_scope() as session:
         return create_join_token(session, timedelta(hours=1), max_uses=5, labels={"site": "lab"})[1]

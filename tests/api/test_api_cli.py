@@ -86,8 +86,14 @@ def _free_port() -> int:
 def test_serve_starts_api_and_local_worker_on_the_embedded_default(isolated_data_dir):
     port = _free_port()
     env = dict(os.environ, ACCEL_PORT=str(port))
-    server = subprocess.Popen([sys.executable, "-m", "api", "serve"], env=env, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api", "serve"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

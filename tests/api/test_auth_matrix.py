@@ -28,8 +28,14 @@ PROTECTED = _protected_routes()
 
 def test_the_matrix_covers_the_api():
     paths = {path for _m, path, _s in PROTECTED}
-    assert {"/v1/keys", "/v1/join-tokens", "/v1/workers", "/v1/profiles", "/v1/methods",
-            "/v1/workers/heartbeat"} <= paths
+    assert {
+        "/v1/keys",
+        "/v1/join-tokens",
+        "/v1/workers",
+        "/v1/profiles",
+        "/v1/methods",
+        "/v1/workers/heartbeat",
+    } <= paths
 
 
 def _wrong_scope(scopes) -> str:

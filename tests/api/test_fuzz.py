@@ -29,7 +29,9 @@ def admin_headers(isolated_data_dir) -> dict:
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_gets_a_server_error(case, admin_headers):
     response = case.call(headers=admin_headers)
-    assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+    assert response.status_code < 500, (
+        f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+    )
     if response.status_code >= 400:  # every error speaks the one error format
         body = response.json()
         assert set(body) == {"detail", "code"} and isinstance(body["detail"], str), body

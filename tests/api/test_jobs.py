@@ -13,7 +13,13 @@ from profiles.db import default_engine, session_scope
 from profiles.migrate import upgrade
 from profiles.models import Job, Node, ProfileRun, utcnow
 
-ITEM = {"kind": "profile", "model": "zoo:lm-tiny", "workload": {}, "methods": [], "target": {"kind": "pool", "name": "pool"}}
+ITEM = {
+    "kind": "profile",
+    "model": "zoo:lm-tiny",
+    "workload": {},
+    "methods": [],
+    "target": {"kind": "pool", "name": "pool"},
+}
 
 
 @pytest.fixture

@@ -26,19 +26,40 @@ def test_profiling_job_rejects_unknown_names_and_bad_shapes(client, keys):
     _online_node()
     headers = {"Authorization": f"Bearer {keys['client']}"}
     cases = [
-        ({"models": ["zoo:lm-tiny"], "methods": ["quant.int8_dynamc"], "workloads": [GOOD_WORKLOAD]},
-         "did you mean quant.int8_dynamic"),
+        (
+            {"models": ["zoo:lm-tiny"], "methods": ["quant.int8_dynamc"], "workloads": [GOOD_WORKLOAD]},
+            "did you mean quant.int8_dynamic",
+        ),
         ({"models": ["zoo:gpt-5"], "methods": ["baseline"], "workloads": [GOOD_WORKLOAD]}, "unknown models: zoo:gpt-5"),
         ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"batch_size": 0}]}, "workloads[1]"),
-        ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"colour": "red"}]}, "unknown workload fields"),
-        ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"kind": "lm-video"}]},
-         "unknown workload kind 'lm-video'"),
-        ({"models": ["zoo:lm-tiny"], "methods": ["serve.continuous_batching"],
-          "workloads": [{"kind": "lm-stream", "max_batch": 0}]}, "workloads[1]"),
-        ({"models": ["zoo:lm-tiny"], "methods": [{"method": "baseline", "params": {"evil": 1}}],
-          "workloads": [GOOD_WORKLOAD]}, "unknown params"),
-        ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [GOOD_WORKLOAD], "nodes": ["ghost"]},
-         "unknown nodes: ghost"),
+        (
+            {"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"colour": "red"}]},
+            "unknown workload fields",
+        ),
+        (
+            {"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"kind": "lm-video"}]},
+            "unknown workload kind 'lm-video'",
+        ),
+        (
+            {
+                "models": ["zoo:lm-tiny"],
+                "methods": ["serve.continuous_batching"],
+                "workloads": [{"kind": "lm-stream", "max_batch": 0}],
+            },
+            "workloads[1]",
+        ),
+        (
+            {
+                "models": ["zoo:lm-tiny"],
+                "methods": [{"method": "baseline", "params": {"evil": 1}}],
+                "workloads": [GOOD_WORKLOAD],
+            },
+            "unknown params",
+        ),
+        (
+            {"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [GOOD_WORKLOAD], "nodes": ["ghost"]},
+            "unknown nodes: ghost",
+        ),
         ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [GOOD_WORKLOAD], "reps": 2}, "reps"),
     ]
     for body, message in cases:
@@ -51,8 +72,11 @@ def test_profiling_job_rejects_unknown_names_and_bad_shapes(client, keys):
 def test_profiling_job_plans_one_item_per_task_and_class(client, keys):
     _online_node()
     headers = {"Authorization": f"Bearer {keys['client']}"}
-    body = {"models": ["zoo:lm-tiny"], "methods": ["baseline", "quant.int8_dynamic"],
-            "workloads": [GOOD_WORKLOAD, {**GOOD_WORKLOAD, "gen_len": 8}]}
+    body = {
+        "models": ["zoo:lm-tiny"],
+        "methods": ["baseline", "quant.int8_dynamic"],
+        "workloads": [GOOD_WORKLOAD, {**GOOD_WORKLOAD, "gen_len": 8}],
+    }
     job = client.post("/v1/profiling-jobs", json=body, headers=headers).json()
     assert (job["total"], job["state"], job["done"]) == (2, "queued", 0)
     with session_scope() as session:
@@ -68,10 +92,15 @@ def test_profiling_job_plans_one_item_per_task_and_class(client, keys):
 def test_profiling_jobs_take_every_workload_kind(client, keys):
     _online_node()
     headers = {"Authorization": f"Bearer {keys['client']}"}
-    body = {"models": ["zoo:lm-tiny", "zoo:minilm-l6"], "methods": ["baseline", "quant.int8_dynamic"],
-            "workloads": [{"kind": "encoder-embed", "batch_size": 2, "seq_len": 32},
-                          {"kind": "lm-stream", "requests": 4, "load": 2, "max_batch": 2, "prompt_lens": [8, 16]},
-                          {"kind": "lm-longctx", "prompt_len": 1024}]}
+    body = {
+        "models": ["zoo:lm-tiny", "zoo:minilm-l6"],
+        "methods": ["baseline", "quant.int8_dynamic"],
+        "workloads": [
+            {"kind": "encoder-embed", "batch_size": 2, "seq_len": 32},
+            {"kind": "lm-stream", "requests": 4, "load": 2, "max_batch": 2, "prompt_lens": [8, 16]},
+            {"kind": "lm-longctx", "prompt_len": 1024},
+        ],
+    }
     job = client.post("/v1/profiling-jobs", json=body, headers=headers).json()
     assert job["total"] == 6  # 2 models × 3 workloads on the one class; fit is each worker's to judge
     with session_scope() as session:
@@ -87,11 +116,13 @@ def test_runs_and_recommendations_need_known_models_and_an_advisor(client, keys)
     assert response.status_code == 422 and "unknown models" in response.json()["detail"]
     response = client.post("/v1/runs", json={"model": "zoo:lm-tiny", "prompts": [""]}, headers=headers)
     assert response.status_code == 422
-    response = client.post("/v1/runs", json={"model": "zoo:lm-tiny", "prompts": ["x"], "method": "auto"},
-                           headers=headers)
+    response = client.post(
+        "/v1/runs", json={"model": "zoo:lm-tiny", "prompts": ["x"], "method": "auto"}, headers=headers
+    )
     assert response.status_code == 409 and "no advisor" in response.json()["detail"]
-    response = client.post("/v1/recommendations", json={"model": "zoo:lm-tiny", "workload": GOOD_WORKLOAD},
-                           headers=headers)
+    response = client.post(
+        "/v1/recommendations", json={"model": "zoo:lm-tiny", "workload": GOOD_WORKLOAD}, headers=headers
+    )
     assert response.status_code == 409
     assert client.get("/v1/runs/nope", headers=headers).status_code == 404
     assert client.get("/v1/advisor/evaluation", headers=headers).status_code == 404
@@ -100,8 +131,11 @@ def test_runs_and_recommendations_need_known_models_and_an_advisor(client, keys)
 
 def test_named_runs_queue_a_job_for_the_pool(client, keys):
     headers = {"Authorization": f"Bearer {keys['client']}"}
-    run = client.post("/v1/runs", json={"model": "zoo:lm-tiny", "prompts": ["def f():"],
-                                        "method": ["quant.int8_dynamic"], "max_new_tokens": 4}, headers=headers)
+    run = client.post(
+        "/v1/runs",
+        json={"model": "zoo:lm-tiny", "prompts": ["def f():"], "method": ["quant.int8_dynamic"], "max_new_tokens": 4},
+        headers=headers,
+    )
     assert run.status_code == 202, run.text
     body = run.json()
     assert body["state"] == "queued" and body["method"] == "quant.int8_dynamic" and body["outputs"] is None
@@ -110,7 +144,6 @@ def test_named_runs_queue_a_job_for_the_pool(client, keys):
 
 def test_enough_new_records_retrain_the_advisor(client, keys, monkeypatch):
     from advisor.synthetic import synthetic_records
-
     from api.training import maybe_retrain
     from profiles.transfer import add_records
 

@@ -12,16 +12,15 @@ from profiles.db import session_scope
 from profiles.models import ApiKey, Node, utcnow
 
 
-
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
 
 FINGERPRINT = {"cpu_model": "Test CPU", "threads": 1, "cores": 2, "mem_bw_gbs": 11.5}
 
 
 def _join(client, token, **extra):
-    body = {"join_token": token, "name": "w1", "hardware_class": "cpu-test-t1",
-            "fingerprint": FINGERPRINT, **extra}
+    body = {"join_token": token, "name": "w1", "hardware_class": "cpu-test-t1", "fingerprint": FINGERPRINT, **extra}
     return client.post("/v1/workers/join", json=body)
 
 
@@ -56,9 +55,12 @@ def test_join_refuses_bad_expired_and_used_up_tokens(client, join_token):
 
 
 def test_bad_join_bodies_are_4xx_and_create_nothing(client, join_token):
-    cases = [{"join_token": join_token}, {"join_token": join_token, "hardware_class": "c", "price_per_hour": -1},
-             {"join_token": join_token, "hardware_class": "c", "node_id": "bad id!"},
-             {"join_token": join_token, "hardware_class": "c", "surprise": 1}]
+    cases = [
+        {"join_token": join_token},
+        {"join_token": join_token, "hardware_class": "c", "price_per_hour": -1},
+        {"join_token": join_token, "hardware_class": "c", "node_id": "bad id!"},
+        {"join_token": join_token, "hardware_class": "c", "surprise": 1},
+    ]
     for body in cases:
         response = client.post("/v1/workers/join", json=body)
         assert response.status_code == 422 and response.json()["code"] == "invalid_request", body
@@ -107,6 +109,7 @@ def test_admin_manages_keys_and_tokens(client, keys):
 
 def test_profiles_page_filter_and_export(client, keys, record_factory):
     from profiles.transfer import add_records
+
     with session_scope() as session:
         records = [record_factory(i) for i in range(5)]
         records[3]["job_id"] = "job-a"

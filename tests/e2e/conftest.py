@@ -29,11 +29,26 @@ def redis_url(tmp_path):
             pytest.fail("CI must install redis-server (.ci/run does)")
         pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
     port = free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     import redis
+
     wait_for(lambda: _pings(redis.Redis.from_url(url)), 20, "redis-server")
     yield url
     proc.terminate()
@@ -45,5 +60,3 @@ def _pings(client) -> bool:
         return client.ping()
     except Exception:
         return False
-
-

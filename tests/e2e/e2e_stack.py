@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -45,8 +44,13 @@ class Stack:
 
     def _spawn(self, name: str, args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "api", *args], env={**self.env, **(extra_env or {})},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api", *args],
+            env={**self.env, **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs[name] = proc
         return proc
 
@@ -62,9 +66,23 @@ class Stack:
             return False
 
     def start_worker(self, name: str, threads: int, token: str) -> subprocess.Popen:
-        return self._spawn(name, ["worker", "--server", self.url, "--join-token", token,
-                                  "--threads", str(threads), "--node-id", name, "--name", name],
-                           {"ACCEL_DATA_DIR": str(self.logs / f"data-{name}")})
+        return self._spawn(
+            name,
+            [
+                "worker",
+                "--server",
+                self.url,
+                "--join-token",
+                token,
+                "--threads",
+                str(threads),
+                "--node-id",
+                name,
+                "--name",
+                name,
+            ],
+            {"ACCEL_DATA_DIR": str(self.logs / f"data-{name}")},
+        )
 
     def kill(self, name: str) -> None:
         os.killpg(self.procs[name].pid, signal.SIGKILL)
@@ -85,13 +103,21 @@ class Stack:
 
 
 def make_stack(tmp_path: Path, zoo_cache: Path, broker_url: str | None, monkeypatch) -> Stack:
-    env = dict(os.environ, ACCEL_PORT=str(free_port()), ACCEL_CACHE_DIR=str(zoo_cache),
-               ACCEL_NODE_LOST_AFTER_S="4", ACCEL_HEARTBEAT_INTERVAL_S="1", ACCEL_RETRAIN_EVERY_N="100000",
-               TORCHINDUCTOR_CACHE_DIR=str(zoo_cache / "inductor"))
+    env = dict(
+        os.environ,
+        ACCEL_PORT=str(free_port()),
+        ACCEL_CACHE_DIR=str(zoo_cache),
+        ACCEL_NODE_LOST_AFTER_S="4",
+        ACCEL_HEARTBEAT_INTERVAL_S="1",
+        ACCEL_RETRAIN_EVERY_N="100000",
+        TORCHINDUCTOR_CACHE_DIR=str(zoo_cache / "inductor"),
+    )
     if broker_url is None:  # the embedded transport: one SQLite broker file that every process shares
         data_dir = Path(os.environ["ACCEL_DATA_DIR"])
-        broker_url, env["ACCEL_RESULT_BACKEND"] = (f"sqla+sqlite:///{data_dir / 'broker.db'}",
-                                                   f"db+sqlite:///{data_dir / 'results.db'}")
+        broker_url, env["ACCEL_RESULT_BACKEND"] = (
+            f"sqla+sqlite:///{data_dir / 'broker.db'}",
+            f"db+sqlite:///{data_dir / 'results.db'}",
+        )
     else:
         env["ACCEL_RESULT_BACKEND"] = broker_url
     env["ACCEL_BROKER_URL"] = broker_url
@@ -112,5 +138,4 @@ def credentials() -> tuple[dict, str]:
         admin = create_api_key(session, "admin", "e2e admin")[1]
         client = create_api_key(session, "client", "e2e client")[1]
         token = create_join_token(session, timedelta(hours=1))[1]
-    return ({"admin": {"Authorization": f"Bearer {admin}"}, "client": {"Authorization": f"Bearer {client}"}},
-            token)
+    return ({"admin": {"Authorization": f"Bearer {admin}"}, "client": {"Authorization": f"Bearer {client}"}}, token)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from e2e_stack import credentials, make_stack, wait_for
 from sqlmodel import func, select
 
 from profiles.db import session_scope
 from profiles.models import Node, ProfileRun
-
-from e2e_stack import credentials, make_stack, wait_for
 
 MODEL = "zoo:lm-tiny"
 
@@ -41,6 +40,7 @@ def _scenario(stack):
     shipped = _get(stack, "/v1/profiles?limit=1", admin)["total"]  # what serve imported on first start
     stack.start_worker("w1", 1, token)
     stack.start_worker("w2", 2, token)
+
     def both_online():
         nodes = _get(stack, "/v1/workers", admin)
         return nodes if sum(n["status"] == "online" for n in nodes) == 2 else None
@@ -51,11 +51,14 @@ def _scenario(stack):
 
     # A profiling job across both hardware classes.
     workloads = [{"batch_size": 1, "prompt_len": 16, "gen_len": g} for g in (4, 8, 12)]
-    job = _post(stack, "/v1/profiling-jobs", client,
-                {"models": [MODEL], "methods": ["baseline", "quant.int8_dynamic"], "workloads": workloads})
+    job = _post(
+        stack,
+        "/v1/profiling-jobs",
+        client,
+        {"models": [MODEL], "methods": ["baseline", "quant.int8_dynamic"], "workloads": workloads},
+    )
     assert job["total"] == 6
-    done = wait_for(lambda: _finished(stack, f"/v1/profiling-jobs/{job['id']}", client), 300, "the grid job",
-                    every=0.5)
+    done = wait_for(lambda: _finished(stack, f"/v1/profiling-jobs/{job['id']}", client), 300, "the grid job", every=0.5)
     assert (done["state"], done["done"], done["failures"]) == ("succeeded", 6, 0), done
     profiles = _get(stack, f"/v1/profiles?limit=100&job_id={job['id']}", client)
     assert profiles["total"] == 12
@@ -63,19 +66,37 @@ def _scenario(stack):
     assert all(r["speedup"] > 0 for r in profiles["items"] if r["status"] == "ok")
 
     # Resubmitting the same grid is a no-op: every (task, method, class) is stored already.
-    again = _post(stack, "/v1/profiling-jobs", client,
-                  {"models": [MODEL], "methods": ["baseline", "quant.int8_dynamic"], "workloads": workloads})
+    again = _post(
+        stack,
+        "/v1/profiling-jobs",
+        client,
+        {"models": [MODEL], "methods": ["baseline", "quant.int8_dynamic"], "workloads": workloads},
+    )
     assert again["total"] == 0 and again["state"] == "succeeded"
 
     # Train the advisor on what the pool measured, then let it choose.
     train = _post(stack, "/v1/advisor/train", admin, {})
     trained = wait_for(lambda: _finished(stack, f"/v1/jobs/{train['id']}", client), 180, "training")
     assert trained["state"] == "succeeded", trained
-    advice = _post(stack, "/v1/recommendations", client,
-                   {"model": MODEL, "workload": {"batch_size": 1, "prompt_len": 16, "gen_len": 8}})
+    advice = _post(
+        stack,
+        "/v1/recommendations",
+        client,
+        {"model": MODEL, "workload": {"batch_size": 1, "prompt_len": 16, "gen_len": 8}},
+    )
     assert advice["candidates"] and {c["node_id"] for c in advice["candidates"]} == {"w1", "w2"}
-    run = _post(stack, "/v1/runs", client, {"model": MODEL, "prompts": ["def main():", "import os\n"],
-                                            "method": "auto", "max_new_tokens": 8, "measure": True})
+    run = _post(
+        stack,
+        "/v1/runs",
+        client,
+        {
+            "model": MODEL,
+            "prompts": ["def main():", "import os\n"],
+            "method": "auto",
+            "max_new_tokens": 8,
+            "measure": True,
+        },
+    )
     finished = wait_for(lambda: _finished(stack, f"/v1/runs/{run['id']}", client), 180, "the auto run")
     result = _get(stack, f"/v1/runs/{run['id']}", client)
     assert finished["state"] == "succeeded", result
@@ -85,14 +106,25 @@ def _scenario(stack):
 
     # Kill a worker mid-job: the other one finishes the job; no record lost, none duplicated.
     big = [{"batch_size": 1, "prompt_len": 16, "gen_len": 24 + 2 * i} for i in range(6)]
-    pool_job = _post(stack, "/v1/profiling-jobs", client,
-                     {"models": [MODEL], "methods": ["baseline", "quant.int8_dynamic"], "workloads": big,
-                      "pool": True})
-    wait_for(lambda: "w1" in _get(stack, f"/v1/profiling-jobs/{pool_job['id']}", client)["running_on"],
-             120, "w1 to be mid-item", every=0.05)
+    pool_job = _post(
+        stack,
+        "/v1/profiling-jobs",
+        client,
+        {"models": [MODEL], "methods": ["baseline", "quant.int8_dynamic"], "workloads": big, "pool": True},
+    )
+    wait_for(
+        lambda: "w1" in _get(stack, f"/v1/profiling-jobs/{pool_job['id']}", client)["running_on"],
+        120,
+        "w1 to be mid-item",
+        every=0.05,
+    )
     stack.kill("w1")
-    done = wait_for(lambda: _finished(stack, f"/v1/profiling-jobs/{pool_job['id']}", client), 600,
-                    "the job to finish on w2", every=0.5)
+    done = wait_for(
+        lambda: _finished(stack, f"/v1/profiling-jobs/{pool_job['id']}", client),
+        600,
+        "the job to finish on w2",
+        every=0.5,
+    )
     assert (done["state"], done["done"], done["failures"]) == ("succeeded", 6, 0), done
     assert done["attempts"] > 6  # w1's item was claimed again after w1 was declared lost
     with session_scope() as session:
@@ -100,7 +132,10 @@ def _scenario(stack):
         assert len(rows) == 12  # 6 items × (baseline + int8)
         assert len({(r.workload_id, r.method_id) for r in rows}) == 12  # no item stored twice
         assert session.get(Node, "w1").status == "lost"
-        assert session.exec(select(func.count()).select_from(ProfileRun)).one() == shipped + 12 + len(result["figures"]) + 12
+        assert (
+            session.exec(select(func.count()).select_from(ProfileRun)).one()
+            == shipped + 12 + len(result["figures"]) + 12
+        )
 
 
 @pytest.mark.slow

@@ -131,7 +131,9 @@ def test_playground_from_form_to_finished_run(ui_service, page):
     assert candidates.count() > 1 and "×" in candidates.first.locator("td").nth(2).inner_text()  # with its interval
     # int8 was measured on this machine's class, and it runs in seconds (compile or pruning would not).
     method = "quant.int8_dynamic"
-    candidates.filter(has=page.get_by_role("rowheader", name=method, exact=True)).first.get_by_role("button", name=f"Run {method}").click()
+    candidates.filter(has=page.get_by_role("rowheader", name=method, exact=True)).first.get_by_role(
+        "button", name=f"Run {method}"
+    ).click()
     expect(page.locator("#run-state")).to_have_text("succeeded", timeout=180_000)
     expect(page.locator("#run-outputs li")).to_have_count(2)
     expect(page.locator("#run-figures tbody tr").first).to_contain_text(ui_service.local_node)
@@ -180,6 +182,9 @@ def test_access_keys_and_join_tokens(ui_service, page):
     tokens = ui_service.get("/v1/join-tokens")
     assert next(t for t in tokens if t["note"] == "ui-made token")["revoked_at"] is not None
     # A forged state change without the session's CSRF token is refused, even with the cookie.
-    forged = page.request.post(ui_service.url + "/ui/api/keys", data=json.dumps({"scope": "admin"}),
-                               headers={"Content-Type": "application/json"})
+    forged = page.request.post(
+        ui_service.url + "/ui/api/keys",
+        data=json.dumps({"scope": "admin"}),
+        headers={"Content-Type": "application/json"},
+    )
     assert forged.status == 403

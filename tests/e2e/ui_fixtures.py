@@ -20,8 +20,14 @@ from e2e_stack import free_port, wait_for
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 TINY = "zoo:lm-tiny"
 EMBEDDED_DEFAULTS = ("ACCEL_MODE", "ACCEL_DATABASE_URL", "ACCEL_BROKER_URL", "ACCEL_RESULT_BACKEND", "ACCEL_SECRET_KEY")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class Service:
         def done():
             job = self.get(f"/v1/jobs/{job_id}")
             return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+
         return wait_for(done, timeout, f"job {job_id}", every=0.5)
 
 
@@ -56,8 +63,10 @@ def _generated_profiles(path: Path) -> None:
     from advisor.synthetic import synthetic_records
     from profiles.transfer import write_records
 
-    records = [{**r, "node": {**r["node"], "status": "left"}}
-               for r in synthetic_records(n_models=4, n_workloads=2, n_hardware=2)]
+    records = [
+        {**r, "node": {**r["node"], "status": "left"}}
+        for r in synthetic_records(n_models=4, n_workloads=2, n_hardware=2)
+    ]
     with path.open("w") as out:
         write_records(records, out, "jsonl")
 
@@ -68,8 +77,14 @@ def _run_cli(env: dict, *args: str) -> None:
 
 def _measure_tiny_and_train(service: Service, env: dict, grid: Path) -> None:
     """Real lm-tiny profiles from the local worker plus the generated grid, then one advisor on all."""
-    job = service.post("/v1/profiling-jobs", {"models": [TINY], "methods": ["baseline", "quant.int8_dynamic"],
-                                              "workloads": [{"batch_size": 1, "prompt_len": 16, "gen_len": 8}]})
+    job = service.post(
+        "/v1/profiling-jobs",
+        {
+            "models": [TINY],
+            "methods": ["baseline", "quant.int8_dynamic"],
+            "workloads": [{"batch_size": 1, "prompt_len": 16, "gen_len": 8}],
+        },
+    )
     assert service.finished_job(job["id"], 300)["state"] == "succeeded"
     # Imported after serve started, so serve trained nothing on its own and one training covers all.
     _run_cli(env, "profiles", "import", str(grid))
@@ -81,26 +96,37 @@ def _measure_tiny_and_train(service: Service, env: dict, grid: Path) -> None:
 def ui_service(tmp_path_factory, zoo_cache):
     root = tmp_path_factory.mktemp("ui-service")
     inherited = {k: v for k, v in os.environ.items() if k not in EMBEDDED_DEFAULTS}  # the embedded default store
-    env = dict(inherited, ACCEL_DATA_DIR=str(root / "data"), ACCEL_CACHE_DIR=str(zoo_cache),
-               ACCEL_PORT=str(free_port()), ACCEL_HEARTBEAT_INTERVAL_S="1", ACCEL_RETRAIN_EVERY_N="100000",
-               TORCHINDUCTOR_CACHE_DIR=str(zoo_cache / "inductor"))
+    env = dict(
+        inherited,
+        ACCEL_DATA_DIR=str(root / "data"),
+        ACCEL_CACHE_DIR=str(zoo_cache),
+        ACCEL_PORT=str(free_port()),
+        ACCEL_HEARTBEAT_INTERVAL_S="1",
+        ACCEL_RETRAIN_EVERY_N="100000",
+        TORCHINDUCTOR_CACHE_DIR=str(zoo_cache / "inductor"),
+    )
     grid = root / "generated.jsonl"
     _generated_profiles(grid)
     _run_cli(env, "db", "upgrade")
     log = (root / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "api", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     url = f"http://127.0.0.1:{env['ACCEL_PORT']}"
     try:
         key_file = root / "data" / "admin_key"
         wait_for(lambda: proc.poll() is not None or (key_file.exists() and _healthy(url)), 90, "serve")
         assert proc.poll() is None, (root / "serve.log").read_text()[-3000:]
         service = Service(url, key_file.read_text().strip(), "", root / "data")
-        nodes = wait_for(lambda: [n for n in service.get("/v1/workers") if n["status"] == "online"], 90,
-                         "the local worker")
+        nodes = wait_for(
+            lambda: [n for n in service.get("/v1/workers") if n["status"] == "online"], 90, "the local worker"
+        )
         service = Service(url, service.admin_key, nodes[0]["id"], root / "data")
-        wait_for(lambda: _consuming(root / "data" / "broker.db", nodes[0]["hardware_class"]), 60,
-                 "the local worker to declare its queues")
+        wait_for(
+            lambda: _consuming(root / "data" / "broker.db", nodes[0]["hardware_class"]),
+            60,
+            "the local worker to declare its queues",
+        )
         _measure_tiny_and_train(service, env, grid)
         yield service
     finally:

@@ -29,8 +29,9 @@ def test_fake_quant_is_exactly_what_the_kernels_dequantize(bits, group_size, in_
     packed = pack_grid(weight, grid, layout="planes")
     assert torch.equal(fake_quant_weight(weight, grid), dequantize_weight(packed))
     x = torch.randn(3, in_features)
-    torch.testing.assert_close(anybit_matmul_reference(x, packed), x @ dequantize_weight(packed).T,
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        anybit_matmul_reference(x, packed), x @ dequantize_weight(packed).T, atol=1e-4, rtol=1e-4
+    )
 
 
 def test_unclipped_grid_matches_the_kernels_own_quantizer():
@@ -60,8 +61,10 @@ def test_clipping_factors_receive_gradients_and_compensation_follows_the_papers_
     assert [compensated(i, 32) for i in (0, 2, 3, 27, 28, 31)] == [True, True, False, False, True, True]
 
 
-@pytest.mark.parametrize(("bits", "layout", "in_features"), [(2, "stream", 72), (4, "stream", 64), (8, "stream", 40),
-                                                        (3, "planes", 72), (6, "planes", 64)])
+@pytest.mark.parametrize(
+    ("bits", "layout", "in_features"),
+    [(2, "stream", 72), (4, "stream", 64), (8, "stream", 40), (3, "planes", 72), (6, "planes", 64)],
+)
 def test_cpu_unpacking_equals_the_kernels_dequantize(bits, layout, in_features):
     weight = torch.randn(10, in_features)
     packed = pack_grid(weight, weight_grid(weight, bits, 32), layout)

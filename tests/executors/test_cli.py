@@ -28,9 +28,18 @@ def test_zoo_list_json():
 
 
 def test_profile_one_run_prints_records_and_resumes(zoo_root):
-    args = ["profile", "--model", f"local:{zoo_root / 'zoo' / 'lm-tiny'}", "--method", "quant.int8_dynamic",
-            "--config", '{"method": "quant.int8_dynamic", "version": 1, "params": {"per_channel": false}}',
-            "--workload", '{"batch_size": 1, "prompt_len": 16, "gen_len": 4}', "--json"]
+    args = [
+        "profile",
+        "--model",
+        f"local:{zoo_root / 'zoo' / 'lm-tiny'}",
+        "--method",
+        "quant.int8_dynamic",
+        "--config",
+        '{"method": "quant.int8_dynamic", "version": 1, "params": {"per_channel": false}}',
+        "--workload",
+        '{"batch_size": 1, "prompt_len": 16, "gen_len": 4}',
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -60,10 +69,18 @@ def test_two_configs_of_one_method_are_measured_apart(zoo_root, tmp_path):
 
     engine = make_engine(f"sqlite:///{tmp_path / 'grid.db'}")
     upgrade(engine)
-    configs = [(config_from_json({"method": "quant.int8_dynamic", "params": {"per_channel": flag}}),)
-               for flag in (True, False)]
-    totals = run_grid(engine, [f"local:{zoo_root / 'zoo' / 'lm-tiny'}"], configs,
-                      [LMWorkload(1, 16, 4)], threads=(1,), reps=5, warmup=1)
+    configs = [
+        (config_from_json({"method": "quant.int8_dynamic", "params": {"per_channel": flag}}),) for flag in (True, False)
+    ]
+    totals = run_grid(
+        engine,
+        [f"local:{zoo_root / 'zoo' / 'lm-tiny'}"],
+        configs,
+        [LMWorkload(1, 16, 4)],
+        threads=(1,),
+        reps=5,
+        warmup=1,
+    )
     assert totals["added"] == 3  # the baseline once, each config once
     with Session(engine) as session:
         int8 = session.exec(select(ProfileRun).where(ProfileRun.method_id == "quant.int8_dynamic")).all()

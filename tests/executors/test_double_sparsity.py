@@ -10,13 +10,20 @@ import torch
 from executors.decoding import PlainDecoder
 from executors.harness import measure, prepare
 from executors.longctx import LongContextWorkload
-from executors.methods.attn.double_sparsity import (DoubleSparseLM, DoubleSparsityConfig, calibrate,
-                                                    calibration_windows, channel_importance, token_budget)
+from executors.methods.attn.double_sparsity import (
+    DoubleSparseLM,
+    DoubleSparsityConfig,
+    calibrate,
+    calibration_windows,
+    channel_importance,
+    token_budget,
+)
 from executors.registry import apply_composite, default_config, get_method
 from executors.workloads import heldout_prompts, heldout_windows, perplexity
 
-SPARSE = DoubleSparsityConfig(min_tokens=8, token_ratio=0.05, channel_ratio=0.25, calibration_windows=4,
-                              calibration_len=128)
+SPARSE = DoubleSparsityConfig(
+    min_tokens=8, token_ratio=0.05, channel_ratio=0.25, calibration_windows=4, calibration_len=128
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +66,9 @@ def test_a_budget_covering_the_context_is_exactly_dense(tiny):
     channels = calibrate(tiny.model, calibration_windows(tiny, SPARSE), SPARSE)
     dense = DoubleSparseLM(tiny.model, channels, dataclasses.replace(SPARSE, min_tokens=10_000))
     prompts = heldout_prompts(tiny, 3, 60)
-    assert torch.equal(PlainDecoder(dense).generate(prompts, 10).tokens,
-                       PlainDecoder(tiny.model).generate(prompts, 10).tokens)
+    assert torch.equal(
+        PlainDecoder(dense).generate(prompts, 10).tokens, PlainDecoder(tiny.model).generate(prompts, 10).tokens
+    )
     windows = heldout_windows(tiny, 2, 100)
     assert torch.allclose(dense(windows), tiny.model(windows), atol=1e-4)
 
@@ -82,8 +90,7 @@ def test_decode_step_matches_the_offline_simulation(tiny):
     assert torch.allclose(stepped, simulated, atol=1e-4)
     assert not torch.allclose(stepped, dense, atol=1e-3), "9 of 180 tokens should not reproduce dense attention"
     layer = len(channels) - 1
-    expected = torch.gather(cache.keys[layer][:, :, :180], 3,
-                            channels[layer][None, :, None, :].expand(2, -1, 180, -1))
+    expected = torch.gather(cache.keys[layer][:, :, :180], 3, channels[layer][None, :, None, :].expand(2, -1, 180, -1))
     assert torch.equal(cache.labels[layer][:, :, :180], expected)  # the label cache is the keys' chosen channels
 
 
@@ -91,9 +98,18 @@ def test_the_error_against_dense_attention_shrinks_as_the_budget_grows(tiny, spa
     windows = heldout_windows(tiny, 2, 200)
     with torch.inference_mode():
         dense = tiny.model(windows)
-        errors = [(DoubleSparseLM(tiny.model, sparse_runner.model.channels,
-                                  dataclasses.replace(SPARSE, min_tokens=budget))(windows) - dense).abs().mean().item()
-                  for budget in (8, 48, 200)]
+        errors = [
+            (
+                DoubleSparseLM(
+                    tiny.model, sparse_runner.model.channels, dataclasses.replace(SPARSE, min_tokens=budget)
+                )(windows)
+                - dense
+            )
+            .abs()
+            .mean()
+            .item()
+            for budget in (8, 48, 200)
+        ]
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-5
     assert perplexity(sparse_runner.model, windows) != perplexity(tiny.model, windows)
     assert sparse_runner.stats["kernel_backend"] == "torch-reference" and sparse_runner.stats["label_channels"] == 4

@@ -30,14 +30,22 @@ from profiles.transfer import add_records
 
 # Weight transforms over nn.Linear apply to the encoder; decoding strategies, decode-time
 # attention and serving of generation requests do not.
-ENCODER_METHODS = {"baseline", "quant.int8_dynamic", "quant.weight_only_int4", "sys.compile", "prune.perp",
-                   "quant.abq_arbitrary_bit"}
+ENCODER_METHODS = {
+    "baseline",
+    "quant.int8_dynamic",
+    "quant.weight_only_int4",
+    "sys.compile",
+    "prune.perp",
+    "quant.abq_arbitrary_bit",
+}
 DECODING_ONLY = ("lm.", "attn.", "serve.")
 CPU = torch.device("cpu")
 NODE = {"id": "test-node", "hardware_class": "test-cpu-1t", "device_kind": "cpu"}
-TEXTS = ["The assert statement inserts debugging assertions.",
-         "Coroutines can be suspended and resumed at many points, which lets a program interleave work.",
-         "Lambdas"]
+TEXTS = [
+    "The assert statement inserts debugging assertions.",
+    "Coroutines can be suspended and resumed at many points, which lets a program interleave work.",
+    "Lambdas",
+]
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +173,7 @@ def test_perp_prunes_the_encoder_and_distillation_recovers_its_embeddings(encode
 
 def test_harness_records_speedup_and_retrieval_quality(encoder, small_retrieval, tmp_path):
     calibration = calibration_batch(encoder)
-    methods = [prepare(encoder, [default_config(m)], CPU, calibration)
-               for m in ("quant.int8_dynamic", "lm.spec.swift")]
+    methods = [prepare(encoder, [default_config(m)], CPU, calibration) for m in ("quant.int8_dynamic", "lm.spec.swift")]
     records = {r["method_id"]: r for r in measure_encoder(encoder, EmbedWorkload(2, 16), methods, NODE, device=CPU)}
     base, int8, swift = records["baseline"], records["quant.int8_dynamic"], records["lm.spec.swift"]
     assert base["status"] == int8["status"] == "ok" and base["speedup"] == pytest.approx(1.0)
@@ -175,7 +182,8 @@ def test_harness_records_speedup_and_retrieval_quality(encoder, small_retrieval,
     assert 0.9 < int8["quality_value"] < 1.0
     assert int8["metrics"]["baseline_recall_at_1"] == base["metrics"]["recall_at_1"] >= 0.5
     assert int8["metrics"]["recall_at_1_delta"] == pytest.approx(
-        int8["metrics"]["recall_at_1"] - base["metrics"]["recall_at_1"])
+        int8["metrics"]["recall_at_1"] - base["metrics"]["recall_at_1"]
+    )
     assert int8["peak_mem_mb"] < base["peak_mem_mb"], "int8 linears store a quarter of the bytes"
     assert int8["model"]["family"] == "encoder" and int8["workload"]["kind"] == EMBED_KIND
     assert swift["status"] == "not-applicable" and "DecoderLM" in swift["reason"]

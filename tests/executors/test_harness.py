@@ -60,8 +60,13 @@ def test_records_store_idempotently_with_deterministic_ids(records, tiny, node, 
     upgrade(engine)
     with session_scope(engine) as session:
         assert add_records(session, enumerate(records, 1)).added == 3
-    again = measure(tiny, LMWorkload(batch_size=2, prompt_len=16, gen_len=6),
-                    [prepare(tiny, [default_config("quant.int8_dynamic")], CPU, None)], node, device=CPU)
+    again = measure(
+        tiny,
+        LMWorkload(batch_size=2, prompt_len=16, gen_len=6),
+        [prepare(tiny, [default_config("quant.int8_dynamic")], CPU, None)],
+        node,
+        device=CPU,
+    )
     assert {r["run_id"] for r in again} <= {r["run_id"] for r in records}
     with session_scope(engine) as session:
         result = add_records(session, enumerate(again, 1))

@@ -73,10 +73,17 @@ def test_zoo_format_round_trips(model, tmp_path):
 
 def test_hf_llama_folder_loads_and_matches_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
-    hf_config = transformers.LlamaConfig(vocab_size=101, hidden_size=64, intermediate_size=128,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=128, rope_theta=5000.0,
-                                         tie_word_embeddings=False)
+    hf_config = transformers.LlamaConfig(
+        vocab_size=101,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rope_theta=5000.0,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(1)
     reference = transformers.LlamaForCausalLM(hf_config).eval()
     reference.save_pretrained(tmp_path, safe_serialization=True)
@@ -88,13 +95,23 @@ def test_hf_llama_folder_loads_and_matches_transformers(tmp_path):
 
 
 def test_non_llama_and_pickled_checkpoints_are_refused(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "hidden_size": 8,
-                                                      "architectures": ["GPT2LMHeadModel"]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "hidden_size": 8, "architectures": ["GPT2LMHeadModel"]})
+    )
     with pytest.raises(ValueError, match="Llama"):
         load_hf_llama(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "llama", "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
-        "intermediate_size": 16, "vocab_size": 10}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 8,
+                "num_attention_heads": 2,
+                "num_hidden_layers": 1,
+                "intermediate_size": 16,
+                "vocab_size": 10,
+            }
+        )
+    )
     torch.save({"x": torch.zeros(1)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(FileNotFoundError, match="pickled"):
         load_hf_llama(tmp_path)

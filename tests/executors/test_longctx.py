@@ -11,9 +11,19 @@ import torch
 from executors.cli import parse_workloads
 from executors.corpus import load_corpus
 from executors.decoding import PlainDecoder
-from executors.longctx import (LONG_RECIPES, PASSKEY_CLASSES, PASSKEY_LEN, QUERY_BYTE, LongContextWorkload,
-                               LongRecipe, finetune_long, retrieval_accuracy, retrieval_probes, token_stream,
-                               training_example)
+from executors.longctx import (
+    LONG_RECIPES,
+    PASSKEY_CLASSES,
+    PASSKEY_LEN,
+    QUERY_BYTE,
+    LongContextWorkload,
+    LongRecipe,
+    finetune_long,
+    retrieval_accuracy,
+    retrieval_probes,
+    token_stream,
+    training_example,
+)
 from executors.tokenizers import ByteTokenizer
 from executors.workloads import LMWorkload
 from executors.zoo import LONG_CONTEXT_LMS
@@ -34,9 +44,9 @@ def test_training_examples_weight_exactly_the_answers_a_query_must_read_back():
     assert len(tokens) == len(weights) == 300
     starts = [i for i, t in enumerate(tokens) if t == QUERY_BYTE]
     key_at = next(i for i, t in enumerate(tokens) if t in PASSKEY_CLASSES[0])
-    key = tokens[key_at:key_at + PASSKEY_LEN]
+    key = tokens[key_at : key_at + PASSKEY_LEN]
     assert len(starts) == 2 and key_at < starts[0]
-    assert all(tokens[s + 1:s + 1 + PASSKEY_LEN] == key for s in starts)
+    assert all(tokens[s + 1 : s + 1 + PASSKEY_LEN] == key for s in starts)
     answers = {s + 1 + i for s in starts for i in range(PASSKEY_LEN)}
     assert {i for i, w in enumerate(weights) if w == 4.0} == answers
     assert all(w == 1.0 for i, w in enumerate(weights) if i not in answers)
@@ -48,7 +58,7 @@ def test_probes_are_exact_length_deterministic_and_hold_their_answer_once(tiny):
     for probe in probes:
         assert len(probe.prompt) == 200 and probe.prompt[-1] == QUERY_BYTE
         at = probe.prompt.index(probe.answer[0])
-        assert probe.prompt[at:at + PASSKEY_LEN] == probe.answer and 0 <= probe.depth < 1
+        assert probe.prompt[at : at + PASSKEY_LEN] == probe.answer and 0 <= probe.depth < 1
         assert sum(t in RESERVED for t in probe.prompt) == PASSKEY_LEN + 1
     heldout = set(token_stream(tiny.heldout_texts, tiny.tokenizer))
     assert set(probes[0].prompt) - RESERVED <= heldout
@@ -64,14 +74,14 @@ def test_retrieval_accuracy_scores_the_passkey_where_it_comes_next():
 
         def forward(self, tokens):
             logits = torch.zeros(*tokens.shape, 259)
-            for row, probe in enumerate(probes[tokens_offset(tokens):][:len(tokens)]):
+            for row, probe in enumerate(probes[tokens_offset(tokens) :][: len(tokens)]):
                 known = probe.answer if probe is probes[0] else probe.answer[:1] if probe is probes[1] else []
                 for i, byte in enumerate(known):
                     logits[row, -len(probe.answer) + i, byte] = 1.0
             return logits
 
     def tokens_offset(tokens):
-        return next(i for i, p in enumerate(probes) if tokens[0, :len(p.prompt)].tolist() == p.prompt)
+        return next(i for i, p in enumerate(probes) if tokens[0, : len(p.prompt)].tolist() == p.prompt)
 
     scores = retrieval_accuracy(KnowsTheFirstProbe(), probes, batch_size=2)
     assert scores["retrieval_accuracy"] == pytest.approx(2 / 3) and scores["retrieval_probes"] == 3

@@ -20,13 +20,14 @@ from executors.registry import (
 )
 from executors.tokenizers import ByteTokenizer
 
-FAST = {"train_windows": 8, "train_seq_len": 48, "train_steps": 30, "insertions": 6, "train_batch": 2,
-        "lr": 3e-2}
+FAST = {"train_windows": 8, "train_seq_len": 48, "train_steps": 30, "insertions": 6, "train_batch": 2, "lr": 3e-2}
 ACCURACY = [[0.7, 0.1, 0.05], [0.5, 0.15, 0.05], [0.4, 0.1, 0.05]]
 
 
 def apply(model, **knobs):
-    return get_method("lm.spec.parallel_prompt").apply(bundle_of(model), ParallelPromptConfig(**{**FAST, **knobs}), None)
+    return get_method("lm.spec.parallel_prompt").apply(
+        bundle_of(model), ParallelPromptConfig(**{**FAST, **knobs}), None
+    )
 
 
 @pytest.mark.parametrize("knobs", [{"tree_budget": 16}, {"tree_budget": 9, "ensemble": 2, "prompt_tokens": 2}])
@@ -71,7 +72,7 @@ def test_sampling_is_reproducible_and_follows_the_model():
     assert first.stats["accepted"] > 0  # the untrained-ish guesses still get drafts through
     sequence = torch.cat((prompt, first.tokens), dim=1)
     with torch.inference_mode():
-        probs = torch.softmax(model(sequence)[:, prompt.shape[1] - 1:-1] / 0.7, dim=-1)
+        probs = torch.softmax(model(sequence)[:, prompt.shape[1] - 1 : -1] / 0.7, dim=-1)
     assert (probs.gather(2, first.tokens[..., None]) > 1e-6).all()
 
 
@@ -87,9 +88,14 @@ def test_one_forward_with_many_insertions_equals_separate_forwards():
         torch.testing.assert_close(teacher, model(tokens)[:, torch.tensor(points)[:, None] + 1 + torch.arange(3)])
         for g, point in enumerate(points):
             for stream in range(2):  # alone: the prefix, then this stream's prompt tokens in order
-                fed = torch.cat((model.tok_embeddings(tokens[:, :point + 1]),
-                                 prompt_tokens.weight[:, stream][None].expand(2, -1, -1)), dim=1)
-                alone = model(torch.zeros(2, point + 4, dtype=torch.long), embeddings=fed)[:, point + 1:]
+                fed = torch.cat(
+                    (
+                        model.tok_embeddings(tokens[:, : point + 1]),
+                        prompt_tokens.weight[:, stream][None].expand(2, -1, -1),
+                    ),
+                    dim=1,
+                )
+                alone = model(torch.zeros(2, point + 4, dtype=torch.long), embeddings=fed)[:, point + 1 :]
                 if stream == 0:
                     mean = alone / 2
                 else:
@@ -114,8 +120,14 @@ def test_prompt_tokens_learn_and_are_cached():
     def held_out(prompt_tokens):
         with torch.no_grad():
             student, teacher = ppd.prompt_and_teacher_logits(model, prompt_tokens, windows, [5, 20, 33])
-            kl = torch.nn.functional.kl_div(student.log_softmax(-1), teacher.log_softmax(-1),
-                                            log_target=True, reduction="none").sum(-1).mean().item()
+            kl = (
+                torch.nn.functional.kl_div(
+                    student.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="none"
+                )
+                .sum(-1)
+                .mean()
+                .item()
+            )
             return kl, (student.argmax(-1) == teacher.argmax(-1)).float().mean().item()
 
     assert held_out(trained.prompts)[0] < 0.9 * held_out(untrained)[0]
@@ -124,10 +136,12 @@ def test_prompt_tokens_learn_and_are_cached():
     assert again.cached and again.accuracy == trained.accuracy
     assert again.prompts.weight.equal(trained.prompts.weight)
     # tree knobs reuse the cached tokens; training knobs do not
-    assert ppd.prompts_cache_path(model, ParallelPromptConfig(**FAST, tree_budget=5, top_k=2)) == \
-        ppd.prompts_cache_path(model, config)
-    assert ppd.prompts_cache_path(model, ParallelPromptConfig(**{**FAST, "ensemble": 2})) != \
-        ppd.prompts_cache_path(model, config)
+    assert ppd.prompts_cache_path(
+        model, ParallelPromptConfig(**FAST, tree_budget=5, top_k=2)
+    ) == ppd.prompts_cache_path(model, config)
+    assert ppd.prompts_cache_path(model, ParallelPromptConfig(**{**FAST, "ensemble": 2})) != ppd.prompts_cache_path(
+        model, config
+    )
 
 
 def test_tree_plans_fit_the_budget_and_chain_prompt_tokens_per_stream():
@@ -140,9 +154,10 @@ def test_tree_plans_fit_the_budget_and_chain_prompt_tokens_per_stream():
             for stream in range(2):
                 chain = [int(n) for n in plan.prompt_nodes[node, :, stream] if n >= 0]
                 assert len(chain) == plan.prompt_counts[node]
-                assert [plan.tree.parents[n] for n in chain] == [node, *chain][:len(chain)]
-                assert [plan.prompt_slots[n - plan.candidates - 1] for n in chain] == \
-                    [(i, stream) for i in range(len(chain))]
+                assert [plan.tree.parents[n] for n in chain] == [node, *chain][: len(chain)]
+                assert [plan.prompt_slots[n - plan.candidates - 1] for n in chain] == [
+                    (i, stream) for i in range(len(chain))
+                ]
     assert plans[0].prompt_counts[0] >= 1  # the pending token always carries guesses forward
     assert 1.0 < tokens <= 1.0 + 3
     sizes = [ppd.design_trees(ACCURACY, budget, 1)[1] for budget in (4, 8, 16, 32)]
@@ -152,7 +167,7 @@ def test_tree_plans_fit_the_budget_and_chain_prompt_tokens_per_stream():
 def test_budget_follows_the_measured_verify_cost(monkeypatch):
     model = byte_lm()
     config = ParallelPromptConfig(max_tree_budget=32)
-    monkeypatch.setattr(ppd, "verify_cost", lambda model, sizes: {s: 1.0 for s in sizes})
+    monkeypatch.setattr(ppd, "verify_cost", lambda model, sizes: dict.fromkeys(sizes, 1.0))
     assert ppd.choose_budget(model, ACCURACY, config)[0] == 32  # free width: the biggest tree
     monkeypatch.setattr(ppd, "verify_cost", lambda model, sizes: {s: float(s) for s in sizes})
     assert ppd.choose_budget(model, ACCURACY, config)[0] == 3  # width costs linearly: the smallest

@@ -37,8 +37,9 @@ def one_thread():
 
 def mha_model() -> DecoderLM:
     torch.manual_seed(0)
-    return DecoderLM(LMConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=4, ffn_dim=48,
-                              max_seq_len=64)).eval()
+    return DecoderLM(
+        LMConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=4, ffn_dim=48, max_seq_len=64)
+    ).eval()
 
 
 def zeroed_copy(model: DecoderLM, layer: int, q_heads: list[int], channels: list[int]) -> DecoderLM:
@@ -48,7 +49,7 @@ def zeroed_copy(model: DecoderLM, layer: int, q_heads: list[int], channels: list
     with torch.no_grad():
         block = reference.layers[layer]
         for head in q_heads:
-            block.attention.wo.weight[:, head * head_dim:(head + 1) * head_dim] = 0
+            block.attention.wo.weight[:, head * head_dim : (head + 1) * head_dim] = 0
         block.feed_forward.w2.weight[:, channels] = 0
     return reference
 
@@ -76,7 +77,9 @@ def test_slicing_units_out_equals_zeroing_them(which, tiny):
     # Decoding goes through the per-layer KV cache: the sliced layer's cache has its own head count.
     cache = pruned.new_cache(2, 24)
     assert cache.keys[1].shape[1] == attention.n_kv_heads and cache.keys[0].shape[1] == model.config.n_kv_heads
-    assert torch.equal(PlainDecoder(pruned).generate(tokens, 8).tokens, PlainDecoder(reference).generate(tokens, 8).tokens)
+    assert torch.equal(
+        PlainDecoder(pruned).generate(tokens, 8).tokens, PlainDecoder(reference).generate(tokens, 8).tokens
+    )
 
 
 def test_a_layer_that_passes_its_input_through_is_least_important_and_pruned_most(tiny):
@@ -94,8 +97,9 @@ def test_a_layer_that_passes_its_input_through_is_least_important_and_pruned_mos
 
 
 def test_adapt_pruner_returns_a_smaller_dense_model_and_caches_it(tiny):
-    config = AdaptPrunerConfig(target_sparsity=0.5, increments=2, recovery_steps=2, importance_windows=2,
-                               batch=2, seq_len=32)
+    config = AdaptPrunerConfig(
+        target_sparsity=0.5, increments=2, recovery_steps=2, importance_windows=2, batch=2, seq_len=32
+    )
     runner = AdaptPruner().apply(tiny, config, None)
     model, stats = runner.model, runner.stats
     assert stats["params_after"] == count_parameters(model) < stats["params_before"] == count_parameters(tiny.model)
@@ -124,8 +128,9 @@ def test_magnitude_masks_keep_the_largest_weights():
     semi = magnitude_mask(weight, 0.0, "2:4")  # N:M ignores `sparsity`
     groups, magnitudes = semi.view(-1, 4), weight.abs().view(-1, 4)
     assert (groups.sum(1) == 2).all()
-    assert (magnitudes.masked_fill(~groups, float("inf")).min(1).values
-            >= magnitudes.masked_fill(groups, -1).max(1).values).all()
+    assert (
+        magnitudes.masked_fill(~groups, float("inf")).min(1).values >= magnitudes.masked_fill(groups, -1).max(1).values
+    ).all()
     with pytest.raises(ValueError, match="N:M"):
         magnitude_mask(weight, 0.5, "4:2")
 
@@ -171,9 +176,17 @@ def test_pruning_methods_name_a_reason_for_models_they_cannot_retrain(tiny):
 def test_a_pruned_model_composes_with_int8_and_with_lossless_speculative_decoding(tiny):
     from executors.registry import apply_composite, composite_from_json
 
-    pruning = {"method": "prune.struct.adapt_pruner",
-               "params": {"target_sparsity": 0.5, "increments": 1, "recovery_steps": 1, "importance_windows": 2,
-                          "batch": 2, "seq_len": 32}}
+    pruning = {
+        "method": "prune.struct.adapt_pruner",
+        "params": {
+            "target_sparsity": 0.5,
+            "increments": 1,
+            "recovery_steps": 1,
+            "importance_windows": 2,
+            "batch": 2,
+            "seq_len": 32,
+        },
+    }
     pruned = apply_composite(tiny, composite_from_json(pruning), None).model
     prompts = heldout_prompts(tiny, 4, 16)
     expected = PlainDecoder(pruned).generate(prompts, 10).tokens

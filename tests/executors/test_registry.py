@@ -6,8 +6,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from executors.registry import (Method, MethodConfig, UnknownMethod, composite_from_json, composite_id,
-                                config_from_json, get_method, register_method)
+from executors.registry import (
+    Method,
+    MethodConfig,
+    UnknownMethod,
+    composite_from_json,
+    composite_id,
+    config_from_json,
+    get_method,
+    register_method,
+)
 
 
 def test_duplicate_ids_are_refused():

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from executors.decoding import PlainDecoder
-from executors.registry import (config_from_json, config_to_json, default_config, get_method,
-                                method_ids)
+from executors.registry import config_from_json, config_to_json, default_config, get_method, method_ids
 from executors.workloads import heldout_prompts, heldout_windows, perplexity
 
 # Compilation and Medusa's head training take tens of seconds on 2 cores; they still run.

@@ -7,30 +7,35 @@ import statistics
 
 import pytest
 import torch
+from test_spec_engine import one_thread  # noqa: F401  (autouse: every test here runs one thread)
 
 from executors.decoding import PlainDecoder
 from executors.harness import prepare
 from executors.registry import apply_composite, default_config
 from executors.serving import BlockPool, EngineOptions, Request, RequestState, packed_forward, serve
-from executors.stream_harness import (STATIC_ID, StreamWorkload, build_requests, measure_stream,
-                                      parse_stream_workloads)
+from executors.stream_harness import STATIC_ID, StreamWorkload, build_requests, measure_stream, parse_stream_workloads
 from executors.workloads import heldout_prompts
 from profiles.db import make_engine, session_scope
 from profiles.migrate import upgrade
 from profiles.transfer import add_records
-from test_spec_engine import one_thread  # noqa: F401  (autouse: every test here runs one thread)
 
 CPU = torch.device("cpu")
-SMALL = StreamWorkload(requests=8, max_batch=3, prompt_lens=(8, 40), prefix_len=32, prefixes=2, shared=0.75,
-                       gen_lens=(3, 9))
-COMPOSITES = [("serve.continuous_batching",), ("serve.prefix_caching",), ("serve.chunked_prefill",),
-              ("serve.prefix_caching", "serve.chunked_prefill"),
-              ("serve.continuous_batching", "serve.prefix_caching", "serve.chunked_prefill")]
+SMALL = StreamWorkload(
+    requests=8, max_batch=3, prompt_lens=(8, 40), prefix_len=32, prefixes=2, shared=0.75, gen_lens=(3, 9)
+)
+COMPOSITES = [
+    ("serve.continuous_batching",),
+    ("serve.prefix_caching",),
+    ("serve.chunked_prefill",),
+    ("serve.prefix_caching", "serve.chunked_prefill"),
+    ("serve.continuous_batching", "serve.prefix_caching", "serve.chunked_prefill"),
+]
 
 
 def runner_for(bundle, ids, **params):
-    configs = [type(default_config(i))(**{k: v for k, v in params.items()
-                                          if hasattr(default_config(i), k)}) for i in ids]
+    configs = [
+        type(default_config(i))(**{k: v for k, v in params.items() if hasattr(default_config(i), k)}) for i in ids
+    ]
     return apply_composite(bundle, configs, None)
 
 
@@ -79,8 +84,9 @@ def test_packed_rows_do_not_depend_on_their_batch_companions(tiny):
 
 
 def test_prefix_caching_really_skips_the_shared_prefill(tiny):
-    shared = StreamWorkload(requests=5, max_batch=1, prompt_lens=(8, 20), prefix_len=32, prefixes=1, shared=1.0,
-                            gen_lens=(2,))
+    shared = StreamWorkload(
+        requests=5, max_batch=1, prompt_lens=(8, 20), prefix_len=32, prefixes=1, shared=1.0, gen_lens=(2,)
+    )
     requests = build_requests(tiny, shared, math.inf)
     plain = runner_for(tiny, [STATIC_ID]).serve(requests, 1)
     cached = runner_for(tiny, ["serve.prefix_caching"]).serve(requests, 1)
@@ -151,23 +157,34 @@ def test_stream_workloads_parse_into_a_grid_with_stable_rows(tiny):
 @pytest.fixture(scope="module")
 def records(tiny):
     node = {"id": "test-node", "hardware_class": "test-class"}
-    methods = [prepare(tiny, [default_config(i) for i in ids], CPU, None)
-               for ids in (("serve.continuous_batching",), ("serve.prefix_caching", "serve.chunked_prefill"),
-                           ("quant.int8_dynamic",))]
+    methods = [
+        prepare(tiny, [default_config(i) for i in ids], CPU, None)
+        for ids in (
+            ("serve.continuous_batching",),
+            ("serve.prefix_caching", "serve.chunked_prefill"),
+            ("quant.int8_dynamic",),
+        )
+    ]
     # One shared system prompt and more requests than slots: later batches must hit the prefix cache.
-    workload = StreamWorkload(requests=5, load=2.0, max_batch=2, prompt_lens=(8, 24), prefix_len=16, prefixes=1,
-                              shared=1.0, gen_lens=(3, 6))
+    workload = StreamWorkload(
+        requests=5, load=2.0, max_batch=2, prompt_lens=(8, 24), prefix_len=16, prefixes=1, shared=1.0, gen_lens=(3, 6)
+    )
     return measure_stream(tiny, workload, methods, node, device=CPU, reps=5)
 
 
 def test_stream_records_compare_every_method_with_static_batching(records):
     by_method = {r["method_id"]: r for r in records}
-    assert set(by_method) == {STATIC_ID, "serve.continuous_batching", "serve.prefix_caching+serve.chunked_prefill",
-                              "quant.int8_dynamic"}
+    assert set(by_method) == {
+        STATIC_ID,
+        "serve.continuous_batching",
+        "serve.prefix_caching+serve.chunked_prefill",
+        "quant.int8_dynamic",
+    }
     assert by_method["quant.int8_dynamic"]["status"] == "not-applicable"
     base = by_method[STATIC_ID]
     assert base["speedup"] == 1.0 and base["metrics"]["arrival_rate_rps"] == pytest.approx(
-        2.0 * base["metrics"]["static_capacity_rps"])
+        2.0 * base["metrics"]["static_capacity_rps"]
+    )
     for record in (r for r in records if r["status"] == "ok"):
         metrics = record["metrics"]
         assert record["workload"]["kind"] == "lm-stream" and record["repeats"] == 5

@@ -28,8 +28,7 @@ def one_thread():
 
 def tiny_lm(seed: int = 0, vocab: int = 48, layers: int = 3) -> DecoderLM:
     torch.manual_seed(seed)
-    config = LMConfig(vocab_size=vocab, dim=32, n_layers=layers, n_heads=4, n_kv_heads=2,
-                      ffn_dim=64, max_seq_len=128)
+    config = LMConfig(vocab_size=vocab, dim=32, n_layers=layers, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=128)
     return DecoderLM(config).eval()
 
 
@@ -57,8 +56,9 @@ def empirical(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
 def test_speculative_sampling_reproduces_the_target_distribution():
     rows, vocab = 60000, 5
     generator = torch.Generator().manual_seed(0)
-    target = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05], [0.05, 0.05, 0.1, 0.3, 0.5],
-                           [0.2, 0.2, 0.2, 0.2, 0.2]]).expand(rows, -1, -1)
+    target = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05], [0.05, 0.05, 0.1, 0.3, 0.5], [0.2, 0.2, 0.2, 0.2, 0.2]]).expand(
+        rows, -1, -1
+    )
     draft_probs = torch.tensor([[0.1, 0.1, 0.2, 0.3, 0.3], [0.3, 0.3, 0.2, 0.1, 0.1]]).expand(rows, -1, -1)
     drafts = torch.multinomial(draft_probs.reshape(-1, vocab), 1, generator=generator).view(rows, 2)
     accepted, outputs = sampled_chain_accept(drafts, draft_probs, target, generator)

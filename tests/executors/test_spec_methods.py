@@ -27,14 +27,12 @@ FAST_MEDUSA = {"train_windows": 8, "train_seq_len": 48, "train_steps": 30, "trai
 
 def byte_lm(layers: int = 4, seed: int = 0) -> DecoderLM:
     torch.manual_seed(seed)
-    config = LMConfig(vocab_size=259, dim=48, n_layers=layers, n_heads=4, n_kv_heads=2,
-                      ffn_dim=96, max_seq_len=256)
+    config = LMConfig(vocab_size=259, dim=48, n_layers=layers, n_heads=4, n_kv_heads=2, ffn_dim=96, max_seq_len=256)
     return DecoderLM(config).eval()
 
 
 def bundle_of(model: DecoderLM) -> ModelBundle:
-    return ModelBundle(model=model, tokenizer=ByteTokenizer(), spec={"name": "test"},
-                       calibration_texts=CALIBRATION)
+    return ModelBundle(model=model, tokenizer=ByteTokenizer(), spec={"name": "test"}, calibration_texts=CALIBRATION)
 
 
 def prompts(batch: int, length: int = 12, seed: int = 5) -> torch.Tensor:
@@ -43,8 +41,10 @@ def prompts(batch: int, length: int = 12, seed: int = 5) -> torch.Tensor:
 
 CASES = [
     ("lm.spec.swift", SwiftConfig()),
-    ("lm.spec.swift", SwiftConfig(skip_ratio=0.25, max_draft_len=3, confidence_threshold=0.0,
-                                  search_trials=4, search_random=2)),
+    (
+        "lm.spec.swift",
+        SwiftConfig(skip_ratio=0.25, max_draft_len=3, confidence_threshold=0.0, search_trials=4, search_random=2),
+    ),
     ("lm.spec.medusa", MedusaConfig(**FAST_MEDUSA)),
     ("lm.spec.medusa", MedusaConfig(tree_nodes=0, heads=2, **FAST_MEDUSA)),
     ("lm.parallel.jacobi", JacobiConfig()),
@@ -79,7 +79,7 @@ def test_sampling_is_reproducible_and_follows_the_model(method_id, config):
     # every emitted token must be possible under the model: p(token | prefix) clearly above 0
     sequence = torch.cat((prompt, first.tokens), dim=1)
     with torch.inference_mode():
-        probs = torch.softmax(model(sequence)[0, prompt.shape[1] - 1:-1] / 0.7, dim=-1)
+        probs = torch.softmax(model(sequence)[0, prompt.shape[1] - 1 : -1] / 0.7, dim=-1)
     assert (probs.gather(1, first.tokens[0][:, None]) > 1e-6).all()
 
 
@@ -94,8 +94,9 @@ def identity_layers(model: DecoderLM, layers: list[int]) -> DecoderLM:
 
 def test_swift_search_finds_the_layers_that_do_nothing():
     model = identity_layers(byte_lm(layers=8, seed=1), [2, 5])
-    config = SwiftConfig(skip_ratio=0.25, max_draft_len=4, confidence_threshold=0.0,
-                         search_trials=15, search_random=5, trials_per_step=3)
+    config = SwiftConfig(
+        skip_ratio=0.25, max_draft_len=4, confidence_threshold=0.0, search_trials=15, search_random=5, trials_per_step=3
+    )
     runner = get_method("lm.spec.swift").apply(bundle_of(model), config, None)
     batch_prompts = prompts(2, length=40)
     expected = PlainDecoder(model).generate(batch_prompts, 40).tokens

@@ -16,8 +16,12 @@ NODE = {"id": "test-node", "hardware_class": "test-cpu-1t"}
 
 
 def _item(workload: dict, *method_ids: str) -> dict:
-    return {"model": "zoo:lm-tiny", "workload": workload, "reps": 5,
-            "methods": [config_to_json(default_config(m)) for m in method_ids]}
+    return {
+        "model": "zoo:lm-tiny",
+        "workload": workload,
+        "reps": 5,
+        "methods": [config_to_json(default_config(m)) for m in method_ids],
+    }
 
 
 @pytest.fixture
@@ -26,8 +30,15 @@ def context(tiny):
 
 
 def test_a_stream_item_is_measured_against_static_batching(context):
-    stream = {"kind": "lm-stream", "requests": 3, "load": 2.0, "max_batch": 2, "prompt_lens": [8, 12],
-              "prefix_len": 8, "gen_lens": [3]}
+    stream = {
+        "kind": "lm-stream",
+        "requests": 3,
+        "load": 2.0,
+        "max_batch": 2,
+        "prompt_lens": [8, 12],
+        "prefix_len": 8,
+        "gen_lens": [3],
+    }
     records = profile_item(context, _item(stream, STATIC_ID, "serve.continuous_batching"))["records"]
     by_method = {r["method_id"]: r for r in records}
     assert set(by_method) == {STATIC_ID, "serve.continuous_batching"}  # the reference is measured once
@@ -37,24 +48,28 @@ def test_a_stream_item_is_measured_against_static_batching(context):
 
 
 def test_a_generation_item_keeps_the_plain_baseline(context):
-    records = profile_item(context, _item({"batch_size": 1, "prompt_len": 8, "gen_len": 4}, "baseline",
-                                          "quant.int8_dynamic"))["records"]
+    records = profile_item(
+        context, _item({"batch_size": 1, "prompt_len": 8, "gen_len": 4}, "baseline", "quant.int8_dynamic")
+    )["records"]
     assert {r["method_id"] for r in records} == {"baseline", "quant.int8_dynamic"}
     assert all(r["workload"]["kind"] == "lm-generate" and r["status"] == "ok" for r in records)
 
 
 def test_an_embed_item_on_a_decoder_is_recorded_not_applicable(context):
-    records = profile_item(context, _item({"kind": "encoder-embed", "batch_size": 1, "seq_len": 16},
-                                          "quant.int8_dynamic"))["records"]
+    records = profile_item(
+        context, _item({"kind": "encoder-embed", "batch_size": 1, "seq_len": 16}, "quant.int8_dynamic")
+    )["records"]
     assert records and {r["status"] for r in records} == {"not-applicable"}
     assert "encoder" in records[0]["reason"]
 
 
 def test_workload_kinds_round_trip_and_unknown_kinds_are_refused():
-    for shape in ({"batch_size": 2, "prompt_len": 16, "gen_len": 8},
-                  {"kind": "lm-longctx", "prompt_len": 1024},
-                  {"kind": "encoder-embed", "batch_size": 4, "seq_len": 64},
-                  {"kind": "lm-stream", "requests": 4, "max_batch": 2, "prompt_lens": [8, 16]}):
+    for shape in (
+        {"batch_size": 2, "prompt_len": 16, "gen_len": 8},
+        {"kind": "lm-longctx", "prompt_len": 1024},
+        {"kind": "encoder-embed", "batch_size": 4, "seq_len": 64},
+        {"kind": "lm-stream", "requests": 4, "max_batch": 2, "prompt_lens": [8, 16]},
+    ):
         workload = workload_from_json(shape)
         assert workload_from_json(workload.shape()) == workload
     assert reference_method(workload) == STATIC_ID

@@ -8,8 +8,11 @@ from kernels import block_sparse_attn as bsa
 
 # (batch, heads, kv_heads, q_len, kv_len, dim, block, dtype): lengths off the block size,
 # q and kv of different lengths, GQA, a dim that needs padding to a power of two.
-CASES = [(1, 2, 2, 70, 70, 32, 16, torch.float32), (2, 2, 1, 33, 50, 24, 16, torch.float16),
-         (1, 1, 1, 96, 90, 64, 32, torch.bfloat16)]
+CASES = [
+    (1, 2, 2, 70, 70, 32, 16, torch.float32),
+    (2, 2, 1, 33, 50, 24, 16, torch.float16),
+    (1, 1, 1, 96, 90, 64, 32, torch.bfloat16),
+]
 
 
 def _inputs(case, generator):
@@ -35,8 +38,9 @@ def test_kernel_matches_reference_on_random_masks(case, generator, assert_matche
 def test_full_mask_is_dense_attention(case, generator, assert_matches):
     q, k, v, block, blocks = _inputs(case, generator)
     group = q.shape[1] // k.shape[1]
-    dense = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(group, 1),
-                                           v.float().repeat_interleave(group, 1)).to(q.dtype)
+    dense = F.scaled_dot_product_attention(
+        q.float(), k.float().repeat_interleave(group, 1), v.float().repeat_interleave(group, 1)
+    ).to(q.dtype)
     full = torch.ones(1, 1, *blocks[2:], dtype=torch.bool)  # broadcast over batch and heads
     assert_matches(bsa.block_sparse_attention(q, k, v, full, block), dense, q.dtype)
 
@@ -50,8 +54,9 @@ def test_layout_built_once_is_reused(generator):
     assert first.tolist() == mask[0, 0, 0].nonzero().flatten().tolist()
     for _ in range(2):  # e.g. two denoising steps with fresh activations
         q = torch.randn_like(q)
-        assert torch.equal(bsa.block_sparse_attention(q, k, v, layout, block),
-                           bsa.block_sparse_attention(q, k, v, mask, block))
+        assert torch.equal(
+            bsa.block_sparse_attention(q, k, v, layout, block), bsa.block_sparse_attention(q, k, v, mask, block)
+        )
 
 
 def test_mask_search_keeps_the_blocks_that_carry_attention(generator):
@@ -71,8 +76,9 @@ def test_mask_search_keeps_the_blocks_that_carry_attention(generator):
 
 def test_lower_coverage_keeps_fewer_blocks_per_head(generator):
     q, k, _, block, _ = _inputs(CASES[0], generator)
-    densities = [bsa.block_layout(bsa.select_block_mask(q, k, block, c), block, 1, 2).density
-                 for c in (0.3, 0.6, 0.9, 1.0)]
+    densities = [
+        bsa.block_layout(bsa.select_block_mask(q, k, block, c), block, 1, 2).density for c in (0.3, 0.6, 0.9, 1.0)
+    ]
     assert densities == sorted(densities) and densities[0] < densities[-1] == 1.0
 
 

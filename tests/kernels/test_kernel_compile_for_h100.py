@@ -75,8 +75,7 @@ PROBE = textwrap.dedent("""
 def test_every_kernel_compiles_to_an_h100_cubin():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300,
-                            env=env)
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(report) == 8

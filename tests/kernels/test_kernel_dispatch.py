@@ -37,12 +37,13 @@ def test_attention_entry_points_run_the_reference_on_cpu(generator):
     channels = torch.tensor([[0, 5], [1, 7]])
     labels = double_sparsity.build_label_cache(k_cache, channels)
     args = (q, k_cache, k_cache.flip(2), labels, channels, 8)
-    assert torch.equal(dispatch.double_sparsity_decode(*args),
-                       double_sparsity.double_sparsity_decode_reference(*args))
+    assert torch.equal(dispatch.double_sparsity_decode(*args), double_sparsity.double_sparsity_decode_reference(*args))
     qs = torch.randn(1, 2, 40, 16, generator=generator)
     mask = torch.rand(1, 2, 3, 3, generator=generator) < 0.6
-    assert torch.equal(dispatch.block_sparse_attention(qs, k_cache, k_cache, mask, 16),
-                       block_sparse_attn.block_sparse_attention_reference(qs, k_cache, k_cache, mask, 16))
+    assert torch.equal(
+        dispatch.block_sparse_attention(qs, k_cache, k_cache, mask, 16),
+        block_sparse_attn.block_sparse_attention_reference(qs, k_cache, k_cache, mask, 16),
+    )
 
 
 def test_cpu_path_needs_no_triton():

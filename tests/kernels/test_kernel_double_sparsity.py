@@ -10,8 +10,11 @@ from kernels import double_sparsity as ds
 
 # (batch, heads, kv_heads, seq, dim, label channels r, top_k): ragged lengths, GQA, top_k past
 # the sequence length, dims that are not powers of two.
-CASES = [(2, 4, 2, 100, 32, 8, 24, torch.float32), (1, 2, 2, 70, 48, 6, 80, torch.float16),
-         (2, 4, 1, 130, 64, 16, 33, torch.bfloat16)]
+CASES = [
+    (2, 4, 2, 100, 32, 8, 24, torch.float32),
+    (1, 2, 2, 70, 48, 6, 80, torch.float16),
+    (2, 4, 1, 130, 64, 16, 33, torch.bfloat16),
+]
 
 
 def _inputs(case, generator):
@@ -19,8 +22,9 @@ def _inputs(case, generator):
     q = torch.randn(batch, heads, dim, generator=generator).to(dtype)
     k_cache = torch.randn(batch, kv_heads, seq, dim, generator=generator).to(dtype)
     v_cache = torch.randn(batch, kv_heads, seq, dim, generator=generator).to(dtype)
-    channels = ds.calibrate_channels(torch.randn(50, heads, dim, generator=generator),
-                                     torch.randn(50, kv_heads, dim, generator=generator), r)
+    channels = ds.calibrate_channels(
+        torch.randn(50, heads, dim, generator=generator), torch.randn(50, kv_heads, dim, generator=generator), r
+    )
     seq_lens = torch.tensor([seq, seq - 37][:batch], dtype=torch.int32)
     return q, k_cache, v_cache, ds.build_label_cache(k_cache, channels), channels, seq_lens, top_k
 
@@ -28,8 +32,12 @@ def _inputs(case, generator):
 def _dense_attention(q, k_cache, v_cache, seq_lens):
     group = q.shape[1] // k_cache.shape[1]
     keep = (torch.arange(k_cache.shape[2])[None, :] < seq_lens[:, None])[:, None, None, :]
-    out = F.scaled_dot_product_attention(q.float()[:, :, None], k_cache.float().repeat_interleave(group, 1),
-                                         v_cache.float().repeat_interleave(group, 1), attn_mask=keep)
+    out = F.scaled_dot_product_attention(
+        q.float()[:, :, None],
+        k_cache.float().repeat_interleave(group, 1),
+        v_cache.float().repeat_interleave(group, 1),
+        attn_mask=keep,
+    )
     return out[:, :, 0].to(q.dtype)
 
 
@@ -49,16 +57,22 @@ def test_gathered_attention_kernel_matches_reference(case, generator, assert_mat
     scores = ds.approximate_scores_reference(q, labels, channels, seq_lens)
     indices = scores.topk(min(top_k, k_cache.shape[2]), dim=-1).indices
     scale = 1 / math.sqrt(q.shape[2])
-    assert_matches(ds.sparse_attention(q, k_cache, v_cache, indices, seq_lens, scale),
-                   ds.sparse_attention_reference(q, k_cache, v_cache, indices, seq_lens, scale), q.dtype)
+    assert_matches(
+        ds.sparse_attention(q, k_cache, v_cache, indices, seq_lens, scale),
+        ds.sparse_attention_reference(q, k_cache, v_cache, indices, seq_lens, scale),
+        q.dtype,
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_decode_matches_reference_end_to_end(case, generator, assert_matches):
     q, k_cache, v_cache, labels, channels, seq_lens, top_k = _inputs(case, generator)
     args = (q, k_cache, v_cache, labels, channels, top_k)
-    assert_matches(ds.double_sparsity_decode(*args, seq_lens=seq_lens),
-                   ds.double_sparsity_decode_reference(*args, seq_lens=seq_lens), q.dtype)
+    assert_matches(
+        ds.double_sparsity_decode(*args, seq_lens=seq_lens),
+        ds.double_sparsity_decode_reference(*args, seq_lens=seq_lens),
+        q.dtype,
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -77,8 +91,11 @@ def test_calibration_finds_the_outlier_channels_and_topk_finds_the_needle(genera
     outliers = torch.tensor([3, 17, 29])
     boost = torch.ones(dim)
     boost[outliers] = 8.0
-    channels = ds.calibrate_channels(torch.randn(64, heads, dim, generator=generator) * boost,
-                                     torch.randn(64, heads, dim, generator=generator) * boost, 3)
+    channels = ds.calibrate_channels(
+        torch.randn(64, heads, dim, generator=generator) * boost,
+        torch.randn(64, heads, dim, generator=generator) * boost,
+        3,
+    )
     assert channels.tolist() == [outliers.tolist()] * heads
     q = torch.randn(1, heads, dim, generator=generator) * boost
     k_cache = torch.randn(1, heads, seq, dim, generator=generator) * 0.1

@@ -15,8 +15,7 @@ from kernels.quant_pack import dequantize_weight, quantize_weight
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 # (M, N, K, group_size): decode rows, prefill-like rows, sizes off the 16/64-tiles, a ragged last
 # group, several K steps per group, and one group spanning all of K.
-SHAPES = [(1, 33, 70, 32), (5, 96, 96, 32), (16, 70, 33, 64), (3, 40, 64, 16), (17, 20, 130, 64),
-          (2, 65, 48, 4096)]
+SHAPES = [(1, 33, 70, 32), (5, 96, 96, 32), (16, 70, 33, 64), (3, 40, 64, 16), (17, 20, 130, 64), (2, 65, 48, 4096)]
 
 
 def _case(shape, bits, dtype, generator, symmetric=False, layout="stream"):
@@ -49,8 +48,7 @@ def test_non_contiguous_activations(generator, assert_matches):
     x, pw = _case((6, 33, 70, 32), 4, torch.float16, generator)
     strided = torch.randn(70, 6, generator=generator).to(torch.float16).T  # column-major view
     assert not strided.is_contiguous()
-    assert_matches(lowbit_matmul(strided, pw), lowbit_matmul_reference(strided.contiguous(), pw),
-                   torch.float16)
+    assert_matches(lowbit_matmul(strided, pw), lowbit_matmul_reference(strided.contiguous(), pw), torch.float16)
 
 
 def test_kernels_refuse_what_they_cannot_do(generator):

@@ -84,8 +84,7 @@ def test_quantisation_error_is_within_half_a_step(bits, symmetric, generator):
 
 def test_more_bits_quantise_more_finely(generator):
     weight = torch.randn(16, 128, generator=generator)
-    errors = [float((dequantize_weight(quantize_weight(weight, b, 64)) - weight).pow(2).mean())
-              for b in range(2, 9)]
+    errors = [float((dequantize_weight(quantize_weight(weight, b, 64)) - weight).pow(2).mean()) for b in range(2, 9)]
     assert errors == sorted(errors, reverse=True) and errors[-1] < errors[0] / 1000
 
 

@@ -34,8 +34,10 @@ def test_two_processes_write_one_sqlite_file_without_errors(tmp_path):
     engine = make_engine(url)
     upgrade(engine)
     n = 150
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, url, prefix, str(n)],
-                                stderr=subprocess.PIPE, text=True) for prefix in ("a", "b")]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, url, prefix, str(n)], stderr=subprocess.PIPE, text=True)
+        for prefix in ("a", "b")
+    ]
     errors = [w.communicate(timeout=120)[1] for w in writers]
     assert [w.returncode for w in writers] == [0, 0], errors
     with Session(engine) as session:

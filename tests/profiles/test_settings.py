@@ -47,6 +47,7 @@ def test_serve_refuses_to_start_a_distributed_server_without_a_secret(monkeypatc
     from typer.testing import CliRunner
 
     from api.cli import app
+
     monkeypatch.setenv("ACCEL_MODE", "distributed")
     monkeypatch.setenv("ACCEL_BROKER_URL", "redis://127.0.0.1:6379/0")
     result = CliRunner().invoke(app, ["serve"])

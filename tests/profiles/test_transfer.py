@@ -10,8 +10,7 @@ import pytest
 from sqlmodel import Session, func, select
 
 from profiles.models import ModelSpec, ProfileRun
-from profiles.transfer import (ImportRejected, add_records, import_file, iter_records,
-                               write_records)
+from profiles.transfer import ImportRejected, add_records, import_file, iter_records, write_records
 
 
 def _count(engine) -> int:
@@ -34,8 +33,7 @@ def _export(engine, fmt: str) -> str:
 
 def _normalised(records):
     drop = {"created_at"}
-    return sorted(({k: v for k, v in r.items() if k not in drop} for r in records),
-                  key=lambda r: r["run_id"])
+    return sorted(({k: v for k, v in r.items() if k not in drop} for r in records), key=lambda r: r["run_id"])
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
@@ -46,6 +44,7 @@ def test_round_trip_through_a_file_into_another_store(engine, records, tmp_path,
 
     from profiles.db import make_engine
     from profiles.migrate import upgrade
+
     other = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
     upgrade(other)
     with Session(other) as session:
@@ -72,16 +71,18 @@ def test_importing_the_same_file_twice_adds_nothing(engine, records, tmp_path):
         assert len(session.exec(select(ModelSpec)).all()) == 2
 
 
-@pytest.mark.parametrize("corrupt, reason", [
-    (lambda r: r.update(speedup="fast"), "speedup"),
-    (lambda r: r.update(status="great"), "status 'great'"),
-    (lambda r: r.update(speedup=None), "positive speedup"),
-    (lambda r: r.pop("node"), "missing 'node'"),
-    (lambda r: r["model"].pop("id"), "model.id"),
-    (lambda r: r.update(model_id="zoo:other"), "does not match"),
-])
-def test_a_bad_row_rejects_the_file_with_its_row_number_and_writes_nothing(
-        engine, records, tmp_path, corrupt, reason):
+@pytest.mark.parametrize(
+    "corrupt, reason",
+    [
+        (lambda r: r.update(speedup="fast"), "speedup"),
+        (lambda r: r.update(status="great"), "status 'great'"),
+        (lambda r: r.update(speedup=None), "positive speedup"),
+        (lambda r: r.pop("node"), "missing 'node'"),
+        (lambda r: r["model"].pop("id"), "model.id"),
+        (lambda r: r.update(model_id="zoo:other"), "does not match"),
+    ],
+)
+def test_a_bad_row_rejects_the_file_with_its_row_number_and_writes_nothing(engine, records, tmp_path, corrupt, reason):
     _store(engine, records[:2])
     new = [dict(r, model=dict(r["model"])) for r in records[2:]]
     corrupt(new[2])
@@ -111,6 +112,7 @@ def test_malformed_json_and_csv_cells_are_rejected(engine, records, tmp_path):
 
 def test_imported_nodes_are_history_not_live_pool_members(engine, records):
     from profiles.models import Node, utcnow
+
     for record in records:  # the file claims its hosts are online, as an export of a live store does
         record["node"].update(status="online", last_heartbeat=utcnow().isoformat())
     _store(engine, records)

@@ -121,8 +121,10 @@ class DoubleSparseLM(nn.Module):
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> LabelledCache:
         plain = self.base.new_cache(batch_size, max_len)
-        labels = [None if ch is None else torch.zeros(*k.shape[:3], len(ch[0]), dtype=k.dtype, device=k.device)
-                  for ch, k in zip(self.channels, plain.keys)]
+        labels = [
+            None if ch is None else torch.zeros(*k.shape[:3], len(ch[0]), dtype=k.dtype, device=k.device)
+            for ch, k in zip(self.channels, plain.keys)
+        ]
         return LabelledCache(plain.keys, plain.values, labels)
 
     def forward(self, tokens: torch.Tensor, cache: LabelledCache | None = None) -> torch.Tensor:
@@ -131,8 +133,9 @@ class DoubleSparseLM(nn.Module):
         start = cache.length if cache is not None else 0
         if cache is not None and start + steps > cache.max_len:
             raise ValueError(f"cache holds {cache.max_len} tokens; {start + steps} needed")
-        cos, sin = rotary(torch.arange(start, start + steps, device=tokens.device), base.config.head_dim,
-                          base.config.rope_theta)
+        cos, sin = rotary(
+            torch.arange(start, start + steps, device=tokens.device), base.config.head_dim, base.config.rope_theta
+        )
         x = base.tok_embeddings(tokens)
         for index, layer in enumerate(base.layers):
             h = layer.attention_norm(x)
@@ -152,7 +155,8 @@ class DoubleSparseLM(nn.Module):
             cache.values[index][:, :, start:end] = v
             if channels is not None:
                 cache.labels[index][:, :, start:end] = torch.gather(
-                    k, 3, channels[None, :, None, :].expand(batch, -1, steps, -1))
+                    k, 3, channels[None, :, None, :].expand(batch, -1, steps, -1)
+                )
             k, v = cache.keys[index][:, :, :end], cache.values[index][:, :, :end]
         context = k.shape[2]
         budget = token_budget(self.sparsity, context)
@@ -160,8 +164,9 @@ class DoubleSparseLM(nn.Module):
             out = self._dense(q, k, v, start, steps)
         elif cache is not None and steps == 1:
             seq_lens = torch.full((batch,), context, dtype=torch.int32, device=q.device)
-            out = dispatch.double_sparsity_decode(q[:, :, 0], cache.keys[index], cache.values[index],
-                                                  cache.labels[index], channels, budget, seq_lens)[:, :, None]
+            out = dispatch.double_sparsity_decode(
+                q[:, :, 0], cache.keys[index], cache.values[index], cache.labels[index], channels, budget, seq_lens
+            )[:, :, None]
         elif cache is None:
             out = _simulated_sparse(q, k, v, channels, budget)
         else:
@@ -184,8 +189,13 @@ def calibration_windows(bundle, config: DoubleSparsityConfig) -> torch.Tensor:
     if len(stream) < length:
         raise ValueError(f"attn.double_sparsity: {len(stream)} calibration tokens, needs {length}")
     stride = max(1, (len(stream) - length) // config.calibration_windows)
-    return torch.tensor([stream[i * stride:i * stride + length] for i in range(config.calibration_windows)
-                         if i * stride + length <= len(stream)])
+    return torch.tensor(
+        [
+            stream[i * stride : i * stride + length]
+            for i in range(config.calibration_windows)
+            if i * stride + length <= len(stream)
+        ]
+    )
 
 
 @torch.inference_mode()
@@ -206,14 +216,21 @@ def calibrate(model: nn.Module, windows: torch.Tensor, config: DoubleSparsityCon
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
             x = x + layer.attention.wo(out.transpose(1, 2).reshape(*window.shape, -1))
             x = x + layer.feed_forward(layer.ffn_norm(x))
-    return [None if index < config.dense_layers else
-            scores.topk(r, dim=-1).indices.sort(dim=-1).values.to(device)
-            for index, scores in enumerate(importance)]
+    return [
+        None if index < config.dense_layers else scores.topk(r, dim=-1).indices.sort(dim=-1).values.to(device)
+        for index, scores in enumerate(importance)
+    ]
 
 
-@register_method("attn.double_sparsity", DoubleSparsityConfig, family="attention-sparsity",
-                 paper="Post-Training Sparse Attention with Double Sparsity", arxiv="2408.07092",
-                 catalogue_row=15, lossless=False)
+@register_method(
+    "attn.double_sparsity",
+    DoubleSparsityConfig,
+    family="attention-sparsity",
+    paper="Post-Training Sparse Attention with Double Sparsity",
+    arxiv="2408.07092",
+    catalogue_row=15,
+    lossless=False,
+)
 class DoubleSparsity(Method):
     order = 90  # wraps the (possibly quantized) model and decodes it: last in a composite
     composes_with = frozenset({"quant.int8_dynamic", "quant.weight_only_int4"})
@@ -222,12 +239,15 @@ class DoubleSparsity(Method):
     def supports(self, bundle, device):
         model = bundle.model
         if bundle.spec.get("family") == "encoder" or not (
-                hasattr(model, "layers") and hasattr(model, "config") and hasattr(model.config, "head_dim")):
+            hasattr(model, "layers") and hasattr(model, "config") and hasattr(model.config, "head_dim")
+        ):
             return "needs a decoder LM with per-layer attention and a KV cache (executors/lm.py)"
         defaults = DoubleSparsityConfig()
         if model.config.max_seq_len <= defaults.min_tokens:
-            return (f"the model's context of {model.config.max_seq_len} tokens never exceeds the "
-                    f"{defaults.min_tokens}-token budget: attention would stay dense")
+            return (
+                f"the model's context of {model.config.max_seq_len} tokens never exceeds the "
+                f"{defaults.min_tokens}-token budget: attention would stay dense"
+            )
         return None
 
     def apply(self, bundle, config, calibration):
@@ -237,8 +257,12 @@ class DoubleSparsity(Method):
             raise ValueError("attn.double_sparsity: token_ratio and channel_ratio must be in (0, 1]")
         channels = calibrate(bundle.model, calibration_windows(bundle, config), config)
         backend, reason = dispatch.backend_for(bundle.model.tok_embeddings.weight.device)
-        stats = {"label_channels": label_channels(config, bundle.model.config.head_dim),
-                 "token_ratio": config.token_ratio, "min_tokens": config.min_tokens,
-                 "sparse_layers": sum(ch is not None for ch in channels),
-                 "kernel_backend": backend, "kernel_backend_reason": reason}
+        stats = {
+            "label_channels": label_channels(config, bundle.model.config.head_dim),
+            "token_ratio": config.token_ratio,
+            "min_tokens": config.min_tokens,
+            "sparse_layers": sum(ch is not None for ch in channels),
+            "kernel_backend": backend,
+            "kernel_backend_reason": reason,
+        }
         return PlainDecoder(DoubleSparseLM(bundle.model, channels, config), stats=stats)

@@ -78,6 +78,7 @@ def layer_importance(model: DecoderLM, windows: torch.Tensor) -> list[float]:
     def hook(index):
         def record(module, args, output):
             raw[index] = -torch.cosine_similarity(args[0], output, dim=-1).mean().item()
+
         return record
 
     handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(model.layers)]
@@ -97,8 +98,9 @@ def next_sparsity(current: list[float], importance: list[float], increment: floa
     return [min(0.99, max(0.0, s + increment - amplitude * i)) for s, i in zip(current, importance)]
 
 
-def prune_increment(model: PrunedDecoderLM, windows: torch.Tensor, sparsity: list[float],
-                    initial: list[tuple[int, int]]) -> None:
+def prune_increment(
+    model: PrunedDecoderLM, windows: torch.Tensor, sparsity: list[float], initial: list[tuple[int, int]]
+) -> None:
     """Removes, per layer, the lowest-Taylor-score units down to that layer's sparsity."""
     head_dim = model.config.head_dim
     model.zero_grad(set_to_none=True)
@@ -133,16 +135,36 @@ def adapt_prune(model: DecoderLM, bundle, config: AdaptPrunerConfig) -> tuple[Pr
         importance = layer_importance(pruned, probe)
         sparsity = next_sparsity(sparsity, importance, config.target_sparsity / config.increments, config.amplitude)
         prune_increment(pruned, probe, sparsity, initial)
-        losses = train(pruned, list(pruned.parameters()), windows, steps=config.recovery_steps,
-                       batch=config.batch, lr=config.lr, seed=config.seed + step)
-        history.append({"layer_importance": [round(i, 4) for i in importance],
-                        "layer_sparsity": [round(s, 4) for s in sparsity],
-                        "params": count_parameters(pruned),
-                        "recovery_loss": round(losses[-1], 4) if losses else None})
-        log.info("adapt-pruner step %d/%d: %d params, sparsity %s", step + 1, config.increments,
-                 history[-1]["params"], history[-1]["layer_sparsity"])
-    return pruned, {"shapes": layer_shapes(pruned), "history": history,
-                    "params_before": count_parameters(model), "params_after": count_parameters(pruned)}
+        losses = train(
+            pruned,
+            list(pruned.parameters()),
+            windows,
+            steps=config.recovery_steps,
+            batch=config.batch,
+            lr=config.lr,
+            seed=config.seed + step,
+        )
+        history.append(
+            {
+                "layer_importance": [round(i, 4) for i in importance],
+                "layer_sparsity": [round(s, 4) for s in sparsity],
+                "params": count_parameters(pruned),
+                "recovery_loss": round(losses[-1], 4) if losses else None,
+            }
+        )
+        log.info(
+            "adapt-pruner step %d/%d: %d params, sparsity %s",
+            step + 1,
+            config.increments,
+            history[-1]["params"],
+            history[-1]["layer_sparsity"],
+        )
+    return pruned, {
+        "shapes": layer_shapes(pruned),
+        "history": history,
+        "params_before": count_parameters(model),
+        "params_after": count_parameters(pruned),
+    }
 
 
 def restore(bundle):
@@ -151,12 +173,19 @@ def restore(bundle):
         reshape_layers(model, meta["shapes"])
         load_into(model, state)
         return model.eval()
+
     return from_cache
 
 
-@register_method("prune.struct.adapt_pruner", AdaptPrunerConfig, family="pruning",
-                 paper="Adapt-Pruner: Adaptive Structural Pruning for Efficient Small Language Model Training",
-                 arxiv="2502.03460", catalogue_row=21, lossless=False)
+@register_method(
+    "prune.struct.adapt_pruner",
+    AdaptPrunerConfig,
+    family="pruning",
+    paper="Adapt-Pruner: Adaptive Structural Pruning for Efficient Small Language Model Training",
+    arxiv="2502.03460",
+    catalogue_row=21,
+    lossless=False,
+)
 class AdaptPruner(Method):
     order = 5  # a weight transform that changes shapes: before quantization (10) and decoding strategies
     composes_with = COMPOSES_WITH
@@ -166,12 +195,14 @@ class AdaptPruner(Method):
 
     def apply(self, bundle, config, calibration):
         if not 0.0 < config.target_sparsity < 1.0 or config.increments < 1 or config.recovery_steps < 0:
-            raise ValueError("prune.struct.adapt_pruner: target_sparsity in (0, 1), increments ≥ 1, "
-                             "recovery_steps ≥ 0")
+            raise ValueError("prune.struct.adapt_pruner: target_sparsity in (0, 1), increments ≥ 1, recovery_steps ≥ 0")
         # r2: recovery schedule + window pool changed, so older cache entries are not reused
         model, meta, cached = cached_transform("adapt_pruner-r2", bundle, config, adapt_prune, restore(bundle))
-        stats = {"params_before": meta["params_before"], "params_after": meta["params_after"],
-                 "layer_shapes": meta["shapes"], "setup_training_s": meta["training_s"],
-                 "pruned_cached": cached}
+        stats = {
+            "params_before": meta["params_before"],
+            "params_after": meta["params_after"],
+            "layer_shapes": meta["shapes"],
+            "setup_training_s": meta["training_s"],
+            "pruned_cached": cached,
+        }
         return PlainDecoder(model.to(bundle.model.tok_embeddings.weight.device), stats=stats)
-

@@ -120,7 +120,7 @@ class PerpLinear(nn.Module):
     def _adapter(out_features: int, in_features: int, rank: int) -> nn.ParameterList:
         # B = 0 so training starts at the pruned model; A as in LoRA (Kaiming-uniform scale).
         a = torch.empty(rank, in_features)
-        nn.init.kaiming_uniform_(a, a=5 ** 0.5)
+        nn.init.kaiming_uniform_(a, a=5**0.5)
         return nn.ParameterList([nn.Parameter(torch.zeros(out_features, rank)), nn.Parameter(a)])
 
     def effective_weight(self) -> torch.Tensor:
@@ -148,8 +148,12 @@ class PerpLinear(nn.Module):
 
 def block_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent, attribute, layer) for every linear layer inside the transformer blocks."""
-    return [(parent, name, child) for parent in model.layers.modules()
-            for name, child in parent.named_children() if isinstance(child, nn.Linear)]
+    return [
+        (parent, name, child)
+        for parent in model.layers.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.Linear)
+    ]
 
 
 def perp(model: nn.Module, bundle, config: PerpConfig) -> tuple[nn.Module, dict]:
@@ -159,8 +163,9 @@ def perp(model: nn.Module, bundle, config: PerpConfig) -> tuple[nn.Module, dict]
     pruned.requires_grad_(False)
     wrapped = []
     for parent, name, linear in block_linears(pruned):
-        layer = PerpLinear(linear, magnitude_mask(linear.weight, config.sparsity, config.pattern), subsets,
-                           config.lora_rank)
+        layer = PerpLinear(
+            linear, magnitude_mask(linear.weight, config.sparsity, config.pattern), subsets, config.lora_rank
+        )
         setattr(parent, name, layer)
         wrapped.append((parent, name, layer))
     params = [p for _, _, layer in wrapped for p in layer.parameters()]
@@ -171,21 +176,33 @@ def perp(model: nn.Module, bundle, config: PerpConfig) -> tuple[nn.Module, dict]
         params += norms
     losses = []
     if params and config.steps > 0:
-        windows, loss_fn = recovery_objective(bundle, min(4096, max(64, config.steps * config.batch)),
-                                               config.seq_len, config.seed)
-        losses = train(pruned, params, windows, steps=config.steps, batch=config.batch, lr=config.lr,
-                       seed=config.seed, loss_fn=loss_fn)
+        windows, loss_fn = recovery_objective(
+            bundle, min(4096, max(64, config.steps * config.batch)), config.seq_len, config.seed
+        )
+        losses = train(
+            pruned,
+            params,
+            windows,
+            steps=config.steps,
+            batch=config.batch,
+            lr=config.lr,
+            seed=config.seed,
+            loss_fn=loss_fn,
+        )
     kept = sum(int(layer.keep.sum()) for _, _, layer in wrapped)
     total = sum(layer.keep.numel() for _, _, layer in wrapped)
     for parent, name, layer in wrapped:
         setattr(parent, name, layer.merged())
     pruned.requires_grad_(True)
     retrained = sum(p.numel() for p in params)
-    meta = {"biased": [f"{_path(pruned, parent)}.{name}" for parent, name, layer in wrapped if layer.bias is not None],
-            "sparsity": round(1 - kept / total, 4), "retrained_params": retrained,
-            "retrained_fraction": round(retrained / count_parameters(model), 6),
-            "first_loss": round(losses[0], 4) if losses else None,
-            "last_loss": round(losses[-1], 4) if losses else None}
+    meta = {
+        "biased": [f"{_path(pruned, parent)}.{name}" for parent, name, layer in wrapped if layer.bias is not None],
+        "sparsity": round(1 - kept / total, 4),
+        "retrained_params": retrained,
+        "retrained_fraction": round(retrained / count_parameters(model), 6),
+        "first_loss": round(losses[0], 4) if losses else None,
+        "last_loss": round(losses[-1], 4) if losses else None,
+    }
     return pruned.eval(), meta
 
 
@@ -202,9 +219,15 @@ def load_cached(model: nn.Module, state: dict, meta: dict) -> nn.Module:
     return restored.eval()
 
 
-@register_method("prune.perp", PerpConfig, family="pruning",
-                 paper="PERP: Rethinking the Prune-Retrain Paradigm in the Era of LLMs",
-                 arxiv="2312.15230", catalogue_row=77, lossless=False)
+@register_method(
+    "prune.perp",
+    PerpConfig,
+    family="pruning",
+    paper="PERP: Rethinking the Prune-Retrain Paradigm in the Era of LLMs",
+    arxiv="2312.15230",
+    catalogue_row=77,
+    lossless=False,
+)
 class Perp(Method):
     order = 5  # a weight transform: before quantization (10) and decoding strategies
     composes_with = COMPOSES_WITH
@@ -218,9 +241,15 @@ class Perp(Method):
         if not 0.0 <= config.sparsity < 1.0 or config.steps < 0 or config.lora_rank < 1:
             raise ValueError("prune.perp: sparsity in [0, 1), steps ≥ 0, lora_rank ≥ 1")
         # r2: recovery schedule + window pool changed, so older cache entries are not reused
-        model, meta, cached = cached_transform("perp-r2", bundle, config, perp,
-                                               lambda state, meta: load_cached(bundle.model, state, meta))
+        model, meta, cached = cached_transform(
+            "perp-r2", bundle, config, perp, lambda state, meta: load_cached(bundle.model, state, meta)
+        )
         stats = {key: meta[key] for key in ("sparsity", "retrained_params", "retrained_fraction", "last_loss")}
-        stats.update(pattern=config.pattern, retrain=config.retrain, setup_training_s=meta["training_s"],
-                     pruned_cached=cached, sparse_kernels=False)
+        stats.update(
+            pattern=config.pattern,
+            retrain=config.retrain,
+            setup_training_s=meta["training_s"],
+            pruned_cached=cached,
+            sparse_kernels=False,
+        )
         return PlainDecoder(model, stats=stats)

@@ -99,8 +99,16 @@ class LowBitLinear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     def packed_weight(self) -> PackedWeight:
-        return PackedWeight(self.packed, self.scales, self.zeros, self.bits, self.group_size,
-                            self.out_features, self.in_features, self.layout)
+        return PackedWeight(
+            self.packed,
+            self.scales,
+            self.zeros,
+            self.bits,
+            self.group_size,
+            self.out_features,
+            self.in_features,
+            self.layout,
+        )
 
     def dequantized(self) -> torch.Tensor:
         """CPU path: uint8 shifts and masks over whole bytes (the packing is little-endian, low bits
@@ -115,9 +123,9 @@ class LowBitLinear(nn.Module):
             codes = ((self.packed[..., None] >> shifts) & ((1 << self.bits) - 1)).reshape(self.out_features, -1)
         groups = self.scales.shape[1]
         padded = groups * self.group_size  # ragged last group: padded codes are cut off again below
-        codes = F.pad(codes[:, :self.in_features], (0, padded - self.in_features)).view(self.out_features, groups, -1)
+        codes = F.pad(codes[:, : self.in_features], (0, padded - self.in_features)).view(self.out_features, groups, -1)
         weight = (codes.float() - self.zeros.float()[..., None]) * self.scales.float()[..., None]
-        return weight.view(self.out_features, padded)[:, :self.in_features]
+        return weight.view(self.out_features, padded)[:, : self.in_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = fake_quant_per_token(x, self.a_bits)
@@ -152,8 +160,9 @@ class CalibLinear(nn.Module):
 
     def grid(self, weight: torch.Tensor):
         c = self.config
-        return weight_grid(weight, c.w_bits, c.group_size, bit_balance=c.bit_balance,
-                           upper=self.upper, lower=self.lower)
+        return weight_grid(
+            weight, c.w_bits, c.group_size, bit_balance=c.bit_balance, upper=self.upper, lower=self.lower
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.effective_weight()
@@ -174,8 +183,12 @@ def compensated(index: int, n_layers: int) -> bool:
 
 
 def block_linears(block: nn.Module) -> list[tuple[nn.Module, str]]:
-    return [(parent, name) for parent in (block.attention, block.feed_forward)
-            for name, child in parent.named_children() if isinstance(child, (nn.Linear, CalibLinear))]
+    return [
+        (parent, name)
+        for parent in (block.attention, block.feed_forward)
+        for name, child in parent.named_children()
+        if isinstance(child, (nn.Linear, CalibLinear))
+    ]
 
 
 def block_inputs(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, tuple]:
@@ -220,7 +233,7 @@ def attention_probs(block: nn.Module, x: torch.Tensor, rest: tuple) -> torch.Ten
     else:
         keep = rest[0]  # padding mask [B, 1, 1, T]
     k = k.repeat_interleave(attn.n_heads // kv_heads, dim=1)
-    scores = q @ k.transpose(-1, -2) / attn.head_dim ** 0.5
+    scores = q @ k.transpose(-1, -2) / attn.head_dim**0.5
     return scores.masked_fill(~keep, float("-inf")).softmax(-1)
 
 
@@ -246,12 +259,13 @@ def calibrate_block(block, index, n_layers, config, fp_in, quant_in, rest, gener
         setattr(parent, name, CalibLinear(getattr(parent, name), config, compensate))
     clip = [p for n, p in block.named_parameters() if n.endswith(("upper", "lower"))]
     comp = [p for n, p in block.named_parameters() if n.endswith(("left", "right"))]
-    optimizer = torch.optim.AdamW([{"params": clip, "lr": config.lr_clip},
-                                   {"params": comp, "lr": config.lr_compensation}], weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [{"params": clip, "lr": config.lr_clip}, {"params": comp, "lr": config.lr_compensation}], weight_decay=0.0
+    )
     for _ in range(config.epochs):
         order = torch.randperm(len(fp_in), generator=generator).to(fp_in.device)
         for start in range(0, len(order), config.batch):
-            rows = order[start:start + config.batch]
+            rows = order[start : start + config.batch]
             out = block(quant_in[rows], *rows_of(rest, rows))
             probs = attention_probs(block, quant_in[rows], rows_of(rest, rows))
             loss = correction_loss(out, fp_out[rows], fp_out_on_quant[rows], probs, fp_probs[rows])
@@ -260,8 +274,11 @@ def calibrate_block(block, index, n_layers, config, fp_in, quant_in, rest, gener
             optimizer.step()
     if config.epochs:
         log.info("abq block %d: final loss %.4f", index, loss.item())
-    return {f"{index}.{n}": p.detach().clone() for n, p in block.named_parameters()
-            if n.endswith(("upper", "lower", "left", "right"))}
+    return {
+        f"{index}.{n}": p.detach().clone()
+        for n, p in block.named_parameters()
+        if n.endswith(("upper", "lower", "left", "right"))
+    }
 
 
 def freeze_block(block: nn.Module) -> None:
@@ -269,8 +286,9 @@ def freeze_block(block: nn.Module) -> None:
         setattr(parent, name, getattr(parent, name).freeze())
 
 
-def quantize_abq(model: nn.Module, tokens: torch.Tensor, config: ABQConfig,
-                 learned: dict | None = None) -> tuple[nn.Module, dict]:
+def quantize_abq(
+    model: nn.Module, tokens: torch.Tensor, config: ABQConfig, learned: dict | None = None
+) -> tuple[nn.Module, dict]:
     """A packed low-bit copy of `model`; `learned` (from the cache) skips the optimisation."""
     quantized = copy.deepcopy(model)
     for p in quantized.parameters():
@@ -286,8 +304,9 @@ def quantize_abq(model: nn.Module, tokens: torch.Tensor, config: ABQConfig,
             for parent, name in block_linears(block):
                 compensate = name == "w2" and compensated(index, n_layers)
                 setattr(parent, name, CalibLinear(getattr(parent, name), config, compensate))
-            block.load_state_dict({k.split(".", 1)[1]: v for k, v in learned.items()
-                                   if k.split(".", 1)[0] == str(index)}, strict=False)
+            block.load_state_dict(
+                {k.split(".", 1)[1]: v for k, v in learned.items() if k.split(".", 1)[0] == str(index)}, strict=False
+            )
         with torch.no_grad():
             fp_in = model.layers[index](fp_in, *rest)  # the untouched FP block
             freeze_block(block)
@@ -298,9 +317,11 @@ def quantize_abq(model: nn.Module, tokens: torch.Tensor, config: ABQConfig,
 def cache_path(model: nn.Module, config: ABQConfig) -> Path:
     from profiles.settings import get_settings
 
-    key = hashlib.sha256(json.dumps({"model": weights_digest(model), "config": asdict(config),
-                                     "format": CACHE_FORMAT},
-                                    sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps(
+            {"model": weights_digest(model), "config": asdict(config), "format": CACHE_FORMAT}, sort_keys=True
+        ).encode()
+    ).hexdigest()[:24]
     return get_settings().cache_dir / "abq" / f"{key}.safetensors"
 
 
@@ -333,14 +354,23 @@ def prepare_abq(bundle, config: ABQConfig) -> tuple[nn.Module, float, bool]:
         quantized, learned = quantize_abq(model, tokens, config)
     calibration_s = time.perf_counter() - began
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().cpu() for k, v in learned.items()}, str(path),
-              metadata={"calibration_s": f"{calibration_s:.3f}"})
+    save_file(
+        {k: v.contiguous().cpu() for k, v in learned.items()},
+        str(path),
+        metadata={"calibration_s": f"{calibration_s:.3f}"},
+    )
     return quantized, calibration_s, False
 
 
-@register_method("quant.abq_arbitrary_bit", ABQConfig, family="quantization",
-                 paper="ABQ-LLM: Arbitrary-Bit Quantized Inference Acceleration for Large Language Models",
-                 arxiv="2408.08554", catalogue_row=14, lossless=False)
+@register_method(
+    "quant.abq_arbitrary_bit",
+    ABQConfig,
+    family="quantization",
+    paper="ABQ-LLM: Arbitrary-Bit Quantized Inference Acceleration for Large Language Models",
+    arxiv="2408.08554",
+    catalogue_row=14,
+    lossless=False,
+)
 class ABQArbitraryBit(Method):
     order = 10  # a weight transform: before compilation and decoding strategies
     composes_with = frozenset({"baseline", "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
@@ -348,8 +378,10 @@ class ABQArbitraryBit(Method):
 
     def supports(self, bundle, device):
         if not isinstance(getattr(bundle.model, "_orig_mod", bundle.model), (DecoderLM, SentenceEncoder)):
-            return ("ABQ's distribution correction calibrates transformer blocks against their attention maps; "
-                    "it knows the zoo's decoder LM and BERT-style encoder blocks, not this model")
+            return (
+                "ABQ's distribution correction calibrates transformer blocks against their attention maps; "
+                "it knows the zoo's decoder LM and BERT-style encoder blocks, not this model"
+            )
         if not bundle.calibration_texts:
             return "needs calibration text"
         return None
@@ -360,9 +392,17 @@ class ABQArbitraryBit(Method):
         quantized, calibration_s, cached = prepare_abq(bundle, config)  # own windows: size is a knob
         backend, reason = backend_for(bundle.model.tok_embeddings.weight.device)
         storage_bits = max(2, levels(config.w_bits, config.bit_balance).bit_length())
-        return PlainDecoder(quantized, stats={
-            "w_bits": config.w_bits, "a_bits": config.a_bits, "storage_bits": storage_bits,
-            "group_size": config.group_size, "calibration_s": round(calibration_s, 3), "calibration_cached": cached,
-            "kernel_backend": backend if backend == "triton" else "unpack + dequantize + fp32 matmul",
-            "kernel_backend_reason": reason,
-            "activation_quant": "per-token dynamic fake quant" if config.a_bits < 16 else "none"})
+        return PlainDecoder(
+            quantized,
+            stats={
+                "w_bits": config.w_bits,
+                "a_bits": config.a_bits,
+                "storage_bits": storage_bits,
+                "group_size": config.group_size,
+                "calibration_s": round(calibration_s, 3),
+                "calibration_cached": cached,
+                "kernel_backend": backend if backend == "triton" else "unpack + dequantize + fp32 matmul",
+                "kernel_backend_reason": reason,
+                "activation_quant": "per-token dynamic fake quant" if config.a_bits < 16 else "none",
+            },
+        )

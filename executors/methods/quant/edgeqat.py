@@ -101,8 +101,13 @@ class QATLinear(nn.Module):
         layer = DynamicInt8Linear(in_features, out_features, bias_=self.bias is not None, dtype=torch.qint8)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # quantized tensors warn they are deprecated; the kernels work
-            qweight = torch.quantize_per_channel(self.weight.detach(), self.step.detach().double(),
-                                                 torch.zeros(out_features, dtype=torch.long), 0, torch.qint8)
+            qweight = torch.quantize_per_channel(
+                self.weight.detach(),
+                self.step.detach().double(),
+                torch.zeros(out_features, dtype=torch.long),
+                0,
+                torch.qint8,
+            )
             layer.set_weight_bias(qweight, None if self.bias is None else self.bias.detach().clone())
         return layer
 
@@ -139,17 +144,18 @@ class QATAttention(Attention):
             keys = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
             values = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
             causal = torch.ones(steps, steps, dtype=torch.bool, device=x.device).tril()
-            probs = (q @ keys.transpose(-1, -2) / self.head_dim ** 0.5).masked_fill(~causal, float("-inf")).softmax(-1)
+            probs = (q @ keys.transpose(-1, -2) / self.head_dim**0.5).masked_fill(~causal, float("-inf")).softmax(-1)
             self.recorded = (q, k, probs)
             return self.wo((probs @ values).transpose(1, 2).reshape(batch, steps, -1))
         if layer_cache is not None:  # decoding: the same cache handling as executors.lm.Attention
             cache_k, cache_v = layer_cache
-            cache_k[:, :, start:start + steps] = k
-            cache_v[:, :, start:start + steps] = v
-            k, v = cache_k[:, :, :start + steps], cache_v[:, :, :start + steps]
+            cache_k[:, :, start : start + steps] = k
+            cache_v[:, :, start : start + steps] = v
+            k, v = cache_k[:, :, : start + steps], cache_v[:, :, : start + steps]
         gqa = self.n_heads != self.n_kv_heads
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and steps > 1,
-                                             enable_gqa=gqa)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None and steps > 1, enable_gqa=gqa
+        )
         return self.wo(out.transpose(1, 2).reshape(batch, steps, -1))
 
 
@@ -173,8 +179,11 @@ def build_student(model: DecoderLM, config: EdgeQATConfig, quantize_linears: boo
 def init_steps(student: DecoderLM, tokens: torch.Tensor) -> None:
     """Data-driven init of the q/k/v steps (absmax) from one forward pass."""
     captured = {}
-    hooks = [m.register_forward_hook(lambda mod, args, out, m=m: captured.__setitem__(m, out))
-             for a in attention_modules(student) for m in (a.wq, a.wk, a.wv)]
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out, m=m: captured.__setitem__(m, out))
+        for a in attention_modules(student)
+        for m in (a.wq, a.wk, a.wv)
+    ]
     with torch.no_grad():
         student(tokens)
         for hook in hooks:
@@ -185,8 +194,10 @@ def init_steps(student: DecoderLM, tokens: torch.Tensor) -> None:
 
 
 def entropy_loss(student: DecoderLM) -> torch.Tensor:
-    total = sum(torch.log1p(q.var(dim=-1)).sum() + torch.log1p(k.var(dim=-1)).sum()
-                for q, k, _ in (a.recorded for a in attention_modules(student)))
+    total = sum(
+        torch.log1p(q.var(dim=-1)).sum() + torch.log1p(k.var(dim=-1)).sum()
+        for q, k, _ in (a.recorded for a in attention_modules(student))
+    )
     return -torch.log(total)
 
 
@@ -206,11 +217,22 @@ def qat_loss(student, teacher, inputs, targets, config: EdgeQATConfig) -> tuple[
     vocab = logits.shape[-1]
     ce = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
     t = config.temperature
-    kd = F.kl_div(F.log_softmax(logits / t, -1).reshape(-1, vocab), F.softmax(teacher_logits / t, -1).reshape(-1, vocab),
-                  reduction="batchmean") * t * t
+    kd = (
+        F.kl_div(
+            F.log_softmax(logits / t, -1).reshape(-1, vocab),
+            F.softmax(teacher_logits / t, -1).reshape(-1, vocab),
+            reduction="batchmean",
+        )
+        * t
+        * t
+    )
     entropy, distribution = entropy_loss(student), distribution_loss(student, teacher)
-    loss = (config.kd_alpha * ce + (1 - config.kd_alpha) * kd + config.entropy_weight * entropy
-            + config.distribution_weight * distribution)
+    loss = (
+        config.kd_alpha * ce
+        + (1 - config.kd_alpha) * kd
+        + config.entropy_weight * entropy
+        + config.distribution_weight * distribution
+    )
     return loss, {"ce": ce.item(), "kd": kd.item(), "entropy": entropy.item(), "distribution": distribution.item()}
 
 
@@ -223,8 +245,12 @@ def train_student(model: DecoderLM, tokens: torch.Tensor, config: EdgeQATConfig)
     init_steps(student, tokens[: config.batch, :-1])
     steps = [p for n, p in student.named_parameters() if n.endswith(("step", "steps"))]
     weights = [p for n, p in student.named_parameters() if not n.endswith(("step", "steps"))]
-    optimizer = torch.optim.AdamW([{"params": weights, "lr": config.lr, "weight_decay": 0.0},
-                                   {"params": steps, "lr": config.lr_step, "weight_decay": 0.0}])
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": weights, "lr": config.lr, "weight_decay": 0.0},
+            {"params": steps, "lr": config.lr_step, "weight_decay": 0.0},
+        ]
+    )
     student.train()
     parts = {}
     for step in range(config.steps):
@@ -260,8 +286,9 @@ def deploy(student: DecoderLM) -> DecoderLM:
 def cache_path(model: nn.Module, config: EdgeQATConfig) -> Path:
     from profiles.settings import get_settings
 
-    key = hashlib.sha256(json.dumps({"model": weights_digest(model), "config": asdict(config)},
-                                    sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps({"model": weights_digest(model), "config": asdict(config)}, sort_keys=True).encode()
+    ).hexdigest()[:24]
     return get_settings().cache_dir / "edgeqat" / f"{key}.safetensors"
 
 
@@ -294,10 +321,17 @@ def prepare_student(bundle, config: EdgeQATConfig) -> tuple[DecoderLM, float, bo
     return student, train_s, False, parts
 
 
-@register_method("quant.qat.edgeqat", EdgeQATConfig, family="quantization",
-                 paper="EdgeQAT: Entropy and Distribution Guided Quantization-Aware Training for the "
-                       "Acceleration of Lightweight LLMs on the Edge",
-                 arxiv="2402.10787", catalogue_row=6, lossless=False, phase="training")
+@register_method(
+    "quant.qat.edgeqat",
+    EdgeQATConfig,
+    family="quantization",
+    paper="EdgeQAT: Entropy and Distribution Guided Quantization-Aware Training for the "
+    "Acceleration of Lightweight LLMs on the Edge",
+    arxiv="2402.10787",
+    catalogue_row=6,
+    lossless=False,
+    phase="training",
+)
 class EdgeQAT(Method):
     order = 10  # a weight transform: before compilation and decoding strategies
     composes_with = frozenset({"baseline", "sys.compile", "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
@@ -308,8 +342,10 @@ class EdgeQAT(Method):
             return "deploys through torch's dynamic int8 linear kernels, which run on CPU only"
         if not isinstance(getattr(bundle.model, "_orig_mod", bundle.model), DecoderLM):
             return "trains with next-token and attention-map losses of a decoder LM; this model is not one"
-        if "x86" not in torch.backends.quantized.supported_engines and \
-                "fbgemm" not in torch.backends.quantized.supported_engines:
+        if (
+            "x86" not in torch.backends.quantized.supported_engines
+            and "fbgemm" not in torch.backends.quantized.supported_engines
+        ):
             return "no x86/fbgemm quantized engine in this torch build"
         if not bundle.calibration_texts:
             return "needs calibration text to train on"
@@ -319,8 +355,14 @@ class EdgeQAT(Method):
         if config.w_bits != 8 or config.a_bits != 8 or config.kv_bits not in (8, 16):
             raise ValueError("quant.qat.edgeqat deploys W8A8 with kv_bits 8 or 16 on CPU int8 kernels")
         student, train_s, cached, losses = prepare_student(bundle, config)
-        return PlainDecoder(deploy(student), stats={
-            "train_s": round(train_s, 3), "train_cached": cached, "train_steps": config.steps,
-            "final_train_losses": {k: round(v, 4) for k, v in losses.items()},
-            "kernel_backend": "torch dynamic int8 linear (x86/fbgemm), learned per-channel weight steps",
-            "kv_quant": f"{config.kv_bits}-bit learned grid, fp32 storage" if config.kv_bits < 16 else "none"})
+        return PlainDecoder(
+            deploy(student),
+            stats={
+                "train_s": round(train_s, 3),
+                "train_cached": cached,
+                "train_steps": config.steps,
+                "final_train_losses": {k: round(v, 4) for k, v in losses.items()},
+                "kernel_backend": "torch dynamic int8 linear (x86/fbgemm), learned per-channel weight steps",
+                "kv_quant": f"{config.kv_bits}-bit learned grid, fp32 storage" if config.kv_bits < 16 else "none",
+            },
+        )

@@ -34,28 +34,38 @@ def quantize_int8_dynamic(model: nn.Module, config: Int8DynamicConfig) -> nn.Mod
     if config.include_head and quantized.config.tie_embeddings:
         quantized.output.weight = nn.Parameter(quantized.output.weight.detach().clone())  # untie before packing
     qconfig = per_channel_dynamic_qconfig if config.per_channel else default_dynamic_qconfig
-    names = {name for name, module in quantized.named_modules()
-             if isinstance(module, nn.Linear) and (config.include_head or name != "output")}
+    names = {
+        name
+        for name, module in quantized.named_modules()
+        if isinstance(module, nn.Linear) and (config.include_head or name != "output")
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # eager-mode quantization warns it is deprecated; it still works
-        return quantize_dynamic(quantized, {name: qconfig for name in names}, dtype=torch.qint8)
+        return quantize_dynamic(quantized, dict.fromkeys(names, qconfig), dtype=torch.qint8)
 
 
-@register_method("quant.int8_dynamic", Int8DynamicConfig, family="quantization",
-                 paper="EdgeQAT: Entropy and Distribution Guided Quantization-Aware Training for the "
-                       "Acceleration of Lightweight LLMs on the Edge (PTQ W8A8 core)",
-                 arxiv="2402.10787", catalogue_row=6, lossless=False)
+@register_method(
+    "quant.int8_dynamic",
+    Int8DynamicConfig,
+    family="quantization",
+    paper="EdgeQAT: Entropy and Distribution Guided Quantization-Aware Training for the "
+    "Acceleration of Lightweight LLMs on the Edge (PTQ W8A8 core)",
+    arxiv="2402.10787",
+    catalogue_row=6,
+    lossless=False,
+)
 class Int8Dynamic(Method):
     order = 10  # a weight transform: before compilation and decoding strategies
-    composes_with = frozenset({"baseline", "sys.compile", "lm.spec.swift", "lm.spec.medusa",
-                               "lm.parallel.jacobi"})
+    composes_with = frozenset({"baseline", "sys.compile", "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
     requirements = {"devices": ["cpu"]}
 
     def supports(self, bundle, device):
         if device.type != "cpu":
             return "torch's dynamic int8 linear kernels run on CPU only"
-        if "x86" not in torch.backends.quantized.supported_engines and \
-                "fbgemm" not in torch.backends.quantized.supported_engines:
+        if (
+            "x86" not in torch.backends.quantized.supported_engines
+            and "fbgemm" not in torch.backends.quantized.supported_engines
+        ):
             return "no x86/fbgemm quantized engine in this torch build"
         return None
 

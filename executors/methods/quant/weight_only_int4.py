@@ -35,27 +35,32 @@ class Int4Linear(nn.Module):
 
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None):
         super().__init__()
-        self.group_size, self.in_features, self.out_features = packed.group_size, packed.in_features, packed.out_features
+        self.group_size, self.in_features, self.out_features = (
+            packed.group_size,
+            packed.in_features,
+            packed.out_features,
+        )
         self.register_buffer("packed", packed.packed)
         self.register_buffer("scales", packed.scales)
         self.register_buffer("zeros", packed.zeros)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     def packed_weight(self) -> PackedWeight:
-        return PackedWeight(self.packed, self.scales, self.zeros, 4, self.group_size,
-                            self.out_features, self.in_features)
+        return PackedWeight(
+            self.packed, self.scales, self.zeros, 4, self.group_size, self.out_features, self.in_features
+        )
 
     def dequantized(self) -> torch.Tensor:
         # Two codes per byte, low nibble first (the kernels' packing): cheap uint8 ops, no bit streams.
         codes = torch.stack((self.packed & 15, self.packed >> 4), dim=-1).reshape(self.out_features, -1)
-        codes = codes[:, :self.in_features].float()
+        codes = codes[:, : self.in_features].float()
         groups = self.scales.shape[1]
         padded = groups * self.group_size
         if padded != self.in_features:
             codes = F.pad(codes, (0, padded - self.in_features))
         grouped = codes.view(self.out_features, groups, self.group_size)
         weight = (grouped - self.zeros.float()[..., None]) * self.scales.float()[..., None]
-        return weight.view(self.out_features, padded)[:, :self.in_features]
+        return weight.view(self.out_features, padded)[:, : self.in_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda:
@@ -74,9 +79,15 @@ def quantize_int4(model: nn.Module, config: WeightOnlyInt4Config) -> nn.Module:
     return quantized
 
 
-@register_method("quant.weight_only_int4", WeightOnlyInt4Config, family="quantization",
-                 paper="GLM-130B: An Open Bilingual Pre-trained Model (INT4 weight-only quantization)",
-                 arxiv="2210.02414", catalogue_row=None, lossless=False)
+@register_method(
+    "quant.weight_only_int4",
+    WeightOnlyInt4Config,
+    family="quantization",
+    paper="GLM-130B: An Open Bilingual Pre-trained Model (INT4 weight-only quantization)",
+    arxiv="2210.02414",
+    catalogue_row=None,
+    lossless=False,
+)
 class WeightOnlyInt4(Method):
     order = 10
     composes_with = frozenset({"baseline", "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
@@ -90,6 +101,7 @@ class WeightOnlyInt4(Method):
     def apply(self, bundle, config, calibration):
         backend, reason = backend_for(bundle.model.tok_embeddings.weight.device)
         cpu_path = "nibble unpack + dequantize + fp32 matmul"
-        return PlainDecoder(quantize_int4(bundle.model, config),
-                            stats={"kernel_backend": backend if backend == "triton" else cpu_path,
-                                   "kernel_backend_reason": reason})
+        return PlainDecoder(
+            quantize_int4(bundle.model, config),
+            stats={"kernel_backend": backend if backend == "triton" else cpu_path, "kernel_backend_reason": reason},
+        )

@@ -22,10 +22,16 @@ class ChunkedPrefillConfig(MethodConfig):
     version: int = 1
 
 
-@register_method("serve.chunked_prefill", ChunkedPrefillConfig, family="serving",
-                 paper="SARATHI: Efficient LLM Inference by Piggybacking Decodes with Chunked Prefills; "
-                       "Sarathi-Serve (arXiv 2403.02310)",
-                 arxiv="2308.16369", catalogue_row=52, lossless=True)
+@register_method(
+    "serve.chunked_prefill",
+    ChunkedPrefillConfig,
+    family="serving",
+    paper="SARATHI: Efficient LLM Inference by Piggybacking Decodes with Chunked Prefills; "
+    "Sarathi-Serve (arXiv 2403.02310)",
+    arxiv="2308.16369",
+    catalogue_row=52,
+    lossless=True,
+)
 class ChunkedPrefill(ServingMethod):
     composes_with = frozenset({"serve.continuous_batching", "serve.prefix_caching"})
 

@@ -21,10 +21,15 @@ class ContinuousBatchingConfig(MethodConfig):
     version: int = 1
 
 
-@register_method("serve.continuous_batching", ContinuousBatchingConfig, family="serving",
-                 paper="Orca: A Distributed Serving System for Transformer-Based Generative Models "
-                       "(OSDI 2022), iteration-level scheduling",
-                 catalogue_row=52, lossless=True)
+@register_method(
+    "serve.continuous_batching",
+    ContinuousBatchingConfig,
+    family="serving",
+    paper="Orca: A Distributed Serving System for Transformer-Based Generative Models "
+    "(OSDI 2022), iteration-level scheduling",
+    catalogue_row=52,
+    lossless=True,
+)
 class ContinuousBatching(ServingMethod):
     composes_with = frozenset({"serve.prefix_caching", "serve.chunked_prefill"})
 

@@ -23,13 +23,22 @@ class PrefixCachingConfig(MethodConfig):
     version: int = 1
 
 
-@register_method("serve.prefix_caching", PrefixCachingConfig, family="serving",
-                 paper="Efficient Memory Management for Large Language Model Serving with PagedAttention "
-                       "(vLLM, automatic prefix caching); SGLang RadixAttention (arXiv 2312.07104)",
-                 arxiv="2309.06180", catalogue_row=52, lossless=True)
+@register_method(
+    "serve.prefix_caching",
+    PrefixCachingConfig,
+    family="serving",
+    paper="Efficient Memory Management for Large Language Model Serving with PagedAttention "
+    "(vLLM, automatic prefix caching); SGLang RadixAttention (arXiv 2312.07104)",
+    arxiv="2309.06180",
+    catalogue_row=52,
+    lossless=True,
+)
 class PrefixCaching(ServingMethod):
     composes_with = frozenset({"serve.continuous_batching", "serve.chunked_prefill"})
 
     def apply(self, bundle, config, calibration):
-        return ServingRunner(with_options(bundle.model, prefix_caching=True, block_size=config.block_size,
-                                          cache_blocks=config.cache_blocks))
+        return ServingRunner(
+            with_options(
+                bundle.model, prefix_caching=True, block_size=config.block_size, cache_blocks=config.cache_blocks
+            )
+        )

@@ -33,9 +33,14 @@ class ServingMethod(Method):
         return None
 
 
-@register_method("serve.static_batching", StaticBatchingConfig, family="serving",
-                 paper="Static (request-level) batching: the serving reference of MetaInf's candidates",
-                 catalogue_row=52, lossless=True)
+@register_method(
+    "serve.static_batching",
+    StaticBatchingConfig,
+    family="serving",
+    paper="Static (request-level) batching: the serving reference of MetaInf's candidates",
+    catalogue_row=52,
+    lossless=True,
+)
 class StaticBatching(ServingMethod):
     def apply(self, bundle, config, calibration):
         return ServingRunner(with_options(bundle.model, continuous=False, block_size=config.block_size))

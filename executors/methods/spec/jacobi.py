@@ -56,7 +56,7 @@ class JacobiProposer:
         return Draft(tokens=self.tokens, probs=self.probs if sampling != "greedy" else None)
 
     def observe(self, verified, sampling, temperature, generator) -> None:
-        refreshed = verified.logits[:, verified.kept.shape[1]:]  # predictions behind the rejection
+        refreshed = verified.logits[:, verified.kept.shape[1] :]  # predictions behind the rejection
         batch = refreshed.shape[0]
         fresh = self._random(batch, self.window - refreshed.shape[1], refreshed.device)
         if sampling == "greedy":
@@ -73,19 +73,38 @@ class JacobiRunner:
     model: torch.nn.Module
     config: JacobiConfig
 
-    def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
-                 temperature: float = 1.0, seed: int = 0):
+    def generate(
+        self,
+        prompts: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        sampling: str = "greedy",
+        temperature: float = 1.0,
+        seed: int = 0,
+    ):
         vocab = decoder_of(self.model).config.vocab_size
         proposer = JacobiProposer(self.config.window, vocab, seed)
-        return speculative_generate(self.model, proposer, prompts, max_new_tokens,
-                                    width=self.config.window, sampling=sampling,
-                                    temperature=temperature, seed=seed)
+        return speculative_generate(
+            self.model,
+            proposer,
+            prompts,
+            max_new_tokens,
+            width=self.config.window,
+            sampling=sampling,
+            temperature=temperature,
+            seed=seed,
+        )
 
 
-@register_method("lm.parallel.jacobi", JacobiConfig, family="lm-decode",
-                 paper="Accelerating Auto-regressive Text-to-Image Generation with Training-free "
-                       "Speculative Jacobi Decoding", arxiv="2410.01699", catalogue_row=23,
-                 lossless=True)
+@register_method(
+    "lm.parallel.jacobi",
+    JacobiConfig,
+    family="lm-decode",
+    paper="Accelerating Auto-regressive Text-to-Image Generation with Training-free Speculative Jacobi Decoding",
+    arxiv="2410.01699",
+    catalogue_row=23,
+    lossless=True,
+)
 class SpeculativeJacobi(SpeculativeMethod):
     def apply(self, bundle, config, calibration):
         if config.window < 1:

@@ -75,8 +75,11 @@ class MedusaHeads(nn.Module):
         for block in self.blocks:
             nn.init.zeros_(block.weight)
             nn.init.zeros_(block.bias)
-        self.projections = nn.ParameterList(
-            nn.Parameter(output_weight.detach().clone()) for _ in range(heads)) if own_projection else None
+        self.projections = (
+            nn.ParameterList(nn.Parameter(output_weight.detach().clone()) for _ in range(heads))
+            if own_projection
+            else None
+        )
         self.shared_weight = output_weight.detach()  # a plain attribute: not saved, not trained
 
     def head(self, hidden: torch.Tensor, k: int, vocab: torch.Tensor | None = None) -> torch.Tensor:
@@ -111,8 +114,9 @@ def heads_cache_path(model: nn.Module, config: MedusaConfig) -> Path:
     from profiles.settings import get_settings
 
     training = {k: v for k, v in asdict(config).items() if k not in ("tree_nodes", "top_k")}
-    key = hashlib.sha256(json.dumps({"model": model_fingerprint(model), "config": training},
-                                    sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps({"model": model_fingerprint(model), "config": training}, sort_keys=True).encode()
+    ).hexdigest()[:24]
     return get_settings().cache_dir / "medusa" / f"{key}.safetensors"
 
 
@@ -124,14 +128,19 @@ def output_weight(model: nn.Module) -> torch.Tensor:
 
 def distillation_set(model, tokenizer, texts: tuple[str, ...], config: MedusaConfig):
     """Hidden states [N, T, D] and the frozen model's argmax [N, T] on calibration windows."""
-    ids = [t for text in texts for t in tokenizer.encode(text) + ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])]
+    ids = [
+        t
+        for text in texts
+        for t in tokenizer.encode(text) + ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
+    ]
     length = config.train_seq_len
     if len(ids) < length + 1:
         raise ValueError(f"lm.spec.medusa: calibration text has {len(ids)} tokens, needs > {length}")
     stream = torch.tensor(ids)
     stride = max(1, (len(stream) - length) // config.train_windows)
-    windows = torch.stack([stream[i:i + length] for i in range(0, stride * config.train_windows, stride)
-                           if i + length <= len(stream)])
+    windows = torch.stack(
+        [stream[i : i + length] for i in range(0, stride * config.train_windows, stride) if i + length <= len(stream)]
+    )
     hiddens, targets = [], []
     with torch.no_grad():  # not inference mode: these tensors feed autograd in train_heads
         for chunk in windows.split(4):
@@ -147,8 +156,7 @@ def head_examples(hidden: torch.Tensor, targets: torch.Tensor, head: int):
     return hidden[:, :-shift].reshape(-1, hidden.shape[-1]), targets[:, shift:].reshape(-1)
 
 
-def train_heads(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
-                config: MedusaConfig) -> list[float]:
+def train_heads(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor, config: MedusaConfig) -> list[float]:
     """Self-distillation with the paper's per-head loss weights 0.8^k; returns the last losses.
 
     The softmax runs over the tokens the model actually predicts on the calibration text (every
@@ -168,7 +176,7 @@ def train_heads(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
             pick = torch.randint(len(labels), (config.train_batch,), generator=generator)
             logits = heads.head(inputs[pick], k, vocab)
             loss = F.cross_entropy(logits, torch.searchsorted(vocab, labels[pick]))
-            total = total + 0.8 ** k * loss
+            total = total + 0.8**k * loss
             losses[k] = loss.item()
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -214,8 +222,7 @@ def build_tree(accuracy: list[list[float]], nodes: int) -> tuple[TokenTree, list
 
 
 class MedusaProposer:
-    def __init__(self, heads: MedusaHeads, tree: TokenTree | None, depths: list[int], ranks: list[int],
-                 top_k: int):
+    def __init__(self, heads: MedusaHeads, tree: TokenTree | None, depths: list[int], ranks: list[int], top_k: int):
         self.heads, self.tree, self.top_k = heads, tree, top_k
         self.node_depth = torch.tensor(depths[1:]) - 1  # head index of each non-root node
         self.node_rank = torch.tensor(ranks[1:])
@@ -254,18 +261,36 @@ class MedusaRunner:
         """Weights beyond the model's, for the harness's memory figure."""
         return (self.heads,)
 
-    def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
-                 temperature: float = 1.0, seed: int = 0):
+    def generate(
+        self,
+        prompts: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        sampling: str = "greedy",
+        temperature: float = 1.0,
+        seed: int = 0,
+    ):
         tree, depths, ranks = None, [0], [0]
         if self.config.tree_nodes > 0:
             tree, depths, ranks = build_tree(self.accuracy, self.config.tree_nodes)
         proposer = MedusaProposer(self.heads, tree, depths, ranks, self.config.top_k)
         width = max(self.config.heads, self.config.tree_nodes)
-        generation = speculative_generate(self.model, proposer, prompts, max_new_tokens, width=width,
-                                          sampling=sampling, temperature=temperature, seed=seed)
-        generation.stats.update(head_top1_accuracy=[round(row[0], 4) for row in self.accuracy],
-                                tree_nodes=tree.size - 1 if tree and sampling == "greedy" else 0,
-                                heads_cached=self.cached, setup_s=self.setup_s)
+        generation = speculative_generate(
+            self.model,
+            proposer,
+            prompts,
+            max_new_tokens,
+            width=width,
+            sampling=sampling,
+            temperature=temperature,
+            seed=seed,
+        )
+        generation.stats.update(
+            head_top1_accuracy=[round(row[0], 4) for row in self.accuracy],
+            tree_nodes=tree.size - 1 if tree and sampling == "greedy" else 0,
+            heads_cached=self.cached,
+            setup_s=self.setup_s,
+        )
         return generation
 
 
@@ -291,14 +316,24 @@ def prepare_heads(bundle, config: MedusaConfig) -> tuple[MedusaHeads, list[list[
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in heads.state_dict().items()}
     save_file(state, str(path), metadata={"accuracy": json.dumps(accuracy), "train_s": f"{setup_s:.3f}"})
-    log.info("medusa: trained %d heads in %.1f s, top-1 accuracy %s", config.heads, setup_s,
-             [round(row[0], 3) for row in accuracy])
+    log.info(
+        "medusa: trained %d heads in %.1f s, top-1 accuracy %s",
+        config.heads,
+        setup_s,
+        [round(row[0], 3) for row in accuracy],
+    )
     return heads, accuracy, setup_s, False
 
 
-@register_method("lm.spec.medusa", MedusaConfig, family="lm-decode",
-                 paper="Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding Heads",
-                 arxiv="2401.10774", catalogue_row=16, lossless=True)
+@register_method(
+    "lm.spec.medusa",
+    MedusaConfig,
+    family="lm-decode",
+    paper="Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding Heads",
+    arxiv="2401.10774",
+    catalogue_row=16,
+    lossless=True,
+)
 class Medusa(SpeculativeMethod):
     def supports(self, bundle, device):
         reason = super().supports(bundle, device)

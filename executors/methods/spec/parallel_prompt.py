@@ -66,8 +66,17 @@ class ParallelPromptConfig(MethodConfig):
     version: int = 1
 
 
-TRAINING_KNOBS = ("prompt_tokens", "ensemble", "train_windows", "train_seq_len", "insertions",
-                  "train_steps", "train_batch", "lr", "seed")
+TRAINING_KNOBS = (
+    "prompt_tokens",
+    "ensemble",
+    "train_windows",
+    "train_seq_len",
+    "insertions",
+    "train_steps",
+    "train_batch",
+    "lr",
+    "seed",
+)
 
 
 class PromptTokens(nn.Module):
@@ -87,7 +96,7 @@ def token_windows(tokenizer, texts: tuple[str, ...], length: int, count: int) ->
     if len(stream) < length:
         raise ValueError(f"lm.spec.parallel_prompt: calibration text has {len(stream)} tokens, needs {length}")
     stride = max(1, (len(stream) - length) // count)
-    return torch.stack([stream[i:i + length] for i in range(0, len(stream) - length + 1, stride)][:count])
+    return torch.stack([stream[i : i + length] for i in range(0, len(stream) - length + 1, stride)][:count])
 
 
 def insertion_layout(length: int, points: list[int], count: int, ensemble: int):
@@ -104,7 +113,7 @@ def insertion_layout(length: int, points: list[int], count: int, ensemble: int):
         for i, j in product(range(count), range(ensemble)):
             node = length + (g * count + i) * ensemble + j
             positions[node] = point + 1 + i
-            mask[node, :point + 1] = True
+            mask[node, : point + 1] = True
             for k in range(i + 1):
                 mask[node, length + (g * count + k) * ensemble + j] = True
     return positions, mask
@@ -122,8 +131,9 @@ def prompt_and_teacher_logits(model, prompts: PromptTokens, windows: torch.Tenso
     embed = model.tok_embeddings(windows)
     group = prompts.weight.reshape(1, count * ensemble, -1).to(embed.dtype)
     fed = torch.cat((embed, group.expand(batch, -1, -1).repeat(1, len(points), 1)), dim=1)
-    logits = model(torch.zeros(batch, fed.shape[1], dtype=torch.long), embeddings=fed,
-                   positions=positions, tree_mask=mask)
+    logits = model(
+        torch.zeros(batch, fed.shape[1], dtype=torch.long), embeddings=fed, positions=positions, tree_mask=mask
+    )
     student = logits[:, length:].reshape(batch, len(points), count, ensemble, -1).mean(dim=3)
     at = torch.tensor(points)[:, None] + 1 + torch.arange(count)[None]
     return student, logits[:, at].detach()
@@ -132,8 +142,9 @@ def prompt_and_teacher_logits(model, prompts: PromptTokens, windows: torch.Tenso
 def differentiable(model) -> nn.Module:
     """The model, or a float twin of it: torch's dynamic int8 linear layers have no backward."""
     decoder = decoder_of(model)
-    packed = [name for name, module in decoder.named_modules()
-              if isinstance(module, torch.ao.nn.quantized.dynamic.Linear)]
+    packed = [
+        name for name, module in decoder.named_modules() if isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
+    ]
     if not packed:
         return decoder
     twin = copy.deepcopy(decoder)
@@ -163,8 +174,11 @@ def train_prompts(model, windows: torch.Tensor, config: ParallelPromptConfig) ->
         rows = torch.randint(len(windows), (config.train_batch,), generator=generator)
         points = sorted(torch.randint(last_start, (config.insertions,), generator=generator).tolist())
         student, teacher = prompt_and_teacher_logits(decoder, prompts, windows[rows], points)
-        loss = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True,
-                        reduction="none").sum(-1).mean()
+        loss = (
+            F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True, reduction="none")
+            .sum(-1)
+            .mean()
+        )
         (prompts.weight.grad,) = torch.autograd.grad(loss, [prompts.weight])
         optimizer.step()
         if step % 20 == 0:
@@ -210,8 +224,9 @@ def path_probabilities(tree: TokenTree, depths, ranks, accuracy) -> list[float]:
     return reach
 
 
-def plan_tree(accuracy: list[list[float]], guesses: int, candidates: int, budget: int, ensemble: int,
-              value: list[float]) -> TreePlan | None:
+def plan_tree(
+    accuracy: list[list[float]], guesses: int, candidates: int, budget: int, ensemble: int, value: list[float]
+) -> TreePlan | None:
     """Candidates from the best-first tree; prompt tokens per node trimmed to the budget where
     the expected loss (chance the node ends acceptance × value of one more guess) is least."""
     count = len(accuracy)
@@ -226,8 +241,11 @@ def plan_tree(accuracy: list[list[float]], guesses: int, candidates: int, budget
     attached = [count] * base.size
     room = budget - base.size
     while ensemble * sum(attached) > room:
-        options = [(last[u] * (value[attached[u]] - value[attached[u] - 1]), u)
-                   for u in range(base.size) if attached[u] > (1 if u == 0 else 0)]
+        options = [
+            (last[u] * (value[attached[u]] - value[attached[u] - 1]), u)
+            for u in range(base.size)
+            if attached[u] > (1 if u == 0 else 0)
+        ]
         if not options:
             return None
         attached[min(options)[1]] -= 1
@@ -241,8 +259,17 @@ def plan_tree(accuracy: list[list[float]], guesses: int, candidates: int, budget
     transitions = [0.0] * (count + 1)
     for u in range(base.size):
         transitions[attached[u]] += max(last[u], 0.0)
-    return TreePlan(TokenTree(tuple(parents)), base.size - 1, tuple(depths), tuple(ranks), tuple(slots),
-                    nodes, tuple(attached), sum(reach[1:]), tuple(transitions))
+    return TreePlan(
+        TokenTree(tuple(parents)),
+        base.size - 1,
+        tuple(depths),
+        tuple(ranks),
+        tuple(slots),
+        nodes,
+        tuple(attached),
+        sum(reach[1:]),
+        tuple(transitions),
+    )
 
 
 def stationary_tokens(plans: list[TreePlan]) -> float:
@@ -314,8 +341,7 @@ class PromptProposer:
         batch, guesses = pending.shape[0], self.guesses.shape[1]
         if sampling != "greedy":  # a chain drawn from the guesses; stream 0's prompt tokens after it
             probs = probabilities(self.guesses, temperature)
-            drafts = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1,
-                                       generator=generator).view(batch, guesses)
+            drafts = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(batch, guesses)
             slots = [(i, 0) for i in range(self.prompts.shape[0])]
             return self._draft(pending, drafts, slots, None, probs)
         self.plan = plan = self.plans[guesses]
@@ -326,11 +352,11 @@ class PromptProposer:
 
     def _draft(self, pending, drafts, slots, tree, probs) -> Draft:
         batch = pending.shape[0]
-        fed = torch.cat((self.embed(torch.cat((pending, drafts), dim=1)),
-                         self._prompt_embeddings(batch, slots)), dim=1)
+        fed = torch.cat((self.embed(torch.cat((pending, drafts), dim=1)), self._prompt_embeddings(batch, slots)), dim=1)
         placeholders = torch.full((batch, len(slots)), -1, dtype=torch.long, device=pending.device)
-        return Draft(tokens=torch.cat((drafts, placeholders), dim=1), probs=probs, tree=tree,
-                     embeddings=fed, appended=len(slots))
+        return Draft(
+            tokens=torch.cat((drafts, placeholders), dim=1), probs=probs, tree=tree, embeddings=fed, appended=len(slots)
+        )
 
     def observe(self, verified, sampling, temperature, generator) -> None:
         batch = verified.logits.shape[0]
@@ -338,7 +364,7 @@ class PromptProposer:
             drafted = self.guesses.shape[1]
             full = verified.kept.shape[1] == drafted + 1
             count = self.prompts.shape[0] if full else 0
-            self.guesses = verified.logits[:, drafted + 1:drafted + 1 + count]
+            self.guesses = verified.logits[:, drafted + 1 : drafted + 1 + count]
             return
         nodes = self.plan.prompt_nodes[verified.kept[:, -1].cpu()]  # [B, m, ensemble]
         usable = int(min(self.plan.prompt_counts[u] for u in verified.kept[:, -1].tolist()))
@@ -363,19 +389,37 @@ class ParallelPromptRunner:
     def extra_modules(self) -> tuple[nn.Module, ...]:
         return (self.prompts,)
 
-    def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
-                 temperature: float = 1.0, seed: int = 0):
+    def generate(
+        self,
+        prompts: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        sampling: str = "greedy",
+        temperature: float = 1.0,
+        seed: int = 0,
+    ):
         proposer = PromptProposer(self.model, self.prompts, self.plans, self.config.top_k)
         width = max(self.budget, 2 * self.config.prompt_tokens + 1)
-        generation = speculative_generate(self.model, proposer, prompts, max_new_tokens, width=width,
-                                          sampling=sampling, temperature=temperature, seed=seed)
+        generation = speculative_generate(
+            self.model,
+            proposer,
+            prompts,
+            max_new_tokens,
+            width=width,
+            sampling=sampling,
+            temperature=temperature,
+            seed=seed,
+        )
         generation.stats.update(
             prompt_top1_accuracy=[round(row[0], 4) for row in self.accuracy],
-            tree_budget=self.budget, tree_sizes=[plan.tree.size for plan in self.plans],
+            tree_budget=self.budget,
+            tree_sizes=[plan.tree.size for plan in self.plans],
             tree_candidates=[plan.candidates for plan in self.plans],
             expected_tokens_per_step=round(self.expected_tokens, 4),
             verify_cost=({str(k): round(v, 3) for k, v in self.cost.items()}),
-            prompts_cached=self.cached, setup_s=self.setup_s)
+            prompts_cached=self.cached,
+            setup_s=self.setup_s,
+        )
         return generation
 
 
@@ -383,8 +427,9 @@ def prompts_cache_path(model, config: ParallelPromptConfig) -> Path:
     from profiles.settings import get_settings
 
     training = {k: getattr(config, k) for k in TRAINING_KNOBS}
-    key = hashlib.sha256(json.dumps({"model": model_fingerprint(model), "config": training},
-                                    sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps({"model": model_fingerprint(model), "config": training}, sort_keys=True).encode()
+    ).hexdigest()[:24]
     return get_settings().cache_dir / "parallel_prompt" / f"{key}.safetensors"
 
 
@@ -401,18 +446,25 @@ def prepare_prompts(bundle, config: ParallelPromptConfig) -> tuple[PromptTokens,
         log.info("parallel_prompt: loaded cached prompt tokens %s", path.name)
         return prompts, accuracy, 0.0, True
     began = time.perf_counter()
-    windows = token_windows(bundle.tokenizer, bundle.calibration_texts, config.train_seq_len,
-                            config.train_windows)
+    windows = token_windows(bundle.tokenizer, bundle.calibration_texts, config.train_seq_len, config.train_windows)
     split = max(1, len(windows) * 3 // 4)  # the last quarter measures accuracy for the tree
     with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
         prompts = train_prompts(model, windows[:split], config)
     accuracy = prompt_accuracy(model, prompts, windows[split:], config.top_k)
     setup_s = time.perf_counter() - began
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"weight": prompts.weight.detach().contiguous()}, str(path),
-              metadata={"accuracy": json.dumps(accuracy), "train_s": f"{setup_s:.3f}"})
-    log.info("parallel_prompt: trained %d×%d prompt tokens in %.1f s, top-1 accuracy %s",
-             config.prompt_tokens, config.ensemble, setup_s, [round(row[0], 3) for row in accuracy])
+    save_file(
+        {"weight": prompts.weight.detach().contiguous()},
+        str(path),
+        metadata={"accuracy": json.dumps(accuracy), "train_s": f"{setup_s:.3f}"},
+    )
+    log.info(
+        "parallel_prompt: trained %d×%d prompt tokens in %.1f s, top-1 accuracy %s",
+        config.prompt_tokens,
+        config.ensemble,
+        setup_s,
+        [round(row[0], 3) for row in accuracy],
+    )
     return prompts, accuracy, setup_s, False
 
 
@@ -429,9 +481,15 @@ def choose_budget(model, accuracy, config: ParallelPromptConfig):
     return budget, designs[budget][0], designs[budget][1], cost
 
 
-@register_method("lm.spec.parallel_prompt", ParallelPromptConfig, family="lm-decode",
-                 paper="Hardware-Aware Parallel Prompt Decoding for Memory-Efficient Acceleration of "
-                       "LLM Inference", arxiv="2405.18628", catalogue_row=24, lossless=True)
+@register_method(
+    "lm.spec.parallel_prompt",
+    ParallelPromptConfig,
+    family="lm-decode",
+    paper="Hardware-Aware Parallel Prompt Decoding for Memory-Efficient Acceleration of LLM Inference",
+    arxiv="2405.18628",
+    catalogue_row=24,
+    lossless=True,
+)
 class ParallelPrompt(SpeculativeMethod):
     def supports(self, bundle, device):
         reason = super().supports(bundle, device)
@@ -446,7 +504,12 @@ class ParallelPrompt(SpeculativeMethod):
         began = time.perf_counter()
         budget, plans, tokens, cost = choose_budget(bundle.model, accuracy, config)
         setup_s = train_s + time.perf_counter() - began
-        log.info("parallel_prompt: tree budget %d (%.2f expected tokens per step), sizes %s", budget,
-                 tokens, [plan.tree.size for plan in plans])
-        return ParallelPromptRunner(bundle.model, config, prompts, accuracy, plans, budget, tokens, cost,
-                                    setup_s, cached)
+        log.info(
+            "parallel_prompt: tree budget %d (%.2f expected tokens per step), sizes %s",
+            budget,
+            tokens,
+            [plan.tree.size for plan in plans],
+        )
+        return ParallelPromptRunner(
+            bundle.model, config, prompts, accuracy, plans, budget, tokens, cost, setup_s, cached
+        )

@@ -97,7 +97,7 @@ class LayerSetSearch:
 
     def _random_set(self) -> frozenset[int]:
         layers = skippable_layers(self.n_layers)
-        order = torch.randperm(len(layers), generator=self.generator)[:self.count].tolist()
+        order = torch.randperm(len(layers), generator=self.generator)[: self.count].tolist()
         return frozenset(layers[i] for i in order)
 
     def _neighbour(self, base: frozenset[int]) -> frozenset[int]:
@@ -164,8 +164,8 @@ class SwiftProposer:
     def _optimise(self, counts) -> None:
         """One optimisation step of the paper: score a few candidates on the current context."""
         began = time.perf_counter()
-        window = self.context[:, -self.config.search_window:]
-        wanted = self.targets[:, -self.config.search_window:]
+        window = self.context[:, -self.config.search_window :]
+        wanted = self.targets[:, -self.config.search_window :]
         for _ in range(self.config.trials_per_step):
             if not self._searching():
                 break
@@ -196,8 +196,7 @@ class SwiftProposer:
             if confidence < self.config.confidence_threshold:
                 break
         cache.crop(start)  # the skipped layers never wrote these slots; verification rewrites all
-        return Draft(tokens=torch.cat(tokens, dim=1),
-                     probs=torch.stack(probs, dim=1) if probs else None)
+        return Draft(tokens=torch.cat(tokens, dim=1), probs=torch.stack(probs, dim=1) if probs else None)
 
     def observe(self, verified, sampling, temperature, generator) -> None:
         """Keeps the scoring context: tokens now in the cache and the full model's argmax after each."""
@@ -216,20 +215,40 @@ class SwiftRunner:
     config: SwiftConfig
     search: LayerSetSearch
 
-    def generate(self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy",
-                 temperature: float = 1.0, seed: int = 0):
+    def generate(
+        self,
+        prompts: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        sampling: str = "greedy",
+        temperature: float = 1.0,
+        seed: int = 0,
+    ):
         proposer = SwiftProposer(self.model, self.config, self.search)
-        generation = speculative_generate(self.model, proposer, prompts, max_new_tokens,
-                                          width=self.config.max_draft_len, sampling=sampling,
-                                          temperature=temperature, seed=seed)
+        generation = speculative_generate(
+            self.model,
+            proposer,
+            prompts,
+            max_new_tokens,
+            width=self.config.max_draft_len,
+            sampling=sampling,
+            temperature=temperature,
+            seed=seed,
+        )
         generation.stats["skip_layers"] = sorted(proposer.skip)
         generation.stats["best_match_score"] = max(self.search.scores, default=None)
         return generation
 
 
-@register_method("lm.spec.swift", SwiftConfig, family="lm-decode",
-                 paper="SWIFT: On-the-Fly Self-Speculative Decoding for LLM Inference Acceleration",
-                 arxiv="2410.06916", catalogue_row=19, lossless=True)
+@register_method(
+    "lm.spec.swift",
+    SwiftConfig,
+    family="lm-decode",
+    paper="SWIFT: On-the-Fly Self-Speculative Decoding for LLM Inference Acceleration",
+    arxiv="2410.06916",
+    catalogue_row=19,
+    lossless=True,
+)
 class Swift(SpeculativeMethod):
     def supports(self, bundle, device):
         reason = super().supports(bundle, device)

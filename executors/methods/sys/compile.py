@@ -27,10 +27,16 @@ class CompileConfig(MethodConfig):
     version: int = 1
 
 
-@register_method("sys.compile", CompileConfig, family="system",
-                 paper="PyTorch 2: Faster Machine Learning Through Dynamic Python Bytecode "
-                       "Transformation and Graph Compilation (torch.compile)",
-                 arxiv=None, catalogue_row=12, lossless=False)
+@register_method(
+    "sys.compile",
+    CompileConfig,
+    family="system",
+    paper="PyTorch 2: Faster Machine Learning Through Dynamic Python Bytecode "
+    "Transformation and Graph Compilation (torch.compile)",
+    arxiv=None,
+    catalogue_row=12,
+    lossless=False,
+)
 class Compile(Method):
     order = 50  # after weight transforms, before the decoding strategy
     composes_with = frozenset({"baseline", "quant.int8_dynamic"})
@@ -52,8 +58,7 @@ class Compile(Method):
         # functions: several models × thread counts (a guarded global) × batch specialisations
         # pass the default limit of 8, after which it silently runs eager.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
-        torch._dynamo.config.accumulated_recompile_limit = max(
-            torch._dynamo.config.accumulated_recompile_limit, 4096)
+        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4096)
         compiled = torch.compile(bundle.model, mode=config.mode, dynamic=config.dynamic)
         return PlainDecoder(compiled, stats={"compile_mode": config.mode})
 
