@@ -38,22 +38,22 @@ def config_steps(config: dict) -> list[dict]:
 
 
 def resolve_models(session: Session, names: list[str]) -> list[str]:
-    from executors.encoder import MINILM
-    from executors.zoo import ZOO_NAMES
+    from executors.zoo import zoo_names
 
+    zoo = {f"zoo:{n}" for n in zoo_names()}
     registered = {m.id for m in session.exec(select(ModelSpec).where(ModelSpec.id.in_(names)))}
-    allowed = {f"zoo:{n}" for n in (*ZOO_NAMES, MINILM)} | registered
+    allowed = zoo | registered
     unknown = [n for n in names if n not in allowed]
     if unknown:
         raise Unprocessable(
             f"unknown models: {', '.join(unknown)}; known: "
-            f"{', '.join(sorted(allowed | {f'zoo:{n}' for n in ZOO_NAMES}))}"
+            f"{', '.join(sorted(allowed | zoo))}"
         )
     return list(dict.fromkeys(names))
 
 
 def resolve_workloads(shapes: list[dict]) -> list[dict]:
-    from executors.tasks import workload_from_json
+    from executors.families import workload_from_json
 
     resolved = []
     for position, shape in enumerate(shapes, start=1):
@@ -72,11 +72,16 @@ def sync_methods(session: Session) -> int:
 
     rows = method_catalogue()
     for row in rows:
-        method = session.get(Method, row["id"]) or Method(id=row["id"], family=row["family"])
-        method.family, method.phase, method.paper_title = row["family"], row["phase"], row["paper"]
+        method = session.get(Method, row["id"]) or Method(id=row["id"], family=row["category"])
+        method.family, method.phase, method.paper_title = row["category"], row["phase"], row["paper"]
         method.arxiv_id, method.catalogue_row, method.lossless = row["arxiv"], row["catalogue_row"], row["lossless"]
         method.config_schema = row["config_schema"]
-        method.requirements = {**row["requirements"], "composes_with": row["composes_with"]}
+        method.requirements = {
+            **row["requirements"],
+            "composes_with": row["composes_with"],
+            "families": row["families"],
+            "changes": row["changes"],
+        }
         method.updated_at = utcnow()
         session.add(method)
     return len(rows)

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 import executors.methods  # noqa: F401  (registers every method)
-from executors.decoding import PlainDecoder
-from executors.longctx import LongContextWorkload
+from executors.families.lm.decoding import PlainDecoder
+from executors.families.longctx.workload import LongContextWorkload
 from executors.methods.attn.double_sparsity import DoubleSparsityConfig, token_budget
 from executors.registry import get_method
 from executors.zoo import load_bundle
@@ -125,7 +125,7 @@ def main() -> None:
     bundle = load_bundle(args.model)
     config = DoubleSparsityConfig(**json.loads(args.config))
     started = time.perf_counter()
-    runner = get_method("attn.double_sparsity").apply(bundle, config, None)
+    runner = get_method("attn.double_sparsity").apply(bundle, config)
     header = {
         "model": args.model,
         "threads": args.threads,

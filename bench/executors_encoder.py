@@ -18,10 +18,9 @@ import logging
 import torch
 
 import executors.methods  # noqa: F401  (registers every method)
-from executors.encoder_harness import measure_encoder
-from executors.encoder_workloads import embed_grid
+from executors.families.encoder.workloads import embed_grid
 from executors.hardware import fingerprint, node_row
-from executors.harness import calibration_batch, prepare
+from executors.protocol import prepare
 from executors.registry import default_config, validate_composite
 from executors.zoo import load_bundle
 from profiles.settings import get_settings
@@ -68,7 +67,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     bundle = load_bundle(args.model)
-    calibration = calibration_batch(bundle)
     composites = [tuple(default_config(part) for part in name.split("+")) for name in args.methods.split(",")]
     for composite in composites:
         validate_composite(composite)
@@ -77,10 +75,10 @@ def main() -> None:
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         node = node_row(fingerprint("cpu", get_settings().cache_dir))
-        baseline = prepare(bundle, [default_config("baseline")], cpu, None)
-        prepared = [prepare(bundle, composite, cpu, calibration) for composite in composites]
+        baseline = prepare(bundle, [default_config("baseline")], cpu)
+        prepared = [prepare(bundle, composite, cpu) for composite in composites]
         for workload in workloads:
-            for record in measure_encoder(
+            for record in measure(
                 bundle, workload, prepared, node, device=cpu, reps=args.reps, baseline=baseline
             ):
                 if record["method_id"] != "baseline":

@@ -44,7 +44,7 @@ STATS = (
 
 
 def row(record: dict, prepared) -> dict:
-    from executors.harness import model_bytes
+    from executors.protocol import model_bytes
 
     defaults = _defaults(record["method_id"])
     changed = {k: v for k, v in record["config"]["params"].items() if defaults[k] != v}
@@ -97,9 +97,10 @@ def main() -> None:
 
     import executors.methods  # noqa: F401
     from executors.hardware import fingerprint, node_row
-    from executors.harness import BASELINE_ID, measure, prepare
+    from executors.families import measure
+    from executors.protocol import "baseline", prepare
     from executors.registry import config_from_json, default_config
-    from executors.workloads import LMWorkload
+    from executors.families.lm.workloads import LMWorkload
     from executors.zoo import load_bundle
 
     torch.set_num_threads(args.threads)
@@ -109,9 +110,9 @@ def main() -> None:
     rows = []
     for source in args.models.split(","):
         bundle = load_bundle(source)
-        baseline = prepare(bundle, [default_config(BASELINE_ID)], device, None)
+        baseline = prepare(bundle, [default_config("baseline")], device)
         for config in CONFIGS:
-            prepared = prepare(bundle, [config_from_json(config)], device, None)
+            prepared = prepare(bundle, [config_from_json(config)], device)
             record = measure(bundle, workload, [prepared], node, device=device, reps=args.reps, baseline=baseline)[1]
             rows.append(row(record, prepared))
     print(

@@ -20,10 +20,11 @@ import logging
 import torch
 
 import executors.methods  # noqa: F401  (registers every method)
-from executors.harness import measure, prepare
+from executors.families.lm.workloads import LMWorkload
 from executors.methods.spec.parallel_prompt import ParallelPromptConfig
+from executors.families import measure
+from executors.protocol import prepare
 from executors.registry import default_config
-from executors.workloads import LMWorkload
 from executors.zoo import load_bundle
 
 KEPT = (
@@ -87,7 +88,7 @@ def main() -> None:
         bundle = load_bundle(source)
         for chain in chains:  # one measurement each: records are keyed by method id
             with torch.inference_mode(False):
-                prepared = prepare(bundle, chain, device, None)
+                prepared = prepare(bundle, chain, device)
             with torch.inference_mode():
                 records = measure(bundle, workload, [prepared], node, device=device, reps=args.reps)
             for record in records:

@@ -41,10 +41,10 @@ DEFAULT_CONFIGS = [
 
 def dense_control(bundle, config) -> float | None:
     """Perplexity of the unpruned model trained exactly as Adapt-Pruner's recovery trains."""
-    from executors.harness import PPL_LENGTH, PPL_WINDOWS
+    from executors.families.lm.workloads import heldout_windows, perplexity
     from executors.methods.prune.adapt_pruner import recovery_windows
-    from executors.pruning import train
-    from executors.workloads import heldout_windows, perplexity
+    from executors.methods.prune.surgery import train
+    from executors.protocol import PPL_LENGTH, PPL_WINDOWS
 
     model = copy.deepcopy(bundle.model)
     windows = recovery_windows(bundle, config)
@@ -63,8 +63,8 @@ def dense_control(bundle, config) -> float | None:
 
 
 def row_of(record: dict, prepared, bundle) -> dict:
-    from executors.harness import model_bytes
-    from executors.lm import count_parameters
+    from executors.families.lm.model import count_parameters
+    from executors.protocol import model_bytes
 
     row = {
         "model": record["model_id"],
@@ -111,10 +111,11 @@ def main() -> None:
     import torch
 
     import executors.methods  # noqa: F401
+    from executors.families.lm.workloads import LMWorkload
     from executors.hardware import fingerprint, node_row
-    from executors.harness import calibration_batch, measure, prepare
+    from executors.families import measure
+    from executors.protocol import prepare
     from executors.registry import composite_from_json, default_config, method_of
-    from executors.workloads import LMWorkload
     from executors.zoo import load_bundle
 
     torch.set_num_threads(args.threads)
@@ -125,12 +126,11 @@ def main() -> None:
     rows, controls = [], {}
     for source in args.models.split(","):
         bundle = load_bundle(source)
-        calibration = calibration_batch(bundle)
-        baseline = prepare(bundle, [default_config("baseline")], device, None)
+        baseline = prepare(bundle, [default_config("baseline")], device)
         for composite in configs:
             # One measure() per config: the harness keys timings by method id, so two configs of one
             # method must not share a call; each still alternates with the baseline.
-            p = prepare(bundle, composite, device, calibration)
+            p = prepare(bundle, composite, device)
             record = measure(bundle, workload, [p], node, device=device, reps=args.reps, baseline=baseline)[1]
             row = row_of(record, p, bundle)
             first = p.configs[0]

@@ -22,9 +22,9 @@ import logging
 import torch
 
 import executors.methods  # noqa: F401  (registers every method)
-from executors.harness import prepare
+from executors.families.stream.workload import StreamWorkload
+from executors.protocol import prepare
 from executors.registry import default_config
-from executors.stream_harness import StreamWorkload, measure_stream
 from executors.zoo import load_bundle
 
 METHODS = (
@@ -111,13 +111,13 @@ def main() -> None:
             torch.set_num_threads(threads)
             node = {"id": f"bench-{threads}t", "hardware_class": f"cpu-{threads}-threads"}
             methods = [
-                prepare(bundle, [default_config(part) for part in name.split("+")], device, None)
+                prepare(bundle, [default_config(part) for part in name.split("+")], device)
                 for name in args.methods.split(",")
             ]
             for load in (float(x) for x in args.loads.split(",")):
                 for batch in (int(b) for b in args.batches.split(",")):
                     workload = StreamWorkload(requests=args.requests, load=load, max_batch=batch)
-                    records = measure_stream(bundle, workload, methods, node, device=device, reps=args.reps)
+                    records = measure(bundle, workload, methods, node, device=device, reps=args.reps)
                     rows = [summary(r, threads, workload) for r in records]
                     for row in rows:
                         print(json.dumps(row), flush=True)

@@ -21,10 +21,11 @@ import time
 import torch
 
 import executors.methods  # noqa: F401  (registers every method)
-from executors.harness import measure, prepare
+from executors.families.lm.workloads import LMWorkload
+from executors.methods.spec.engine import TokenTree
+from executors.families import measure
+from executors.protocol import prepare
 from executors.registry import default_config
-from executors.speculative import TokenTree
-from executors.workloads import LMWorkload
 from executors.zoo import load_bundle
 
 SPEC_METHODS = ("lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi")
@@ -121,7 +122,7 @@ def main() -> None:
                 print(json.dumps({"model": source, "threads": args.threads, **verify_cost(bundle)}), flush=True)
             continue
         with torch.inference_mode(False):
-            prepared = [prepare(bundle, [default_config(m) for m in chain], device, None) for chain in chains]
+            prepared = [prepare(bundle, [default_config(m) for m in chain], device) for chain in chains]
         with torch.inference_mode():
             records = measure(bundle, workload, prepared, node, device=device, reps=args.reps)
         for record in records:

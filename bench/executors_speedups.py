@@ -141,7 +141,8 @@ def main() -> None:
         import executors.methods  # noqa: F401
         from executors.cli import parse_workloads
         from executors.hardware import fingerprint, node_row
-        from executors.harness import calibration_batch, measure, prepare
+        from executors.families import measure
+        from executors.protocol import prepare
         from executors.registry import default_config
         from executors.zoo import load_bundle
 
@@ -152,8 +153,7 @@ def main() -> None:
         records = []
         for source in args.models.split(","):
             bundle = load_bundle(source)
-            calibration = calibration_batch(bundle)
-            prepared = [prepare(bundle, [default_config(m)], device, calibration) for m in args.methods.split(",")]
+            prepared = [prepare(bundle, [default_config(m)], device) for m in args.methods.split(",")]
             for workload in parse_workloads(args.workloads):
                 records += measure(bundle, workload, prepared, node, device=device, reps=args.reps)
         rows = summarise(records)

@@ -1,4 +1,4 @@
-"""`accel-advisor profile`, `accel-advisor methods` and `accel-advisor zoo list|build`.
+"""`accel-advisor profile`, `methods`, `families` and `zoo list|build`.
 
 Torch and the models are imported inside the commands: loading the CLI must stay cheap.
 """
@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 executors_app = typer.Typer(help="Profile acceleration methods on models.")
-zoo_app = typer.Typer(help="The model zoo: small LMs trained here, SmolLM2 from its pip package.", no_args_is_help=True)
+zoo_app = typer.Typer(help="The model zoo of every family: models trained here or shipped in pip packages.",
+                      no_args_is_help=True)  # fmt: skip
 console = Console(stderr=True)
 log = logging.getLogger(__name__)
 
@@ -25,45 +26,19 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 def parse_workloads(text: str):
-    """A JSON object, a JSON list of objects, or a grid like `batch=1,4 prompt=32,256 gen=32` (`embed batch=1 seq=128`,
-    `stream requests=16 load=0.5,4 batch=4,8`)."""
-    from executors.encoder_workloads import embed_grid
-    from executors.tasks import workload_from_json
-    from executors.workloads import grid
+    """A JSON object, a JSON list of objects, or a grid: `batch=1,4 prompt=32,256 gen=32` for the
+    default kind, `<keyword> axis=…` for another (`embed batch=1 seq=128`, `stream requests=16
+    load=0.5,4 batch=4,8`, `longctx context=1024,8192`; `accel-advisor families` lists them)."""
+    from executors.families import parse_grid, workload_from_json
 
     text = text.strip()
-    if text.startswith(("{", "[")):
-        data = json.loads(text)
-        return [workload_from_json(item) for item in (data if isinstance(data, list) else [data])]
-    if text.split()[:1] == ["stream"]:  # `stream requests=16 load=0.5,4 batch=4,8`: request streams
-        from executors.stream_harness import parse_stream_workloads
-
-        try:
-            return parse_stream_workloads(text.removeprefix("stream"))
-        except (TypeError, ValueError) as exc:
-            raise typer.BadParameter(str(exc)) from None
-    if text.split()[:1] == ["longctx"]:  # `longctx context=1024,8192 batch=1 gen=16`: key-value retrieval
-        from executors.longctx import parse_longctx_workloads
-
-        try:
-            return parse_longctx_workloads(text.removeprefix("longctx"))
-        except (TypeError, ValueError) as exc:
-            raise typer.BadParameter(str(exc)) from None
-    if text.split()[:1] == ["embed"]:  # `embed batch=1,8 seq=32,128`: encoder workloads
-        embed_axes = {"batch": [1], "seq": [128]}
-        for part in text.split()[1:]:
-            key, _, values = part.partition("=")
-            if key not in embed_axes:
-                raise typer.BadParameter(f"unknown embed axis {key!r}; use batch=, seq=")
-            embed_axes[key] = [int(v) for v in values.split(",")]
-        return embed_grid(embed_axes["batch"], embed_axes["seq"])
-    axes = {"batch": [1], "prompt": [32], "gen": [32], "sampling": ["greedy"]}
-    for part in text.split():
-        key, _, values = part.partition("=")
-        if key not in axes:
-            raise typer.BadParameter(f"unknown axis {key!r}; use batch=, prompt=, gen=, sampling=")
-        axes[key] = [v if key == "sampling" else int(v) for v in values.split(",")]
-    return [w for sampling in axes["sampling"] for w in grid(axes["batch"], axes["prompt"], axes["gen"], sampling)]
+    try:
+        if text.startswith(("{", "[")):
+            data = json.loads(text)
+            return [workload_from_json(item) for item in (data if isinstance(data, list) else [data])]
+        return parse_grid(text)
+    except (TypeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _composites(methods: list[str], config: str | None):
@@ -100,11 +75,12 @@ def profile(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON lines")] = False,
 ) -> None:
-    """Measure methods against the baseline, interleaved, and store ProfileRun rows (resumable)."""
+    """Measure methods against each task's reference, interleaved, and store ProfileRun rows (resumable)."""
     import torch
     from sqlmodel import select
 
     import executors.methods  # noqa: F401  (registers every method)
+    from executors.families import kind_of
     from executors.grid import run_grid
     from executors.registry import UnknownMethod
     from profiles.db import default_engine, session_scope
@@ -127,13 +103,8 @@ def profile(
         bar = progress.add_task("profiling", total=None)
 
         def on_task(done, total, task, added):
-            progress.update(
-                bar,
-                total=total,
-                completed=done,
-                description=f"{task.source} b{task.workload.batch_size} p{task.workload.prompt_len} "
-                f"g{task.workload.gen_len} t{task.threads} (+{added})",
-            )
+            label = kind_of(task.workload).describe(task.workload)
+            progress.update(bar, total=total, completed=done, description=f"{task.source} {label} t{task.threads} (+{added})")
 
         totals = run_grid(
             engine,
@@ -181,10 +152,30 @@ def methods_command(as_json: Annotated[bool, typer.Option("--json", help="print 
         as_json,
         {
             "id": lambda r: r["id"],
-            "family": lambda r: r["family"],
+            "category": lambda r: r["category"],
+            "families": lambda r: ", ".join(r["families"]),
             "lossless": lambda r: "yes" if r["lossless"] else "no",
             "paper": lambda r: r["paper"][:60],
             "config (defaults)": lambda r: ", ".join(f"{k}={v['default']}" for k, v in r["config_schema"].items()),
+        },
+    )
+
+
+@executors_app.command("families")
+def families_command(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """List the model families with their workload kinds, references, harnesses, quality metrics and zoo."""
+    import executors.methods  # noqa: F401
+    from executors.families import families_catalogue
+
+    _show(
+        families_catalogue(),
+        as_json,
+        {
+            "family": lambda r: r["name"],
+            "kinds (reference)": lambda r: ", ".join(f"{k['name']} ({k['reference']})" for k in r["kinds"]),
+            "quality": lambda r: ", ".join(r["quality_metrics"]),
+            "zoo": lambda r: ", ".join(e["name"] for e in r["zoo"]),
+            "methods": lambda r: str(len(r["methods"])),
         },
     )
 
@@ -199,6 +190,7 @@ def zoo_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         as_json,
         {
             "name": lambda r: r["name"],
+            "family": lambda r: r["family"],
             "built": lambda r: "yes" if r["built"] else "no",
             "params": lambda r: f"{r['params']:,}" if r["params"] else "?",
             "held-out loss": lambda r: str(r["heldout_loss"] or ""),
@@ -213,10 +205,11 @@ def zoo_build(
     force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False,
 ) -> None:
     """Train (or convert) zoo models into the cache; deterministic for a given corpus and thread count."""
-    from executors.zoo import ZOO_NAMES, build
+    from executors.zoo import build, zoo_names
 
-    for name in names or list(ZOO_NAMES):
-        if name not in ZOO_NAMES:
-            raise typer.BadParameter(f"unknown zoo model {name!r}; known: {', '.join(ZOO_NAMES)}")
+    known = zoo_names()
+    for name in names or known:
+        if name not in known:
+            raise typer.BadParameter(f"unknown zoo model {name!r}; known: {', '.join(known)}")
         manifest = build(name, force=force)
         console.print(f"{name}: {manifest['params']:,} params at {manifest['source']}")

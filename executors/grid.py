@@ -13,17 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from executors.encoder_workloads import EmbedWorkload
+from executors.families import kind_of, measure, reference_of
 from executors.hardware import fingerprint, node_row
-from executors.harness import BASELINE_ID, Prepared, calibration_batch, prepare
+from executors.protocol import Prepared, measurement_passes, prepare
 from executors.registry import MethodConfig, ModelBundle, composite_id, default_config
-from executors.tasks import harness_for, measurement_passes, reference_method
-from executors.workloads import LMWorkload
 from executors.zoo import load_bundle
 from profiles.db import session_scope
 from profiles.models import ProfileRun, run_id_for
@@ -37,24 +36,21 @@ Composite = tuple[MethodConfig, ...]
 @dataclass(frozen=True)
 class GridTask:
     source: str
-    workload: LMWorkload
+    workload: Any
     threads: int
     params: int
     est_seconds: float
 
 
-def estimated_seconds(params: int, workload: LMWorkload, gflops: float = 30.0, mem_gbs: float = 8.0) -> float:
-    """A rough cost of one generate call: compute-bound prefill plus memory-bound decode steps."""
-    if isinstance(workload, EmbedWorkload):  # one compute-bound forward
-        return 2 * params * workload.batch_size * workload.seq_len / (gflops * 1e9)
-    prefill = 2 * params * workload.batch_size * workload.prompt_len / (gflops * 1e9)
-    step = params * 4 / (mem_gbs * 1e9) + 2 * params * workload.batch_size / (gflops * 1e9)
-    return prefill + workload.gen_len * step
+def estimated_seconds(params: int, workload) -> float:
+    """A rough cost of one call from the workload's kind (compute-bound prefill, memory-bound decode, …)."""
+    estimate = kind_of(workload).call_seconds
+    return estimate(params, workload) if estimate else 1.0
 
 
 def plan(
     sources: Sequence[str],
-    workloads: Sequence[LMWorkload],
+    workloads: Sequence,
     threads: Sequence[int],
     params: dict[str, int],
     max_call_seconds: float | None = None,
@@ -88,7 +84,7 @@ def run_grid(
     engine: Engine,
     sources: Sequence[str],
     composites: Sequence[Composite],
-    workloads: Sequence[LMWorkload],
+    workloads: Sequence,
     threads: Sequence[int] = (1,),
     *,
     reps: int = 5,
@@ -105,16 +101,15 @@ def run_grid(
     params = {}
     for source in sources:
         bundles[source] = load_bundle(source)
-        params[source] = bundles[source].spec["params"]
+        params[source] = bundles[source].spec.params
     tasks = plan(sources, workloads, threads, params, max_call_seconds)
     totals = {"tasks": len(tasks), "measured_tasks": 0, "added": 0, "skipped_tasks": 0}
-    composites = [c for c in composites if composite_id(c) != BASELINE_ID]
     for done, task in enumerate(tasks, start=1):
         torch.set_num_threads(task.threads)
         if task.threads not in nodes:
             nodes[task.threads] = node_row(fingerprint(device, _cache_dir()))
         node, bundle = nodes[task.threads], bundles[task.source]
-        reference = reference_method(task.workload)
+        reference = reference_of(task.workload)
         wanted = [(reference, (default_config(reference),))] + [
             (composite_id(c), c) for c in composites if composite_id(c) != reference
         ]
@@ -127,17 +122,14 @@ def run_grid(
         ]
         added = 0
         if missing or len(stored) < len(ids):
-            calibration = None
             runners = []
             for composite in [(default_config(reference),)] + missing:
                 key = (task.source, task.threads, repr(composite))
                 if key not in prepared:
-                    calibration = calibration if calibration is not None else calibration_batch(bundle)
-                    prepared[key] = prepare(bundle, composite, dev, calibration)
+                    prepared[key] = prepare(bundle, composite, dev)
                 runners.append(prepared[key])
-            measure_task = harness_for(task.workload)
             for group in measurement_passes(runners[1:]):
-                records = measure_task(
+                records = measure(
                     bundle, task.workload, group, node, device=dev, reps=reps, warmup=warmup, baseline=runners[0]
                 )
                 with session_scope(engine) as session:

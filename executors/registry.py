@@ -4,19 +4,22 @@ A method is a class registered with its frozen config dataclass. Configs travel 
 `{"method": id, "version": n, "params": {...}}` and are only ever built here, so nothing a
 caller sends can name code outside the registry. A composite (e.g. int8 + speculative
 decoding) is a list of such configs applied in order and checked for compatibility.
+
+A method declares the families whose workloads it accelerates (`executors.families`) and the
+effects it claims (`EFFECTS`); the registry suite checks each claim against the family's
+reference on the family's tiny fixture, so a method that changes nothing cannot pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import torch
-
-from executors.lm import DecoderLM
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -24,44 +27,97 @@ class MethodConfig:
     version: int = 1
 
 
-class Tokenizer(Protocol):
-    eos_id: int | None
+# What a method may claim to change; tests/executors/conformance.py observes each one.
+EFFECTS = {
+    "outputs": "what the model computes differs from the reference's (tokens, logits, embeddings, labels)",
+    "weights": "the weights differ from the reference's (values or storage format)",
+    "weight_bytes": "the weights take fewer bytes",
+    "params": "the model has fewer parameters",
+    "forward_passes": "another number of full-model forward passes for the same output",
+    "schedule": "the serving schedule differs (iterations, prefill chunks, prefix-cache hits)",
+    "graph": "the model runs as a compiled graph",
+}
 
-    def encode(self, text: str) -> list[int]: ...
 
-    def decode(self, tokens: list[int]) -> str: ...
+@dataclass(frozen=True)
+class ModelSpec:
+    """A loaded model in the store's terms (the ModelSpec row of every profile record).
+
+    `architecture` is what the store calls the model's family (decoder-lm, encoder, vit, …);
+    the executor family that loaded it is `ModelBundle.family`. `extra` holds the family's own
+    descriptors (FFN width, pooling, image and patch size, …).
+    """
+
+    source: str  # zoo:<name> or local:/path — the model's id in the store
+    name: str
+    architecture: str
+    params: int
+    layers: int | None = None
+    width: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    vocab: int | None = None
+    context: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def descriptors(self) -> dict:
+        return {
+            "name": self.name,
+            "params": self.params,
+            "dim": self.width,
+            "layers": self.layers,
+            "heads": self.heads,
+            "kv_heads": self.kv_heads,
+            "vocab": self.vocab,
+            "context": self.context,
+            **self.extra,
+            "family": self.architecture,
+            "source": self.source,
+        }
+
+    def row(self) -> dict:
+        return {
+            "id": self.source,
+            "family": self.architecture,
+            "params": self.params,
+            "layers": self.layers,
+            "width": self.width,
+            "heads": self.heads,
+            "kv_heads": self.kv_heads,
+            "vocab": self.vocab,
+            "context": self.context,
+            "source": self.source,
+            "descriptors": self.descriptors(),
+        }
 
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """A loaded model plus what methods and workloads need to use it."""
+    """A loaded model plus what methods and workloads need to use it.
 
-    model: DecoderLM
-    tokenizer: Tokenizer
-    spec: dict  # name, params, dim, layers, heads, kv_heads, vocab, context, family, source
+    `capabilities` say what the model offers a method (a KV cache that can be cropped, linear
+    layers, a tokenizer, …): `supports()` reads them instead of probing types.
+    """
+
+    model: nn.Module
+    family: str  # the registered executor family that loaded it (executors.families)
+    spec: ModelSpec
+    tokenizer: Any = None
+    capabilities: frozenset[str] = frozenset()
     calibration_texts: tuple[str, ...] = ()  # training split: for calibration and head training
     heldout_texts: tuple[str, ...] = ()  # never trained on: prompts and quality measurement
-
-
-@dataclass
-class Generation:
-    tokens: torch.Tensor  # [B, max_new_tokens]: exactly that many, no early stop on EOS
-    forward_passes: int
-    stats: dict = field(default_factory=dict)  # acceptance_rate, mean_accepted_len, …
+    data: Any = None  # a family's own calibration / held-out data (images and labels, …)
 
 
 class Runner(Protocol):
-    model: torch.nn.Module  # the (possibly transformed) model, for perplexity and memory figures
+    """What every runner has; each family adds its call (generate, embed, serve, classify, …)."""
 
-    def generate(
-        self,
-        prompts: torch.Tensor,
-        max_new_tokens: int,
-        *,
-        sampling: str = "greedy",
-        temperature: float = 1.0,
-        seed: int = 0,
-    ) -> Generation: ...
+    model: nn.Module  # the (possibly transformed) model, for quality and memory figures
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module under a torch.compile wrapper (its config, cache and weights)."""
+    return getattr(model, "_orig_mod", model)
 
 
 class Method:
@@ -69,7 +125,9 @@ class Method:
 
     id: str = ""
     config_class: type[MethodConfig] = MethodConfig
-    family: str = ""
+    category: str = ""  # the technique (quantization, speculative, serving, …): the store's Method.family
+    families: tuple[str, ...] = ()  # executor families whose workloads it accelerates
+    changes: frozenset[str] = frozenset()  # keys of EFFECTS; empty only for a family's reference
     paper: str = ""
     arxiv: str | None = None
     catalogue_row: int | None = None
@@ -81,11 +139,11 @@ class Method:
     composes_with: frozenset[str] = frozenset()
     requirements: dict = {}
 
-    def supports(self, bundle: ModelBundle, device: torch.device) -> str | None:
+    def supports(self, bundle: ModelBundle, device) -> str | None:
         """A reason when the method does not apply; None when it does."""
         return None
 
-    def apply(self, bundle: ModelBundle, config: MethodConfig, calibration: torch.Tensor | None) -> Runner:
+    def apply(self, bundle: ModelBundle, config: MethodConfig) -> Runner:
         raise NotImplementedError
 
 
@@ -102,7 +160,9 @@ def register_method(
     method_id: str,
     config_class: type[MethodConfig],
     *,
-    family: str,
+    category: str,
+    families: Sequence[str],
+    changes: Sequence[str],
     paper: str,
     arxiv: str | None = None,
     catalogue_row: int | None = None,
@@ -112,9 +172,14 @@ def register_method(
     if not (
         dataclasses.is_dataclass(config_class)
         and issubclass(config_class, MethodConfig)
-        and config_class.__dataclass_params__.frozen
+        and config_class.__dataclass_params__.frozen  # type: ignore[attr-defined]
     ):
         raise TypeError(f"{method_id}: config must be a frozen MethodConfig dataclass")
+    if not families:
+        raise ValueError(f"{method_id}: a method names the families whose workloads it accelerates")
+    unknown = set(changes) - set(EFFECTS)
+    if unknown:
+        raise ValueError(f"{method_id}: unknown effects {sorted(unknown)}; known: {', '.join(EFFECTS)}")
 
     def decorate(cls: type) -> type:
         if method_id in _REGISTRY:
@@ -123,13 +188,20 @@ def register_method(
             )
         if config_class in _CONFIG_IDS:
             raise ValueError(f"{config_class.__name__} already belongs to {_CONFIG_IDS[config_class]!r}")
-        cls.id, cls.config_class, cls.family, cls.paper = method_id, config_class, family, paper
+        cls.id, cls.config_class, cls.category, cls.paper = method_id, config_class, category, paper
+        cls.families, cls.changes = tuple(families), frozenset(changes)
         cls.arxiv, cls.catalogue_row, cls.lossless, cls.phase = arxiv, catalogue_row, lossless, phase
         _REGISTRY[method_id] = cls()
         _CONFIG_IDS[config_class] = method_id
         return cls
 
     return decorate
+
+
+def unregister_method(method_id: str) -> None:
+    """Takes a method out again (tests that register throw-away methods clean up with it)."""
+    method = _REGISTRY.pop(method_id)
+    _CONFIG_IDS.pop(method.config_class, None)
 
 
 def get_method(method_id: str) -> Method:
@@ -139,7 +211,7 @@ def get_method(method_id: str) -> Method:
         close = difflib.get_close_matches(method_id, list(_REGISTRY), n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownMethod(
-            f"unknown method {method_id!r}{hint} (registered: {', '.join(sorted(_REGISTRY))})"
+            f"unknown method {short_repr(method_id)}{hint} (registered: {', '.join(sorted(_REGISTRY))})"
         ) from None
 
 
@@ -165,27 +237,77 @@ def config_from_json(data: Any) -> MethodConfig:
         raise ValueError('a method config is {"method": id, "version": n, "params": {...}}')
     extra = set(data) - {"method", "version", "params"}
     if extra:
-        raise ValueError(f"unexpected keys in a method config: {', '.join(sorted(extra))}")
+        raise ValueError(f"unexpected keys in a method config: {short_repr(sorted(extra))}")
     method = get_method(data["method"])
     cls = method.config_class
     expected = cls().version
     version = data.get("version", expected)
     if version != expected:
-        raise ValueError(f"{method.id}: config version {version!r} is not supported (expected {expected})")
+        raise ValueError(f"{method.id}: config version {short_repr(version)} is not supported (expected {expected})")
     params = data.get("params") or {}
     if not isinstance(params, dict):
         raise ValueError(f"{method.id}: params must be an object")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "version"}
-    unknown = set(params) - set(fields)
+    return cls(**validate_fields(method.id, cls, params, skip=("version",), noun="param"))
+
+
+def validate_fields(owner: str, cls: type, data: Mapping[str, Any], skip: Sequence[str] = (), noun: str = "field") -> dict:
+    """A caller's JSON fields for a config or workload dataclass, checked against each field's
+    default type and limits: unknown names, wrong types, non-finite or out-of-range numbers and
+    over-long lists are refused with a message naming the field."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    unknown = set(data) - set(fields)
     if unknown:
-        raise ValueError(
-            f"{method.id}: unknown params {', '.join(sorted(unknown))} (known: {', '.join(sorted(fields)) or 'none'})"
-        )
-    values = {name: _coerce(method.id, name, value, getattr(cls(), name)) for name, value in params.items()}
-    return cls(**values)
+        names = sorted(unknown)
+        shown = ", ".join(n[:40] for n in names[:5]) + (", …" if len(names) > 5 else "")
+        raise ValueError(f"{owner}: unknown {noun}s {shown} (known: {', '.join(sorted(fields)) or 'none'})")
+    defaults = cls()
+    values = {}
+    for name, value in data.items():
+        values[name] = _coerce(f"{owner}: {noun}", name, value, getattr(defaults, name))
+        _check_bounds(f"{owner}: {noun}", name, values[name], fields[name])
+    return values
 
 
-def _coerce(method_id: str, name: str, value: Any, default: Any) -> Any:
+def bounded(default: Any, low: float | None = None, high: float | None = None, *, items: int | None = None):
+    """A config field with limits a caller's JSON must respect (`config_from_json` checks them;
+    `method_catalogue` publishes them). `items` bounds the length of a tuple field."""
+    return field(default=default, metadata={"min": low, "max": high, "max_items": items})
+
+
+def field_limits(config_field: dataclasses.Field) -> dict:
+    return {k: v for k, v in config_field.metadata.items() if v is not None}
+
+
+# Without a declared bound, numbers from a caller still stay in a range no method needs more of.
+DEFAULT_NUMBER_BOUND = 1e6
+DEFAULT_MAX_ITEMS = 64
+
+
+def _check_bounds(where: str, name: str, value: Any, config_field: dataclasses.Field) -> None:
+    limits = config_field.metadata
+    values = value if isinstance(value, tuple) else (value,)
+    most = limits.get("max_items") or DEFAULT_MAX_ITEMS
+    if len(values) > most:
+        raise ValueError(f"{where} {name!r} holds {len(values)} items, at most {most}")
+    for number in values:
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            continue
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError(f"{where} {name!r} must be a finite number, got {short_repr(number)}")
+        low, high = limits.get("min"), limits.get("max")
+        if low is not None and number < low or high is not None and number > high:
+            raise ValueError(f"{where} {name!r} must lie in [{low}, {high}], got {short_repr(number)}")
+        if low is None and high is None and abs(number) > DEFAULT_NUMBER_BOUND:
+            raise ValueError(f"{where} {name!r} = {short_repr(number)} is out of range (|x| ≤ {DEFAULT_NUMBER_BOUND:g})")
+
+
+def short_repr(value: Any) -> str:
+    """A caller's value in an error message, cut short: errors never echo large input."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _coerce(where: str, name: str, value: Any, default: Any) -> Any:
     """Checks a JSON value against the type of the field's default (JSON has no int/float split)."""
     kind = type(default)
     if kind is bool:
@@ -201,7 +323,7 @@ def _coerce(method_id: str, name: str, value: Any, default: Any) -> Any:
     else:
         ok = default is None or isinstance(value, kind)
     if not ok:
-        raise ValueError(f"{method_id}: param {name!r} must be {kind.__name__}, got {value!r}")
+        raise ValueError(f"{where} {name!r} must be {kind.__name__}, got {short_repr(value)}")
     return value
 
 
@@ -232,6 +354,21 @@ def composite_id(configs: Sequence[MethodConfig]) -> str:
     return "+".join(method_of(c).id for c in configs)
 
 
+ANY_FAMILY = "*"  # a method (the plain reference) that runs in any family whose runner it is
+
+
+def composite_families(configs: Sequence[MethodConfig]) -> tuple[str, ...]:
+    """The families every part of a composite accelerates (a composite applies where all parts do)."""
+    shared: list[str] = [ANY_FAMILY]
+    for config in configs:
+        mine = list(method_of(config).families)
+        if shared == [ANY_FAMILY]:
+            shared = mine
+        elif mine != [ANY_FAMILY]:
+            shared = [f for f in shared if f in mine]
+    return tuple(shared)
+
+
 def method_catalogue() -> list[dict]:
     """What `accel-advisor methods --json` prints and the Method table mirrors."""
     rows = []
@@ -239,14 +376,16 @@ def method_catalogue() -> list[dict]:
         method = _REGISTRY[method_id]
         defaults = method.config_class()
         schema = {
-            f.name: {"type": type(getattr(defaults, f.name)).__name__, "default": getattr(defaults, f.name)}
+            f.name: {"type": type(getattr(defaults, f.name)).__name__, "default": getattr(defaults, f.name), **field_limits(f)}
             for f in dataclasses.fields(defaults)
             if f.name != "version"
         }
         rows.append(
             {
                 "id": method.id,
-                "family": method.family,
+                "category": method.category,
+                "families": list(method.families),
+                "changes": sorted(method.changes),
                 "phase": method.phase,
                 "paper": method.paper,
                 "arxiv": method.arxiv,
@@ -261,12 +400,13 @@ def method_catalogue() -> list[dict]:
     return rows
 
 
-def apply_composite(bundle: ModelBundle, configs: Sequence[MethodConfig], calibration: torch.Tensor | None) -> Runner:
-    """Applies each method to the model the previous one produced; the last one decodes."""
+def apply_composite(bundle: ModelBundle, configs: Sequence[MethodConfig]) -> Runner:
+    """Applies each method to the model the previous one produced; the last one decides the runner."""
     validate_composite(configs)
     runner = None
     for config in configs:
         if runner is not None:
             bundle = dataclasses.replace(bundle, model=runner.model)
-        runner = method_of(config).apply(bundle, config, calibration)
+        runner = method_of(config).apply(bundle, config)
+    assert runner is not None
     return runner

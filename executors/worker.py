@@ -59,26 +59,23 @@ def _configs(config: dict):
 
 
 def profile_item(ctx: WorkerContext, item: dict) -> dict:
-    """One task of a profiling grid: the baseline and every method interleaved, as DESIGN.md §6."""
+    """One task of a profiling grid: the reference and every method interleaved, as DESIGN.md §6."""
     import torch
 
     import executors.methods  # noqa: F401  (registers every method, the references included)
-    from executors.harness import calibration_batch, prepare
-    from executors.registry import default_config
-    from executors.tasks import harness_for, measurement_passes, reference_method, workload_from_json
+    from executors.families import measure, prepare_reference, reference_of, workload_from_json
+    from executors.protocol import measurement_passes, prepare
 
     bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
     workload = workload_from_json(item["workload"])
-    reference = reference_method(workload)
-    calibration = calibration_batch(bundle)
-    baseline = prepare(bundle, (default_config(reference),), device, calibration)
-    prepared = [prepare(bundle, _configs(c), device, calibration) for c in item["methods"] if c["method"] != reference]
+    baseline = prepare_reference(bundle, workload, device)
+    prepared = [
+        prepare(bundle, _configs(c), device) for c in item["methods"] if c["method"] != reference_of(workload)
+    ]
     records = [
         record
         for group in measurement_passes(prepared)
-        for record in harness_for(workload)(
-            bundle, workload, group, ctx.node, device=device, reps=item["reps"], baseline=baseline
-        )
+        for record in measure(bundle, workload, group, ctx.node, device=device, reps=item["reps"], baseline=baseline)
     ]
     # Each pass measured the reference again; the report keeps one record per run id.
     return {"records": list({r["run_id"]: r for r in records}.values())}
@@ -88,13 +85,13 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
     """A client's run: apply the chosen method, generate for its prompts, measure when asked."""
     import torch
 
-    from executors.harness import calibration_batch, measure, prepare
-    from executors.workloads import LMWorkload
+    from executors.families import get_family, measure, workload_from_json
+    from executors.protocol import prepare
 
     bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
-    if bundle.spec.get("family") != "decoder-lm":
-        raise RuntimeError(f"a run generates text; {item['model']} is a {bundle.spec.get('family')} model")
-    prepared = prepare(bundle, _configs(item["method"]), device, calibration_batch(bundle))
+    if get_family(bundle.family).runner_protocol != "generate":
+        raise RuntimeError(f"a run generates text; {item['model']} is a {bundle.spec.architecture} model")
+    prepared = prepare(bundle, _configs(item["method"]), device)
     if prepared.status != "ok":
         raise RuntimeError(f"{prepared.method_id} {prepared.status}: {prepared.reason}")
     limit = bundle.model.config.max_seq_len - item["max_new_tokens"]
@@ -111,7 +108,7 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
     records = []
     if item.get("measure"):
         # Figures come from held-out prompts of the same shape, baseline interleaved in this process.
-        records = measure(bundle, LMWorkload.from_json(item["workload"]), [prepared], ctx.node, device=device, reps=5)
+        records = measure(bundle, workload_from_json(item["workload"]), [prepared], ctx.node, device=device, reps=5)
     return {"records": records, "outputs": {"texts": texts, "method": prepared.method_id}}
 
 

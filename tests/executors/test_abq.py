@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from executors.fakequant import fake_quant_weight, pack_grid, weight_grid
-from executors.harness import model_bytes
+from executors.families.lm.workloads import heldout_windows, perplexity
 from executors.methods.quant.abq_arbitrary_bit import (
     ABQConfig,
     CalibLinear,
@@ -14,8 +13,9 @@ from executors.methods.quant.abq_arbitrary_bit import (
     compensated,
     quantize_abq,
 )
+from executors.methods.quant.fakequant import fake_quant_weight, pack_grid, weight_grid
+from executors.protocol import model_bytes
 from executors.registry import get_method
-from executors.workloads import heldout_windows, perplexity
 from kernels.anybit_gemm import anybit_matmul_reference
 from kernels.dispatch import lowbit_linear
 from kernels.quant_pack import dequantize_weight, quantize_weight, to_layout
@@ -96,21 +96,21 @@ def test_calibration_corrects_w2_and_shrinks_the_model(tiny):
 
 
 def test_a8_quantizes_activations_and_reports_bits(tiny):
-    runner = get_method("quant.abq_arbitrary_bit").apply(tiny, ABQConfig(w_bits=4, a_bits=8, epochs=1), None)
+    runner = get_method("quant.abq_arbitrary_bit").apply(tiny, ABQConfig(w_bits=4, a_bits=8, epochs=1))
     assert runner.stats["a_bits"] == 8 and runner.stats["storage_bits"] == 4
     assert runner.model.layers[0].attention.wq.a_bits == 8
     with pytest.raises(ValueError, match="w_bits"):
-        get_method("quant.abq_arbitrary_bit").apply(tiny, ABQConfig(w_bits=9), None)
+        get_method("quant.abq_arbitrary_bit").apply(tiny, ABQConfig(w_bits=9))
 
 
 def test_the_same_calibration_applies_to_the_minilm_encoder():
-    from executors.encoder import load_encoder_bundle
+    from executors.families.encoder.model import load_encoder_bundle
 
     encoder = load_encoder_bundle()
     config = ABQConfig(w_bits=4, calibration_windows=2, calibration_len=16, epochs=1)
     method = get_method("quant.abq_arbitrary_bit")
     assert method.supports(encoder, torch.device("cpu")) is None
-    runner = method.apply(encoder, config, None)
+    runner = method.apply(encoder, config)
     assert isinstance(runner.model.layers[5].feed_forward.w2, LowBitLinear)
     ids, mask = encoder.tokenizer.batch(list(encoder.heldout_texts[:4]))
     with torch.no_grad():

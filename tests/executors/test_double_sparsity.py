@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from executors.decoding import PlainDecoder
-from executors.harness import measure, prepare
-from executors.longctx import LongContextWorkload
+from executors.families.lm.decoding import PlainDecoder
+from executors.families.lm.workloads import heldout_prompts, heldout_windows, perplexity
+from executors.families.longctx.workload import LongContextWorkload
 from executors.methods.attn.double_sparsity import (
     DoubleSparseLM,
     DoubleSparsityConfig,
@@ -18,8 +18,9 @@ from executors.methods.attn.double_sparsity import (
     channel_importance,
     token_budget,
 )
+from executors.families import measure
+from executors.protocol import prepare
 from executors.registry import apply_composite, default_config, get_method
-from executors.workloads import heldout_prompts, heldout_windows, perplexity
 
 SPARSE = DoubleSparsityConfig(
     min_tokens=8, token_ratio=0.05, channel_ratio=0.25, calibration_windows=4, calibration_len=128
@@ -28,7 +29,7 @@ SPARSE = DoubleSparsityConfig(
 
 @pytest.fixture(scope="module")
 def sparse_runner(tiny):
-    return get_method("attn.double_sparsity").apply(tiny, SPARSE, None)
+    return get_method("attn.double_sparsity").apply(tiny, SPARSE)
 
 
 def test_channel_criteria_follow_the_paper_definitions():
@@ -119,16 +120,16 @@ def test_supports_gives_reasons(tiny):
     method = get_method("attn.double_sparsity")
     short = dataclasses.replace(tiny, model=type(tiny.model)(dataclasses.replace(tiny.model.config, max_seq_len=32)))
     assert "budget" in method.supports(short, torch.device("cpu"))
-    not_a_decoder = dataclasses.replace(tiny, model=torch.nn.Linear(2, 2))
+    not_a_decoder = dataclasses.replace(tiny, model=torch.nn.Linear(2, 2), capabilities=frozenset())
     assert "decoder LM" in method.supports(not_a_decoder, torch.device("cpu"))
 
 
 def test_composes_under_int8_and_profiles_a_long_context_task(tiny):
     int8 = default_config("quant.int8_dynamic")
-    runner = apply_composite(tiny, (int8, SPARSE), None)
+    runner = apply_composite(tiny, (int8, SPARSE))
     assert runner.generate(heldout_prompts(tiny, 2, 100), 5).tokens.shape == (2, 5)
     workload = LongContextWorkload(prompt_len=200, gen_len=4, probes=2, ppl_windows=1)
-    methods = [prepare(tiny, (SPARSE,), torch.device("cpu"), None)]
+    methods = [prepare(tiny, (SPARSE,), torch.device("cpu"))]
     node = {"id": "test-node", "hardware_class": "test"}
     records = {r["method_id"]: r for r in measure(tiny, workload, methods, node, device=torch.device("cpu"))}
     sparse = records["attn.double_sparsity"]

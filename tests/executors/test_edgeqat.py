@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
-from executors.fakequant import lsq
-from executors.harness import calibration_batch
 from executors.methods.quant.edgeqat import (
     EdgeQATConfig,
     QATLinear,
     attention_modules,
     build_student,
-    cache_path,
     deploy,
     distribution_loss,
     entropy_loss,
     qat_loss,
 )
+from executors.caching import cache_file
+from executors.families.lm.workloads import calibration_windows
+from executors.methods.quant.fakequant import lsq
 from executors.registry import get_method
 
 SMALL = EdgeQATConfig(steps=3, batch=2, train_windows=4, train_len=32)
@@ -45,7 +47,7 @@ def test_deployed_int8_linear_holds_exactly_the_trained_codes():
 
 
 def test_losses_follow_the_paper(tiny):
-    tokens = calibration_batch(tiny, 2, 33)
+    tokens = calibration_windows(tiny, 2, 33)
     student, teacher = build_student(tiny.model, SMALL), build_student(tiny.model, SMALL, quantize_linears=False)
     for module in attention_modules(student) + attention_modules(teacher):
         module.record = True
@@ -69,12 +71,12 @@ def test_apply_trains_once_deploys_int8_and_caches(tiny):
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
     method = get_method("quant.qat.edgeqat")
-    first = method.apply(tiny, SMALL, None)
+    first = method.apply(tiny, SMALL)
     assert isinstance(first.model.layers[0].feed_forward.w1, DynamicInt8Linear)
     assert type(first.model.output) is nn.Linear
     assert not first.stats["train_cached"] and first.stats["train_s"] > 0
-    assert cache_path(tiny.model, SMALL).exists()
-    again = method.apply(tiny, SMALL, None)
+    assert cache_file("edgeqat", tiny.model, dataclasses.asdict(SMALL)).exists()
+    again = method.apply(tiny, SMALL)
     assert again.stats["train_cached"] and again.stats["train_s"] == first.stats["train_s"]
     prompts = torch.tensor([tiny.tokenizer.encode(t)[:16] for t in tiny.heldout_texts[:3]])
     assert torch.equal(first.generate(prompts, 8).tokens, again.generate(prompts, 8).tokens)
@@ -87,7 +89,7 @@ def test_refusals_are_reasons(tiny):
     method = get_method("quant.qat.edgeqat")
     assert "CPU" in method.supports(tiny, torch.device("cuda"))
     with pytest.raises(ValueError, match="W8A8"):
-        method.apply(tiny, EdgeQATConfig(w_bits=4), None)
+        method.apply(tiny, EdgeQATConfig(w_bits=4))
     assert deploy(build_student(tiny.model, SMALL)).layers[0].attention.kv_bits == 8
 
 

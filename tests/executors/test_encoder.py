@@ -8,9 +8,8 @@ from sqlmodel import Session
 
 from executors import encoder_harness, encoder_workloads
 from executors.cli import parse_workloads
-from executors.encoder import SentenceEncoder, load_encoder_bundle, minilm_folder
-from executors.encoder_harness import measure_encoder
-from executors.encoder_workloads import (
+from executors.families.encoder.model import SentenceEncoder, load_encoder_bundle, minilm_folder
+from executors.families.encoder.workloads import (
     EMBED_KIND,
     EmbedWorkload,
     RetrievalSet,
@@ -20,10 +19,11 @@ from executors.encoder_workloads import (
     recall_at,
     retrieval_set,
 )
-from executors.harness import calibration_batch, measure, prepare
+from executors.families.lm.workloads import LMWorkload
 from executors.methods.prune.perp import PerpConfig
+from executors.families import measure
+from executors.protocol import prepare
 from executors.registry import default_config, get_method, method_ids
-from executors.workloads import LMWorkload
 from profiles.db import make_engine
 from profiles.migrate import upgrade
 from profiles.transfer import add_records
@@ -125,8 +125,6 @@ def test_workload_ids_rows_and_fit(encoder, tiny):
     assert workload.id != EmbedWorkload(8, 64).id
     assert workload.fits(encoder) is None
     assert "512 positions" in EmbedWorkload(1, 600).fits(encoder)
-    assert "needs an encoder" in workload.fits(tiny)
-    assert "does not generate" in LMWorkload().fits(encoder)
     assert parse_workloads("embed batch=1,8 seq=32") == [EmbedWorkload(1, 32), EmbedWorkload(8, 32)]
     assert parse_workloads('{"kind": "encoder-embed", "batch_size": 2, "seq_len": 16}') == [EmbedWorkload(2, 16)]
 
@@ -144,7 +142,7 @@ def test_every_method_applies_to_the_encoder_or_says_why_not(method_id, encoder)
 
 @pytest.mark.parametrize(("method_id", "floor"), [("quant.int8_dynamic", 0.95), ("quant.weight_only_int4", 0.85)])
 def test_quantized_encoder_stays_close_but_not_identical(method_id, floor, encoder):
-    runner = get_method(method_id).apply(encoder, default_config(method_id), calibration_batch(encoder))
+    runner = get_method(method_id).apply(encoder, default_config(method_id))
     assert isinstance(runner.model, SentenceEncoder) and runner.model is not encoder.model
     reference = embed_texts(encoder.model, encoder.tokenizer, tuple(TEXTS))
     quantized = embed_texts(runner.model, encoder.tokenizer, tuple(TEXTS))
@@ -155,8 +153,8 @@ def test_quantized_encoder_stays_close_but_not_identical(method_id, floor, encod
 def test_perp_prunes_the_encoder_and_distillation_recovers_its_embeddings(encoder):
     perp = get_method("prune.perp")
     small = dict(sparsity=0.5, batch=4, seq_len=32, lr=5e-3)
-    pruned_only = perp.apply(encoder, PerpConfig(steps=0, **small), None).model
-    retrained = perp.apply(encoder, PerpConfig(steps=8, **small), None)
+    pruned_only = perp.apply(encoder, PerpConfig(steps=0, **small)).model
+    retrained = perp.apply(encoder, PerpConfig(steps=8, **small))
     model = retrained.model
     assert retrained.stats["sparsity"] == pytest.approx(0.5, abs=1e-3)
     wq, original = model.layers[0].attention.wq, encoder.model.layers[0].attention.wq
@@ -172,9 +170,8 @@ def test_perp_prunes_the_encoder_and_distillation_recovers_its_embeddings(encode
 
 
 def test_harness_records_speedup_and_retrieval_quality(encoder, small_retrieval, tmp_path):
-    calibration = calibration_batch(encoder)
-    methods = [prepare(encoder, [default_config(m)], CPU, calibration) for m in ("quant.int8_dynamic", "lm.spec.swift")]
-    records = {r["method_id"]: r for r in measure_encoder(encoder, EmbedWorkload(2, 16), methods, NODE, device=CPU)}
+    methods = [prepare(encoder, [default_config(m)], CPU) for m in ("quant.int8_dynamic", "lm.spec.swift")]
+    records = {r["method_id"]: r for r in measure(encoder, EmbedWorkload(2, 16), methods, NODE, device=CPU)}
     base, int8, swift = records["baseline"], records["quant.int8_dynamic"], records["lm.spec.swift"]
     assert base["status"] == int8["status"] == "ok" and base["speedup"] == pytest.approx(1.0)
     assert int8["speedup"] > 0 and int8["repeats"] == 5 and len(int8["metrics"]["pairwise_speedups"]) == 5
@@ -186,7 +183,7 @@ def test_harness_records_speedup_and_retrieval_quality(encoder, small_retrieval,
     )
     assert int8["peak_mem_mb"] < base["peak_mem_mb"], "int8 linears store a quarter of the bytes"
     assert int8["model"]["family"] == "encoder" and int8["workload"]["kind"] == EMBED_KIND
-    assert swift["status"] == "not-applicable" and "DecoderLM" in swift["reason"]
+    assert swift["status"] == "not-applicable" and "KV cache" in swift["reason"]
     engine = make_engine(f"sqlite:///{tmp_path / 'runs.db'}")
     upgrade(engine)
     with Session(engine) as session:

@@ -7,10 +7,11 @@ import statistics
 import pytest
 import torch
 
+from executors.families.lm.workloads import LMWorkload
 from executors.hardware import fingerprint, node_row
-from executors.harness import calibration_batch, measure, model_bytes, prepare
+from executors.families import measure
+from executors.protocol import model_bytes, prepare
 from executors.registry import default_config
-from executors.workloads import LMWorkload
 from profiles.db import make_engine, session_scope
 from profiles.migrate import upgrade
 from profiles.models import ProfileRun
@@ -26,8 +27,7 @@ def node(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def records(tiny, node):
-    calibration = calibration_batch(tiny, count=2, length=32)
-    methods = [prepare(tiny, [default_config(m)], CPU, calibration) for m in ("quant.int8_dynamic", "lm.spec.swift")]
+    methods = [prepare(tiny, [default_config(m)], CPU) for m in ("quant.int8_dynamic", "lm.spec.swift")]
     return measure(tiny, LMWorkload(batch_size=2, prompt_len=16, gen_len=6), methods, node, device=CPU, reps=5)
 
 
@@ -35,10 +35,11 @@ def test_one_baseline_serves_every_method_and_speedup_is_the_median_ratio(record
     by_method = {r["method_id"]: r for r in records}
     assert set(by_method) == {"baseline", "quant.int8_dynamic", "lm.spec.swift"}
     base = by_method["baseline"]
-    assert base["speedup"] == 1.0 and base["repeats"] == 5
+    assert base["speedup"] == 1.0 and base["repeats"] in (5, 10)  # 10 where a method was re-measured
     for record in records:
         metrics = record["metrics"]
-        assert metrics["baseline_latencies_s"] == base["metrics"]["latencies_s"]
+        paired = base["metrics"]["latencies_s"][: len(metrics["latencies_s"])]  # the rounds both ran in
+        assert metrics["baseline_latencies_s"] == paired
         ratios = [b / m for b, m in zip(metrics["baseline_latencies_s"], metrics["latencies_s"])]
         assert record["speedup"] == pytest.approx(statistics.median(ratios), rel=1e-3)
         assert record["latency_p10_s"] <= record["latency_p50_s"] <= record["latency_p90_s"]
@@ -63,7 +64,7 @@ def test_records_store_idempotently_with_deterministic_ids(records, tiny, node, 
     again = measure(
         tiny,
         LMWorkload(batch_size=2, prompt_len=16, gen_len=6),
-        [prepare(tiny, [default_config("quant.int8_dynamic")], CPU, None)],
+        [prepare(tiny, [default_config("quant.int8_dynamic")], CPU)],
         node,
         device=CPU,
     )

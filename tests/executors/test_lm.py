@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from executors.checkpoints import load_hf_llama, load_lm, save_lm
-from executors.lm import DecoderLM, LMConfig
+from executors.families.lm.checkpoints import load_hf_llama, load_lm, save_lm
+from executors.families.lm.model import DecoderLM, LMConfig
 
 CONFIG = LMConfig(vocab_size=97, dim=48, n_layers=3, n_heads=6, n_kv_heads=2, ffn_dim=96, max_seq_len=64)
 

@@ -9,24 +9,26 @@ import pytest
 import torch
 
 from executors.cli import parse_workloads
-from executors.corpus import load_corpus
-from executors.decoding import PlainDecoder
-from executors.longctx import (
-    LONG_RECIPES,
+from executors.families.lm.corpus import load_corpus
+from executors.families.lm.decoding import PlainDecoder
+from executors.families.lm.tokenizers import ByteTokenizer
+from executors.families.lm.workloads import LMWorkload
+from executors.families.longctx.workload import (
     PASSKEY_CLASSES,
     PASSKEY_LEN,
     QUERY_BYTE,
     LongContextWorkload,
-    LongRecipe,
-    finetune_long,
     retrieval_accuracy,
     retrieval_probes,
+    timed_prompts,
     token_stream,
     training_example,
 )
-from executors.tokenizers import ByteTokenizer
-from executors.workloads import LMWorkload
-from executors.zoo import LONG_CONTEXT_LMS
+from executors.families import workload_from_json, zoo_entries
+from executors.families.longctx.harness import retrieval_quality
+from executors.protocol import prepare
+from executors.registry import default_config
+from executors.families.longctx.finetune import LONG_RECIPES, LongRecipe, finetune_long
 
 RESERVED = {QUERY_BYTE, *(b for byte_class in PASSKEY_CLASSES for b in byte_class)}
 
@@ -97,9 +99,9 @@ def retrieval_probes_for_stub():
 def test_workload_contract(tiny):
     workload = LongContextWorkload(prompt_len=200, gen_len=8, probes=2)
     assert workload.row()["kind"] == "lm-longctx" and workload.id != LMWorkload(prompt_len=200, gen_len=8).id
-    assert LongContextWorkload.from_json(workload.shape()) == workload
+    assert workload_from_json(workload.shape()) == workload
     assert workload.fits(tiny) is None and "exceeds" in LongContextWorkload(prompt_len=4096).fits(tiny)
-    assert workload.prompts(tiny).shape == (1, 200)
+    assert timed_prompts(tiny, workload).shape == (1, 200)
     with pytest.raises(ValueError):
         LongContextWorkload(probes=0)
     parsed = parse_workloads("longctx context=1024,2048 batch=1 gen=16")
@@ -108,7 +110,8 @@ def test_workload_contract(tiny):
 
 
 def test_quality_reports_accuracy_and_long_perplexity(tiny):
-    quality = LongContextWorkload(prompt_len=120, probes=2, ppl_windows=1).quality(tiny, PlainDecoder(tiny.model))
+    baseline = prepare(tiny, [default_config("baseline")], torch.device("cpu"))
+    quality = retrieval_quality(baseline, tiny, LongContextWorkload(prompt_len=120, probes=2, ppl_windows=1))
     assert 0 <= quality["retrieval_accuracy"] <= 1 and quality["retrieval_probes"] == 2
     assert 1 < quality["longctx_perplexity"] < 259
 
@@ -128,5 +131,5 @@ def test_long_finetune_is_deterministic_and_extends_the_context(zoo_root):
     trained = first.state_dict()
     assert not all(torch.equal(trained[k], v) for k, v in tiny_weights(zoo_root).items())
     assert set(manifest["retrieval_accuracy_at"]) == {"160"} and manifest["train_seconds"] >= 0
-    assert set(LONG_RECIPES) == set(LONG_CONTEXT_LMS)
+    assert set(LONG_RECIPES) == {e.name for e in zoo_entries() if e.family == "longctx"}
     assert dataclasses.asdict(recipe)["stages"][0] == (64, 2, 2)

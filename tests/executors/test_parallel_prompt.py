@@ -5,20 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 from test_spec_engine import one_thread  # noqa: F401  (autouse: every test here runs one thread)
-from test_spec_methods import bundle_of, byte_lm, prompts
+from test_spec_methods import bundle_of, byte_lm, prompts, without
 
-from executors.decoding import PlainDecoder
+from executors.caching import cache_file
+from executors.families.lm.decoding import PlainDecoder
+from executors.families.lm.tokenizers import ByteTokenizer
 from executors.methods.spec import parallel_prompt as ppd
 from executors.methods.spec.parallel_prompt import ParallelPromptConfig
 from executors.registry import (
-    ModelBundle,
     apply_composite,
     config_from_json,
     config_to_json,
     default_config,
     get_method,
 )
-from executors.tokenizers import ByteTokenizer
 
 FAST = {"train_windows": 8, "train_seq_len": 48, "train_steps": 30, "insertions": 6, "train_batch": 2, "lr": 3e-2}
 ACCURACY = [[0.7, 0.1, 0.05], [0.5, 0.15, 0.05], [0.4, 0.1, 0.05]]
@@ -26,7 +26,7 @@ ACCURACY = [[0.7, 0.1, 0.05], [0.5, 0.15, 0.05], [0.4, 0.1, 0.05]]
 
 def apply(model, **knobs):
     return get_method("lm.spec.parallel_prompt").apply(
-        bundle_of(model), ParallelPromptConfig(**{**FAST, **knobs}), None
+        bundle_of(model), ParallelPromptConfig(**{**FAST, **knobs})
     )
 
 
@@ -53,7 +53,7 @@ def test_composes_with_weight_transforms():
     batch_prompts = prompts(2)
     for weights, exact in (("quant.weight_only_int4", True), ("quant.int8_dynamic", False)):
         configs = (default_config(weights), ParallelPromptConfig(tree_budget=12, **FAST))
-        runner = apply_composite(bundle_of(model), configs, None)
+        runner = apply_composite(bundle_of(model), configs)
         assert runner.setup_s > 0
         expected = PlainDecoder(runner.model).generate(batch_prompts, 24).tokens
         tokens = runner.generate(batch_prompts, 24).tokens
@@ -114,8 +114,9 @@ def test_prompt_tokens_learn_and_are_cached():
     every = ppd.token_windows(ByteTokenizer(), bundle_of(model).calibration_texts, 48, 8)
     untrained = ppd.train_prompts(model, every[:6], ParallelPromptConfig(**{**FAST, "train_steps": 0}))
     windows = every[6:]  # apply trains on the first 6 of the same 8 windows
-    trained = get_method("lm.spec.parallel_prompt").apply(bundle_of(model), config, None)
-    assert not trained.cached and trained.setup_s > 0 and ppd.prompts_cache_path(model, config).exists()
+    trained = get_method("lm.spec.parallel_prompt").apply(bundle_of(model), config)
+    assert not trained.cached and trained.setup_s > 0
+    assert cache_file("parallel_prompt", model, ppd.training_knobs(config)).exists()
 
     def held_out(prompt_tokens):
         with torch.no_grad():
@@ -132,16 +133,15 @@ def test_prompt_tokens_learn_and_are_cached():
 
     assert held_out(trained.prompts)[0] < 0.9 * held_out(untrained)[0]
     assert held_out(trained.prompts)[1] > held_out(untrained)[1] + 0.05
-    again = get_method("lm.spec.parallel_prompt").apply(bundle_of(model), config, None)
+    again = get_method("lm.spec.parallel_prompt").apply(bundle_of(model), config)
     assert again.cached and again.accuracy == trained.accuracy
     assert again.prompts.weight.equal(trained.prompts.weight)
     # tree knobs reuse the cached tokens; training knobs do not
-    assert ppd.prompts_cache_path(
-        model, ParallelPromptConfig(**FAST, tree_budget=5, top_k=2)
-    ) == ppd.prompts_cache_path(model, config)
-    assert ppd.prompts_cache_path(model, ParallelPromptConfig(**{**FAST, "ensemble": 2})) != ppd.prompts_cache_path(
-        model, config
-    )
+    def key(knobs: ParallelPromptConfig):
+        return cache_file("parallel_prompt", model, ppd.training_knobs(knobs))
+
+    assert key(ParallelPromptConfig(**FAST, tree_budget=5, top_k=2)) == key(config)
+    assert key(ParallelPromptConfig(**{**FAST, "ensemble": 2})) != key(config)
 
 
 def test_tree_plans_fit_the_budget_and_chain_prompt_tokens_per_stream():
@@ -177,11 +177,11 @@ def test_budget_follows_the_measured_verify_cost(monkeypatch):
 
 def test_supports_gives_reasons_and_config_round_trips():
     method = get_method("lm.spec.parallel_prompt")
-    no_text = ModelBundle(model=byte_lm(), tokenizer=ByteTokenizer(), spec={})
+    no_text = without(bundle_of(byte_lm()), calibration_texts=())
     assert "calibration" in method.supports(no_text, torch.device("cpu"))
-    not_ours = ModelBundle(model=torch.nn.Linear(2, 2), tokenizer=ByteTokenizer(), spec={})
-    assert "DecoderLM" in method.supports(not_ours, torch.device("cpu"))
+    not_ours = without(bundle_of(byte_lm()), model=torch.nn.Linear(2, 2), capabilities=frozenset())
+    assert "KV cache" in method.supports(not_ours, torch.device("cpu"))
     config = ParallelPromptConfig(ensemble=2, tree_budget=12)
     assert config_from_json(config_to_json(config)) == config
     with pytest.raises(ValueError):
-        method.apply(bundle_of(byte_lm()), ParallelPromptConfig(prompt_tokens=0), None)
+        method.apply(bundle_of(byte_lm()), ParallelPromptConfig(prompt_tokens=0))

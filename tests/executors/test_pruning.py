@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 import torch
 
-from executors.decoding import PlainDecoder
-from executors.harness import model_bytes
-from executors.lm import DecoderLM, LMConfig, count_parameters
+from executors.families.lm.decoding import PlainDecoder
+from executors.families.lm.model import DecoderLM, LMConfig, count_parameters
+from executors.families.lm.workloads import heldout_prompts, heldout_windows, perplexity
 from executors.methods.prune.adapt_pruner import (
     AdaptPruner,
     AdaptPrunerConfig,
@@ -18,13 +18,13 @@ from executors.methods.prune.adapt_pruner import (
     next_sparsity,
 )
 from executors.methods.prune.perp import Perp, PerpConfig, PerpLinear, magnitude_mask
-from executors.pruning import (
+from executors.methods.prune.surgery import (
     as_pruned,
     attention_units,
     keep_attention_units,
     keep_ffn_channels,
 )
-from executors.workloads import heldout_prompts, heldout_windows, perplexity
+from executors.protocol import model_bytes
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +100,7 @@ def test_adapt_pruner_returns_a_smaller_dense_model_and_caches_it(tiny):
     config = AdaptPrunerConfig(
         target_sparsity=0.5, increments=2, recovery_steps=2, importance_windows=2, batch=2, seq_len=32
     )
-    runner = AdaptPruner().apply(tiny, config, None)
+    runner = AdaptPruner().apply(tiny, config)
     model, stats = runner.model, runner.stats
     assert stats["params_after"] == count_parameters(model) < stats["params_before"] == count_parameters(tiny.model)
     assert model_bytes(model) < model_bytes(tiny.model)
@@ -113,10 +113,10 @@ def test_adapt_pruner_returns_a_smaller_dense_model_and_caches_it(tiny):
     generated = runner.generate(prompts, 6).tokens
     assert generated.shape == (3, 6) and not stats["pruned_cached"]
 
-    again = AdaptPruner().apply(tiny, config, None)
+    again = AdaptPruner().apply(tiny, config)
     assert again.stats["pruned_cached"] and again.stats["setup_training_s"] == stats["setup_training_s"]
     assert torch.equal(again.generate(prompts, 6).tokens, generated)
-    other = AdaptPruner().apply(tiny, dataclasses.replace(config, target_sparsity=0.25), None)
+    other = AdaptPruner().apply(tiny, dataclasses.replace(config, target_sparsity=0.25))
     assert not other.stats["pruned_cached"] and other.stats["params_after"] > stats["params_after"]
 
 
@@ -150,8 +150,8 @@ def test_perp_adapters_merge_into_the_same_function_without_reviving_zeros():
 
 
 def test_perp_retrains_only_the_subset_and_recovers_quality(tiny):
-    pruned_only = Perp().apply(tiny, PerpConfig(sparsity=0.9, retrain="", steps=0), None)
-    retrained = Perp().apply(tiny, PerpConfig(sparsity=0.9, retrain="biases,norms", steps=30), None)
+    pruned_only = Perp().apply(tiny, PerpConfig(sparsity=0.9, retrain="", steps=0))
+    retrained = Perp().apply(tiny, PerpConfig(sparsity=0.9, retrain="biases,norms", steps=30))
     assert retrained.stats["sparsity"] == pruned_only.stats["sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert 0 < retrained.stats["retrained_fraction"] < 0.05
     base, model = tiny.model, retrained.model
@@ -166,7 +166,7 @@ def test_perp_retrains_only_the_subset_and_recovers_quality(tiny):
 
 
 def test_pruning_methods_name_a_reason_for_models_they_cannot_retrain(tiny):
-    encoder = dataclasses.replace(tiny, spec={**tiny.spec, "family": "encoder"})
+    encoder = dataclasses.replace(tiny, capabilities=tiny.capabilities - {"kv_cache", "next_token_loss"})
     assert "decoder" in AdaptPruner().supports(encoder, torch.device("cpu"))  # slicing is DecoderLM-specific
     no_text = dataclasses.replace(tiny, calibration_texts=())
     for method in (AdaptPruner(), Perp()):
@@ -187,12 +187,12 @@ def test_a_pruned_model_composes_with_int8_and_with_lossless_speculative_decodin
             "seq_len": 32,
         },
     }
-    pruned = apply_composite(tiny, composite_from_json(pruning), None).model
+    pruned = apply_composite(tiny, composite_from_json(pruning)).model
     prompts = heldout_prompts(tiny, 4, 16)
     expected = PlainDecoder(pruned).generate(prompts, 10).tokens
-    swift = apply_composite(tiny, composite_from_json([pruning, {"method": "lm.spec.swift"}]), None)
+    swift = apply_composite(tiny, composite_from_json([pruning, {"method": "lm.spec.swift"}]))
     assert torch.equal(swift.generate(prompts, 10).tokens, expected)  # per-layer caches survive rollback
-    int8 = apply_composite(tiny, composite_from_json([pruning, {"method": "quant.int8_dynamic"}]), None)
+    int8 = apply_composite(tiny, composite_from_json([pruning, {"method": "quant.int8_dynamic"}]))
     assert (int8.generate(prompts, 10).tokens == expected).float().mean() > 0.5
     with pytest.raises(ValueError, match="before"):
         composite_from_json([{"method": "quant.int8_dynamic"}, pruning])

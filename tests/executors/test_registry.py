@@ -24,7 +24,7 @@ def test_duplicate_ids_are_refused():
         knob: int = 1
 
     with pytest.raises(ValueError, match="already registered"):
-        register_method("baseline", Other, family="x", paper="y")(type("Again", (Method,), {}))
+        register_method("baseline", Other, category="x", families=("lm",), changes=("outputs",), paper="y")(type("Again", (Method,), {}))
 
 
 def test_configs_must_be_frozen_method_configs():
@@ -33,7 +33,7 @@ def test_configs_must_be_frozen_method_configs():
         knob: int = 1
 
     with pytest.raises(TypeError, match="frozen MethodConfig"):
-        register_method("test.unrelated", NotAMethodConfig, family="x", paper="y")
+        register_method("test.unrelated", NotAMethodConfig, category="x", families=("lm",), changes=(), paper="y")
 
 
 def test_unknown_ids_list_close_matches():

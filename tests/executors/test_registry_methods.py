@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from executors.decoding import PlainDecoder
+from executors.families.lm.decoding import PlainDecoder
+from executors.families.lm.workloads import heldout_prompts, heldout_windows, perplexity
 from executors.registry import config_from_json, config_to_json, default_config, get_method, method_ids
-from executors.workloads import heldout_prompts, heldout_windows, perplexity
 
 # Compilation and Medusa's head training take tens of seconds on 2 cores; they still run.
 SLOW = {"sys.compile", "lm.spec.medusa"}
@@ -29,7 +29,7 @@ def runners(tiny):
 
     def runner_for(method_id):
         if method_id not in cache:
-            cache[method_id] = get_method(method_id).apply(tiny, default_config(method_id), None)
+            cache[method_id] = get_method(method_id).apply(tiny, default_config(method_id))
         return cache[method_id]
 
     return runner_for

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from executors.lm import DecoderLM, LMConfig
-from executors.speculative import (
+from executors.families.lm.model import DecoderLM, LMConfig
+from executors.methods.spec.engine import (
     TokenTree,
     greedy_chain_accept,
     greedy_tree_accept,

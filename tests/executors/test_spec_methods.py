@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 from test_spec_engine import one_thread  # noqa: F401  (autouse: every test here runs one thread)
 
-from executors.decoding import PlainDecoder
-from executors.lm import DecoderLM, LMConfig
+from executors.families.lm.decoding import PlainDecoder
+from executors.families.lm.model import DecoderLM, LMConfig
+from executors.families.lm.tokenizers import ByteTokenizer
+from executors.families.lm.zoo import lm_bundle
+from executors.caching import cache_file
 from executors.methods.spec.jacobi import JacobiConfig
 from executors.methods.spec.medusa import (
     MedusaConfig,
     build_tree,
     distillation_set,
     head_examples,
-    heads_cache_path,
+    training_knobs,
 )
 from executors.methods.spec.swift import LayerSetSearch, SwiftConfig
 from executors.registry import ModelBundle, config_from_json, config_to_json, get_method
-from executors.tokenizers import ByteTokenizer
 
 CALIBRATION = tuple(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(300))
 FAST_MEDUSA = {"train_windows": 8, "train_seq_len": 48, "train_steps": 30, "train_batch": 64, "lr": 1e-2}
@@ -32,7 +36,12 @@ def byte_lm(layers: int = 4, seed: int = 0) -> DecoderLM:
 
 
 def bundle_of(model: DecoderLM) -> ModelBundle:
-    return ModelBundle(model=model, tokenizer=ByteTokenizer(), spec={"name": "test"}, calibration_texts=CALIBRATION)
+    return dataclasses.replace(lm_bundle(model, ByteTokenizer(), "test:byte-lm", "test"), calibration_texts=CALIBRATION)
+
+
+def without(bundle: ModelBundle, **changes) -> ModelBundle:
+    """The bundle with some of what methods rely on taken away (calibration text, capabilities, …)."""
+    return dataclasses.replace(bundle, **changes)
 
 
 def prompts(batch: int, length: int = 12, seed: int = 5) -> torch.Tensor:
@@ -56,7 +65,7 @@ CASES = [
 @pytest.mark.parametrize("batch", [1, 3])
 def test_greedy_output_equals_the_baseline(method_id, config, batch):
     model = byte_lm()
-    runner = get_method(method_id).apply(bundle_of(model), config, None)
+    runner = get_method(method_id).apply(bundle_of(model), config)
     batch_prompts = prompts(batch)
     expected = PlainDecoder(model).generate(batch_prompts, 30).tokens
     for _ in range(2):  # the second call runs on what the first one learnt (SWIFT's layer set)
@@ -71,7 +80,7 @@ def test_greedy_output_equals_the_baseline(method_id, config, batch):
 @pytest.mark.parametrize(("method_id", "config"), [CASES[0], CASES[2], CASES[4]])
 def test_sampling_is_reproducible_and_follows_the_model(method_id, config):
     model = byte_lm(seed=3)
-    runner = get_method(method_id).apply(bundle_of(model), config, None)
+    runner = get_method(method_id).apply(bundle_of(model), config)
     prompt = prompts(1)
     first = runner.generate(prompt, 12, sampling="sample", temperature=0.7, seed=11)
     again = runner.generate(prompt, 12, sampling="sample", temperature=0.7, seed=11)
@@ -97,7 +106,7 @@ def test_swift_search_finds_the_layers_that_do_nothing():
     config = SwiftConfig(
         skip_ratio=0.25, max_draft_len=4, confidence_threshold=0.0, search_trials=15, search_random=5, trials_per_step=3
     )
-    runner = get_method("lm.spec.swift").apply(bundle_of(model), config, None)
+    runner = get_method("lm.spec.swift").apply(bundle_of(model), config)
     batch_prompts = prompts(2, length=40)
     expected = PlainDecoder(model).generate(batch_prompts, 40).tokens
     runner.generate(batch_prompts, 40)  # the optimisation phase of this stream
@@ -112,7 +121,7 @@ def test_swift_search_finds_the_layers_that_do_nothing():
 def test_swift_confidence_threshold_stops_drafting_early():
     model = byte_lm()
     always_stop = SwiftConfig(max_draft_len=5, confidence_threshold=1.01, search_trials=2)
-    generation = get_method("lm.spec.swift").apply(bundle_of(model), always_stop, None).generate(prompts(1), 20)
+    generation = get_method("lm.spec.swift").apply(bundle_of(model), always_stop).generate(prompts(1), 20)
     assert generation.stats["drafted"] == generation.stats["verify_steps"]  # one draft per step
 
 
@@ -138,10 +147,10 @@ def test_medusa_heads_learn_and_are_cached():
     model = byte_lm(seed=2)
     config = MedusaConfig(**FAST_MEDUSA)
     untrained = MedusaConfig(**{**FAST_MEDUSA, "train_steps": 0})
-    baseline = get_method("lm.spec.medusa").apply(bundle_of(model), untrained, None)
-    trained = get_method("lm.spec.medusa").apply(bundle_of(model), config, None)
+    baseline = get_method("lm.spec.medusa").apply(bundle_of(model), untrained)
+    trained = get_method("lm.spec.medusa").apply(bundle_of(model), config)
     assert not trained.cached and trained.setup_s > 0
-    assert heads_cache_path(model, config).exists()
+    assert cache_file("medusa", model, training_knobs(config)).exists()
     # self-distillation must beat the starting point (each head a copy of the next-token head)
     hidden, targets = distillation_set(model, ByteTokenizer(), CALIBRATION[150:], config)
     for k in range(config.heads):
@@ -150,23 +159,26 @@ def test_medusa_heads_learn_and_are_cached():
             before = F.cross_entropy(baseline.heads.head(inputs, k), labels)
             after = F.cross_entropy(trained.heads.head(inputs, k), labels)
         assert after < before - 0.1
-    again = get_method("lm.spec.medusa").apply(bundle_of(model), config, None)
+    again = get_method("lm.spec.medusa").apply(bundle_of(model), config)
     assert again.cached and again.setup_s == 0.0 and again.accuracy == trained.accuracy
     for name, tensor in trained.heads.state_dict().items():
         assert again.heads.state_dict()[name].equal(tensor)
     # inference-only knobs share the cached heads; training knobs do not
-    assert heads_cache_path(model, MedusaConfig(**FAST_MEDUSA, tree_nodes=3)) == heads_cache_path(model, config)
-    assert heads_cache_path(model, MedusaConfig(**{**FAST_MEDUSA, "lr": 3e-2})) != heads_cache_path(model, config)
+    def key(knobs: MedusaConfig):
+        return cache_file("medusa", model, training_knobs(knobs))
+
+    assert key(MedusaConfig(**FAST_MEDUSA, tree_nodes=3)) == key(config)
+    assert key(MedusaConfig(**{**FAST_MEDUSA, "lr": 3e-2})) != key(config)
 
 
 def test_supports_gives_reasons():
     one_layer = bundle_of(byte_lm(layers=1))
     assert "2 layers" in get_method("lm.spec.swift").supports(one_layer, torch.device("cpu"))
-    no_text = ModelBundle(model=byte_lm(), tokenizer=ByteTokenizer(), spec={})
+    no_text = without(bundle_of(byte_lm()), calibration_texts=())
     assert "calibration" in get_method("lm.spec.medusa").supports(no_text, torch.device("cpu"))
-    not_ours = ModelBundle(model=torch.nn.Linear(2, 2), tokenizer=ByteTokenizer(), spec={})
+    not_ours = without(bundle_of(byte_lm()), model=torch.nn.Linear(2, 2), capabilities=frozenset())
     for method_id in ("lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"):
-        assert "DecoderLM" in get_method(method_id).supports(not_ours, torch.device("cpu"))
+        assert "KV cache" in get_method(method_id).supports(not_ours, torch.device("cpu"))
         assert get_method(method_id).supports(bundle_of(byte_lm()), torch.device("cpu")) is None
 
 
@@ -176,6 +188,6 @@ def test_configs_round_trip_and_reject_bad_values():
     with pytest.raises(ValueError, match="unknown params"):
         config_from_json({"method": "lm.spec.swift", "version": 1, "params": {"draft": 3}})
     with pytest.raises(ValueError):
-        get_method("lm.parallel.jacobi").apply(bundle_of(byte_lm()), JacobiConfig(window=0), None)
+        get_method("lm.parallel.jacobi").apply(bundle_of(byte_lm()), JacobiConfig(window=0))
     with pytest.raises(ValueError):
-        get_method("lm.spec.swift").apply(bundle_of(byte_lm()), SwiftConfig(skip_ratio=1.0), None)
+        get_method("lm.spec.swift").apply(bundle_of(byte_lm()), SwiftConfig(skip_ratio=1.0))

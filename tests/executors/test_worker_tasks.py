@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from executors.families.stream.workload import STATIC_ID
 from executors.registry import config_to_json, default_config
-from executors.stream_harness import STATIC_ID
-from executors.tasks import reference_method, workload_from_json
+from executors.families import reference_of, workload_from_json
 from executors.worker import WorkerContext, profile_item
 
 NODE = {"id": "test-node", "hardware_class": "test-cpu-1t"}
@@ -72,10 +72,10 @@ def test_workload_kinds_round_trip_and_unknown_kinds_are_refused():
     ):
         workload = workload_from_json(shape)
         assert workload_from_json(workload.shape()) == workload
-    assert reference_method(workload) == STATIC_ID
+    assert reference_of(workload) == STATIC_ID
     with pytest.raises(ValueError, match="unknown workload kind 'lm-video'"):
         workload_from_json({"kind": "lm-video"})
-    with pytest.raises(ValueError, match="unknown workload fields"):
+    with pytest.raises(ValueError, match="unknown fields prompt_len"):
         workload_from_json({"kind": "encoder-embed", "prompt_len": 3})
 
 

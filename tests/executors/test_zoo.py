@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from executors.corpus import load_corpus
-from executors.workloads import LMWorkload, heldout_prompts
+from executors.families.lm.corpus import load_corpus
+from executors.families.lm.workloads import LMWorkload, heldout_prompts
 from executors.zoo import build, list_zoo, load_bundle
 
 
@@ -46,7 +46,7 @@ def test_prompts_have_the_exact_length_and_come_from_heldout_text(tiny):
 
 def test_local_folders_load_and_unknown_sources_are_refused(zoo_root):
     bundle = load_bundle(f"local:{zoo_root / 'zoo' / 'lm-tiny'}")
-    assert bundle.spec["source"].startswith("local:") and bundle.spec["layers"] == 4
+    assert bundle.spec.source.startswith("local:") and bundle.spec.layers == 4
     with pytest.raises(ValueError, match="zoo:<name> or local"):
         load_bundle("http://example.com/model")
     with pytest.raises(FileNotFoundError, match="not built"):

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from executors.decoding import PlainDecoder
-from executors.lm import KVCache, _attention_mask, apply_rotary, rotary
+from executors.families import default_runner
+from executors.families.lm.model import KVCache, _attention_mask, apply_rotary, rotary
 from executors.registry import Method, MethodConfig, register_method
 from kernels import dispatch
 
@@ -225,7 +225,9 @@ def calibrate(model: nn.Module, windows: torch.Tensor, config: DoubleSparsityCon
 @register_method(
     "attn.double_sparsity",
     DoubleSparsityConfig,
-    family="attention-sparsity",
+    category="attention-sparsity",
+    families=("longctx",),
+    changes=("outputs",),
     paper="Post-Training Sparse Attention with Double Sparsity",
     arxiv="2408.07092",
     catalogue_row=15,
@@ -238,10 +240,8 @@ class DoubleSparsity(Method):
 
     def supports(self, bundle, device):
         model = bundle.model
-        if bundle.spec.get("family") == "encoder" or not (
-            hasattr(model, "layers") and hasattr(model, "config") and hasattr(model.config, "head_dim")
-        ):
-            return "needs a decoder LM with per-layer attention and a KV cache (executors/lm.py)"
+        if "kv_cache" not in bundle.capabilities:
+            return "needs a decoder LM with per-layer attention and a KV cache (executors.families.lm)"
         defaults = DoubleSparsityConfig()
         if model.config.max_seq_len <= defaults.min_tokens:
             return (
@@ -250,7 +250,7 @@ class DoubleSparsity(Method):
             )
         return None
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         if config.criterion not in CRITERIA:
             raise ValueError(f"attn.double_sparsity: criterion must be one of {CRITERIA}")
         if not (0 < config.token_ratio <= 1 and 0 < config.channel_ratio <= 1):
@@ -265,4 +265,4 @@ class DoubleSparsity(Method):
             "kernel_backend": backend,
             "kernel_backend_reason": reason,
         }
-        return PlainDecoder(DoubleSparseLM(bundle.model, channels, config), stats=stats)
+        return default_runner(bundle, DoubleSparseLM(bundle.model, channels, config), stats)

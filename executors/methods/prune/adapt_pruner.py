@@ -31,9 +31,10 @@ from dataclasses import dataclass
 
 import torch
 
-from executors.decoding import PlainDecoder
-from executors.lm import DecoderLM, count_parameters
-from executors.pruning import (
+from executors.families import default_runner
+from executors.families.lm.model import DecoderLM, count_parameters
+from executors.families.lm.workloads import lm_loss, training_windows
+from executors.methods.prune.surgery import (
     COMPOSES_WITH,
     PrunedDecoderLM,
     as_pruned,
@@ -43,14 +44,12 @@ from executors.pruning import (
     keep_ffn_channels,
     kept_count,
     layer_shapes,
-    lm_loss,
     load_into,
     require_decoder,
     reshape_layers,
     taylor_scores,
     top_units,
     train,
-    training_windows,
 )
 from executors.registry import Method, MethodConfig, register_method
 
@@ -180,7 +179,9 @@ def restore(bundle):
 @register_method(
     "prune.struct.adapt_pruner",
     AdaptPrunerConfig,
-    family="pruning",
+    category="pruning",
+    families=("lm",),
+    changes=("params", "weights", "outputs"),
     paper="Adapt-Pruner: Adaptive Structural Pruning for Efficient Small Language Model Training",
     arxiv="2502.03460",
     catalogue_row=21,
@@ -193,7 +194,7 @@ class AdaptPruner(Method):
     def supports(self, bundle, device):
         return require_decoder(bundle)
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         if not 0.0 < config.target_sparsity < 1.0 or config.increments < 1 or config.recovery_steps < 0:
             raise ValueError("prune.struct.adapt_pruner: target_sparsity in (0, 1), increments ≥ 1, recovery_steps ≥ 0")
         # r2: recovery schedule + window pool changed, so older cache entries are not reused
@@ -205,4 +206,4 @@ class AdaptPruner(Method):
             "setup_training_s": meta["training_s"],
             "pruned_cached": cached,
         }
-        return PlainDecoder(model.to(bundle.model.tok_embeddings.weight.device), stats=stats)
+        return default_runner(bundle, model.to(bundle.model.tok_embeddings.weight.device), stats)

@@ -33,14 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from executors.decoding import PlainDecoder
-from executors.lm import RMSNorm, count_parameters
-from executors.pruning import (
+from executors.families import default_runner
+from executors.families.lm.model import RMSNorm, count_parameters
+from executors.methods.prune.surgery import (
     COMPOSES_WITH,
     cached_transform,
     load_into,
     recovery_objective,
-    require_decoder_or_encoder,
+    require_recovery,
     train,
 )
 from executors.registry import Method, MethodConfig, register_method
@@ -222,7 +222,9 @@ def load_cached(model: nn.Module, state: dict, meta: dict) -> nn.Module:
 @register_method(
     "prune.perp",
     PerpConfig,
-    family="pruning",
+    category="pruning",
+    families=("lm", "encoder"),
+    changes=("weights", "outputs"),
     paper="PERP: Rethinking the Prune-Retrain Paradigm in the Era of LLMs",
     arxiv="2312.15230",
     catalogue_row=77,
@@ -233,9 +235,9 @@ class Perp(Method):
     composes_with = COMPOSES_WITH
 
     def supports(self, bundle, device):
-        return require_decoder_or_encoder(bundle)
+        return require_recovery(bundle)
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         subsets_of(config)
         n_m(config.pattern)
         if not 0.0 <= config.sparsity < 1.0 or config.steps < 0 or config.lora_rank < 1:
@@ -252,4 +254,4 @@ class Perp(Method):
             pruned_cached=cached,
             sparse_kernels=False,
         )
-        return PlainDecoder(model, stats=stats)
+        return default_runner(bundle, model, stats)

@@ -34,32 +34,24 @@ Calibration is seeded and cached as safetensors keyed by the model's weights and
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from executors.decoding import PlainDecoder
-from executors.encoder import SentenceEncoder, distillation_windows
-from executors.fakequant import (
+from executors.caching import cached_tensors
+from executors.families import default_runner, family_hook
+from executors.methods.quant.fakequant import (
     fake_quant_per_token,
     fake_quant_weight,
     levels,
     pack_grid,
     weight_grid,
-    weights_digest,
 )
-from executors.harness import calibration_batch
-from executors.lm import Attention, DecoderLM, apply_rotary
 from executors.registry import Method, MethodConfig, register_method
+from executors.training import Schedule, train
 from kernels.dispatch import backend_for, lowbit_linear
 from kernels.lowbit_gemm import ALIGNED_BITS
 from kernels.quant_pack import PackedWeight
@@ -218,23 +210,9 @@ def rows_of(rest: tuple, rows: torch.Tensor) -> tuple:
 
 
 def attention_probs(block: nn.Module, x: torch.Tensor, rest: tuple) -> torch.Tensor:
-    """The block's attention map [B, H, T, T] (what SDPA computes but does not return)."""
-    attn = block.attention
-    batch, steps, _ = x.shape
-    decoder = isinstance(attn, Attention)
-    h = block.attention_norm(x) if decoder else x  # pre-norm decoder, post-norm (BERT) encoder
-    kv_heads = attn.n_kv_heads if decoder else attn.n_heads
-    q = attn.wq(h).view(batch, steps, attn.n_heads, attn.head_dim).transpose(1, 2)
-    k = attn.wk(h).view(batch, steps, kv_heads, attn.head_dim).transpose(1, 2)
-    if decoder:
-        cos, sin = rest[0], rest[1]
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        keep = torch.ones(steps, steps, dtype=torch.bool, device=x.device).tril()
-    else:
-        keep = rest[0]  # padding mask [B, 1, 1, T]
-    k = k.repeat_interleave(attn.n_heads // kv_heads, dim=1)
-    scores = q @ k.transpose(-1, -2) / attn.head_dim**0.5
-    return scores.masked_fill(~keep, float("-inf")).softmax(-1)
+    """The block's attention map [B, H, T, T]: each family's block computes its own (causal + RoPE
+    for a decoder, padding-masked for an encoder)."""
+    return block.attention_map(x, *rest)
 
 
 def correction_loss(out, fp_out, fp_out_on_quant_input, probs, fp_probs) -> torch.Tensor:
@@ -259,21 +237,23 @@ def calibrate_block(block, index, n_layers, config, fp_in, quant_in, rest, gener
         setattr(parent, name, CalibLinear(getattr(parent, name), config, compensate))
     clip = [p for n, p in block.named_parameters() if n.endswith(("upper", "lower"))]
     comp = [p for n, p in block.named_parameters() if n.endswith(("left", "right"))]
-    optimizer = torch.optim.AdamW(
-        [{"params": clip, "lr": config.lr_clip}, {"params": comp, "lr": config.lr_compensation}], weight_decay=0.0
-    )
-    for _ in range(config.epochs):
-        order = torch.randperm(len(fp_in), generator=generator).to(fp_in.device)
-        for start in range(0, len(order), config.batch):
-            rows = order[start : start + config.batch]
-            out = block(quant_in[rows], *rows_of(rest, rows))
-            probs = attention_probs(block, quant_in[rows], rows_of(rest, rows))
-            loss = correction_loss(out, fp_out[rows], fp_out_on_quant[rows], probs, fp_probs[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    if config.epochs:
-        log.info("abq block %d: final loss %.4f", index, loss.item())
+    groups = [{"params": clip, "lr": config.lr_clip}, {"params": comp, "lr": config.lr_compensation}]
+    batches_per_epoch = -(-len(fp_in) // config.batch)
+    order: list[torch.Tensor] = []
+
+    def step_loss(step: int, gen: torch.Generator) -> torch.Tensor:
+        if step % batches_per_epoch == 0:  # a new epoch: a new seeded order over the windows
+            order[:] = [torch.randperm(len(fp_in), generator=gen).to(fp_in.device)]
+        start = step % batches_per_epoch * config.batch
+        rows = order[0][start : start + config.batch]
+        out = block(quant_in[rows], *rows_of(rest, rows))
+        probs = attention_probs(block, quant_in[rows], rows_of(rest, rows))
+        return correction_loss(out, fp_out[rows], fp_out_on_quant[rows], probs, fp_probs[rows])
+
+    result = train(groups, step_loss, Schedule(config.lr_clip, config.epochs * batches_per_epoch, decay="constant"),
+                   seed=config.seed, generator=generator, log_every=0)  # fmt: skip
+    if result.losses:
+        log.info("abq block %d: final loss %.4f", index, result.last_loss)
     return {
         f"{index}.{n}": p.detach().clone()
         for n, p in block.named_parameters()
@@ -314,24 +294,10 @@ def quantize_abq(
     return quantized, found
 
 
-def cache_path(model: nn.Module, config: ABQConfig) -> Path:
-    from profiles.settings import get_settings
-
-    key = hashlib.sha256(
-        json.dumps(
-            {"model": weights_digest(model), "config": asdict(config), "format": CACHE_FORMAT}, sort_keys=True
-        ).encode()
-    ).hexdigest()[:24]
-    return get_settings().cache_dir / "abq" / f"{key}.safetensors"
-
-
 def calibration_tokens(bundle, config: ABQConfig) -> torch.Tensor:
-    """Training-split windows: next-token text for a decoder, [CLS] … [SEP] windows for an encoder."""
+    """Training-split windows from the bundle's family (next-token text, [CLS] … [SEP] windows, …)."""
     length = min(config.calibration_len, bundle.model.config.max_seq_len)
-    if isinstance(bundle.model, SentenceEncoder):
-        tokens = distillation_windows(bundle, config.calibration_windows, length, config.seed)
-    else:
-        tokens = calibration_batch(bundle, config.calibration_windows, length)
+    tokens = family_hook(bundle, "calibration")(bundle, config.calibration_windows, length, config.seed)
     return tokens.to(bundle.model.tok_embeddings.weight.device)
 
 
@@ -341,31 +307,28 @@ def prepare_abq(bundle, config: ABQConfig) -> tuple[nn.Module, float, bool]:
     tokens = calibration_tokens(bundle, config)
     if len(tokens) == 0:
         raise ValueError(f"quant.abq_arbitrary_bit: no calibration text of {config.calibration_len} tokens")
-    path = cache_path(model, config)
-    if path.exists():
-        with safe_open(str(path), framework="pt") as handle:
-            calibration_s = float(handle.metadata()["calibration_s"])
-        quantized, _ = quantize_abq(model, tokens, config, load_file(str(path)))
-        log.info("abq: loaded cached calibration %s", path.name)
-        return quantized, calibration_s, True
-    began = time.perf_counter()
-    torch.manual_seed(config.seed)
-    with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
-        quantized, learned = quantize_abq(model, tokens, config)
-    calibration_s = time.perf_counter() - began
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.contiguous().cpu() for k, v in learned.items()},
-        str(path),
-        metadata={"calibration_s": f"{calibration_s:.3f}"},
-    )
-    return quantized, calibration_s, False
+    quantized: list[nn.Module] = []
+
+    def build():
+        torch.manual_seed(config.seed)
+        with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
+            made, learned = quantize_abq(model, tokens, config)
+        quantized.append(made)
+        return learned, {}
+
+    cached = cached_tensors("abq", model, {**asdict(config), "format": CACHE_FORMAT}, build)
+    if cached.hit:
+        made, _ = quantize_abq(model, tokens, config, cached.tensors)
+        return made, cached.build_s, True
+    return quantized[0], cached.build_s, False
 
 
 @register_method(
     "quant.abq_arbitrary_bit",
     ABQConfig,
-    family="quantization",
+    category="quantization",
+    families=("lm", "encoder"),
+    changes=("weights", "weight_bytes", "outputs"),
     paper="ABQ-LLM: Arbitrary-Bit Quantized Inference Acceleration for Large Language Models",
     arxiv="2408.08554",
     catalogue_row=14,
@@ -377,24 +340,22 @@ class ABQArbitraryBit(Method):
     requirements = {"devices": ["cpu", "cuda"], "triton_on_cuda": True}
 
     def supports(self, bundle, device):
-        if not isinstance(getattr(bundle.model, "_orig_mod", bundle.model), (DecoderLM, SentenceEncoder)):
+        if "transformer_blocks" not in bundle.capabilities or family_hook(bundle, "calibration") is None:
             return (
                 "ABQ's distribution correction calibrates transformer blocks against their attention maps; "
-                "it knows the zoo's decoder LM and BERT-style encoder blocks, not this model"
+                "this model declares no such blocks or no calibration windows"
             )
         if not bundle.calibration_texts:
             return "needs calibration text"
         return None
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         if not 2 <= config.w_bits <= 8 or config.a_bits not in (8, 16):
             raise ValueError("quant.abq_arbitrary_bit: w_bits must be 2..8 and a_bits 8 or 16")
         quantized, calibration_s, cached = prepare_abq(bundle, config)  # own windows: size is a knob
         backend, reason = backend_for(bundle.model.tok_embeddings.weight.device)
         storage_bits = max(2, levels(config.w_bits, config.bit_balance).bit_length())
-        return PlainDecoder(
-            quantized,
-            stats={
+        return default_runner(bundle, quantized, {
                 "w_bits": config.w_bits,
                 "a_bits": config.a_bits,
                 "storage_bits": storage_bits,

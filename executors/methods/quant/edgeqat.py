@@ -28,25 +28,21 @@ safetensors keyed by the model's weights and the config; its wall time is the se
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
-import time
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from executors.decoding import PlainDecoder
-from executors.fakequant import absmax_step, fake_quant_per_token, lsq, weights_digest
-from executors.harness import calibration_batch
-from executors.lm import Attention, DecoderLM, apply_rotary
+from executors.caching import cached_tensors, state_without_tied_head
+from executors.families import default_runner
+from executors.families.lm.model import Attention, DecoderLM, apply_rotary
+from executors.families.lm.workloads import calibration_windows
+from executors.methods.quant.fakequant import absmax_step, fake_quant_per_token, lsq
 from executors.registry import Method, MethodConfig, register_method
+from executors.training import Schedule, train
 
 log = logging.getLogger(__name__)
 
@@ -238,30 +234,27 @@ def qat_loss(student, teacher, inputs, targets, config: EdgeQATConfig) -> tuple[
 
 def train_student(model: DecoderLM, tokens: torch.Tensor, config: EdgeQATConfig) -> tuple[DecoderLM, dict]:
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
     student, teacher = build_student(model, config), build_student(model, config, quantize_linears=False)
     for module in attention_modules(student) + attention_modules(teacher):
         module.record = True
     init_steps(student, tokens[: config.batch, :-1])
     steps = [p for n, p in student.named_parameters() if n.endswith(("step", "steps"))]
     weights = [p for n, p in student.named_parameters() if not n.endswith(("step", "steps"))]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": weights, "lr": config.lr, "weight_decay": 0.0},
-            {"params": steps, "lr": config.lr_step, "weight_decay": 0.0},
-        ]
-    )
-    student.train()
-    parts = {}
-    for step in range(config.steps):
+    groups = [
+        {"params": weights, "lr": config.lr, "weight_decay": 0.0},
+        {"params": steps, "lr": config.lr_step, "weight_decay": 0.0},
+    ]
+    parts: dict = {}
+
+    def step_loss(step: int, generator: torch.Generator) -> torch.Tensor:
+        nonlocal parts
         rows = torch.randint(len(tokens), (config.batch,), generator=generator)
         loss, parts = qat_loss(student, teacher, tokens[rows, :-1], tokens[rows, 1:], config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(weights, 1.0)
-        optimizer.step()
-        if step % 20 == 0:
-            log.info("edgeqat step %d/%d %s", step, config.steps, {k: round(v, 4) for k, v in parts.items()})
+        return loss
+
+    schedule = Schedule(config.lr, config.steps, decay="constant", clip=1.0)
+    train(groups, step_loss, schedule, seed=config.seed, modules=[student], name="edgeqat", log_every=20,
+          clip_params=weights)  # fmt: skip
     student.eval()
     for module in attention_modules(student):
         module.record, module.recorded = False, None
@@ -283,48 +276,38 @@ def deploy(student: DecoderLM) -> DecoderLM:
     return deployed
 
 
-def cache_path(model: nn.Module, config: EdgeQATConfig) -> Path:
-    from profiles.settings import get_settings
-
-    key = hashlib.sha256(
-        json.dumps({"model": weights_digest(model), "config": asdict(config)}, sort_keys=True).encode()
-    ).hexdigest()[:24]
-    return get_settings().cache_dir / "edgeqat" / f"{key}.safetensors"
-
-
 def prepare_student(bundle, config: EdgeQATConfig) -> tuple[DecoderLM, float, bool, dict]:
     """The trained QAT student from the cache, or trained now (then cached)."""
     model = bundle.model
-    path = cache_path(model, config)
-    if path.exists():
-        student = build_student(model, config)
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata()
-        missing, unexpected = student.load_state_dict(load_file(str(path)), strict=False)
-        if unexpected or set(missing) - {"output.weight"}:  # the tied head is the embedding
-            raise ValueError(f"quant.qat.edgeqat: cached student {path.name} does not fit this model")
-        log.info("edgeqat: loaded cached student %s", path.name)
-        return student.eval(), float(meta["train_s"]), True, json.loads(meta["final_losses"])
-    tokens = calibration_batch(bundle, config.train_windows, min(config.train_len, model.config.max_seq_len - 1) + 1)
-    if len(tokens) == 0:
-        raise ValueError(f"quant.qat.edgeqat: no calibration text of {config.train_len + 1} tokens")
-    began = time.perf_counter()
-    with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
-        student, parts = train_student(model, tokens, config)
-    train_s = time.perf_counter() - began
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in student.state_dict().items()}
-    if model.config.tie_embeddings:
-        state.pop("output.weight")  # safetensors refuses shared storage; it is the embedding
-    save_file(state, str(path), metadata={"train_s": f"{train_s:.3f}", "final_losses": json.dumps(parts)})
-    log.info("edgeqat: trained in %.1f s, final losses %s", train_s, parts)
-    return student, train_s, False, parts
+    length = min(config.train_len, model.config.max_seq_len - 1) + 1
+    trained: list[DecoderLM] = []
+
+    def build():
+        tokens = calibration_windows(bundle, config.train_windows, length)
+        if len(tokens) == 0:
+            raise ValueError(f"quant.qat.edgeqat: no calibration text of {config.train_len + 1} tokens")
+        with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
+            student, parts = train_student(model, tokens, config)
+        trained.append(student)
+        log.info("edgeqat: final losses %s", parts)
+        return state_without_tied_head(student), {"final_losses": parts}
+
+    cached = cached_tensors("edgeqat", model, asdict(config), build)
+    if not cached.hit:
+        return trained[0], cached.build_s, False, cached.meta["final_losses"]
+    student = build_student(model, config)
+    missing, unexpected = student.load_state_dict(cached.tensors, strict=False)
+    if unexpected or set(missing) - {"output.weight"}:  # the tied head is the embedding
+        raise ValueError("quant.qat.edgeqat: the cached student does not fit this model")
+    return student.eval(), cached.build_s, True, cached.meta["final_losses"]
 
 
 @register_method(
     "quant.qat.edgeqat",
     EdgeQATConfig,
-    family="quantization",
+    category="quantization",
+    families=("lm",),
+    changes=("weights", "weight_bytes", "outputs"),
     paper="EdgeQAT: Entropy and Distribution Guided Quantization-Aware Training for the "
     "Acceleration of Lightweight LLMs on the Edge",
     arxiv="2402.10787",
@@ -340,7 +323,7 @@ class EdgeQAT(Method):
     def supports(self, bundle, device):
         if device.type != "cpu":
             return "deploys through torch's dynamic int8 linear kernels, which run on CPU only"
-        if not isinstance(getattr(bundle.model, "_orig_mod", bundle.model), DecoderLM):
+        if not {"kv_cache", "next_token_loss"} <= bundle.capabilities:
             return "trains with next-token and attention-map losses of a decoder LM; this model is not one"
         if (
             "x86" not in torch.backends.quantized.supported_engines
@@ -351,13 +334,11 @@ class EdgeQAT(Method):
             return "needs calibration text to train on"
         return None
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         if config.w_bits != 8 or config.a_bits != 8 or config.kv_bits not in (8, 16):
             raise ValueError("quant.qat.edgeqat deploys W8A8 with kv_bits 8 or 16 on CPU int8 kernels")
         student, train_s, cached, losses = prepare_student(bundle, config)
-        return PlainDecoder(
-            deploy(student),
-            stats={
+        return default_runner(bundle, deploy(student), {
                 "train_s": round(train_s, 3),
                 "train_cached": cached,
                 "train_steps": config.steps,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from executors.decoding import PlainDecoder
+from executors.families import default_runner
 from executors.registry import Method, MethodConfig, register_method
 
 
@@ -47,7 +47,9 @@ def quantize_int8_dynamic(model: nn.Module, config: Int8DynamicConfig) -> nn.Mod
 @register_method(
     "quant.int8_dynamic",
     Int8DynamicConfig,
-    family="quantization",
+    category="quantization",
+    families=("lm", "longctx", "encoder"),
+    changes=("weights", "weight_bytes", "outputs"),
     paper="EdgeQAT: Entropy and Distribution Guided Quantization-Aware Training for the "
     "Acceleration of Lightweight LLMs on the Edge (PTQ W8A8 core)",
     arxiv="2402.10787",
@@ -60,6 +62,8 @@ class Int8Dynamic(Method):
     requirements = {"devices": ["cpu"]}
 
     def supports(self, bundle, device):
+        if "linear_layers" not in bundle.capabilities:
+            return "quantizes nn.Linear layers; this model declares none"
         if device.type != "cpu":
             return "torch's dynamic int8 linear kernels run on CPU only"
         if (
@@ -69,5 +73,5 @@ class Int8Dynamic(Method):
             return "no x86/fbgemm quantized engine in this torch build"
         return None
 
-    def apply(self, bundle, config, calibration):
-        return PlainDecoder(quantize_int8_dynamic(bundle.model, config))
+    def apply(self, bundle, config):
+        return default_runner(bundle, quantize_int8_dynamic(bundle.model, config))

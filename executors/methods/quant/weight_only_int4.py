@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from executors.decoding import PlainDecoder
+from executors.families import default_runner
 from executors.registry import Method, MethodConfig, register_method
 from kernels.dispatch import backend_for, lowbit_linear
 from kernels.quant_pack import PackedWeight, quantize_weight
@@ -82,7 +82,9 @@ def quantize_int4(model: nn.Module, config: WeightOnlyInt4Config) -> nn.Module:
 @register_method(
     "quant.weight_only_int4",
     WeightOnlyInt4Config,
-    family="quantization",
+    category="quantization",
+    families=("lm", "encoder"),
+    changes=("weights", "weight_bytes", "outputs"),
     paper="GLM-130B: An Open Bilingual Pre-trained Model (INT4 weight-only quantization)",
     arxiv="2210.02414",
     catalogue_row=None,
@@ -93,15 +95,18 @@ class WeightOnlyInt4(Method):
     composes_with = frozenset({"baseline", "lm.spec.swift", "lm.spec.medusa", "lm.parallel.jacobi"})
 
     def supports(self, bundle, device):
+        if "linear_layers" not in bundle.capabilities:
+            return "quantizes nn.Linear layers; this model declares none"
         config = bundle.model.config
         if config.dim % 2 or config.ffn_dim % 2:
             return "packed INT4 holds two codes per byte, so layer widths must be even"
         return None
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         backend, reason = backend_for(bundle.model.tok_embeddings.weight.device)
         cpu_path = "nibble unpack + dequantize + fp32 matmul"
-        return PlainDecoder(
+        return default_runner(
+            bundle,
             quantize_int4(bundle.model, config),
-            stats={"kernel_backend": backend if backend == "triton" else cpu_path, "kernel_backend_reason": reason},
+            {"kernel_backend": backend if backend == "triton" else cpu_path, "kernel_backend_reason": reason},
         )

@@ -11,21 +11,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from executors.methods.serve.engine import ServingRunner, with_options
 from executors.methods.serve.static_batching import ServingMethod
-from executors.registry import MethodConfig, register_method
-from executors.serving import ServingRunner, with_options
+from executors.registry import MethodConfig, bounded, register_method
 
 
 @dataclass(frozen=True)
 class ChunkedPrefillConfig(MethodConfig):
-    chunk_size: int = 64  # tokens per iteration, decodes included
+    chunk_size: int = bounded(64, 1, 8192)  # tokens per iteration, decodes included
     version: int = 1
 
 
 @register_method(
     "serve.chunked_prefill",
     ChunkedPrefillConfig,
-    family="serving",
+    category="serving",
+    families=("stream",),
+    changes=("schedule",),
     paper="SARATHI: Efficient LLM Inference by Piggybacking Decodes with Chunked Prefills; "
     "Sarathi-Serve (arXiv 2403.02310)",
     arxiv="2308.16369",
@@ -35,7 +37,7 @@ class ChunkedPrefillConfig(MethodConfig):
 class ChunkedPrefill(ServingMethod):
     composes_with = frozenset({"serve.continuous_batching", "serve.prefix_caching"})
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         if config.chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         return ServingRunner(with_options(bundle.model, chunk_size=config.chunk_size))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from executors.methods.serve.engine import ServingRunner, with_options
 from executors.methods.serve.static_batching import ServingMethod
 from executors.registry import MethodConfig, register_method
-from executors.serving import ServingRunner, with_options
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,9 @@ class ContinuousBatchingConfig(MethodConfig):
 @register_method(
     "serve.continuous_batching",
     ContinuousBatchingConfig,
-    family="serving",
+    category="serving",
+    families=("stream",),
+    changes=("schedule",),
     paper="Orca: A Distributed Serving System for Transformer-Based Generative Models "
     "(OSDI 2022), iteration-level scheduling",
     catalogue_row=52,
@@ -33,5 +35,5 @@ class ContinuousBatchingConfig(MethodConfig):
 class ContinuousBatching(ServingMethod):
     composes_with = frozenset({"serve.prefix_caching", "serve.chunked_prefill"})
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         return ServingRunner(with_options(bundle.model, continuous=True))

@@ -11,22 +11,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from executors.methods.serve.engine import ServingRunner, with_options
 from executors.methods.serve.static_batching import ServingMethod
-from executors.registry import MethodConfig, register_method
-from executors.serving import ServingRunner, with_options
+from executors.registry import MethodConfig, bounded, register_method
 
 
 @dataclass(frozen=True)
 class PrefixCachingConfig(MethodConfig):
-    block_size: int = 16  # the reuse granularity: only whole blocks are shared
-    cache_blocks: int = 256  # blocks kept for released prefixes beyond the running requests'
+    block_size: int = bounded(16, 1, 256)  # the reuse granularity: only whole blocks are shared
+    cache_blocks: int = bounded(256, 0, 65_536)  # blocks kept for released prefixes beyond the running requests'
     version: int = 1
 
 
 @register_method(
     "serve.prefix_caching",
     PrefixCachingConfig,
-    family="serving",
+    category="serving",
+    families=("stream",),
+    changes=("schedule",),
     paper="Efficient Memory Management for Large Language Model Serving with PagedAttention "
     "(vLLM, automatic prefix caching); SGLang RadixAttention (arXiv 2312.07104)",
     arxiv="2309.06180",
@@ -36,7 +38,7 @@ class PrefixCachingConfig(MethodConfig):
 class PrefixCaching(ServingMethod):
     composes_with = frozenset({"serve.continuous_batching", "serve.chunked_prefill"})
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         return ServingRunner(
             with_options(
                 bundle.model, prefix_caching=True, block_size=config.block_size, cache_blocks=config.cache_blocks

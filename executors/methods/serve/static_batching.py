@@ -2,22 +2,20 @@
 
 A batch is formed from the requests waiting when the engine is empty and runs until its last
 request finishes; whatever arrives meanwhile waits for the next batch. Stream speed-ups divide
-by this method's throughput measured in the same process (executors/stream_harness.py).
+by this method's throughput measured in the same process (executors/families/stream/harness.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from executors.lm import DecoderLM
-from executors.registry import Method, MethodConfig, register_method
-from executors.serving import ServingRunner, with_options
-from executors.speculative import decoder_of
+from executors.methods.serve.engine import ServingRunner, with_options
+from executors.registry import Method, MethodConfig, bounded, register_method
 
 
 @dataclass(frozen=True)
 class StaticBatchingConfig(MethodConfig):
-    block_size: int = 16  # KV block size of the paged cache (the same engine serves every method)
+    block_size: int = bounded(16, 1, 256)  # KV block size of the paged cache (the same engine serves every method)
     version: int = 1
 
 
@@ -25,22 +23,23 @@ class ServingMethod(Method):
     """What the serving methods share: one engine, options that stack within a composite."""
 
     order = 200  # scheduling sits on top of any model transform
-    requirements = {"workload": "lm-stream"}
 
     def supports(self, bundle, device):
-        if not isinstance(decoder_of(getattr(bundle.model, "lm", bundle.model)), DecoderLM):
-            return f"the serving engine runs an executors.lm.DecoderLM, not {type(bundle.model).__name__}"
+        if "kv_cache" not in bundle.capabilities:
+            return "the serving engine pages an LM's KV cache (executors.families.lm); this model has none"
         return None
 
 
 @register_method(
     "serve.static_batching",
     StaticBatchingConfig,
-    family="serving",
+    category="serving",
+    families=("stream",),
+    changes=(),
     paper="Static (request-level) batching: the serving reference of MetaInf's candidates",
     catalogue_row=52,
     lossless=True,
 )
 class StaticBatching(ServingMethod):
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         return ServingRunner(with_options(bundle.model, continuous=False, block_size=config.block_size))

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from executors.registry import MethodConfig, register_method
-from executors.speculative import (
+from executors.methods.spec.engine import (
     Draft,
     SpeculativeMethod,
     decoder_of,
@@ -29,11 +28,12 @@ from executors.speculative import (
     probabilities,
     speculative_generate,
 )
+from executors.registry import MethodConfig, bounded, register_method
 
 
 @dataclass(frozen=True)
 class JacobiConfig(MethodConfig):
-    window: int = 4  # guessed tokens verified and refined per forward
+    window: int = bounded(4, 1, 32)  # guessed tokens verified and refined per forward
     version: int = 1
 
 
@@ -99,14 +99,16 @@ class JacobiRunner:
 @register_method(
     "lm.parallel.jacobi",
     JacobiConfig,
-    family="lm-decode",
+    category="lm-decode",
+    families=("lm",),
+    changes=("forward_passes",),
     paper="Accelerating Auto-regressive Text-to-Image Generation with Training-free Speculative Jacobi Decoding",
     arxiv="2410.01699",
     catalogue_row=23,
     lossless=True,
 )
 class SpeculativeJacobi(SpeculativeMethod):
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         if config.window < 1:
             raise ValueError("lm.parallel.jacobi: window must be ≥ 1")
         return JacobiRunner(bundle.model, config)

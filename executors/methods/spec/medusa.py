@@ -25,22 +25,16 @@ step-budget on a 2-core CPU for a 49k vocabulary; the residual blocks carry the 
 
 from __future__ import annotations
 
-import hashlib
 import heapq
-import json
 import logging
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from executors.registry import MethodConfig, register_method
-from executors.speculative import (
+from executors.caching import cached_tensors
+from executors.methods.spec.engine import (
     Draft,
     SpeculativeMethod,
     TokenTree,
@@ -48,20 +42,22 @@ from executors.speculative import (
     probabilities,
     speculative_generate,
 )
+from executors.registry import MethodConfig, bounded, register_method
+from executors.training import Schedule, train
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class MedusaConfig(MethodConfig):
-    heads: int = 3
-    tree_nodes: int = 12  # non-root nodes in the verification tree; 0 verifies a chain of top-1s
-    top_k: int = 4  # candidates per head the tree may branch into
-    train_windows: int = 32  # calibration windows the frozen model distils into the heads
-    train_seq_len: int = 128
-    train_steps: int = 50  # few: with a few thousand positions more steps overfit (docs/speculative.md)
-    train_batch: int = 256  # positions per optimiser step
-    lr: float = 1e-3
+    heads: int = bounded(3, 1, 8)
+    tree_nodes: int = bounded(12, 0, 64)  # non-root nodes in the verification tree; 0 verifies a chain of top-1s
+    top_k: int = bounded(4, 1, 16)  # candidates per head the tree may branch into
+    train_windows: int = bounded(32, 1, 4096)  # calibration windows the frozen model distils into the heads
+    train_seq_len: int = bounded(128, 8, 4096)
+    train_steps: int = bounded(50, 0, 100_000)  # few: with a few thousand positions more steps overfit (docs/speculative.md)
+    train_batch: int = bounded(256, 1, 65_536)  # positions per optimiser step
+    lr: float = bounded(1e-3, 0.0, 1.0)
     train_vocab_projection: bool = False
     seed: int = 0
     version: int = 1
@@ -93,31 +89,6 @@ class MedusaHeads(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., D] → logits [..., heads, V]."""
         return torch.stack([self.head(hidden, k) for k in range(len(self.blocks))], dim=-2)
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """Content hash of what the heads are trained against: the model's logits on a fixed probe.
-
-    Covers the weights and any transform applied before (int8, int4) without walking packed
-    parameters; rounded so bit-level kernel noise does not force a retrain.
-    """
-    config = decoder_of(model).config
-    probe = (torch.arange(32) * 7919 % config.vocab_size)[None]
-    with torch.inference_mode():
-        logits = model(probe.to(decoder_of(model).tok_embeddings.weight.device))
-    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
-    digest.update(logits.float().round(decimals=2).cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def heads_cache_path(model: nn.Module, config: MedusaConfig) -> Path:
-    from profiles.settings import get_settings
-
-    training = {k: v for k, v in asdict(config).items() if k not in ("tree_nodes", "top_k")}
-    key = hashlib.sha256(
-        json.dumps({"model": model_fingerprint(model), "config": training}, sort_keys=True).encode()
-    ).hexdigest()[:24]
-    return get_settings().cache_dir / "medusa" / f"{key}.safetensors"
 
 
 def output_weight(model: nn.Module) -> torch.Tensor:
@@ -163,27 +134,22 @@ def train_heads(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
     label is among them), not the whole vocabulary: for SmolLM2 that is ~1-2k of 49 152 ids and
     makes training minutes instead of an hour on a 2-core CPU. Byte LMs lose nothing by it.
     """
-    generator = torch.Generator().manual_seed(config.seed)
-    params = [p for p in heads.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     vocab = targets.unique()  # sorted, so labels map to their rank by searchsorted
     examples = [head_examples(hidden, targets, k) for k in range(len(heads.blocks))]
     losses = [0.0] * len(examples)
-    heads.train()
-    for step in range(config.train_steps):
-        total = 0.0
+
+    def step_loss(step: int, generator: torch.Generator) -> torch.Tensor:
+        total = torch.zeros(())
         for k, (inputs, labels) in enumerate(examples):
             pick = torch.randint(len(labels), (config.train_batch,), generator=generator)
-            logits = heads.head(inputs[pick], k, vocab)
-            loss = F.cross_entropy(logits, torch.searchsorted(vocab, labels[pick]))
+            loss = F.cross_entropy(heads.head(inputs[pick], k, vocab), torch.searchsorted(vocab, labels[pick]))
             total = total + 0.8**k * loss
             losses[k] = loss.item()
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        if step % 50 == 0:
-            log.info("medusa step %d/%d losses %s", step, config.train_steps, [round(x, 3) for x in losses])
-    heads.eval()
+        return total
+
+    params = [p for p in heads.parameters() if p.requires_grad]
+    train(params, step_loss, Schedule(config.lr, config.train_steps, decay="constant"), seed=config.seed,
+          modules=[heads], name="medusa")  # fmt: skip
     return losses
 
 
@@ -294,41 +260,38 @@ class MedusaRunner:
         return generation
 
 
+def training_knobs(config: MedusaConfig) -> dict:
+    """What the heads depend on (the cache key): the tree shape is chosen at decode time."""
+    return {k: v for k, v in asdict(config).items() if k not in ("tree_nodes", "top_k")}
+
+
 def prepare_heads(bundle, config: MedusaConfig) -> tuple[MedusaHeads, list[list[float]], float, bool]:
     """Cached heads for this model and config, or freshly distilled ones (then cached)."""
     model = bundle.model
     heads = MedusaHeads(output_weight(model), config.heads, config.train_vocab_projection)
-    path = heads_cache_path(model, config)
-    if path.exists():
-        with safe_open(str(path), framework="pt") as handle:
-            accuracy = json.loads(handle.metadata()["accuracy"])
-        heads.load_state_dict(load_file(str(path)))
-        log.info("medusa: loaded cached heads %s", path.name)
-        return heads.eval(), accuracy, 0.0, True
-    began = time.perf_counter()
-    torch.manual_seed(config.seed)
-    with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
-        hidden, targets = distillation_set(model, bundle.tokenizer, bundle.calibration_texts, config)
-        split = max(1, len(hidden) * 3 // 4)  # the last quarter measures accuracy for the tree
-        train_heads(heads, hidden[:split], targets[:split], config)
-    accuracy = topk_accuracy(heads, hidden[split:], targets[split:], config.top_k)
-    setup_s = time.perf_counter() - began
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in heads.state_dict().items()}
-    save_file(state, str(path), metadata={"accuracy": json.dumps(accuracy), "train_s": f"{setup_s:.3f}"})
-    log.info(
-        "medusa: trained %d heads in %.1f s, top-1 accuracy %s",
-        config.heads,
-        setup_s,
-        [round(row[0], 3) for row in accuracy],
-    )
-    return heads, accuracy, setup_s, False
+
+    def build():
+        torch.manual_seed(config.seed)
+        with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
+            hidden, targets = distillation_set(model, bundle.tokenizer, bundle.calibration_texts, config)
+            split = max(1, len(hidden) * 3 // 4)  # the last quarter measures accuracy for the tree
+            train_heads(heads, hidden[:split], targets[:split], config)
+        accuracy = topk_accuracy(heads, hidden[split:], targets[split:], config.top_k)
+        log.info("medusa: %d heads, top-1 accuracy %s", config.heads, [round(row[0], 3) for row in accuracy])
+        return heads.state_dict(), {"accuracy": accuracy}
+
+    cached = cached_tensors("medusa", model, training_knobs(config), build)
+    if cached.hit:
+        heads.load_state_dict(cached.tensors)
+    return heads.eval(), cached.meta["accuracy"], 0.0 if cached.hit else cached.build_s, cached.hit
 
 
 @register_method(
     "lm.spec.medusa",
     MedusaConfig,
-    family="lm-decode",
+    category="lm-decode",
+    families=("lm",),
+    changes=("forward_passes",),
     paper="Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding Heads",
     arxiv="2401.10774",
     catalogue_row=16,
@@ -341,7 +304,7 @@ class Medusa(SpeculativeMethod):
             reason = "needs calibration text to train its heads"
         return reason
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         if config.heads < 1 or config.top_k < 1 or config.tree_nodes < 0:
             raise ValueError("lm.spec.medusa: heads and top_k must be ≥ 1, tree_nodes ≥ 0")
         heads, accuracy, setup_s, cached = prepare_heads(bundle, config)

@@ -15,25 +15,19 @@ Prompt tokens never enter the KV cache; greedy output equals the baseline's exac
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import statistics
 import time
 from dataclasses import dataclass
 from itertools import product
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from executors.methods.spec.medusa import build_tree, model_fingerprint
-from executors.registry import MethodConfig, register_method
-from executors.speculative import (
+from executors.caching import cached_tensors
+from executors.methods.spec.engine import (
     Draft,
     SpeculativeMethod,
     TokenTree,
@@ -41,6 +35,9 @@ from executors.speculative import (
     probabilities,
     speculative_generate,
 )
+from executors.methods.spec.medusa import build_tree
+from executors.registry import MethodConfig, bounded, register_method
+from executors.training import Schedule, frozen, train
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +48,11 @@ PROBE_CONTEXT = 64
 
 @dataclass(frozen=True)
 class ParallelPromptConfig(MethodConfig):
-    prompt_tokens: int = 3  # m: tokens guessed beyond the next one per forward
-    ensemble: int = 1  # virtual tokens per prompt token (EPT); 1 is the authors' low-latency setting
-    top_k: int = 4  # guesses per position a tree may branch into
-    tree_budget: int = 0  # inputs per verify forward; 0 = chosen by the latency probe on this machine
-    max_tree_budget: int = 32
+    prompt_tokens: int = bounded(3, 1, 16)  # m: tokens guessed beyond the next one per forward
+    ensemble: int = bounded(1, 1, 8)  # virtual tokens per prompt token (EPT); 1 is the authors' low-latency setting
+    top_k: int = bounded(4, 1, 16)  # guesses per position a tree may branch into
+    tree_budget: int = bounded(0, 0, 128)  # inputs per verify forward; 0 = chosen by the latency probe on this machine
+    max_tree_budget: int = bounded(32, 1, 128)
     train_windows: int = 32
     train_seq_len: int = 128
     insertions: int = 12  # prompt groups inserted into each window per step
@@ -168,21 +165,19 @@ def train_prompts(model, windows: torch.Tensor, config: ParallelPromptConfig) ->
     with torch.no_grad():  # the mean token plus noise: distinct streams must not start identical
         noise = torch.randn(prompts.weight.shape, generator=generator) * embeddings.std()
         prompts.weight.copy_(embeddings[windows.flatten()].float().mean(0) + noise)
-    optimizer = torch.optim.Adam(prompts.parameters(), lr=config.lr)
     last_start = windows.shape[1] - config.prompt_tokens - 1
-    for step in range(config.train_steps):
+
+    def step_loss(step: int, generator: torch.Generator) -> torch.Tensor:
         rows = torch.randint(len(windows), (config.train_batch,), generator=generator)
         points = sorted(torch.randint(last_start, (config.insertions,), generator=generator).tolist())
         student, teacher = prompt_and_teacher_logits(decoder, prompts, windows[rows], points)
-        loss = (
-            F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True, reduction="none")
-            .sum(-1)
-            .mean()
-        )
-        (prompts.weight.grad,) = torch.autograd.grad(loss, [prompts.weight])
-        optimizer.step()
-        if step % 20 == 0:
-            log.info("parallel_prompt step %d/%d KL %.3f", step, config.train_steps, loss.item())
+        log_student, log_teacher = F.log_softmax(student, -1), F.log_softmax(teacher, -1)
+        return F.kl_div(log_student, log_teacher, log_target=True, reduction="none").sum(-1).mean()
+
+    schedule = Schedule(config.lr, config.train_steps, decay="constant", optimizer="adam")
+    with frozen(decoder):  # the model stays fixed: gradients flow into the prompt tokens only
+        train(prompts.parameters(), step_loss, schedule, seed=config.seed, name="parallel_prompt", log_every=20,
+              generator=generator)  # fmt: skip
     return prompts
 
 
@@ -423,49 +418,30 @@ class ParallelPromptRunner:
         return generation
 
 
-def prompts_cache_path(model, config: ParallelPromptConfig) -> Path:
-    from profiles.settings import get_settings
-
-    training = {k: getattr(config, k) for k in TRAINING_KNOBS}
-    key = hashlib.sha256(
-        json.dumps({"model": model_fingerprint(model), "config": training}, sort_keys=True).encode()
-    ).hexdigest()[:24]
-    return get_settings().cache_dir / "parallel_prompt" / f"{key}.safetensors"
+def training_knobs(config: ParallelPromptConfig) -> dict:
+    """What the prompt tokens depend on (the cache key)."""
+    return {k: getattr(config, k) for k in TRAINING_KNOBS}
 
 
 def prepare_prompts(bundle, config: ParallelPromptConfig) -> tuple[PromptTokens, list[list[float]], float, bool]:
     """Cached prompt tokens for this model and config, or freshly distilled ones (then cached)."""
     model = bundle.model
-    path = prompts_cache_path(model, config)
-    dim = decoder_of(model).config.dim
-    if path.exists():
-        prompts = PromptTokens(config.prompt_tokens, config.ensemble, dim)
-        with safe_open(str(path), framework="pt") as handle:
-            accuracy = json.loads(handle.metadata()["accuracy"])
-        prompts.load_state_dict(load_file(str(path)))
-        log.info("parallel_prompt: loaded cached prompt tokens %s", path.name)
-        return prompts, accuracy, 0.0, True
-    began = time.perf_counter()
-    windows = token_windows(bundle.tokenizer, bundle.calibration_texts, config.train_seq_len, config.train_windows)
-    split = max(1, len(windows) * 3 // 4)  # the last quarter measures accuracy for the tree
-    with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
-        prompts = train_prompts(model, windows[:split], config)
-    accuracy = prompt_accuracy(model, prompts, windows[split:], config.top_k)
-    setup_s = time.perf_counter() - began
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {"weight": prompts.weight.detach().contiguous()},
-        str(path),
-        metadata={"accuracy": json.dumps(accuracy), "train_s": f"{setup_s:.3f}"},
-    )
-    log.info(
-        "parallel_prompt: trained %d×%d prompt tokens in %.1f s, top-1 accuracy %s",
-        config.prompt_tokens,
-        config.ensemble,
-        setup_s,
-        [round(row[0], 3) for row in accuracy],
-    )
-    return prompts, accuracy, setup_s, False
+    prompts = PromptTokens(config.prompt_tokens, config.ensemble, decoder_of(model).config.dim)
+
+    def build():
+        windows = token_windows(bundle.tokenizer, bundle.calibration_texts, config.train_seq_len, config.train_windows)
+        split = max(1, len(windows) * 3 // 4)  # the last quarter measures accuracy for the tree
+        trained = train_prompts(model, windows[:split], config)
+        prompts.load_state_dict(trained.state_dict())
+        accuracy = prompt_accuracy(model, prompts, windows[split:], config.top_k)
+        log.info("parallel_prompt: %d×%d prompt tokens, top-1 accuracy %s", config.prompt_tokens, config.ensemble,
+                 [round(row[0], 3) for row in accuracy])  # fmt: skip
+        return {"weight": prompts.weight}, {"accuracy": accuracy}
+
+    cached = cached_tensors("parallel_prompt", model, training_knobs(config), build)
+    if cached.hit:
+        prompts.load_state_dict(cached.tensors)
+    return prompts, cached.meta["accuracy"], 0.0 if cached.hit else cached.build_s, cached.hit
 
 
 def choose_budget(model, accuracy, config: ParallelPromptConfig):
@@ -484,7 +460,9 @@ def choose_budget(model, accuracy, config: ParallelPromptConfig):
 @register_method(
     "lm.spec.parallel_prompt",
     ParallelPromptConfig,
-    family="lm-decode",
+    category="lm-decode",
+    families=("lm",),
+    changes=("forward_passes",),
     paper="Hardware-Aware Parallel Prompt Decoding for Memory-Efficient Acceleration of LLM Inference",
     arxiv="2405.18628",
     catalogue_row=24,
@@ -497,7 +475,7 @@ class ParallelPrompt(SpeculativeMethod):
             reason = "needs calibration text to train its prompt tokens"
         return reason
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         if config.prompt_tokens < 1 or config.ensemble < 1 or config.top_k < 1 or config.tree_budget < 0:
             raise ValueError("lm.spec.parallel_prompt: prompt_tokens, ensemble, top_k ≥ 1; tree_budget ≥ 0")
         prompts, accuracy, train_s, cached = prepare_prompts(bundle, config)

@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from executors.registry import MethodConfig, register_method
-from executors.speculative import (
+from executors.methods.spec.engine import (
     Draft,
     SpeculativeMethod,
     decoder_of,
     probabilities,
     speculative_generate,
 )
+from executors.registry import MethodConfig, bounded, register_method
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SwiftConfig(MethodConfig):
     skip_ratio: float = 0.5  # fraction of all layers the draft skips
-    max_draft_len: int = 6
+    max_draft_len: int = bounded(6, 1, 32)
     confidence_threshold: float = 0.6  # stop drafting below this top probability
-    search_trials: int = 24  # candidate skip sets evaluated over the stream (0: fixed uniform set)
-    search_random: int = 8  # of those, random ones before Bayesian optimisation starts
-    trials_per_step: int = 2  # candidates evaluated before each decoding step while searching
-    search_window: int = 48  # recent context tokens a candidate is scored on
+    search_trials: int = bounded(24, 0, 1000)  # candidate skip sets evaluated over the stream (0: fixed uniform set)
+    search_random: int = bounded(8, 0, 1000)  # of those, random ones before Bayesian optimisation starts
+    trials_per_step: int = bounded(2, 1, 64)  # candidates evaluated before each decoding step while searching
+    search_window: int = bounded(48, 1, 4096)  # recent context tokens a candidate is scored on
     version: int = 1
 
 
@@ -243,7 +243,9 @@ class SwiftRunner:
 @register_method(
     "lm.spec.swift",
     SwiftConfig,
-    family="lm-decode",
+    category="lm-decode",
+    families=("lm",),
+    changes=("forward_passes",),
     paper="SWIFT: On-the-Fly Self-Speculative Decoding for LLM Inference Acceleration",
     arxiv="2410.06916",
     catalogue_row=19,
@@ -256,7 +258,7 @@ class Swift(SpeculativeMethod):
             reason = "needs at least 2 layers: the draft skips some but always runs the first"
         return reason
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         if not 0.0 < config.skip_ratio < 1.0 or config.max_draft_len < 1:
             raise ValueError("lm.spec.swift: skip_ratio must be in (0, 1) and max_draft_len ≥ 1")
         n_layers = decoder_of(bundle.model).config.n_layers

@@ -1,4 +1,4 @@
-"""`sys.compile`: torch.compile (TorchInductor) of the whole decoder.
+"""`sys.compile`: torch.compile (TorchInductor) of the whole model.
 
 PyTorch 2 (Ansel et al., ASPLOS 2024) captures the model's graph with TorchDynamo and
 generates fused kernels with TorchInductor (C++/OpenMP on CPU, Triton on GPU). Compilation
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from executors.decoding import PlainDecoder
+from executors.families import default_runner
 from executors.registry import Method, MethodConfig, register_method
 
 MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
@@ -30,7 +30,9 @@ class CompileConfig(MethodConfig):
 @register_method(
     "sys.compile",
     CompileConfig,
-    family="system",
+    category="system",
+    families=("lm", "encoder"),
+    changes=("graph",),
     paper="PyTorch 2: Faster Machine Learning Through Dynamic Python Bytecode "
     "Transformation and Graph Compilation (torch.compile)",
     arxiv=None,
@@ -48,7 +50,7 @@ class Compile(Method):
             return "TorchInductor's CUDA backend needs triton"
         return None
 
-    def apply(self, bundle, config, calibration):
+    def apply(self, bundle, config):
         if config.mode not in MODES:
             raise ValueError(f"sys.compile: mode must be one of {MODES}, not {config.mode!r}")
         from profiles.settings import get_settings
@@ -60,7 +62,7 @@ class Compile(Method):
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
         torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4096)
         compiled = torch.compile(bundle.model, mode=config.mode, dynamic=config.dynamic)
-        return PlainDecoder(compiled, stats={"compile_mode": config.mode})
+        return default_runner(bundle, compiled, {"compile_mode": config.mode})
 
 
 def importlib_missing(package: str) -> bool:

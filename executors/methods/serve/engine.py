@@ -26,14 +26,15 @@ import itertools
 import math
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from executors.decoding import next_tokens
-from executors.lm import DecoderLM, apply_rotary, rotary
-from executors.registry import Generation
+from executors.families.lm.decoding import Generation, next_tokens
+from executors.families.lm.model import DecoderLM, apply_rotary, rotary
+from executors.families.stream.requests import Request, RequestState, StreamResult
+from executors.registry import unwrap
 
 ROW_MULTIPLE = 4
 
@@ -45,50 +46,6 @@ class EngineOptions:
     chunk_size: int = 0  # token budget per iteration; 0 = whole prefills
     block_size: int = 16
     cache_blocks: int = 256  # extra blocks that keep released prefixes for reuse (LRU)
-
-
-@dataclass(frozen=True)
-class Request:
-    prompt: tuple[int, ...]
-    max_new_tokens: int
-    arrival_s: float = 0.0
-
-
-@dataclass
-class RequestState:
-    index: int
-    request: Request
-    blocks: list[int] = field(default_factory=list)
-    kv_len: int = 0  # positions whose keys/values are in the blocks
-    cached_tokens: int = 0  # prompt tokens taken from the prefix cache
-    chunks: int = 0  # forwards that carried part of this prompt
-    block_hashes: list[int] = field(default_factory=list)  # prefix keys of the full blocks so far
-    registered: int = 0  # full blocks already offered to the prefix cache
-    admitted_while_running: bool = False
-    output: list[int] = field(default_factory=list)
-    token_times: list[float] = field(default_factory=list)
-
-    @property
-    def tokens(self) -> list[int]:
-        return list(self.request.prompt) + self.output
-
-    @property
-    def in_prefill(self) -> bool:
-        return self.kv_len < len(self.request.prompt)
-
-
-@dataclass
-class StreamResult:
-    requests: list[RequestState]
-    schedule: list[dict]  # per iteration: its end time, the decoding requests, the prefill pieces
-    prefill_tokens_computed: int
-    peak_blocks: int
-    block_bytes: int
-    wall_s: float
-
-    @property
-    def generated_tokens(self) -> int:
-        return sum(len(r.output) for r in self.requests)
 
 
 class BlockPool:
@@ -365,7 +322,7 @@ def with_options(model: nn.Module, **changes) -> ServedLM:
     """Adds serving options to a model, keeping those an earlier method of the composite set."""
     if isinstance(model, ServedLM):
         return ServedLM(model.lm, replace(model.options, **changes))
-    return ServedLM(getattr(model, "_orig_mod", model), replace(EngineOptions(), **changes))
+    return ServedLM(unwrap(model), replace(EngineOptions(), **changes))
 
 
 @dataclass

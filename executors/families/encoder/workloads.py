@@ -18,8 +18,8 @@ from functools import lru_cache
 
 import torch
 
-from executors.registry import ModelBundle
-from executors.workloads import workload_from_fields
+from executors.families.lm.workloads import MAX_BATCH, OBJECTIVES
+from executors.registry import ModelBundle, bounded, unwrap
 from profiles.models import workload_id_for
 
 EMBED_KIND = "encoder-embed"
@@ -33,17 +33,17 @@ _UNDERLINE = re.compile(r"([*=\-~^])\1{2,}")
 class EmbedWorkload:
     """Embed `batch_size` inputs of exactly `seq_len` tokens ([CLS] and [SEP] included) per call."""
 
-    batch_size: int = 1
-    seq_len: int = 128
+    batch_size: int = bounded(1, 1, MAX_BATCH)
+    seq_len: int = bounded(128, 3, 8192)
     objective: str = "latency"
+
+    kind = EMBED_KIND
 
     def __post_init__(self):
         if self.batch_size < 1 or self.seq_len < 3:
             raise ValueError("an embed workload needs batch_size ≥ 1 and seq_len ≥ 3 ([CLS] x [SEP])")
-
-    @classmethod
-    def from_json(cls, data: dict) -> EmbedWorkload:
-        return workload_from_fields(cls, data)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, not {self.objective!r}")
 
     def shape(self) -> dict:
         return {"kind": EMBED_KIND, "batch_size": self.batch_size, "seq_len": self.seq_len, "objective": self.objective}
@@ -75,8 +75,6 @@ class EmbedWorkload:
         }
 
     def fits(self, bundle: ModelBundle) -> str | None:
-        if bundle.spec.get("family") != "encoder":
-            return f"an embed workload needs an encoder; {bundle.spec.get('source')} is a {bundle.spec.get('family')}"
         if self.seq_len > bundle.model.config.max_seq_len:
             return f"seq_len {self.seq_len} exceeds the encoder's {bundle.model.config.max_seq_len} positions"
         return None
@@ -84,6 +82,26 @@ class EmbedWorkload:
 
 def embed_grid(batch_sizes, seq_lens) -> list[EmbedWorkload]:
     return [EmbedWorkload(b, s) for b in batch_sizes for s in seq_lens]
+
+
+def parse_grid(text: str) -> list[EmbedWorkload]:
+    """`batch=1,8 seq=32,128`: one workload per combination."""
+    axes = {"batch": [1], "seq": [128]}
+    for part in text.split():
+        key, _, values = part.partition("=")
+        if key not in axes:
+            raise ValueError(f"unknown embed axis {key!r}; use batch=, seq=")
+        axes[key] = [int(v) for v in values.split(",")]
+    return embed_grid(axes["batch"], axes["seq"])
+
+
+def describe(workload: EmbedWorkload) -> str:
+    return f"embed b{workload.batch_size} seq{workload.seq_len}"
+
+
+def call_seconds(params: int, workload: EmbedWorkload, gflops: float = 30.0) -> float:
+    """One compute-bound forward."""
+    return 2 * params * workload.batch_size * workload.seq_len / (gflops * 1e9)
 
 
 @dataclass(frozen=True)
@@ -177,7 +195,7 @@ def embed_texts(model: torch.nn.Module, tokenizer, texts: tuple[str, ...], batch
 
 
 def model_width(model: torch.nn.Module) -> int:
-    return getattr(model, "_orig_mod", model).config.dim
+    return unwrap(model).config.dim
 
 
 def recall_at(queries: torch.Tensor, documents: torch.Tensor, ks=RECALL_AT) -> dict[str, float]:

@@ -1,12 +1,30 @@
-"""Plain KV-cache decoding: the loop every non-speculative method runs on its own model."""
+"""The LM family's runner protocol and plain KV-cache decoding, the loop every
+non-speculative method runs on its own model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
-from executors.registry import Generation
+from executors.registry import unwrap
+
+
+@dataclass
+class Generation:
+    tokens: torch.Tensor  # [B, max_new_tokens]: exactly that many, no early stop on EOS
+    forward_passes: int
+    stats: dict = field(default_factory=dict)  # acceptance_rate, mean_accepted_len, …
+
+
+class GenerateRunner(Protocol):
+    model: torch.nn.Module  # the (possibly transformed) model, for perplexity and memory figures
+
+    def generate(
+        self, prompts: torch.Tensor, max_new_tokens: int, *, sampling: str = "greedy", temperature: float = 1.0,
+        seed: int = 0,
+    ) -> Generation: ...  # fmt: skip
 
 
 def next_tokens(
@@ -47,8 +65,7 @@ class PlainDecoder:
         seed: int = 0,
     ) -> Generation:
         batch, prompt_len = prompts.shape
-        core = getattr(self.model, "_orig_mod", self.model)  # torch.compile wraps the module
-        cache = core.new_cache(batch, prompt_len + max_new_tokens)
+        cache = unwrap(self.model).new_cache(batch, prompt_len + max_new_tokens)
         generator = sampling_generator(sampling, seed, prompts.device)
         out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=prompts.device)
         logits = self.model(prompts, cache)[:, -1]

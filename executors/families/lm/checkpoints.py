@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from executors.lm import DecoderLM, LMConfig
+from executors.families.lm.model import DecoderLM, LMConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,12 @@ def load_lm(folder: Path) -> DecoderLM:
 
 
 def is_hf_llama_folder(folder: Path) -> bool:
+    """An HF decoder folder (a BERT folder also has `hidden_size`: the model type tells them apart)."""
     config_path = folder / "config.json"
-    return config_path.exists() and "hidden_size" in json.loads(config_path.read_text())
+    if not config_path.exists():
+        return False
+    config = json.loads(config_path.read_text())
+    return "hidden_size" in config and config.get("model_type", "llama") == "llama"
 
 
 def hf_llama_config(folder: Path) -> LMConfig:

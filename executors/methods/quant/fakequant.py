@@ -11,7 +11,6 @@ kernels deliver.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -149,12 +148,3 @@ def absmax_step(x: torch.Tensor, bits: int, dim: int | None = None) -> torch.Ten
     qp = 2 ** (bits - 1) - 1
     top = x.detach().abs().amax() if dim is None else x.detach().abs().amax(dim=dim)
     return (top / qp).clamp_min(1e-8)
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """Content hash of a model's float tensors: the cache key of anything calibrated or trained on it."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()

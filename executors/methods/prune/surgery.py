@@ -1,5 +1,5 @@
-"""What the pruning methods share: training windows, a seeded training loop, a weight cache,
-and structured slicing of a DecoderLM into a genuinely smaller dense model.
+"""What the pruning methods share: training windows, recovery training (on the shared loop),
+the cached transform, and structured slicing of a DecoderLM into a genuinely smaller dense model.
 
 Structured units (what Adapt-Pruner removes): an FFN channel (a row of the gate and up
 projections and the matching column of the down projection) and an attention unit. With
@@ -12,56 +12,25 @@ difference is a KV cache sized per layer.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import time
-import weakref
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from executors.lm import DecoderLM, KVCache
+from executors.caching import cached_tensors, state_without_tied_head
+from executors.families import family_hook
+from executors.families.lm.model import DecoderLM, KVCache
+from executors.families.lm.workloads import lm_loss
 from executors.registry import ModelBundle
+from executors.training import Schedule
+from executors.training import train as run_training
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- training data and loop
-
-_STREAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def calibration_stream(bundle: ModelBundle) -> torch.Tensor:
-    """All calibration tokens in one stream, remembered per tokenizer object (encoding takes seconds)."""
-    texts, stream = _STREAMS.get(bundle.tokenizer, (None, None))
-    if texts is not bundle.calibration_texts:
-        eos = [bundle.tokenizer.eos_id] if bundle.tokenizer.eos_id is not None else []
-        stream = torch.tensor([t for text in bundle.calibration_texts for t in bundle.tokenizer.encode(text) + eos])
-        _STREAMS[bundle.tokenizer] = (bundle.calibration_texts, stream)
-    return stream
-
-
-def training_windows(bundle: ModelBundle, count: int, seq_len: int, seed: int) -> torch.Tensor:
-    """`count` random token windows [count, seq_len + 1] from the calibration (training) split."""
-    stream = calibration_stream(bundle)
-    if len(stream) <= seq_len + 1:
-        raise ValueError(f"calibration text has {len(stream)} tokens, needs more than {seq_len + 1}")
-    generator = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, len(stream) - seq_len - 1, (count,), generator=generator)
-    return torch.stack([stream[s : s + seq_len + 1] for s in starts.tolist()])
-
-
-def lm_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-    logits = model(windows[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
-
 
 def train(
     model: nn.Module,
@@ -74,63 +43,36 @@ def train(
     seed: int,
     loss_fn=lm_loss,
 ) -> list[float]:
-    """AdamW on `params` only, seeded batch order, one thread (weights must not depend on the core count).
+    """Recovery training of `params` only on seeded batches of `windows` (executors/training.py).
 
     Warm-up over the first tenth, then cosine decay to zero: a fresh Adam at full rate perturbs a
     trained model before its moment estimates settle, and a rate that stays high ends noisy.
     """
-    if steps <= 0 or not params:
-        return []
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
-    warmup = max(1, steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    losses = []
-    try:
-        with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
-            model.train()
-            for _ in range(steps):
-                pick = torch.randint(len(windows), (batch,), generator=generator)
-                loss = loss_fn(model, windows[pick])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.item())
-    finally:
-        torch.set_num_threads(threads)
-        model.eval()
-    return losses
+
+    def step_loss(step: int, generator: torch.Generator) -> torch.Tensor:
+        return loss_fn(model, windows[torch.randint(len(windows), (batch,), generator=generator)])
+
+    schedule = Schedule(lr, steps, warmup=max(1, steps // 10), betas=(0.9, 0.95), clip=1.0)
+    return run_training(params, step_loss, schedule, seed=seed, modules=[model], name="recovery", log_every=0).losses
 
 
 def recovery_objective(bundle: ModelBundle, count: int, seq_len: int, seed: int):
-    """(windows, loss) to retrain with: next-token loss for a decoder; for an encoder (no LM head),
-    distillation toward the unmodified encoder's embeddings (docs/encoder.md)."""
-    if bundle.spec.get("family") == "encoder":
-        from executors.encoder import distillation_loss, distillation_windows
-
-        return distillation_windows(bundle, count, seq_len, seed), distillation_loss(bundle.model)
-    return training_windows(bundle, count, seq_len, seed), lm_loss
+    """(windows, loss) to retrain with, from the bundle's family (next-token loss for a decoder,
+    distillation toward the unmodified model's embeddings for an encoder, docs/encoder.md)."""
+    return family_hook(bundle, "recovery")(bundle, count, seq_len, seed)
 
 
-def require_decoder_or_encoder(bundle: ModelBundle) -> str | None:
+def require_recovery(bundle: ModelBundle) -> str | None:
     """For methods whose recovery goes through `recovery_objective`."""
-    if bundle.spec.get("family") == "encoder":
-        return None if bundle.calibration_texts else "needs calibration text for recovery training"
-    return require_decoder(bundle)
+    if family_hook(bundle, "recovery") is None or "transformer_blocks" not in bundle.capabilities:
+        return "prunes transformer blocks and retrains them; this model's family has no recovery objective"
+    return None if bundle.calibration_texts else "needs calibration text for recovery training"
 
 
 def require_decoder(bundle: ModelBundle) -> str | None:
-    if bundle.spec.get("family", "decoder-lm") != "decoder-lm" or not isinstance(bundle.model, DecoderLM):
-        return "prunes and retrains a decoder LM with next-token loss; this model is not one"
-    if not bundle.calibration_texts:
-        return "needs calibration text for recovery training"
-    return None
+    if not {"kv_cache", "next_token_loss"} <= bundle.capabilities:
+        return "slices and retrains a decoder LM with next-token loss; this model is not one"
+    return None if bundle.calibration_texts else "needs calibration text for recovery training"
 
 
 # What a pruned model may be stacked with: it is an ordinary (smaller or sparser) DecoderLM.
@@ -150,51 +92,19 @@ COMPOSES_WITH = frozenset(
 # ---------------------------------------------------------------- cache
 
 
-def model_digest(model: nn.Module) -> str:
-    """Content hash of the weights the result derives from (the cache key's model half)."""
-    digest = hashlib.sha256(type(model).__name__.encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def cache_path(kind: str, model: nn.Module, config) -> Path:
-    from profiles.settings import get_settings
-
-    key = hashlib.sha256(
-        json.dumps({"model": model_digest(model), "config": asdict(config)}, sort_keys=True).encode()
-    ).hexdigest()[:24]
-    return get_settings().cache_dir / "pruning" / kind / f"{key}.safetensors"
-
-
-def save_weights(model: nn.Module, path: Path, metadata: dict) -> None:
-    tied = getattr(getattr(model, "config", None), "tie_embeddings", False)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if not (tied and k == "output.weight")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
-
-
-def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
-    return load_file(str(path)), metadata
-
-
 def cached_transform(kind: str, bundle: ModelBundle, config, build, restore) -> tuple[nn.Module, dict, bool]:
     """`build(model, bundle, config) -> (model, meta)` once per model and config; later runs
     `restore(state, meta)` from the cache. The build's wall time is kept as meta["training_s"]."""
-    path = cache_path(kind, bundle.model, config)
-    if path.exists():
-        state, meta = read_weights(path)
-        log.info("%s: loaded %s", kind, path.name)
-        return restore(state, meta), meta, True
-    began = time.perf_counter()
-    model, meta = build(bundle.model, bundle, config)
-    meta["training_s"] = round(time.perf_counter() - began, 3)
-    save_weights(model, path, meta)
-    return model, meta, False
+    built: list[nn.Module] = []
+
+    def make():
+        model, meta = build(bundle.model, bundle, config)
+        built.append(model)
+        return state_without_tied_head(model), meta
+
+    cached = cached_tensors(kind, bundle.model, asdict(config), make)
+    meta = {**cached.meta, "training_s": cached.build_s}
+    return (restore(cached.tensors, meta) if cached.hit else built[0]), meta, cached.hit
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -1,4 +1,4 @@
-"""Long-context workload: key-value retrieval hidden in corpus text, and the long zoo LM.
+"""Long-context workload: key-value retrieval hidden in corpus text.
 
 A *pair* is one reserved key byte followed by a 4-digit value; it is inserted into ordinary
 corpus text (the haystack). A *query* repeats a key later on, and the model must continue with
@@ -7,28 +7,18 @@ is unambiguous and finding it is purely a long-range lookup — what token-spars
 as Double Sparsity must not lose. Quality at a context length = retrieval accuracy (exact
 match of the greedily generated value) plus held-out perplexity over windows of that length.
 
-The zoo LMs were trained on 128-token windows. `lm-1m-long` fine-tunes `lm-1m` to 8192
-positions on the training split with pairs and queries mixed in (answer tokens up-weighted),
-in progressive lengths; seeded, single-threaded and cached like every zoo model.
+The long zoo LMs that can do it are fine-tuned in `finetune.py`.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import random
-import time
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from executors.lm import DecoderLM, count_parameters
-from executors.registry import ModelBundle, Runner
-from executors.workloads import LMWorkload, perplexity
-
-log = logging.getLogger(__name__)
+from executors.families.lm.workloads import MAX_TOKENS, LMWorkload
+from executors.registry import ModelBundle, bounded
 
 # Bytes that never occur in the stdlib sources (tests/executors/test_longctx.py checks it).
 UNUSED_BYTES = (*range(198, 226), *range(227, 256))
@@ -156,10 +146,10 @@ def long_windows(bundle: ModelBundle, count: int, length: int) -> torch.Tensor:
 class LongContextWorkload(LMWorkload):
     """Decode after a long passkey prompt. `prompt_len` is the context length (1k–8k)."""
 
-    prompt_len: int = 1024
-    gen_len: int = 16
-    probes: int = 8  # retrieval probes scored per method (untimed)
-    ppl_windows: int = 2  # held-out windows of prompt_len tokens for perplexity
+    prompt_len: int = bounded(1024, 8, MAX_TOKENS)
+    gen_len: int = bounded(16, 4, 4096)
+    probes: int = bounded(8, 1, 256)  # retrieval probes scored per method (untimed)
+    ppl_windows: int = bounded(2, 1, 64)  # held-out windows of prompt_len tokens for perplexity
 
     kind = "lm-longctx"
 
@@ -191,20 +181,8 @@ class LongContextWorkload(LMWorkload):
             },
         }
 
-    def prompts(self, bundle: ModelBundle) -> torch.Tensor:
-        """The timed batch: the first `batch_size` retrieval prompts."""
-        probes = retrieval_probes(bundle, self.batch_size, self.prompt_len)
-        return torch.tensor([p.prompt for p in probes], dtype=torch.long)
 
-    def quality(self, bundle: ModelBundle, runner: Runner) -> dict:
-        """Passkey retrieval and held-out perplexity at this context, through the runner's model."""
-        model = getattr(runner.model, "_orig_mod", runner.model)
-        scores = retrieval_accuracy(model, retrieval_probes(bundle, self.probes, self.prompt_len), self.batch_size)
-        windows = long_windows(bundle, self.ppl_windows, self.prompt_len + 1).to(_device_of(model))
-        return {**scores, "longctx_perplexity": perplexity(model, windows, batch=1)}
-
-
-def parse_longctx_workloads(text: str) -> list[LongContextWorkload]:
+def parse_grid(text: str) -> list[LongContextWorkload]:
     """`context=1024,8192 batch=1 gen=16 probes=8`: one workload per combination."""
     axes = {"context": [1024], "batch": [1], "gen": [16], "probes": [8]}
     for part in text.split():
@@ -221,108 +199,11 @@ def parse_longctx_workloads(text: str) -> list[LongContextWorkload]:
     ]
 
 
-# ---- the long zoo LM --------------------------------------------------------------------
+def describe(workload: LongContextWorkload) -> str:
+    return f"context {workload.prompt_len} b{workload.batch_size} g{workload.gen_len}"
 
 
-@dataclass(frozen=True)
-class LongRecipe:
-    base: str  # zoo LM fine-tuned from
-    max_seq_len: int
-    stages: tuple[tuple[int, int, int], ...]  # (sequence length, batch, steps), shortest first
-    lr: float
-    answer_weight: float = 3.0
-    queries: int = 2  # per training sequence
-    warmup: int = 10
-    seed: int = 0
-    checks: tuple[int, ...] = (1024, 8192)  # context lengths whose retrieval accuracy goes in the manifest
-    check_probes: int = 8
-
-
-LONG_RECIPES = {
-    # Retrieval is learnt on short, query-dense sequences (lm-1m-passkey), then carried to long
-    # contexts by a second fine-tune from it (lm-1m-long), so each stage is cached on its own.
-    "lm-1m-passkey": LongRecipe(
-        "lm-1m",
-        8192,
-        ((128, 16, 800), (512, 4, 60), (2048, 1, 12), (8192, 1, 3)),
-        3e-3,
-        answer_weight=4.0,
-        queries=4,
-        checks=(512, 1024),
-    ),
-    "lm-1m-long": LongRecipe(
-        "lm-1m-passkey", 8192, ((1024, 2, 100), (4096, 1, 8), (8192, 1, 2)), 1e-3, answer_weight=4.0, queries=4
-    ),
-}
-
-
-def _train_step(model, optimizer, tokens: list[list[int]], weights: list[list[float]]) -> float:
-    batch = torch.tensor(tokens)
-    weight = torch.tensor(weights)[:, 1:]
-    logits = model(batch[:, :-1])
-    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none")
-    loss = (losses * weight.reshape(-1)).sum() / weight.sum()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    return loss.item()
-
-
-def finetune_long(name: str, root: Path | None = None, recipe: LongRecipe | None = None) -> tuple[DecoderLM, dict]:
-    """Fine-tunes the recipe's base zoo LM on corpus text with retrieval pairs; returns (model, manifest)."""
-    from executors.zoo import load_bundle
-
-    recipe = recipe or LONG_RECIPES[name]
-    base = load_bundle(f"zoo:{recipe.base}", root)
-    torch.manual_seed(recipe.seed)
-    model = DecoderLM(replace(base.model.config, max_seq_len=recipe.max_seq_len))
-    model.load_state_dict(base.model.state_dict())
-    stream = token_stream(base.calibration_texts, base.tokenizer)  # the training split
-    rng = random.Random(recipe.seed)
-    total = sum(steps for *_, steps in recipe.stages)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.1, betas=(0.9, 0.95))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / recipe.warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
-    )
-    started, threads, step, loss = time.perf_counter(), torch.get_num_threads(), 0, float("nan")
-    torch.set_num_threads(1)  # weights must not depend on the core count
-    try:
-        model.train()
-        for length, batch, steps in recipe.stages:
-            for _ in range(steps):
-                examples = [
-                    training_example(stream, length + 1, rng, recipe.answer_weight, recipe.queries)
-                    for _ in range(batch)
-                ]
-                loss = _train_step(model, optimizer, [e[0] for e in examples], [e[1] for e in examples])
-                schedule.step()
-                step += 1
-                if step % 10 == 0:
-                    log.info("%s step %d/%d (length %d) loss %.3f", name, step, total, length, loss)
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    bundle = replace(base, model=model)
-    checks = {
-        length: retrieval_accuracy(model, retrieval_probes(bundle, recipe.check_probes, length, seed=1), 1)[
-            "retrieval_accuracy"
-        ]
-        for length in recipe.checks
-    }
-    manifest = {
-        "name": name,
-        "source": f"zoo:{name}",
-        "tokenizer": "bytes",
-        "config": asdict(model.config),
-        "recipe": asdict(recipe),
-        "base": f"zoo:{recipe.base}",
-        "params": count_parameters(model),
-        "note": "long-context fine-tune with passkey retrieval (executors/longctx.py)",
-        "train_seconds": round(time.perf_counter() - started, 1),
-        "final_train_loss": round(loss, 4),
-        "retrieval_accuracy_at": {str(k): v for k, v in checks.items()},
-        "torch": torch.__version__,
-        "threads": 1,
-    }
-    return model, manifest
+def timed_prompts(bundle: ModelBundle, workload: LongContextWorkload) -> torch.Tensor:
+    """The timed batch: the first `batch_size` retrieval prompts."""
+    probes = retrieval_probes(bundle, workload.batch_size, workload.prompt_len)
+    return torch.tensor([p.prompt for p in probes], dtype=torch.long)

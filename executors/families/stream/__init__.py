@@ -1,0 +1,37 @@
+"""The `stream` family: request streams served by an LM (`lm-stream`), the serving methods'
+workload. Its models are `lm` models; the reference is static batching.
+
+requests.py the runner protocol (requests in, a served stream out) · workload.py the seeded
+Poisson stream and its figures · harness.py the protocol hook. The engine every serving method
+runs lives beside those methods, `executors/methods/serve/engine.py`.
+"""
+
+from __future__ import annotations
+
+from executors.families import Family, WorkloadKind, register_family
+from executors.families.lm import GENERATE
+from executors.families.stream.harness import StreamHarness
+from executors.families.stream.workload import KIND, STATIC_ID, StreamWorkload, describe, parse_grid
+
+STREAM = WorkloadKind(
+    name=KIND,
+    family="stream",
+    workload=StreamWorkload,
+    reference=STATIC_ID,
+    harness=StreamHarness(),
+    models=("lm",),
+    keyword="stream",
+    parse=parse_grid,
+    describe=describe,
+    call_seconds=lambda params, w: GENERATE.call_seconds(params, w) * w.requests / w.max_batch,
+)
+
+register_family(
+    Family(
+        name="stream",
+        description="request streams (Poisson arrivals, shared system prompts) served by an LM; lm models",
+        runner_protocol="serve",
+        kinds=(STREAM,),
+        quality_metrics=("greedy_token_match",),
+    )
+)
