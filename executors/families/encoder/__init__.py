@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from executors.families import Family, WorkloadKind, ZooEntry, register_family
-from executors.families.encoder.harness import Embedder, EmbedHarness
+from executors.families.encoder.harness import Embedder, EmbedHarness, observe
 from executors.families.encoder.model import (
     MINILM,
     distillation_loss,
@@ -72,6 +72,6 @@ register_family(
         architectures=("encoder",),
         fixture=fixture,
         local_loader=load_local,
-        hooks={"recovery": recovery_objective, "calibration": distillation_windows},
+        hooks={"recovery": recovery_objective, "calibration": distillation_windows, "observe": observe},
     )
 )

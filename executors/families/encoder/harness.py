@@ -96,3 +96,9 @@ class EmbedHarness(KindHarness):
             "peak_mem_basis": "weights + one layer's fp32 activations (estimate)",
             **prepared.runner.stats,
         }
+
+
+def observe(runner, bundle) -> dict:
+    """What the registry suite compares with the reference: embeddings of two fixed text windows."""
+    ids, mask = embed_inputs(bundle, EmbedWorkload(2, 32))
+    return {"outputs": runner.embed(ids, mask)}

@@ -13,7 +13,7 @@ from pathlib import Path
 from executors.families import Family, WorkloadKind, ZooEntry, register_family
 from executors.families.lm import zoo
 from executors.families.lm.decoding import PlainDecoder
-from executors.families.lm.harness import GenerateHarness
+from executors.families.lm.harness import GenerateHarness, observe
 from executors.families.lm.workloads import (
     LMWorkload,
     calibration_windows,
@@ -74,6 +74,7 @@ register_family(
         local_loader=zoo.load_local,
         hooks={
             "recovery": recovery_objective,
+            "observe": observe,
             "calibration": lambda bundle, count, length, seed: calibration_windows(bundle, count, length),
         },
     )

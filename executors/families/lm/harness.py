@@ -140,3 +140,14 @@ class GenerateHarness(KindHarness):
             "forwards_per_token": generation.forward_passes / workload.gen_len,
             **generation.stats,
         }
+
+
+def observe(runner, bundle: ModelBundle, window: int = 65) -> dict:
+    """What the registry suite compares with the reference: logits of the runner's model on held-out
+    windows, and a greedy generation with its forward passes (tests/executors/conformance.py)."""
+    device = _device(bundle)
+    windows = heldout_windows(bundle, 2, window).to(device)
+    generation = runner.generate(heldout_prompts(bundle, 4, 24).to(device), 16)
+    with torch.inference_mode():
+        logits = runner.model(windows[:, :-1])
+    return {"outputs": logits, "tokens": generation.tokens, "forward_passes": generation.forward_passes}

@@ -13,6 +13,7 @@ from pathlib import Path
 from executors.families import Family, WorkloadKind, ZooEntry, register_family
 from executors.families.lm import GENERATE
 from executors.families.lm.checkpoints import save_lm
+from executors.families.lm.harness import observe
 from executors.families.lm.zoo import load_zoo
 from executors.families.longctx.finetune import LONG_RECIPES, finetune_long
 from executors.families.longctx.harness import LongContextHarness
@@ -48,6 +49,8 @@ register_family(
         runner_protocol="generate",
         kinds=(LONGCTX,),
         quality_metrics=("retrieval_accuracy", "longctx_perplexity"),
+        # Past sparse attention's minimum budget, so a token-sparse method's logits can differ.
+        hooks={"observe": lambda runner, bundle: observe(runner, bundle, window=160)},
         zoo=tuple(
             ZooEntry(name, "longctx", f"lm-1m fine-tuned to 8192 positions ({name})", load_zoo, build_long(name), 886_272)
             for name in LONG_RECIPES

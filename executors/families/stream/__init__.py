@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from executors.families import Family, WorkloadKind, register_family
 from executors.families.lm import GENERATE
-from executors.families.stream.harness import StreamHarness
+from executors.families.stream.harness import StreamHarness, observe
 from executors.families.stream.workload import KIND, STATIC_ID, StreamWorkload, describe, parse_grid
 
 STREAM = WorkloadKind(
@@ -33,5 +33,6 @@ register_family(
         runner_protocol="serve",
         kinds=(STREAM,),
         quality_metrics=("greedy_token_match",),
+        hooks={"observe": observe},
     )
 )

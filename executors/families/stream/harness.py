@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 
 from executors.families.stream.requests import Request
-from executors.families.stream.workload import build_requests, schedule_counts, stream_figures
+from executors.families.stream.workload import StreamWorkload, build_requests, schedule_counts, stream_figures
 from executors.protocol import KindHarness, Quality
 
 LATENCIES = ("ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p99_s")
@@ -80,3 +80,11 @@ class StreamHarness(KindHarness):
             "peak_mem_basis": "weights + peak KV blocks",
             **schedule_counts(outputs[prepared.method_id][-1]),
         }
+
+
+def observe(runner, bundle) -> dict:
+    """What the registry suite compares with static batching: the schedule of a stream that all
+    arrives at once (deterministic: no clock in it) and the tokens served."""
+    workload = StreamWorkload(requests=6, max_batch=2, prompt_lens=(16, 96), prefix_len=64, gen_lens=(4, 12))
+    result = runner.serve(build_requests(bundle, workload, math.inf), workload.max_batch)
+    return {"schedule": schedule_counts(result), "tokens": [s.output for s in result.requests]}
