@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +142,7 @@ def evaluate_table(
         if unknown:
             raise ValueError(f"unknown selectors {sorted(unknown)}; choose from {sorted(factories)}")
         factories = {n: f for n, f in factories.items() if n in selectors or n in ("sbs", "vbs")}
-    report = {
+    report: dict[str, Any] = {
         "table": table.name,
         "n_tasks": len(table.tasks),
         "n_candidates": len(table.candidates),

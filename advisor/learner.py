@@ -121,14 +121,14 @@ class MetaLearner:
 
     def predict(self, task_x: np.ndarray, cand_x: np.ndarray, which: str = "point") -> np.ndarray:
         rows = pair_matrix(task_x, cand_x)
-        return self.boosters_[which].predict(rows, num_threads=1).reshape(len(task_x), len(cand_x))
+        return np.asarray(self.boosters_[which].predict(rows, num_threads=1)).reshape(len(task_x), len(cand_x))
 
     def contributions(self, rows: np.ndarray) -> np.ndarray:
         """Per-feature SHAP contributions of the point model for pair rows: n_rows × (features + bias).
 
         About 25 ms per row for 600 trees, so callers explain only the rows they show.
         """
-        return self.boosters_["point"].predict(rows, pred_contrib=True, num_threads=1)
+        return np.asarray(self.boosters_["point"].predict(rows, pred_contrib=True, num_threads=1))
 
     def scores(self, table: PerfTable) -> np.ndarray:
         point = self.predict(table.task_x, table.cand_x)
