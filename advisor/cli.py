@@ -80,10 +80,10 @@ def _tables(
         from profiles.transfer import read_records
 
         # Several files (e.g. the seed grid and a store's export) make one table.
-        records = (record for path in profiles_files for _, record in read_records(path))
+        from_files = (record for path in profiles_files for _, record in read_records(path))
         return [
             table_from_records(
-                records, objective, quality_floor, " + ".join(p.name for p in profiles_files), text_embedding
+                from_files, objective, quality_floor, " + ".join(p.name for p in profiles_files), text_embedding
             )
         ]
     from profiles.db import default_engine, session_scope
@@ -137,6 +137,7 @@ def evaluate(
         raise typer.Exit(2) from None
     reports = []
     for table in tables:
+        splits: tuple[str, ...]
         if table.folds is not None:
             splits = ("scenario",)
         elif split == "all":
@@ -195,17 +196,15 @@ def recommend(
             nodes = list(session.exec(select(Node).where(Node.hardware_class == hardware_class)))
         else:
             nodes = list(session.exec(select(Node).where(Node.status == "online"))) or list(session.exec(select(Node)))
-        nodes = [n.model_dump(mode="json") for n in nodes]
-    problem = (
-        "no active advisor: run `accel-advisor advisor train` first"
-        if found is None
-        else f"unknown model {model!r}"
-        if spec is None
-        else "no matching node"
-        if not nodes
-        else None
-    )
-    if problem:
+        node_records = [n.model_dump(mode="json") for n in nodes]
+    if found is None or spec_record is None or not node_records:
+        problem = (
+            "no active advisor: run `accel-advisor advisor train` first"
+            if found is None
+            else f"unknown model {model!r}"
+            if spec_record is None
+            else "no matching node"
+        )
         console.print(f"[red]{problem}[/]")
         raise typer.Exit(2)
     try:
@@ -213,7 +212,7 @@ def recommend(
             found[1],
             spec_record,
             {"id": workload_id_for(shape), **shape},
-            nodes,
+            node_records,
             quality_floor=quality_floor,
             budget=budget,
             objective=objective,
@@ -238,7 +237,7 @@ def recommend(
 @advisor_app.command()
 def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List trained advisor versions (newest first)."""
-    from sqlmodel import select
+    from sqlmodel import col, select
 
     from profiles.db import session_scope
     from profiles.models import AdvisorVersion
@@ -252,7 +251,7 @@ def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 "created_at": v.created_at.isoformat(),
                 "feature_schema_version": v.feature_schema_version,
             }
-            for v in session.exec(select(AdvisorVersion).order_by(AdvisorVersion.created_at.desc()))
+            for v in session.exec(select(AdvisorVersion).order_by(col(AdvisorVersion.created_at).desc()))
         ]
     typer.echo(
         json.dumps(rows, indent=2)
