@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,12 @@ class Settings(BaseSettings):
     node_lost_after_s: float = 45.0  # silent this long: marked lost, its running items re-queued
     visibility_timeout_s: int = 3600  # above the longest job, or Redis redelivers a running task
     max_item_attempts: int = 3
+    # A queued item whose message no idle worker picked up for this long was lost (a broker
+    # restart, a worker that took the message and died): it is sent again.
+    redispatch_after_s: float = 30.0
+    max_body_bytes: int = 2 * 2**20  # request bodies above this are refused with 413
+    max_job_items: int = 2000  # items one profiling job may plan (models × workloads × targets)
+    model_root: Path | None = None  # local checkpoints may be registered only from under here
     sqlite_busy_timeout_ms: int = 30_000
 
     @model_validator(mode="after")
@@ -42,6 +49,7 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser()
         if self.cache_dir is None:
             self.cache_dir = self.data_dir / "cache"
+        self.model_root = (self.model_root or self.data_dir / "models").expanduser().resolve()
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'accel.db'}"
         if self.broker_url is None and self.mode != "distributed":
@@ -86,9 +94,19 @@ class Settings(BaseSettings):
         self.ensure_dirs()
         key_file = self.data_dir / "secret_key"
         if not key_file.exists():
-            key_file.touch(mode=0o600)
-            key_file.write_text(secrets.token_urlsafe(48))
+            write_secret_file(key_file, secrets.token_urlsafe(48))
         return key_file.read_text().strip()
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Writes a secret readable by its owner only (0600), also when the file existed with wider modes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (text.rstrip("\n") + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 @lru_cache
