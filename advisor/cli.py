@@ -22,10 +22,13 @@ def train(
     size: Annotated[str, typer.Option(help="full, or small (fewer trees; for trials)")] = "full",
     seeds: Annotated[int, typer.Option(help="seeds for the stored evaluation")] = 1,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="store an unseen-model evaluation")] = True,
-    activate: Annotated[bool, typer.Option("--activate/--no-activate")] = True,
+    activate: Annotated[
+        bool, typer.Option("--activate/--no-activate", help="activate it if not worse than the active one")
+    ] = True,
+    force: Annotated[bool, typer.Option("--force", help="activate it even if it is worse on the same folds")] = False,
     text_embedding: Annotated[bool, typer.Option(help="add the MiniLM embedding of task descriptions")] = False,
 ) -> None:
-    """Train on every stored profile and store it as a new (active) advisor version."""
+    """Train on every stored profile; activate it only if not worse than the active one on the same folds."""
     from advisor.versions import train_advisor
     from profiles.db import default_engine, session_scope
     from profiles.migrate import upgrade
@@ -38,7 +41,7 @@ def train(
                 session,
                 size=size,
                 seeds=seeds,
-                activate=activate,
+                activate="force" if force else ("if-not-worse" if activate else "never"),
                 evaluate_splits=("model",) if evaluate else (),
                 text_embedding=text_embedding,
             )
@@ -52,6 +55,7 @@ def train(
                     "n_profiles": version.n_profiles,
                     "active": version.active,
                     "artefact_path": version.artefact_path,
+                    "gate": version.evaluation.get("gate"),
                 }
             )
         )
@@ -163,7 +167,9 @@ def recommend(
     ],
     node: Annotated[str | None, typer.Option(help="a stored node id")] = None,
     hardware_class: Annotated[str | None, typer.Option(help="every stored node of this class")] = None,
-    quality_floor: Annotated[float | None, typer.Option(help="lowest acceptable predicted quality change")] = None,
+    quality_floor: Annotated[
+        float, typer.Option(help="lowest acceptable predicted quality change (-1 allows any loss)")
+    ] = -0.05,
     budget: Annotated[float | None, typer.Option(help="highest predicted cost per run (runtime × price)")] = None,
     objective: Annotated[str, typer.Option(help="latency | throughput | memory | time-to-accuracy")] = "latency",
     top_k: Annotated[int, typer.Option(min=1)] = 5,
@@ -228,7 +234,7 @@ def recommend(
     for r in result.recommendations:
         typer.echo(
             f"{r.method_id:40s} {r.node_id:24s} ×{r.speedup:.2f} [{r.speedup_interval[0]:.2f}, "
-            f"{r.speedup_interval[1]:.2f}] quality {r.quality_delta:+.3f} {'; '.join(r.warnings)}"
+            f"{r.speedup_interval[1]:.2f}] quality {r.quality_delta:+.3f} {r.basis} {'; '.join(r.warnings)}"
         )
     for e in result.excluded:
         typer.echo(f"excluded {e.method_id} on {e.node_id}: {e.reason}")
@@ -236,9 +242,10 @@ def recommend(
 
 @advisor_app.command()
 def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List trained advisor versions (newest first)."""
+    """List trained advisor versions (newest first) with their scores and gate verdicts."""
     from sqlmodel import col, select
 
+    from advisor.versions import scores
     from profiles.db import session_scope
     from profiles.models import AdvisorVersion
 
@@ -250,11 +257,43 @@ def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 "n_profiles": v.n_profiles,
                 "created_at": v.created_at.isoformat(),
                 "feature_schema_version": v.feature_schema_version,
+                "scores": scores(v),
             }
             for v in session.exec(select(AdvisorVersion).order_by(col(AdvisorVersion.created_at).desc()))
         ]
-    typer.echo(
-        json.dumps(rows, indent=2)
-        if as_json
-        else "\n".join(f"{'*' if r['active'] else ' '} {r['id']}  {r['n_profiles']} profiles" for r in rows)
-    )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        gap = r["scores"]["splits"].get("model", {}).get("gap_closed")
+        gate = r["scores"].get("gate", {}).get("reason", "")
+        shown = "" if gap is None else f"  unseen-model gap closed {gap:.3f}"
+        typer.echo(f"{'*' if r['active'] else ' '} {r['id']}  {r['n_profiles']} profiles{shown}  {gate}")
+
+
+def _switch(change) -> None:
+    from profiles.db import session_scope
+
+    try:
+        with session_scope() as session:
+            version = change(session)
+            typer.echo(json.dumps({"id": version.id, "active": version.active}))
+    except KeyError as exc:
+        console.print(f"[red]{exc.args[0]}[/]")
+        raise typer.Exit(2) from None
+
+
+@advisor_app.command()
+def activate(version_id: Annotated[str, typer.Argument(help="an id from `advisor versions`")]) -> None:
+    """Make a stored advisor version the active one (whatever its gate said)."""
+    from advisor.versions import activate_version
+
+    _switch(lambda session: activate_version(session, version_id))
+
+
+@advisor_app.command()
+def rollback() -> None:
+    """Re-activate the advisor version that was active before the current one."""
+    from advisor.versions import rollback as roll_back
+
+    _switch(roll_back)

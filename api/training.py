@@ -21,15 +21,21 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 
-def _train(job_id: str, engine) -> None:
+def _train(job_id: str, engine, force: bool) -> None:
     from advisor.api import train_advisor
 
     try:
         with session_scope(engine) as session:  # a short read: SQLite writers must not wait on training
             records = list(iter_records(session))
         with session_scope(engine) as session:
-            version = train_advisor(session, records=records)
-            result = {"advisor_version": version.id, "n_profiles": version.n_profiles}
+            version = train_advisor(session, records=records, activate="force" if force else "if-not-worse")
+            gate = version.evaluation.get("gate") or {}
+            result = {
+                "advisor_version": version.id,
+                "n_profiles": version.n_profiles,
+                "activated": version.active,
+                "gate": gate.get("reason"),
+            }
         state, error = "succeeded", None
     except ValueError as exc:  # e.g. nothing stored yet: a state of the data, not a bug
         log.warning("advisor not trained: %s", exc)
@@ -47,7 +53,7 @@ def _train(job_id: str, engine) -> None:
         session.add(job)
 
 
-def start_training() -> dict:
+def start_training(force: bool = False) -> dict:
     """Starts a training job, or returns the one already running."""
     if not _lock.acquire(blocking=False):
         with session_scope() as session:
@@ -61,7 +67,9 @@ def start_training() -> dict:
         session.add(job)
         public = job_public(job)
     # The engine is bound now: the thread must write to the store that started it.
-    threading.Thread(target=_train, args=(public["id"], default_engine()), name="advisor-train", daemon=True).start()
+    threading.Thread(
+        target=_train, args=(public["id"], default_engine(), force), name="advisor-train", daemon=True
+    ).start()
     return public
 
 
