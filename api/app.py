@@ -126,10 +126,10 @@ async def _lifespan(_app: FastAPI):
     settings = get_settings()
     sender = Sender().start()
     set_sender(sender)
-    stop = start_background(settings)  # its first pass is the start-up reconciliation
+    background = start_background(settings)  # its first pass is the start-up reconciliation
     train_if_untrained()
     yield
-    stop.set()
+    background.stop()
     set_sender(None)
     sender.stop()
 

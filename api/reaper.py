@@ -35,7 +35,18 @@ def background_pass(settings: Settings) -> None:
         flush_key_use(session)
 
 
-def start_background(settings: Settings) -> threading.Event:
+class Background:
+    """The running loop; ``stop()`` ends it after its last key-use flush."""
+
+    def __init__(self, stop: threading.Event, thread: threading.Thread):
+        self._stop, self._thread = stop, thread
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+
+def start_background(settings: Settings) -> Background:
     """Runs one pass at once (the start-up reconciliation), then every few seconds until stopped."""
     stop = threading.Event()
     every_s = max(1.0, min(settings.node_lost_after_s, settings.redispatch_after_s) / 4)
@@ -51,5 +62,6 @@ def start_background(settings: Settings) -> threading.Event:
         with session_scope() as session:  # the last uses before shutdown
             flush_key_use(session)
 
-    threading.Thread(target=loop, name="api-background", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=loop, name="api-background", daemon=True)
+    thread.start()
+    return Background(stop, thread)

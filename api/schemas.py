@@ -71,7 +71,7 @@ class JoinTokenCreated(JoinTokenPublic):
 Count = Annotated[int, Field(ge=1, le=4096)]
 Rate = Annotated[float, Field(ge=0, le=1e7)]
 Text = Annotated[str, StringConstraints(max_length=200)]
-ProbeValue = Annotated[float, Field(ge=-1e7, le=1e7)] | Text | bool | None
+ProbeValue = Annotated[float, Field(ge=-1e7, le=1e7)] | None  # measured rates
 
 
 class Fingerprint(BaseModel):
@@ -217,6 +217,13 @@ class ItemResult(StrictModel):
     records: list[BoundedJson] = Field(default_factory=list, max_length=200)
     outputs: BoundedJson | None = None
     error: str | None = Field(default=None, max_length=20_000)
+
+
+class ItemProgress(StrictModel):
+    claim: str = Field(min_length=1, max_length=64, description="the claim id from …/claim")
+    stage: str = Field(min_length=1, max_length=60, description='e.g. "building model", "measuring"')
+    detail: str | None = Field(default=None, max_length=200, description='e.g. "pass 2 of 3"')
+    fraction: float | None = Field(default=None, ge=0, le=1, description="share of the stage done, where known")
 
 
 class ItemReport(BaseModel):
