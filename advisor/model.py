@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,8 @@ class Candidate:
     method_id: str
     config: Mapping
 
-    @property
-    def key(self) -> str:
+    @cached_property
+    def key(self) -> str:  # computed once: the recommendation path reads it for every candidate
         return candidate_key(self.method_id, self.config)
 
 

@@ -48,6 +48,7 @@ LARGE_QUALITY_LOSS = -0.05  # below this a kept answer carries a warning
 N_CONTRIBUTIONS = 5
 EXPLAINED = 3  # SHAP contributions cost ~25 ms a row: only the top recommendations carry them
 CACHE_SIZE = 4096
+EVERY_NODE = "*"  # the node id of an exclusion that holds on every node
 QUANTILES = ("point", "q0.1", "q0.9")
 
 
@@ -104,6 +105,7 @@ class _LRU:
 
 
 _PREDICTIONS = _LRU(CACHE_SIZE)
+_ANSWERS = _LRU(CACHE_SIZE)  # one node's kept and dropped candidates for one question
 _CONTRIBUTIONS = _LRU(CACHE_SIZE)
 
 
@@ -137,7 +139,7 @@ def recommend(
         if reason is None:
             allowed.append(c)
         else:
-            excluded += [Excluded(c.method_id, n["id"], reason) for n in nodes]
+            excluded.append(Excluded(c.method_id, EVERY_NODE, reason))
     results: list[tuple[Recommendation, tuple | None]] = []
     for node in nodes:
         kept, dropped = _for_node(advisor, model, workload, node, allowed, figure, objective, quality_floor, budget)
@@ -244,14 +246,30 @@ def _interval(advisor: AdvisorModel, preds: dict, figure: str, j: int, regime: s
 
 
 def _for_node(advisor, model, workload, node, candidates, figure, objective, quality_floor, budget):
-    # Parts of composites are predicted too, so "worse than its part" can be checked.
-    scored = list(candidates) + _parts_missing(candidates)
-    task = {"model": model, "workload": workload, "node": node}
-    features = task_features(task)
+    features = task_features({"model": model, "workload": workload, "node": node})
+    question = (
+        *_task_key(advisor, features),
+        tuple(c.key for c in candidates),
+        objective,
+        quality_floor,
+        budget,
+        json.dumps([model.get("id"), workload.get("id"), node["id"], node.get("hardware_class")], default=str),
+        node.get("price_per_hour"),
+    )
+    return _ANSWERS.get(
+        question,
+        lambda: _answer(advisor, model, workload, node, features, candidates, figure, objective, quality_floor, budget),
+    )
+
+
+def _answer(advisor, model, workload, node, features, candidates, figure, objective, quality_floor, budget):
+    # Parts of composites are predicted too, so "worse than its part" can be checked; the baseline row
+    # gives the baseline's runtime.
+    scored = [Candidate(BASELINE, {}), *candidates, *_parts_missing(candidates)]
     if advisor.params.get("text_embedding"):
         from advisor.embedding import task_description, text_features
 
-        features.update(text_features(task_description(task)))
+        features = features | text_features(task_description({"model": model, "workload": workload, "node": node}))
     preds = _predictions(advisor, features, scored)
     kind = workload.get("kind") or "lm-generate"
     guard = guarded_reason(advisor, model, kind)
@@ -263,8 +281,10 @@ def _for_node(advisor, model, workload, node, candidates, figure, objective, qua
     if "log_baseline_latency" in advisor.learners:
         runtime = float(np.exp(preds[("log_baseline_latency", "point")][0]))
     price = float(node.get("price_per_hour") or 0.0)
-    figures = {c.key: _figures(advisor, preds, j, c, measured, zero_shot, guard, regime) for j, c in enumerate(scored)}
-    speed_of = {c.method_id: figures[c.key]["speedup"] for c in scored if not c.config and figures[c.key]}
+    figures = {
+        c.key: _figures(advisor, preds, j, c, measured, zero_shot, guard, regime) for j, c in enumerate(scored) if j
+    }
+    speed_of = {c.method_id: figures[c.key]["speedup"] for c in scored[1:] if not c.config and figures[c.key]}
     never_applied = set(advisor.inapplicable.get(node.get("hardware_class", ""), ()))
     cache_key = _task_key(advisor, features)
     reference = _reference(node, objective, runtime, price, guard)
@@ -274,7 +294,7 @@ def _for_node(advisor, model, workload, node, candidates, figure, objective, qua
         dropped.append(Excluded(BASELINE, node["id"], "running without acceleration exceeds the budget"))
     else:
         kept.append((reference, None))
-    for j, c in enumerate(candidates):
+    for j, c in enumerate(candidates, start=1):
         f = figures[c.key]
         reason = _exclusion(c, f, never_applied, node, quality_floor, budget, runtime, price)
         if reason:
