@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,12 +46,14 @@ def train_advisor(
     artefact_root: Path | None = None,
     text_embedding: bool = False,
     records: list[dict] | None = None,
+    on_stage: Callable[[str], None] = lambda stage: None,
 ) -> AdvisorVersion:
     """Trains on every stored profile, evaluates it, gates it against the active version and stores it.
 
     ``activate``: "if-not-worse" (default; True means the same), "force", or "never" (False).
     A caller that passes ``records`` (read in an earlier, short transaction) keeps ``session``
     idle until the version is written, so a SQLite store is not locked for the whole training.
+    ``on_stage`` hears each stage's name as it starts (the UI shows it beside the elapsed time).
     """
     mode = {True: "if-not-worse", False: "never"}.get(activate, activate)  # type: ignore[arg-type]
     if mode not in ACTIVATE_CHOICES:
@@ -58,16 +61,20 @@ def train_advisor(
     records = sorted(iter_records(session) if records is None else records, key=lambda r: r["run_id"])
     if not records:
         raise ValueError("no stored profiles to train on; import or measure some first")
+    on_stage(f"fitting on {len(records)} profiles")
     model, table = fit_advisor(records, size=size, seed=seed, text_embedding=text_embedding)
     evaluation: dict = {}
     if evaluate_splits:
+        on_stage("evaluating every selector on held-out models")
         usable = tuple(s for s in evaluate_splits if len(set(table.groups[s])) >= 2)
         evaluation = evaluate_table(table, splits=usable, seeds=seeds, size=size)
-    current = session.exec(select(AdvisorVersion).where(AdvisorVersion.active)).first()
+    current = _active_snapshot(session)
     if current is not None and mode != "never":
+        on_stage("comparing with the active version on the same folds")
         evaluation["gate"] = compare_on_same_folds(
-            table, records, _snapshot(current), current.id, size=size, seeds=max(1, seeds)
+            table, records, current[1], current[0], size=size, seeds=max(1, seeds)
         )
+    on_stage("storing")
     version_id = f"adv-{utcnow():%Y%m%dT%H%M%S%f}-{model.params['data_hash'][:10]}"
     root = artefact_root or get_settings().data_dir / "advisors"
     model.save(root / version_id)
@@ -88,11 +95,26 @@ def train_advisor(
     if mode == "force" or (mode == "if-not-worse" and (gate is None or gate["not_worse"])):
         activate_version(session, version_id)
     elif mode == "if-not-worse":
-        log.warning(
-            "advisor %s not activated: %s (kept %s; an admin may force it)", version_id, gate["reason"], current.id
-        )
+        log.warning("advisor %s not activated: %s (an admin may force it)", version_id, gate["reason"])
     log.info("trained advisor %s on %d profiles (active: %s)", version_id, len(records), version.active)
     return version
+
+
+def _active_snapshot(session: Session) -> tuple[str, set[str] | None] | None:
+    """The active version's id and snapshot, read without opening a transaction in an idle session.
+
+    On SQLite every transaction takes the write lock (BEGIN IMMEDIATE): a session left open through
+    the gate's cross-validation would lock every writer out for its whole length.
+    """
+
+    def read(reader: Session):
+        current = reader.exec(select(AdvisorVersion).where(AdvisorVersion.active)).first()
+        return None if current is None else (current.id, _snapshot(current))
+
+    if session.in_transaction():
+        return read(session)
+    with Session(session.get_bind()) as peek:
+        return read(peek)
 
 
 def _snapshot(version: AdvisorVersion) -> set[str] | None:
