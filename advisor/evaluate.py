@@ -26,6 +26,7 @@ from advisor.baselines import (
     SingleBest,
 )
 from advisor.guard import RangeGuard
+from advisor.intervals import coverage
 from advisor.learner import MetaLearner
 from advisor.metrics import (
     TIE_TOLERANCE,
@@ -36,6 +37,7 @@ from advisor.metrics import (
     task_losses,
     top1,
 )
+from advisor.model import SIZES
 from advisor.pairwise import PairwiseVoting
 from advisor.table import PerfTable
 
@@ -174,6 +176,8 @@ def evaluate_table(
             }
             for name in factories
         }
+        # The trained advisor's own quantile models (advisor.model), on the first seed's folds.
+        report["splits"][split]["_coverage"] = coverage(table, cv_folds(table, split, 0, n_folds), SIZES[size])
         report["splits"][split]["_seeds"] = n_seeds
         report["splits"][split]["_folds"] = len(cv_folds(table, split, 0, n_folds))  # fewer when groups are few
     return report

@@ -17,14 +17,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
 from sqlmodel import Session, select
 
-from advisor.evaluate import evaluate_table
+from advisor.evaluate import SPLITS, cv_folds, evaluate_table
 from advisor.gate import compare_on_same_folds
-from advisor.model import AdvisorModel, fit_advisor
+from advisor.intervals import coverage
+from advisor.model import SIZES, AdvisorModel, fit_advisor
 from profiles.models import AdvisorVersion, utcnow
 from profiles.settings import get_settings
 from profiles.transfer import iter_records
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 LEARNER_NAME = "lightgbm-pooled"
 SNAPSHOT = "snapshot.json"
 ACTIVATE_CHOICES = ("if-not-worse", "force", "never")
+CALIBRATION_FOLDS = 3  # for the splits the stored evaluation did not cover
 
 
 def train_advisor(
@@ -74,6 +77,8 @@ def train_advisor(
         evaluation["gate"] = compare_on_same_folds(
             table, records, current[1], current[0], size=size, seeds=max(1, seeds)
         )
+    on_stage("calibrating the intervals")
+    model = replace(model, facts={**model.facts, "calibration": _calibration(table, size, evaluation)})
     on_stage("storing")
     version_id = f"adv-{utcnow():%Y%m%dT%H%M%S%f}-{model.params['data_hash'][:10]}"
     root = artefact_root or get_settings().data_dir / "advisors"
@@ -98,6 +103,20 @@ def train_advisor(
         log.warning("advisor %s not activated: %s (an admin may force it)", version_id, gate["reason"])
     log.info("trained advisor %s on %d profiles (active: %s)", version_id, len(records), version.active)
     return version
+
+
+def _calibration(table, size: str, evaluation: dict) -> dict[str, dict[str, float]]:
+    """figure → regime (the split a question resembles) → conformal offset, from out-of-fold residuals."""
+    offsets: dict[str, dict[str, float]] = {}
+    for split in SPLITS:
+        if len(set(table.groups[split].tolist())) < 2:
+            continue
+        found = evaluation.get("splits", {}).get(split, {}).get("_coverage")
+        if found is None:
+            found = coverage(table, cv_folds(table, split, 0, CALIBRATION_FOLDS), SIZES[size])
+        for figure, figures in found.items():
+            offsets.setdefault(figure, {})[split] = figures["offset"]
+    return offsets
 
 
 def _active_snapshot(session: Session) -> tuple[str, set[str] | None] | None:
