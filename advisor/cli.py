@@ -69,27 +69,26 @@ def _tables(
     objective: str,
     quality_floor: float | None,
     text_embedding: bool,
-) -> list:
+) -> list[tuple]:
+    """(table, its profile records or None): landmark probes are read from the records."""
     from advisor.external import load_aslib, load_long_csv
     from advisor.table import table_from_records
 
     tables = [load_aslib(d) for d in scenario] + [load_long_csv(f) for f in csv_files]
     if tables:
-        return tables
+        return [(t, None) for t in tables]
     if synthetic:
         from advisor.synthetic import synthetic_records
 
-        return [table_from_records(synthetic_records(), objective, quality_floor, "synthetic", text_embedding)]
+        generated = list(synthetic_records())
+        return [(table_from_records(generated, objective, quality_floor, "synthetic", text_embedding), None)]
     if profiles_files:
         from profiles.transfer import read_records
 
         # Several files (e.g. the seed grid and a store's export) make one table.
-        from_files = (record for path in profiles_files for _, record in read_records(path))
-        return [
-            table_from_records(
-                from_files, objective, quality_floor, " + ".join(p.name for p in profiles_files), text_embedding
-            )
-        ]
+        from_files = [record for path in profiles_files for _, record in read_records(path)]
+        name = " + ".join(p.name for p in profiles_files)
+        return [(table_from_records(from_files, objective, quality_floor, name, text_embedding), from_files)]
     from profiles.db import default_engine, session_scope
     from profiles.migrate import upgrade
     from profiles.transfer import iter_records
@@ -100,7 +99,7 @@ def _tables(
         records = list(iter_records(session))
     if not records:
         raise ValueError("the store has no profiles: import some, or pass --profiles FILE / --synthetic")
-    return [table_from_records(records, objective, quality_floor, "stored profiles", text_embedding)]
+    return [(table_from_records(records, objective, quality_floor, "stored profiles", text_embedding), records)]
 
 
 @advisor_app.command()
@@ -127,8 +126,11 @@ def evaluate(
     text_embedding: Annotated[bool, typer.Option(help="add the MiniLM embedding of task descriptions")] = False,
     out: Annotated[Path | None, typer.Option(help="write report.json, report.md, chart.png here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+    probes: Annotated[
+        str, typer.Option(help="landmark probe counts for unseen models (profile tables), e.g. 0,1,2,4; '' for none")
+    ] = "0,1,2,4",
 ) -> None:
-    """Cross-validate the learner and every baseline side by side."""
+    """Cross-validate the learner and every baseline side by side (and, on profiles, with landmark probes)."""
     from advisor.evaluate import SPLITS, evaluate_table
     from advisor.report import markdown, write_report
 
@@ -140,7 +142,8 @@ def evaluate(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     reports = []
-    for table in tables:
+    counts = tuple(int(k) for k in probes.split(",") if k.strip()) if probes else ()
+    for table, records in tables:
         splits: tuple[str, ...]
         if table.folds is not None:
             splits = ("scenario",)
@@ -148,7 +151,14 @@ def evaluate(
             splits = tuple(s for s in SPLITS if s in table.groups)
         else:
             splits = (split,)
-        reports.append(evaluate_table(table, splits=splits, seeds=seeds, n_folds=folds, size=size))
+        report = evaluate_table(table, splits=splits, seeds=seeds, n_folds=folds, size=size)
+        if records is not None and "model" in splits and [k for k in counts if k]:
+            from advisor.evaluate import evaluate_landmarks
+
+            report["landmarks"] = evaluate_landmarks(
+                table, records, counts=tuple(k for k in counts if k), seeds=seeds, n_folds=folds, size=size
+            )
+        reports.append(report)
     if out is not None:
         for path in write_report(reports, out):
             console.print(f"wrote {path}")
