@@ -114,6 +114,7 @@ def claim_item(session: Session, job_id: str, index: int, node: Node) -> dict:
     if holder is not None and holder.id != node.id and holder.status == "online":
         return {"action": "skip", "reason": f"item is running on {holder.id}"}
     claim = secrets.token_hex(8)
+    state.pop("progress", None)  # a new attempt starts from its own first stage
     state.update(
         state="running", node=node.id, claim=claim, attempts=state["attempts"] + 1, claimed_at=utcnow().isoformat()
     )
@@ -164,6 +165,38 @@ def complete_item(
         job.result = {**job.result, "outputs": outputs, "node": node.id}
     session.add(job)
     return {"accepted": True, "added": result.added, "skipped": result.skipped}, False
+
+
+def report_progress(
+    session: Session,
+    job_id: str,
+    index: int,
+    node: Node,
+    claim: str,
+    stage: str,
+    detail: str | None,
+    fraction: float | None,
+) -> dict:
+    """What a running item is doing now, from the node holding its claim (shown on the job's page)."""
+    job = locked_job(session, job_id)
+    state = item_state(job, index)
+    if job.state == "cancelled":
+        return {"accepted": False, "reason": "job cancelled"}
+    if state["state"] != "running" or state["node"] != node.id or state.get("claim") != claim:
+        raise Conflict(f"node {node.id} does not hold the claim on item {index} of {job_id}")
+    set_progress(state, stage, detail, fraction)
+    save_item(job, index, state)
+    node.last_work_at = utcnow()
+    session.add_all((job, node))
+    return {"accepted": True}
+
+
+def set_progress(state: dict, stage: str, detail: str | None = None, fraction: float | None = None) -> None:
+    """Stores an item's stage; the stage's start is kept while the stage stays the same (for estimates)."""
+    now = utcnow().isoformat()
+    previous = state.get("progress") or {}
+    started = previous.get("stage_started_at", now) if previous.get("stage") == stage else now
+    state["progress"] = {"stage": stage, "detail": detail, "fraction": fraction, "at": now, "stage_started_at": started}
 
 
 def cancel_job(session: Session, job_id: str) -> Job:

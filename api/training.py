@@ -12,7 +12,7 @@ import threading
 from sqlmodel import func, select
 
 from api.errors import Conflict
-from api.jobs import job_public, new_job
+from api.jobs import job_public, locked_job, new_job, save_item, set_progress
 from profiles.db import default_engine, session_scope
 from profiles.models import AdvisorVersion, Job, ProfileRun, utcnow
 from profiles.transfer import iter_records
@@ -24,11 +24,17 @@ _lock = threading.Lock()
 def _train(job_id: str, engine, force: bool) -> None:
     from advisor.api import train_advisor
 
+    def stage(name: str) -> None:
+        _report_stage(engine, job_id, name)
+
     try:
+        stage("reading profiles")
         with session_scope(engine) as session:  # a short read: SQLite writers must not wait on training
             records = list(iter_records(session))
         with session_scope(engine) as session:
-            version = train_advisor(session, records=records, activate="force" if force else "if-not-worse")
+            version = train_advisor(
+                session, records=records, activate="force" if force else "if-not-worse", on_stage=stage
+            )
             gate = version.evaluation.get("gate") or {}
             result = {
                 "advisor_version": version.id,
@@ -51,6 +57,19 @@ def _train(job_id: str, engine, force: bool) -> None:
         job.done, job.failures = (1, 0) if state == "succeeded" else (0, 1)
         job.result = {**job.result, **result}
         session.add(job)
+
+
+def _report_stage(engine, job_id: str, stage: str) -> None:
+    """The training job's stage, where the pages show it; a failed write never stops the training."""
+    try:
+        with session_scope(engine) as session:
+            job = locked_job(session, job_id)
+            state = dict(job.result["items"]["0"])
+            set_progress(state, stage)
+            save_item(job, 0, state)
+            session.add(job)
+    except Exception:
+        log.warning("could not record training stage %r", stage, exc_info=True)
 
 
 def start_training(force: bool = False) -> dict:

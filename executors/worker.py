@@ -40,7 +40,19 @@ class WorkerContext:
     device: str = "cpu"
     current_job: str | None = None
     current_item: str | None = None  # "job id:index" while an item is claimed and not yet reported
+    claim: str | None = None  # the claim on current_item, which its progress reports must carry
     bundles: dict = field(default_factory=dict)  # model source → loaded bundle, kept across tasks
+
+    def stage(self, stage: str, detail: str | None = None, fraction: float | None = None) -> None:
+        """Tells the API what the current item is doing; a lost report never stops the work."""
+        if self.current_item is None or self.claim is None:
+            return
+        job_id, index = self.current_item.rsplit(":", 1)
+        body = {"claim": self.claim, "stage": stage, "detail": detail, "fraction": fraction}
+        try:
+            self.call(f"/v1/jobs/{job_id}/items/{index}/progress", body, timeout=10)
+        except Exception as exc:
+            log.warning("%s: progress not reported: %s", self.current_item, exc)
 
     def call(self, path: str, body: dict | None = None, timeout: float = 120, patience_s: float = 0) -> dict:
         """POSTs with the worker key; retries connection errors and 5xx for ``patience_s`` (an API restart)."""
@@ -86,6 +98,7 @@ def _bundle(ctx: WorkerContext, source: str):
     from executors.zoo import load_bundle
 
     if source not in ctx.bundles:
+        ctx.stage("building model", source)
         ctx.bundles[source] = load_bundle(source)
     return ctx.bundles[source]
 
@@ -109,16 +122,16 @@ def profile_item(ctx: WorkerContext, item: dict) -> dict:
     bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
     workload = workload_from_json(item["workload"])
     reference = reference_method(workload)
+    ctx.stage("calibrating", f"{len(item['methods'])} methods")
     calibration = calibration_batch(bundle)
     baseline = prepare(bundle, (default_config(reference),), device, calibration)
     prepared = [prepare(bundle, _configs(c), device, calibration) for c in item["methods"] if c["method"] != reference]
-    records = [
-        record
-        for group in measurement_passes(prepared)
-        for record in harness_for(workload)(
+    passes, records = measurement_passes(prepared), []
+    for number, group in enumerate(passes, start=1):
+        ctx.stage("measuring", f"pass {number} of {len(passes)}, {item['reps']} rounds", (number - 1) / len(passes))
+        records += harness_for(workload)(
             bundle, workload, group, ctx.node, device=device, reps=item["reps"], baseline=baseline
         )
-    ]
     # Each pass measured the reference again; the report keeps one record per run id.
     return {"records": list({r["run_id"]: r for r in records}.values())}
 
@@ -133,12 +146,14 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
     bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
     if bundle.spec.get("family") != "decoder-lm":
         raise RuntimeError(f"a run generates text; {item['model']} is a {bundle.spec.get('family')} model")
+    ctx.stage("calibrating", item["method"].get("method"))
     prepared = prepare(bundle, _configs(item["method"]), device, calibration_batch(bundle))
     if prepared.status != "ok":
         raise RuntimeError(f"{prepared.method_id} {prepared.status}: {prepared.reason}")
     limit = bundle.model.config.max_seq_len - item["max_new_tokens"]
     texts = []
-    for prompt in item["prompts"]:
+    for number, prompt in enumerate(item["prompts"], start=1):
+        ctx.stage("generating", f"prompt {number} of {len(item['prompts'])}", (number - 1) / len(item["prompts"]))
         ids = bundle.tokenizer.encode(prompt)[-limit:]
         generation = prepared.runner.generate(
             torch.tensor([ids], device=device),
@@ -149,6 +164,7 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
         texts.append(bundle.tokenizer.decode(generation.tokens[0].tolist()))
     records = []
     if item.get("measure"):
+        ctx.stage("measuring", "5 rounds against the baseline")
         # Figures come from held-out prompts of the same shape, baseline interleaved in this process.
         records = measure(bundle, LMWorkload.from_json(item["workload"]), [prepared], ctx.node, device=device, reps=5)
     return {"records": records, "outputs": {"texts": texts, "method": prepared.method_id}}
@@ -161,16 +177,18 @@ def execute_item(job_id: str, index: int) -> str:
     if claim["action"] != "run":
         log.info("skip %s[%d]: %s", job_id, index, claim.get("reason"))
         return "skipped"
-    ctx.current_job, ctx.current_item = job_id, f"{job_id}:{index}"
+    ctx.current_job, ctx.current_item, ctx.claim = job_id, f"{job_id}:{index}", claim["claim"]
     try:
         try:
             body = run_item(ctx, claim["item"]) if claim["kind"] == "run" else profile_item(ctx, claim["item"])
         except Exception:  # the API counts the attempt and re-queues or fails the item
             log.exception("%s[%d] failed", job_id, index)
             body = {"error": traceback.format_exc(limit=20)}
+        if "error" not in body:
+            ctx.stage("storing", f"{len(body.get('records', []))} records")
         answer = _report(ctx, job_id, index, {**body, "claim": claim["claim"]})
     finally:
-        ctx.current_job = ctx.current_item = None
+        ctx.current_job = ctx.current_item = ctx.claim = None
     log.info("%s[%d] reported: %s", job_id, index, answer)
     return "done"
 

@@ -12,9 +12,9 @@ from api.auth import ClientKey, WorkerKey
 from api.catalog import resolve_methods, resolve_models, resolve_workloads
 from api.dispatch import dispatch
 from api.errors import NotFound, Unprocessable
-from api.jobs import cancel_job, claim_item, complete_item, item_queue, job_public, new_job, sends_of
+from api.jobs import cancel_job, claim_item, complete_item, item_queue, job_public, new_job, report_progress, sends_of
 from api.routes.workers import own_node
-from api.schemas import ItemClaim, ItemReport, ItemResult, JobPublic, ProfilingJobCreate
+from api.schemas import ItemClaim, ItemProgress, ItemReport, ItemResult, JobPublic, ProfilingJobCreate
 from api.training import maybe_retrain
 from profiles.db import read_scope, session_scope
 from profiles.models import Job, Node, ProfileRun
@@ -149,6 +149,14 @@ ItemIndex = Annotated[int, Path(ge=0, le=1_000_000)]
 def claim(job_id: str, index: ItemIndex, key: WorkerKey) -> dict:
     with session_scope() as session:
         return claim_item(session, job_id, index, own_node(session, key))
+
+
+@router.post("/jobs/{job_id}/items/{index}/progress", response_model=ItemReport, response_model_exclude_none=True)
+def progress(job_id: str, index: ItemIndex, body: ItemProgress, key: WorkerKey) -> dict:
+    """The stage a claimed item is in (building model, measuring round k of n, …), from its claimant."""
+    with session_scope() as session:
+        node = own_node(session, key)
+        return report_progress(session, job_id, index, node, body.claim, body.stage, body.detail, body.fraction)
 
 
 @router.post("/jobs/{job_id}/items/{index}/result", response_model=ItemReport, response_model_exclude_none=True)
