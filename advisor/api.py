@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from advisor.evaluate import SPLITS, evaluate_table
 from advisor.model import AdvisorModel, Candidate, fit_advisor
-from advisor.recommend import Excluded, Recommendation, RecommendationResult, recommend
+from advisor.recommend import DEFAULT_QUALITY_FLOOR, Excluded, Recommendation, RecommendationResult, recommend
 from advisor.table import PerfTable, table_from_records
-from advisor.versions import activate_version, active_advisor, train_advisor
+from advisor.versions import activate_version, active_advisor, rollback, train_advisor
+from advisor.versions import scores as version_scores
 
 
 def evaluate(
@@ -27,6 +28,7 @@ def evaluate(
 
 
 __all__ = [
+    "DEFAULT_QUALITY_FLOOR",
     "AdvisorModel",
     "Candidate",
     "Excluded",
@@ -39,6 +41,8 @@ __all__ = [
     "evaluate_table",
     "fit_advisor",
     "recommend",
+    "rollback",
     "table_from_records",
     "train_advisor",
+    "version_scores",
 ]

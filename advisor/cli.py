@@ -22,10 +22,13 @@ def train(
     size: Annotated[str, typer.Option(help="full, or small (fewer trees; for trials)")] = "full",
     seeds: Annotated[int, typer.Option(help="seeds for the stored evaluation")] = 1,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="store an unseen-model evaluation")] = True,
-    activate: Annotated[bool, typer.Option("--activate/--no-activate")] = True,
+    activate: Annotated[
+        bool, typer.Option("--activate/--no-activate", help="activate it if not worse than the active one")
+    ] = True,
+    force: Annotated[bool, typer.Option("--force", help="activate it even if it is worse on the same folds")] = False,
     text_embedding: Annotated[bool, typer.Option(help="add the MiniLM embedding of task descriptions")] = False,
 ) -> None:
-    """Train on every stored profile and store it as a new (active) advisor version."""
+    """Train on every stored profile; activate it only if not worse than the active one on the same folds."""
     from advisor.versions import train_advisor
     from profiles.db import default_engine, session_scope
     from profiles.migrate import upgrade
@@ -38,7 +41,7 @@ def train(
                 session,
                 size=size,
                 seeds=seeds,
-                activate=activate,
+                activate="force" if force else ("if-not-worse" if activate else "never"),
                 evaluate_splits=("model",) if evaluate else (),
                 text_embedding=text_embedding,
             )
@@ -52,6 +55,7 @@ def train(
                     "n_profiles": version.n_profiles,
                     "active": version.active,
                     "artefact_path": version.artefact_path,
+                    "gate": version.evaluation.get("gate"),
                 }
             )
         )
@@ -65,27 +69,26 @@ def _tables(
     objective: str,
     quality_floor: float | None,
     text_embedding: bool,
-) -> list:
+) -> list[tuple]:
+    """(table, its profile records or None): landmark probes are read from the records."""
     from advisor.external import load_aslib, load_long_csv
     from advisor.table import table_from_records
 
     tables = [load_aslib(d) for d in scenario] + [load_long_csv(f) for f in csv_files]
     if tables:
-        return tables
+        return [(t, None) for t in tables]
     if synthetic:
         from advisor.synthetic import synthetic_records
 
-        return [table_from_records(synthetic_records(), objective, quality_floor, "synthetic", text_embedding)]
+        generated = list(synthetic_records())
+        return [(table_from_records(generated, objective, quality_floor, "synthetic", text_embedding), None)]
     if profiles_files:
         from profiles.transfer import read_records
 
         # Several files (e.g. the seed grid and a store's export) make one table.
-        records = (record for path in profiles_files for _, record in read_records(path))
-        return [
-            table_from_records(
-                records, objective, quality_floor, " + ".join(p.name for p in profiles_files), text_embedding
-            )
-        ]
+        from_files = [record for path in profiles_files for _, record in read_records(path)]
+        name = " + ".join(p.name for p in profiles_files)
+        return [(table_from_records(from_files, objective, quality_floor, name, text_embedding), from_files)]
     from profiles.db import default_engine, session_scope
     from profiles.migrate import upgrade
     from profiles.transfer import iter_records
@@ -96,7 +99,7 @@ def _tables(
         records = list(iter_records(session))
     if not records:
         raise ValueError("the store has no profiles: import some, or pass --profiles FILE / --synthetic")
-    return [table_from_records(records, objective, quality_floor, "stored profiles", text_embedding)]
+    return [(table_from_records(records, objective, quality_floor, "stored profiles", text_embedding), records)]
 
 
 @advisor_app.command()
@@ -123,8 +126,11 @@ def evaluate(
     text_embedding: Annotated[bool, typer.Option(help="add the MiniLM embedding of task descriptions")] = False,
     out: Annotated[Path | None, typer.Option(help="write report.json, report.md, chart.png here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
+    probes: Annotated[
+        str, typer.Option(help="landmark probe counts for unseen models (profile tables), e.g. 0,1,2,4; '' for none")
+    ] = "0,1,2,4",
 ) -> None:
-    """Cross-validate the learner and every baseline side by side."""
+    """Cross-validate the learner and every baseline side by side (and, on profiles, with landmark probes)."""
     from advisor.evaluate import SPLITS, evaluate_table
     from advisor.report import markdown, write_report
 
@@ -136,14 +142,23 @@ def evaluate(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     reports = []
-    for table in tables:
+    counts = tuple(int(k) for k in probes.split(",") if k.strip()) if probes else ()
+    for table, records in tables:
+        splits: tuple[str, ...]
         if table.folds is not None:
             splits = ("scenario",)
         elif split == "all":
             splits = tuple(s for s in SPLITS if s in table.groups)
         else:
             splits = (split,)
-        reports.append(evaluate_table(table, splits=splits, seeds=seeds, n_folds=folds, size=size))
+        report = evaluate_table(table, splits=splits, seeds=seeds, n_folds=folds, size=size)
+        if records is not None and "model" in splits and [k for k in counts if k]:
+            from advisor.evaluate import evaluate_landmarks
+
+            report["landmarks"] = evaluate_landmarks(
+                table, records, counts=tuple(k for k in counts if k), seeds=seeds, n_folds=folds, size=size
+            )
+        reports.append(report)
     if out is not None:
         for path in write_report(reports, out):
             console.print(f"wrote {path}")
@@ -162,7 +177,9 @@ def recommend(
     ],
     node: Annotated[str | None, typer.Option(help="a stored node id")] = None,
     hardware_class: Annotated[str | None, typer.Option(help="every stored node of this class")] = None,
-    quality_floor: Annotated[float | None, typer.Option(help="lowest acceptable predicted quality change")] = None,
+    quality_floor: Annotated[
+        float, typer.Option(help="lowest acceptable predicted quality change (-1 allows any loss)")
+    ] = -0.05,
     budget: Annotated[float | None, typer.Option(help="highest predicted cost per run (runtime × price)")] = None,
     objective: Annotated[str, typer.Option(help="latency | throughput | memory | time-to-accuracy")] = "latency",
     top_k: Annotated[int, typer.Option(min=1)] = 5,
@@ -195,17 +212,15 @@ def recommend(
             nodes = list(session.exec(select(Node).where(Node.hardware_class == hardware_class)))
         else:
             nodes = list(session.exec(select(Node).where(Node.status == "online"))) or list(session.exec(select(Node)))
-        nodes = [n.model_dump(mode="json") for n in nodes]
-    problem = (
-        "no active advisor: run `accel-advisor advisor train` first"
-        if found is None
-        else f"unknown model {model!r}"
-        if spec is None
-        else "no matching node"
-        if not nodes
-        else None
-    )
-    if problem:
+        node_records = [n.model_dump(mode="json") for n in nodes]
+    if found is None or spec_record is None or not node_records:
+        problem = (
+            "no active advisor: run `accel-advisor advisor train` first"
+            if found is None
+            else f"unknown model {model!r}"
+            if spec_record is None
+            else "no matching node"
+        )
         console.print(f"[red]{problem}[/]")
         raise typer.Exit(2)
     try:
@@ -213,7 +228,7 @@ def recommend(
             found[1],
             spec_record,
             {"id": workload_id_for(shape), **shape},
-            nodes,
+            node_records,
             quality_floor=quality_floor,
             budget=budget,
             objective=objective,
@@ -229,7 +244,7 @@ def recommend(
     for r in result.recommendations:
         typer.echo(
             f"{r.method_id:40s} {r.node_id:24s} ×{r.speedup:.2f} [{r.speedup_interval[0]:.2f}, "
-            f"{r.speedup_interval[1]:.2f}] quality {r.quality_delta:+.3f} {'; '.join(r.warnings)}"
+            f"{r.speedup_interval[1]:.2f}] quality {r.quality_delta:+.3f} {r.basis} {'; '.join(r.warnings)}"
         )
     for e in result.excluded:
         typer.echo(f"excluded {e.method_id} on {e.node_id}: {e.reason}")
@@ -237,9 +252,10 @@ def recommend(
 
 @advisor_app.command()
 def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List trained advisor versions (newest first)."""
-    from sqlmodel import select
+    """List trained advisor versions (newest first) with their scores and gate verdicts."""
+    from sqlmodel import col, select
 
+    from advisor.versions import scores
     from profiles.db import session_scope
     from profiles.models import AdvisorVersion
 
@@ -251,11 +267,43 @@ def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 "n_profiles": v.n_profiles,
                 "created_at": v.created_at.isoformat(),
                 "feature_schema_version": v.feature_schema_version,
+                "scores": scores(v),
             }
-            for v in session.exec(select(AdvisorVersion).order_by(AdvisorVersion.created_at.desc()))
+            for v in session.exec(select(AdvisorVersion).order_by(col(AdvisorVersion.created_at).desc()))
         ]
-    typer.echo(
-        json.dumps(rows, indent=2)
-        if as_json
-        else "\n".join(f"{'*' if r['active'] else ' '} {r['id']}  {r['n_profiles']} profiles" for r in rows)
-    )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        gap = r["scores"]["splits"].get("model", {}).get("gap_closed")
+        gate = r["scores"].get("gate", {}).get("reason", "")
+        shown = "" if gap is None else f"  unseen-model gap closed {gap:.3f}"
+        typer.echo(f"{'*' if r['active'] else ' '} {r['id']}  {r['n_profiles']} profiles{shown}  {gate}")
+
+
+def _switch(change) -> None:
+    from profiles.db import session_scope
+
+    try:
+        with session_scope() as session:
+            version = change(session)
+            typer.echo(json.dumps({"id": version.id, "active": version.active}))
+    except KeyError as exc:
+        console.print(f"[red]{exc.args[0]}[/]")
+        raise typer.Exit(2) from None
+
+
+@advisor_app.command()
+def activate(version_id: Annotated[str, typer.Argument(help="an id from `advisor versions`")]) -> None:
+    """Make a stored advisor version the active one (whatever its gate said)."""
+    from advisor.versions import activate_version
+
+    _switch(lambda session: activate_version(session, version_id))
+
+
+@advisor_app.command()
+def rollback() -> None:
+    """Re-activate the advisor version that was active before the current one."""
+    from advisor.versions import rollback as roll_back
+
+    _switch(roll_back)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from advisor.baselines import (
     SingleBest,
 )
 from advisor.guard import RangeGuard
+from advisor.intervals import coverage
 from advisor.learner import MetaLearner
 from advisor.metrics import (
     TIE_TOLERANCE,
@@ -35,11 +38,13 @@ from advisor.metrics import (
     task_losses,
     top1,
 )
+from advisor.model import SIZES
 from advisor.pairwise import PairwiseVoting
 from advisor.table import PerfTable
 
 log = logging.getLogger(__name__)
 SPLITS = ("model", "hardware", "random")
+PROBE_COUNTS = (0, 1, 2, 4)
 LEARNER = "lightgbm"
 METRICS = ("top1", "top1_tol", "mean_regret", "mean_loss", "gap_closed", "ndcg3")
 GAP_DIRECTION = (
@@ -133,6 +138,7 @@ def evaluate_table(
     n_folds: int = 5,
     selectors: tuple[str, ...] | None = None,
     size: str = "full",
+    with_coverage: bool = True,
 ) -> dict:
     """The report: per split, per selector, each metric's mean and spread over seeds."""
     factories = selector_factories(size)
@@ -141,7 +147,7 @@ def evaluate_table(
         if unknown:
             raise ValueError(f"unknown selectors {sorted(unknown)}; choose from {sorted(factories)}")
         factories = {n: f for n, f in factories.items() if n in selectors or n in ("sbs", "vbs")}
-    report = {
+    report: dict[str, Any] = {
         "table": table.name,
         "n_tasks": len(table.tasks),
         "n_candidates": len(table.candidates),
@@ -173,6 +179,55 @@ def evaluate_table(
             }
             for name in factories
         }
+        if with_coverage:  # the trained advisor's own quantile models (advisor.model), on the first seed's folds
+            folds = cv_folds(table, split, 0, n_folds)
+            report["splits"][split]["_coverage"] = coverage(table, folds, SIZES[size])
         report["splits"][split]["_seeds"] = n_seeds
         report["splits"][split]["_folds"] = len(cv_folds(table, split, 0, n_folds))  # fewer when groups are few
     return report
+
+
+def with_probes(table: PerfTable, values: dict[str, np.ndarray], probes: tuple[str, ...]) -> PerfTable:
+    """The table with the probes' values as extra task features (what a cold-start model is given)."""
+    columns = np.column_stack([values[p] for p in probes]) if probes else np.empty((len(table.tasks), 0))
+    return replace(
+        table,
+        task_x=np.hstack([table.task_x, columns]),
+        feature_names=(*table.feature_names, *(f"probe.{p}" for p in probes)),
+    )
+
+
+def evaluate_landmarks(
+    table: PerfTable,
+    records,
+    counts: tuple[int, ...] = PROBE_COUNTS,
+    seeds: int = 3,
+    n_folds: int = 5,
+    size: str = "full",
+    selectors: tuple[str, ...] | None = None,
+) -> dict:
+    """Unseen models with 0, 1, 2, 4 probes: every selector given the same probe features, and the probes' cost."""
+    from advisor.landmarks import PROBES, landmarks, probe_cost_fraction
+
+    values, costs, full_cost = landmarks(records, table.tasks)
+    out: dict = {"order": list(PROBES), "split": "model", "by_count": {}}
+    for k in counts:
+        probes = PROBES[:k]
+        report = evaluate_table(
+            with_probes(table, values, probes),
+            splits=("model",),
+            seeds=seeds,
+            n_folds=n_folds,
+            selectors=selectors,
+            size=size,
+            with_coverage=False,
+        )
+        out["by_count"][str(k)] = {
+            "probes": list(probes),
+            "probe_cost_fraction": probe_cost_fraction(costs, full_cost, probes),
+            "tasks_with_every_probe": int(np.all([~np.isnan(values[p]) for p in probes], axis=0).sum())
+            if probes
+            else len(table.tasks),
+            "results": report["splits"].get("model", {}),
+        }
+    return out

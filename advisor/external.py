@@ -91,6 +91,13 @@ def _number(text: str | None) -> float | None:
         return None
 
 
+def _present(value: str | None, what: str) -> str:
+    """An ARFF value the scenario format requires ('?' is missing)."""
+    if value is None:
+        raise ValueError(f"{what} is missing ('?')")
+    return value
+
+
 def _build(
     name: str,
     instances: list[str],
@@ -108,7 +115,7 @@ def _build(
     for (instance, method), figures in cells.items():
         values[t_index[instance], m_index[method]] = float(np.mean(figures))
     keep = ~np.isnan(values).all(axis=1)  # an instance without any run cannot be scored
-    kept = [t for t, k in zip(instances, keep) if k]
+    kept = [t for t, k in zip(instances, keep, strict=True) if k]
     return PerfTable(
         name=name,
         tasks=tuple(kept),
@@ -141,14 +148,19 @@ def load_aslib(directory: Path) -> PerfTable:
         raise ValueError(f"{directory.name}: algorithm_runs.arff has no column {measure_name!r}")
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     methods: set[str] = set()
+    limit = math.inf if cutoff is None else cutoff  # read only for runtime scenarios, which have one
     for row in rows:
-        instance, method = row[col["instance_id"]], row[col["algorithm"]]
+        where = f"{directory.name}: algorithm_runs.arff"
+        instance = _present(row[col["instance_id"]], f"{where}: instance_id")
+        method = _present(row[col["algorithm"]], f"{where}: algorithm")
         status = (row[col["runstatus"]] or "").lower() if "runstatus" in col else "ok"
         value = _number(row[perf_col])
         methods.add(method)
         if is_runtime:
-            solved = status == "ok" and value is not None and value < cutoff
-            cells[(instance, method)].append(value if solved else PAR_FACTOR * cutoff)
+            if status == "ok" and value is not None and value < limit:
+                cells[(instance, method)].append(value)
+            else:
+                cells[(instance, method)].append(PAR_FACTOR * limit)
         elif value is not None and status in ("ok", ""):
             cells[(instance, method)].append(value)
 
@@ -156,13 +168,19 @@ def load_aslib(directory: Path) -> PerfTable:
     skip = {"instance_id", "repetition"}
     features: dict[str, dict] = {}
     for row in feature_rows:
-        features[row[0]] = {f"f.{n}": _number(v) for n, v in zip(feature_names, row) if n.lower() not in skip}
+        instance = _present(row[0], f"{directory.name}: feature_values.arff: instance_id")
+        features[instance] = {
+            f"f.{n}": _number(v) for n, v in zip(feature_names, row, strict=True) if n.lower() not in skip
+        }
 
     folds = None
     if (directory / "cv.arff").exists():
         cv_names, cv_rows = read_arff(directory / "cv.arff")
         fold_col = [n.lower() for n in cv_names].index("fold")
-        folds = {row[0]: int(float(row[fold_col])) for row in cv_rows}
+        folds = {
+            _present(row[0], "cv.arff: instance_id"): int(float(_present(row[fold_col], "cv.arff: fold")))
+            for row in cv_rows
+        }
     instances = sorted({i for i, _ in cells})
     measure = "cost" if is_runtime else "score"
     return _build(
@@ -186,7 +204,7 @@ def load_long_csv(path: Path) -> PerfTable:
         missing = {"instance_id", "method", "performance"} - set(reader.fieldnames or ())
         if missing:
             raise ValueError(f"{path.name}: missing columns {sorted(missing)}")
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
             instance, method = row.pop("instance_id"), row.pop("method")
             value = _number(row.pop("performance"))
             directions.add((row.pop("higher_is_better", "") or "false").strip().lower() in ("true", "1", "yes"))

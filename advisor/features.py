@@ -173,8 +173,8 @@ def to_matrix(rows: Iterable[Mapping[str, Value]], schema: FeatureSchema) -> np.
     offset = len(schema.numeric)
     categorical_columns = []
     for name, values in schema.categorical:
-        for value in values:
-            index[f"{name}={value}"] = offset
+        for category in values:
+            index[f"{name}={category}"] = offset
             categorical_columns.append(offset)
             offset += 1
     rows = list(rows)

@@ -7,6 +7,11 @@ a 1 M-parameter model and win from ~8 M up, docs/seed-profiles.md). So for a tas
 guarded features lie outside the range the training tasks of its workload kind covered (by
 more than a margin), or whose model family or workload kind no training task had, the guard
 answers with the training set's single best solver instead. Missing sizes never trigger it.
+Inside the range a size also needs profiled sizes near it: within MAX_GAP (in log2 units) on
+both sides, or within the margin of one. One sparsely measured model far below the others
+must not open the whole gap to interpolation: a 0.1 M model with 2 tasks made the learner
+carry lm-2m's winners down to lm-1m (unseen-model gap closed 0.289 → 0.148 on the same folds,
+docs/advisor.md).
 Ranges are per workload kind because the methods differ by kind: a 1 M model measured only on
 long-context retrieval says nothing about which serving method suits a 1 M model.
 """
@@ -23,6 +28,7 @@ MODEL_SIZE = ("model.params",)
 MODEL_FAMILY, WORKLOAD_KIND = "model.family=", "workload.kind="
 # In the feature's units: log2(1 + params), so 0.5 = about 1.4× beyond the profiled sizes.
 DEFAULT_MARGIN = 0.5
+MAX_GAP = 2.5  # ≈ 5.7× in parameters: interpolation between profiled sizes at most this far apart
 
 
 def guarded_columns(table: PerfTable, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -53,18 +59,18 @@ class RangeGuard:
         self.fallback_ = single_best_scores(table)
         self.families_ = _seen_one_hot(table, MODEL_FAMILY)
         self.kinds_ = _seen_one_hot(table, WORKLOAD_KIND)
-        # (feature, kind) → (low, high); kind None when the table has no workload kinds (ASlib, CSV).
+        # (feature, kind) → the profiled values; kind None when the table has no workload kinds (ASlib, CSV).
         kinds = _membership(table, self.kinds_) if self.kinds_ else np.ones((len(table.tasks), 1), bool)
-        self.ranges_: dict[tuple[str, str | None], tuple[float, float]] = {}
+        self.support_: dict[tuple[str, str | None], np.ndarray] = {}
         for name, column in guarded_columns(table, self.features).items():
             for k, kind in enumerate(self.kinds_ or (None,)):
                 values = column[kinds[:, k]]
                 if not np.isnan(values).all():
-                    self.ranges_[(name, kind)] = (float(np.nanmin(values)), float(np.nanmax(values)))
+                    self.support_[(name, kind)] = np.unique(values[~np.isnan(values)])
         return self
 
     def outside(self, table: PerfTable) -> np.ndarray:
-        """Per task: a guarded size beyond its kind's training range plus the margin, or an unseen family or kind."""
+        """Per task: a guarded size its kind's profiled sizes do not support, or an unseen family or kind."""
         out = np.zeros(len(table.tasks), dtype=bool)
         if self.families_:
             out |= ~_membership(table, self.families_).any(axis=1)
@@ -73,11 +79,8 @@ class RangeGuard:
             out |= ~kinds.any(axis=1)
         for name, column in guarded_columns(table, self.features).items():
             for k, kind in enumerate(self.kinds_ or (None,)):
-                if (name, kind) not in self.ranges_:
-                    continue
-                low, high = self.ranges_[(name, kind)]
-                with np.errstate(invalid="ignore"):
-                    out |= kinds[:, k] & ((column < low - self.margin) | (column > high + self.margin))
+                if (name, kind) in self.support_:
+                    out |= kinds[:, k] & unsupported(column, self.support_[(name, kind)], self.margin)
         return out
 
     def scores(self, table: PerfTable) -> np.ndarray:
@@ -85,3 +88,16 @@ class RangeGuard:
         outside = self.outside(table)
         scores[outside] = self.fallback_
         return scores
+
+
+def unsupported(values: np.ndarray, profiled: np.ndarray, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """True where a value is neither within ``margin`` of a profiled one nor between two at most MAX_GAP away."""
+    values = np.asarray(values, dtype=float)
+    below_at = np.searchsorted(profiled, values, side="right") - 1  # the largest profiled value <= v
+    below = np.where(below_at >= 0, profiled[np.clip(below_at, 0, None)], -np.inf)
+    above_at = np.searchsorted(profiled, values, side="left")  # the smallest profiled value >= v
+    above = np.where(above_at < len(profiled), profiled[np.clip(above_at, None, len(profiled) - 1)], np.inf)
+    with np.errstate(invalid="ignore"):
+        near = np.minimum(values - below, above - values) <= margin
+        bracketed = (values - below <= MAX_GAP) & (above - values <= MAX_GAP)
+        return ~np.isnan(values) & ~near & ~bracketed

@@ -45,6 +45,7 @@ class MetaLearner:
         feature_fraction: float = 0.5,
         quantiles: tuple[float, ...] = (),
         risk_aversion: float = 0.0,
+        with_point: bool = True,
         seed: int = 0,
     ):
         self.objective = objective
@@ -61,6 +62,7 @@ class MetaLearner:
         # unsure about (e.g. a composite never measured on a model of this size) needs a clearly
         # better prediction to be chosen. Needs two quantiles.
         self.risk_aversion = risk_aversion
+        self.with_point = with_point  # False: only the quantile models (interval calibration needs no more)
         self.seed = seed
 
     def _params(self, objective: str, **extra) -> dict:
@@ -112,7 +114,8 @@ class MetaLearner:
             self.boosters_["point"] = lgb.train(params, data, num_boost_round=self.n_estimators)
             return self
         data = lgb.Dataset(features, target.ravel()[observed], feature_name=names, free_raw_data=False)
-        self.boosters_["point"] = lgb.train(self._params("regression"), data, num_boost_round=self.n_estimators)
+        if self.with_point:
+            self.boosters_["point"] = lgb.train(self._params("regression"), data, num_boost_round=self.n_estimators)
         for q in self.quantiles:
             self.boosters_[f"q{q:g}"] = lgb.train(
                 self._params("quantile", alpha=q), data, num_boost_round=self.n_estimators
@@ -121,14 +124,14 @@ class MetaLearner:
 
     def predict(self, task_x: np.ndarray, cand_x: np.ndarray, which: str = "point") -> np.ndarray:
         rows = pair_matrix(task_x, cand_x)
-        return self.boosters_[which].predict(rows, num_threads=1).reshape(len(task_x), len(cand_x))
+        return np.asarray(self.boosters_[which].predict(rows, num_threads=1)).reshape(len(task_x), len(cand_x))
 
     def contributions(self, rows: np.ndarray) -> np.ndarray:
         """Per-feature SHAP contributions of the point model for pair rows: n_rows × (features + bias).
 
         About 25 ms per row for 600 trees, so callers explain only the rows they show.
         """
-        return self.boosters_["point"].predict(rows, pred_contrib=True, num_threads=1)
+        return np.asarray(self.boosters_["point"].predict(rows, pred_contrib=True, num_threads=1))
 
     def scores(self, table: PerfTable) -> np.ndarray:
         point = self.predict(table.task_x, table.cand_x)

@@ -11,10 +11,12 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from advisor.facts import measured_cells, method_kinds, size_support, task_kinds, zero_shot
 from advisor.features import (
     BASELINE,
     FEATURE_SCHEMA_VERSION,
@@ -31,7 +33,7 @@ FIGURES = {  # figure → (extras target, quantiles)
     "log_speedup": ("log_speedup", INTERVAL),
     "quality_delta": ("quality_delta", INTERVAL),
     "log_throughput_ratio": ("log_throughput_ratio", ()),
-    "log_memory_ratio": ("log_memory_ratio", ()),
+    "log_memory_ratio": ("log_memory_ratio", INTERVAL),
     "log_baseline_latency": ("log_baseline_latency", ()),
 }
 SIZES = {"full": 600, "small": 80}
@@ -42,8 +44,8 @@ class Candidate:
     method_id: str
     config: Mapping
 
-    @property
-    def key(self) -> str:
+    @cached_property
+    def key(self) -> str:  # computed once: the recommendation path reads it for every candidate
         return candidate_key(self.method_id, self.config)
 
 
@@ -63,6 +65,8 @@ class AdvisorModel:
     params: Mapping
     # hardware class → methods that only ever recorded "not-applicable" there: never recommended on it
     inapplicable: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # measured cells, zero-shot figures per kind, method kinds, size support, interval calibration (advisor.facts)
+    facts: Mapping = field(default_factory=dict)
 
     def task_matrix(self, tasks: Sequence[Mapping]) -> np.ndarray:
         return to_matrix(tasks, self.task_schema)
@@ -95,6 +99,7 @@ class AdvisorModel:
                 (directory / files[which]).write_text(text)
             manifest["learners"][figure] = files
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        (directory / "facts.json").write_text(json.dumps(self.facts, sort_keys=True))
 
     @classmethod
     def load(cls, directory: Path) -> AdvisorModel:
@@ -111,12 +116,18 @@ class AdvisorModel:
             manifest["n_profiles"],
             manifest["params"],
             {k: tuple(v) for k, v in manifest["inapplicable"].items()},
+            json.loads((directory / "facts.json").read_text()) if (directory / "facts.json").exists() else {},
         )
 
 
 def fit_advisor(
-    records: Sequence[Mapping], size: str = "full", seed: int = 0, text_embedding: bool = False
+    records: Sequence[Mapping],
+    size: str = "full",
+    seed: int = 0,
+    text_embedding: bool = False,
+    calibration: Mapping | None = None,
 ) -> tuple[AdvisorModel, PerfTable]:
+    """``calibration``: figure → regime → offset that widens the quantile interval (advisor.intervals)."""
     table = table_from_records(records, objective="latency", text_embedding=text_embedding)
     learners = {}
     for figure, (target, quantiles) in FIGURES.items():
@@ -141,6 +152,15 @@ def fit_advisor(
         len(records),
         params | profiled | {"data_hash": data_hash(records, params)},
         inapplicable_by_class(records),
+        {
+            "measured": measured_cells(records, table),
+            "zero_shot": zero_shot(table, task_kinds(records)),
+            "kinds": method_kinds(records),
+            "support": size_support(records),
+            "hardware_classes": sorted({r["hardware_class"] for r in records}),
+            "models": sorted({r["model_id"] for r in records if r["status"] == "ok"}),
+            "calibration": dict(calibration or {}),
+        },
     )
     return model, table
 

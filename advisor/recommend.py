@@ -1,22 +1,38 @@
 """Recommendation under constraints: predict, filter, rank, explain.
 
-For one model and workload on one node or a pool of nodes: drop candidates the caller's
-``supports`` check rejects, those whose predicted quality change is below the floor and those
-whose predicted cost (runtime × node price) exceeds the budget; rank the rest by the objective.
-Each answer carries its intervals, cost, warnings (e.g. a composite predicted to be worse
-than one of its parts) and, for the top EXPLAINED answers, the features that moved its
-speed-up prediction most (LightGBM per-prediction SHAP contributions).
+For one model and workload on one node or a pool of nodes, every candidate gets figures from
+one of three sources, named in its ``basis``:
+
+- **measured**: the task (model, workload, hardware class) was profiled with this candidate —
+  the stored medians, with the spread of the timed pairs as the interval;
+- **interpolated**: the learner's prediction, with its calibrated 10–90 % interval;
+- **guarded** (zero-shot): the model's size or family lies outside what the learner may
+  interpolate for this workload kind (advisor.guard) — the candidate's median over the profiled
+  tasks of that kind, with their 10–90 % spread, as the evaluation's guard does with the SBS.
+
+"No acceleration" (``baseline``, basis ``reference``) is always a candidate, so it comes first
+when nothing is predicted to beat it. Dropped, each with its reason: what ``supports`` rejects,
+methods never measured on a workload of this kind, methods that were only ever not applicable on
+the node's hardware class, a predicted quality change below the floor (DEFAULT_QUALITY_FLOOR
+unless the caller sets another; -1 allows anything, with a warning on large losses) and a
+predicted cost (runtime × node price) over the budget. The top ``explain`` interpolated answers
+carry the features that moved their speed-up prediction most (LightGBM SHAP contributions).
+Predictions are cached per advisor and task, so a repeated question costs no model evaluation.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from advisor.features import task_features
+from advisor.features import BASELINE, _log2_size, task_features
+from advisor.guard import DEFAULT_MARGIN, unsupported
 from advisor.learner import pair_matrix
 from advisor.model import AdvisorModel, Candidate
 from advisor.table import OBJECTIVES
@@ -27,8 +43,13 @@ OBJECTIVE_FIGURE = {
     "throughput": "log_throughput_ratio",
     "memory": "log_memory_ratio",
 }
+DEFAULT_QUALITY_FLOOR = -0.05  # a 5 % relative quality loss at most, unless the caller says otherwise
+LARGE_QUALITY_LOSS = -0.05  # below this a kept answer carries a warning
 N_CONTRIBUTIONS = 5
-EXPLAINED = 5  # SHAP contributions cost ~25 ms a row: only the top recommendations carry them
+EXPLAINED = 3  # SHAP contributions cost ~25 ms a row: only the top recommendations carry them
+CACHE_SIZE = 4096
+EVERY_NODE = "*"  # the node id of an exclusion that holds on every node
+QUANTILES = ("point", "q0.1", "q0.9")
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,9 @@ class Recommendation:
     quality_interval: tuple[float, float]
     runtime_s: float | None
     cost: float | None  # runtime × the node's price per hour, in the price's currency
+    basis: str = "interpolated"  # measured | interpolated | guarded | reference
+    memory_ratio: float | None = None  # baseline peak memory ÷ this candidate's (higher = less memory)
+    memory_interval: tuple[float, float] | None = None
     warnings: tuple[str, ...] = ()
     contributions: tuple[tuple[str, float], ...] = ()  # (feature, effect on log speed-up), top ones only
 
@@ -61,6 +85,30 @@ class RecommendationResult:
     excluded: tuple[Excluded, ...] = field(default_factory=tuple)
 
 
+class _LRU:
+    """A small thread-safe LRU map: the API answers from several threads."""
+
+    def __init__(self, size: int):
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, make):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        value = make()  # outside the lock: two threads may compute the same value once each
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
+_PREDICTIONS = _LRU(CACHE_SIZE)
+_ANSWERS = _LRU(CACHE_SIZE)  # one node's kept and dropped candidates for one question
+_CONTRIBUTIONS = _LRU(CACHE_SIZE)
+
+
 def recommend(
     advisor: AdvisorModel,
     model: Mapping,
@@ -68,10 +116,11 @@ def recommend(
     nodes: Sequence[Mapping],
     candidates: Sequence[Candidate] | None = None,
     supports: Callable[[str], str | None] | None = None,
-    quality_floor: float | None = None,
+    quality_floor: float | None = DEFAULT_QUALITY_FLOOR,
     budget: float | None = None,
     objective: str = "latency",
     top_k: int | None = None,
+    explain: int = EXPLAINED,
 ) -> RecommendationResult:
     if objective not in OBJECTIVES:
         raise ValueError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
@@ -80,40 +129,73 @@ def recommend(
     figure = OBJECTIVE_FIGURE[objective]
     if figure not in advisor.learners:
         raise ValueError(f"this advisor was trained without {figure} data, so it cannot rank by {objective}")
-    candidates = list(candidates if candidates is not None else advisor.candidates)
+    candidates = [c for c in (candidates if candidates is not None else advisor.candidates) if c.method_id != BASELINE]
     excluded: list[Excluded] = []
-    if supports is not None:
-        allowed = []
-        for c in candidates:
-            reason = supports(c.method_id)
-            if reason is None:
-                allowed.append(c)
-            else:
-                excluded += [Excluded(c.method_id, n["id"], f"not supported: {reason}") for n in nodes]
-        candidates = allowed
-    results: list[tuple[Recommendation, np.ndarray]] = []
+    kind = workload.get("kind") or "lm-generate"
+    allowed = []
+    for c in candidates:
+        reason = supports(c.method_id) if supports is not None else None
+        reason = reason or _not_measured_on(advisor, c.method_id, kind)
+        if reason is None:
+            allowed.append(c)
+        else:
+            excluded.append(Excluded(c.method_id, EVERY_NODE, reason))
+    results: list[tuple[Recommendation, tuple | None]] = []
     for node in nodes:
-        kept, dropped = _for_node(advisor, model, workload, node, candidates, figure, objective, quality_floor, budget)
+        kept, dropped = _for_node(advisor, model, workload, node, allowed, figure, objective, quality_floor, budget)
         results += kept
         excluded += dropped
-    results.sort(key=lambda pair: -pair[0].objective_ratio)
+    results.sort(key=lambda pair: -pair[0].objective_ratio)  # stable: "no acceleration" first on a tie
     results = results[:top_k] if top_k else results
-    return RecommendationResult(_explained(advisor, results), tuple(excluded))
+    return RecommendationResult(_explained(advisor, results, explain), tuple(excluded))
 
 
-def _explained(advisor: AdvisorModel, results: list[tuple[Recommendation, np.ndarray]]) -> tuple[Recommendation, ...]:
-    if not results:
-        return ()
-    shown = results[:EXPLAINED]
-    contributions = advisor.learners["log_speedup"].contributions(np.vstack([row for _, row in shown]))
+def _not_measured_on(advisor: AdvisorModel, method_id: str, kind: str) -> str | None:
+    kinds = advisor.facts.get("kinds")
+    if not kinds or kind in kinds.get(method_id, ()):
+        return None
+    measured = ", ".join(kinds.get(method_id, ())) or "no kind"
+    return f"not measured on any {kind} workload (profiled on: {measured}); it is ranked only where it applies"
+
+
+def _task_key(advisor: AdvisorModel, features: Mapping) -> tuple:
+    return (advisor.params.get("data_hash"), json.dumps(features, sort_keys=True, default=str))
+
+
+def _predictions(advisor: AdvisorModel, features: dict, scored: Sequence[Candidate]) -> dict:
+    """Every figure for every scored candidate of one task: computed once per advisor and task."""
+
+    def compute() -> dict:
+        task_x = advisor.task_matrix([features])
+        cand_x = advisor.candidate_matrix(scored)
+        out = {"rows": pair_matrix(task_x, cand_x)}
+        for name, learner in advisor.learners.items():
+            for which in QUANTILES:
+                if which in learner.boosters_:
+                    out[(name, which)] = learner.predict(task_x, cand_x, which)[0]
+        return out
+
+    return _PREDICTIONS.get((*_task_key(advisor, features), tuple(c.key for c in scored)), compute)
+
+
+def _explained(advisor: AdvisorModel, results: list, explain: int) -> tuple[Recommendation, ...]:
     names = advisor.feature_names()
-    explained = []
-    for (recommendation, _), effects in zip(shown, contributions):
+    out, budget = [], explain
+    for recommendation, source in results:
+        if source is None or budget <= 0:
+            out.append(recommendation)
+            continue
+        budget -= 1
+        cache_key, row = source
+
+        def compute(row=row):
+            return advisor.learners["log_speedup"].contributions(row[None, :])[0]
+
+        effects = _CONTRIBUTIONS.get(cache_key, compute)
         top = np.argsort(-np.abs(effects[:-1]))[:N_CONTRIBUTIONS]  # the last column is the bias
-        explained.append(
-            replace(recommendation, contributions=tuple((names[k], float(effects[k])) for k in top if effects[k] != 0))
-        )
-    return tuple(explained) + tuple(r for r, _ in results[EXPLAINED:])
+        contributions = tuple((names[k], float(effects[k])) for k in top if effects[k] != 0)
+        out.append(replace(recommendation, contributions=contributions))
+    return tuple(out)
 
 
 def _parts_missing(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -122,104 +204,248 @@ def _parts_missing(candidates: Sequence[Candidate]) -> list[Candidate]:
     return [Candidate(p, {}) for p in sorted(parts - known)]
 
 
+def guarded_reason(advisor: AdvisorModel, model: Mapping, kind: str) -> str | None:
+    """Why the learner may not interpolate for this model and kind, or None (the guard of advisor.guard)."""
+    support = advisor.facts.get("support")
+    if not support:
+        return None
+    family = model.get("family")
+    if family and support["families"] and family not in support["families"]:
+        return f"no {family} model was profiled"
+    sizes = support["sizes"].get(kind)
+    if sizes is None:
+        return f"no {kind} workload was profiled"
+    size = _log2_size(model.get("params") or None)
+    if size is not None and unsupported(np.array([size]), np.array(sizes), DEFAULT_MARGIN)[0]:
+        profiled = ", ".join(f"{2**s - 1:,.0f}" for s in sizes)
+        return (
+            f"the model's {model['params']:,} parameters lie outside the sizes profiled for {kind} "
+            f"workloads ({profiled}) that the advisor may interpolate between"
+        )
+    return None
+
+
+def _regime(advisor: AdvisorModel, model: Mapping, node: Mapping) -> str:
+    """Which evaluation split a task resembles: it picks the interval calibration (advisor.intervals)."""
+    if model.get("id") not in advisor.facts.get("models", ()):
+        return "model"
+    if node.get("hardware_class") not in advisor.facts.get("hardware_classes", ()):
+        return "hardware"
+    return "random"
+
+
+def _interval(advisor: AdvisorModel, preds: dict, figure: str, j: int, regime: str) -> tuple[float, float, float]:
+    """Point and calibrated 10–90 % bounds of one figure (in the learner's units)."""
+    point = float(preds[(figure, "point")][j])
+    if (figure, "q0.1") not in preds:
+        return point, point, point
+    offset = float(advisor.facts.get("calibration", {}).get(figure, {}).get(regime, 0.0))
+    low, high = float(preds[(figure, "q0.1")][j]) - offset, float(preds[(figure, "q0.9")][j]) + offset
+    # Separately trained quantile models can cross each other or miss the point estimate.
+    return point, min(point, low, high), max(point, low, high)
+
+
 def _for_node(advisor, model, workload, node, candidates, figure, objective, quality_floor, budget):
-    # Parts of composites are predicted too, so "worse than its part" can be checked.
-    scored = list(candidates) + _parts_missing(candidates)
-    task = {"model": model, "workload": workload, "node": node}
-    features = task_features(task)
+    features = task_features({"model": model, "workload": workload, "node": node})
+    question = (
+        *_task_key(advisor, features),
+        tuple(c.key for c in candidates),
+        objective,
+        quality_floor,
+        budget,
+        json.dumps([model.get("id"), workload.get("id"), node["id"], node.get("hardware_class")], default=str),
+        node.get("price_per_hour"),
+    )
+    return _ANSWERS.get(
+        question,
+        lambda: _answer(advisor, model, workload, node, features, candidates, figure, objective, quality_floor, budget),
+    )
+
+
+def _answer(advisor, model, workload, node, features, candidates, figure, objective, quality_floor, budget):
+    # Parts of composites are predicted too, so "worse than its part" can be checked; the baseline row
+    # gives the baseline's runtime.
+    scored = [Candidate(BASELINE, {}), *candidates, *_parts_missing(candidates)]
     if advisor.params.get("text_embedding"):
         from advisor.embedding import task_description, text_features
 
-        features.update(text_features(task_description(task)))
-    task_x = advisor.task_matrix([features])
-    cand_x = advisor.candidate_matrix(scored)
-    log_speedup = {w: advisor.predict("log_speedup", task_x, cand_x, w)[0] for w in ("point", "q0.1", "q0.9")}
-    quality = {w: advisor.predict("quality_delta", task_x, cand_x, w)[0] for w in ("point", "q0.1", "q0.9")}
-    ratio = np.exp(advisor.predict(figure, task_x, cand_x)[0])
-    rows = pair_matrix(task_x, cand_x)
+        features = features | text_features(task_description({"model": model, "workload": workload, "node": node}))
+    preds = _predictions(advisor, features, scored)
+    kind = workload.get("kind") or "lm-generate"
+    guard = guarded_reason(advisor, model, kind)
+    regime = _regime(advisor, model, node)
+    task_id = "|".join((str(model.get("id")), str(workload.get("id")), str(node.get("hardware_class"))))
+    measured = advisor.facts.get("measured", {}).get(task_id, {})
+    zero_shot = advisor.facts.get("zero_shot", {}).get(kind, {})
     runtime = None
     if "log_baseline_latency" in advisor.learners:
-        runtime = np.exp(advisor.predict("log_baseline_latency", task_x, cand_x)[0]) / np.exp(log_speedup["point"])
-    speed_of = {c.method_id: math.exp(log_speedup["point"][j]) for j, c in enumerate(scored) if not c.config}
-    kept, dropped = [], []
-    extrapolated = _outside_profiled_sizes(advisor, model)
+        runtime = float(np.exp(preds[("log_baseline_latency", "point")][0]))
+    price = float(node.get("price_per_hour") or 0.0)
+    figures = {
+        c.key: _figures(advisor, preds, j, c, measured, zero_shot, guard, regime) for j, c in enumerate(scored) if j
+    }
+    speed_of = {c.method_id: figures[c.key]["speedup"] for c in scored[1:] if not c.config and figures[c.key]}
     never_applied = set(advisor.inapplicable.get(node.get("hardware_class", ""), ()))
-    for j, c in enumerate(candidates):
-        if c.method_id in never_applied:
-            dropped.append(
-                Excluded(
-                    c.method_id,
-                    node["id"],
-                    f"every stored run on hardware class {node.get('hardware_class')} was not applicable",
-                )
-            )
+    cache_key = _task_key(advisor, features)
+    reference = _reference(node, objective, runtime, price, guard)
+    kept: list[tuple[Recommendation, tuple | None]] = []
+    dropped = []
+    if budget is not None and (reference.cost is None or reference.cost > budget):
+        dropped.append(Excluded(BASELINE, node["id"], "running without acceleration exceeds the budget"))
+    else:
+        kept.append((reference, None))
+    for j, c in enumerate(candidates, start=1):
+        f = figures[c.key]
+        reason = _exclusion(c, f, never_applied, node, quality_floor, budget, runtime, price)
+        if reason:
+            dropped.append(Excluded(c.method_id, node["id"], reason))
             continue
-        cost = None if runtime is None else float(runtime[j]) / 3600.0 * float(node.get("price_per_hour") or 0.0)
-        if quality_floor is not None and quality["point"][j] < quality_floor:
-            dropped.append(
-                Excluded(
-                    c.method_id,
-                    node["id"],
-                    f"predicted quality change {quality['point'][j]:+.3f} is below the floor {quality_floor:+.3f}",
-                )
-            )
-            continue
-        if budget is not None and (cost is None or cost > budget):
-            why = (
-                "no runtime prediction"
-                if cost is None
-                else f"predicted cost {cost:.3g} exceeds the budget {budget:.3g}"
-            )
-            dropped.append(Excluded(c.method_id, node["id"], why))
-            continue
-        speedup = math.exp(log_speedup["point"][j])
         warnings = [
-            f"predicted {speedup:.2f}x is slower than its part {p} alone ({speed_of[p]:.2f}x)"
+            f"predicted {f['speedup']:.2f}x is slower than its part {p} alone ({speed_of[p]:.2f}x)"
             for p in c.method_id.split("+")
-            if "+" in c.method_id and speed_of.get(p, 0) > speedup
+            if "+" in c.method_id and speed_of.get(p, 0) > f["speedup"]
         ]
-        if speedup < 1.0:
-            warnings.append(f"predicted slower than running without acceleration ({speedup:.2f}x)")
-        warnings += extrapolated
-        kept.append(
-            (
-                Recommendation(
-                    method_id=c.method_id,
-                    config=dict(c.config),
-                    node_id=node["id"],
-                    objective=objective,
-                    objective_ratio=float(ratio[j]),
-                    speedup=speedup,
-                    speedup_interval=_interval(
-                        speedup, math.exp(log_speedup["q0.1"][j]), math.exp(log_speedup["q0.9"][j])
-                    ),
-                    quality_delta=float(quality["point"][j]),
-                    quality_interval=_interval(
-                        float(quality["point"][j]), float(quality["q0.1"][j]), float(quality["q0.9"][j])
-                    ),
-                    runtime_s=None if runtime is None else float(runtime[j]),
-                    cost=cost,
-                    warnings=tuple(warnings),
-                ),
-                rows[j],
-            )
+        if f["speedup"] < 1.0:
+            warnings.append(f"{_said(f['basis'])} slower than running without acceleration ({f['speedup']:.2f}x)")
+        if f["quality_delta"] < LARGE_QUALITY_LOSS:
+            warnings.append(f"LARGE QUALITY LOSS: {_said(f['basis'])} {100 * f['quality_delta']:+.0f} % quality")
+        if f["basis"] == "guarded":
+            warnings.append(f"zero-shot: {guard}; figures are this method's median over profiled {kind} tasks")
+        task_runtime = None if runtime is None else runtime / f["speedup"]
+        recommendation = Recommendation(
+            method_id=c.method_id,
+            config=dict(c.config),
+            node_id=node["id"],
+            objective=objective,
+            objective_ratio=f["objective"].get(objective, f["speedup"]),
+            speedup=f["speedup"],
+            speedup_interval=f["speedup_interval"],
+            quality_delta=f["quality_delta"],
+            quality_interval=f["quality_interval"],
+            runtime_s=task_runtime,
+            cost=None if task_runtime is None else task_runtime / 3600.0 * price,
+            basis=f["basis"],
+            memory_ratio=f.get("memory_ratio"),
+            memory_interval=f.get("memory_interval"),
+            warnings=tuple(warnings),
         )
+        source = ((*cache_key, c.key), preds["rows"][j]) if f["basis"] == "interpolated" else None
+        kept.append((recommendation, source))
     return kept, dropped
 
 
-def _outside_profiled_sizes(advisor: AdvisorModel, model: Mapping) -> list[str]:
-    low, high = advisor.params.get("model_params_range") or (None, None)
-    params = model.get("params")
-    if low is None or not params or low <= params <= high:
-        return []
-    return [
-        (
-            f"the model's {params:,} parameters lie outside the profiled {low:,}–{high:,}: "
-            "the figures extrapolate (the evaluation's unseen-model split measures how well)"
+def _said(basis: str) -> str:
+    return "measured" if basis == "measured" else "predicted"
+
+
+def _reference(node, objective, runtime, price, guard) -> Recommendation:
+    return Recommendation(
+        method_id=BASELINE,
+        config={},
+        node_id=node["id"],
+        objective=objective,
+        objective_ratio=1.0,
+        speedup=1.0,
+        speedup_interval=(1.0, 1.0),
+        quality_delta=0.0,
+        quality_interval=(0.0, 0.0),
+        runtime_s=runtime,
+        cost=None if runtime is None else runtime / 3600.0 * price,
+        basis="reference",
+        memory_ratio=1.0,
+        memory_interval=(1.0, 1.0),
+        warnings=() if guard is None else (f"zero-shot: {guard}",),
+    )
+
+
+def _exclusion(c, f, never_applied, node, quality_floor, budget, runtime, price) -> str | None:
+    if c.method_id in never_applied:
+        return f"every stored run on hardware class {node.get('hardware_class')} was not applicable"
+    if not f:
+        return "no figures: it was never measured on a task of this kind"
+    if quality_floor is not None and f["quality_delta"] < quality_floor:
+        return (
+            f"{_said(f['basis'])} quality change {f['quality_delta']:+.3f} is below the floor {quality_floor:+.3f}"
+            + (
+                " (the default; set quality_floor to -1 to allow any loss)"
+                if quality_floor == DEFAULT_QUALITY_FLOOR
+                else ""
+            )
         )
-    ]
+    if budget is not None:
+        if runtime is None:
+            return "no runtime prediction"
+        cost = runtime / f["speedup"] / 3600.0 * price
+        if cost > budget:
+            return f"predicted cost {cost:.3g} exceeds the budget {budget:.3g}"
+    return None
 
 
-def _interval(point: float, low: float, high: float) -> tuple[float, float]:
-    # Separately trained quantile models can cross each other or miss the point estimate.
-    return (min(point, low, high), max(point, low, high))
+def _figures(advisor, preds, j, c, measured, zero_shot, guard, regime) -> dict:
+    """Speed-up, quality, memory and the objective ratios of one candidate, from its basis."""
+    cell = measured.get(c.key)
+    if cell is not None:
+        speedup = math.exp(cell["log_speedup"])
+        low, high = cell["speedup_range"]
+        quality = cell.get("quality_delta", 0.0)
+        return _pack(
+            "measured",
+            speedup,
+            (min(low, speedup), max(high, speedup)),
+            (quality, quality, quality),
+            _point3(cell.get("log_memory_ratio")),
+            {
+                "throughput": math.exp(cell.get("log_throughput_ratio", cell["log_speedup"])),
+                "memory": math.exp(cell.get("log_memory_ratio", 0.0)),
+            },
+        )
+    if guard is not None:
+        cell = zero_shot.get(c.key)
+        if cell is None or "log_speedup" not in cell:
+            return {}
+        return _pack(
+            "guarded",
+            math.exp(cell["log_speedup"]),
+            tuple(math.exp(v) for v in cell["log_speedup_interval"]),
+            (cell.get("quality_delta", 0.0), *cell.get("quality_delta_interval", (0.0, 0.0))),
+            None if "log_memory_ratio" not in cell else (cell["log_memory_ratio"], *cell["log_memory_ratio_interval"]),
+            {
+                "throughput": math.exp(cell.get("log_throughput_ratio", cell["log_speedup"])),
+                "memory": math.exp(cell.get("log_memory_ratio", 0.0)),
+            },
+        )
+    point, low, high = _interval(advisor, preds, "log_speedup", j, regime)
+    memory = (
+        _interval(advisor, preds, "log_memory_ratio", j, regime) if "log_memory_ratio" in advisor.learners else None
+    )
+    ratios = {}
+    for objective, figure in (("throughput", "log_throughput_ratio"), ("memory", "log_memory_ratio")):
+        if (figure, "point") in preds:
+            ratios[objective] = math.exp(float(preds[(figure, "point")][j]))
+    return _pack(
+        "interpolated",
+        math.exp(point),
+        (math.exp(low), math.exp(high)),
+        _interval(advisor, preds, "quality_delta", j, regime),
+        memory,
+        ratios,
+    )
+
+
+def _point3(value):
+    return None if value is None else (value, value, value)
+
+
+def _pack(basis, speedup, speedup_interval, quality, memory, ratios) -> dict:
+    out = {
+        "basis": basis,
+        "speedup": float(speedup),
+        "speedup_interval": (float(speedup_interval[0]), float(speedup_interval[1])),
+        "quality_delta": float(quality[0]),
+        "quality_interval": (float(min(quality)), float(max(quality))),
+        "objective": {"latency": float(speedup), "time-to-accuracy": float(speedup), **ratios},
+    }
+    if memory is not None:
+        out["memory_ratio"] = float(math.exp(memory[0]))
+        out["memory_interval"] = (float(math.exp(min(memory))), float(math.exp(max(memory))))
+    return out

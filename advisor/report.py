@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from advisor.intervals import NOMINAL
+
 COLUMNS = (
     ("top1", "top-1"),
     ("top1_tol", "top-1 (3 % tie)"),
@@ -36,6 +38,35 @@ def markdown(report: dict) -> str:
             cells = [f"{results[name][key]['mean']:.3f} ± {results[name][key]['std']:.3f}" for key, _ in COLUMNS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+        if results.get("_coverage"):
+            lines += [
+                f"interval coverage on held-out cells, split {split} (nominal {100 * NOMINAL:.0f} %)",
+                "",
+                "| figure | raw | calibrated | conformal offset | cells |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for figure, c in results["_coverage"].items():
+                lines.append(
+                    f"| {figure} | {c['raw']:.3f} | {c['calibrated']:.3f} | {c['offset']:+.3f} | {c['cells']} |"
+                )
+            lines.append("")
+    landmarks = report.get("landmarks")
+    if landmarks:
+        counts = list(landmarks["by_count"])
+        names = selectors_in(next(iter(landmarks["by_count"].values()))["results"])
+        lines += [
+            "**unseen models with landmark probes** (gap closed; probe time as a fraction of the model's full profile)",
+            "",
+            "| selector | " + " | ".join(f"{k} probe(s)" for k in counts) + " |",
+            "|---|" + "---:|" * len(counts),
+            "| probe time | "
+            + " | ".join(f"{100 * landmarks['by_count'][k]['probe_cost_fraction']:.1f} %" for k in counts)
+            + " |",
+        ]
+        for name in names:
+            cells = [landmarks["by_count"][k]["results"][name]["gap_closed"]["mean"] for k in counts]
+            lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        lines += ["", "probes in order: " + ", ".join(landmarks["order"]), ""]
     for split, reason in report.get("skipped", {}).items():
         lines.append(f"split {split} skipped: {reason}")
     return "\n".join(lines)

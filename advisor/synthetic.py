@@ -57,7 +57,9 @@ def true_log_speedups(
     amp = 0.8 * _sigmoid(1.5 * (lb - 2.5)) + 0.1 * lw / 11 - 0.1 if gpu else None
     prune = 0.25 + 0.05 * _sigmoid(lw - 9)
     composite = None if swift is None else int8 + swift - 0.9 * _sigmoid(3 * (lw - 9.5))
-    return dict(zip(METHODS, (int8 if not gpu else int8 - 0.3, swift, compile_, sparse, amp, prune, composite)))
+    return dict(
+        zip(METHODS, (int8 if not gpu else int8 - 0.3, swift, compile_, sparse, amp, prune, composite), strict=True)
+    )
 
 
 def _model(i: int, rng: np.random.Generator) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import asynccontextmanager
 
@@ -11,12 +12,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from sqlalchemy import text
 
 from api import __version__
+from api.dispatch import Sender, set_sender
+from api.embedded import local_worker_state
 from api.errors import install_error_handlers
-from api.reaper import start_reaper
+from api.jobs import active_jobs, online_nodes, waiting_targets
+from api.openapi import document_errors
+from api.reaper import start_background
 from api.routes import access, advise, catalog, jobs, workers
 from api.training import train_if_untrained
 from api.ui.routes import install_ui
-from profiles.db import default_engine
+from profiles.db import default_engine, read_scope
 from profiles.migrate import current_revision
 from profiles.settings import get_settings
 
@@ -31,25 +36,102 @@ def _install_metrics(app: FastAPI) -> None:
     @app.middleware("http")
     async def _measure(request: Request, call_next):
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")  # the template, so ids do not explode the labels
-        requests.labels(request.method, path, str(response.status_code)).inc()
-        latency.labels(path).observe(time.perf_counter() - start)
-        return response
+        status = 500  # an exception escaping the app becomes a 500 outside this middleware
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")  # the template, so ids do not explode the labels
+            requests.labels(request.method, path, str(status)).inc()
+            latency.labels(path).observe(time.perf_counter() - start)
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+class BodyLimit:
+    """Refuses request bodies above ``limit`` bytes with 413 before the app reads any of it.
+
+    A declared Content-Length is checked at once; a chunked body is read up to the limit, then
+    handed to the app whole, so no route ever sees a body larger than the limit.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._refuse(send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message], receive), send)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body"):
+                break
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        return await self.app(scope, _replay([body], receive), send)
+
+    async def _refuse(self, send) -> None:
+        payload = json.dumps({"detail": f"request body larger than {self.limit} bytes", "code": "too_large"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _replay(messages: list[dict], receive):
+    async def replay():
+        return messages.pop(0) if messages else await receive()
+
+    return replay
+
+
+def health() -> dict:
+    """Liveness, a database round trip, and whether every queue that has work has a worker."""
+    engine = default_engine()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    with read_scope() as session:
+        online = online_nodes(session)
+        unserved: dict[str, int] = {}
+        for counts in waiting_targets(active_jobs(session), online).values():
+            for target, n in counts.items():
+                unserved[target] = unserved.get(target, 0) + n
+    local = local_worker_state()
+    degraded = bool(unserved) or local not in (None, "running")
+    body = {
+        "status": "degraded" if degraded else "ok",
+        "version": __version__,
+        "schema": current_revision(engine),
+        "workers_online": len(online),
+        "unserved": [{"target": t, "queued_items": n} for t, n in sorted(unserved.items())],
+    }
+    if local is not None:
+        body["local_worker"] = local
+    return body
+
+
 @asynccontextmanager
 async def _lifespan(_app: FastAPI):
     settings = get_settings()
-    stop = start_reaper(settings.node_lost_after_s, every_s=max(1.0, settings.node_lost_after_s / 4))
+    sender = Sender().start()
+    set_sender(sender)
+    background = start_background(settings)  # its first pass is the start-up reconciliation
     train_if_untrained()
     yield
-    stop.set()
+    background.stop()
+    set_sender(None)
+    sender.stop()
 
 
 def create_app() -> FastAPI:
@@ -60,17 +142,17 @@ def create_app() -> FastAPI:
         description="Chooses, predicts and runs model-acceleration methods.",
     )
     install_error_handlers(app)
-    _install_metrics(app)
+    app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
+    _install_metrics(app)  # outermost: refused bodies are counted too
     for router in ROUTERS:
         app.include_router(router, prefix="/v1")
     install_ui(app)  # the admin pages under /ui
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict:
-        """Liveness plus a database round trip."""
-        engine = default_engine()
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return {"status": "ok", "version": __version__, "schema": current_revision(engine)}
+        """Liveness plus a database round trip; "degraded" (still 200) when a queue with work has no
+        worker, naming the targets that wait, or when the embedded local worker is down."""
+        return health()
 
+    document_errors(app)
     return app

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+import threading
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -118,25 +119,49 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+_last_used: dict[str, datetime] = {}  # key id → last use, written to the store off the request path
+_last_used_lock = threading.Lock()
+
+
+def note_key_use(key_id: str) -> None:
+    with _last_used_lock:
+        _last_used[key_id] = utcnow()
+
+
+def flush_key_use(session: Session) -> int:
+    """Writes the noted last-use times in one transaction (the background loop calls this)."""
+    with _last_used_lock:
+        pending = dict(_last_used)
+        _last_used.clear()
+    for key_id, when in pending.items():
+        row = session.get(ApiKey, key_id)
+        if row is not None and (row.last_used_at is None or row.last_used_at < when):
+            row.last_used_at = when
+            session.add(row)
+    return len(pending)
+
+
 def require(*scopes: str):
-    """Dependency: the caller's key must exist, be unrevoked and have one of ``scopes`` (admin always may)."""
+    """Dependency: the caller's key must exist, be unrevoked and have one of ``scopes`` (admin always may).
+
+    Verifying reads only: on SQLite a write per request would serialise every request on the
+    store's one write lock, so the last-use time is noted in memory and flushed in the background.
+    """
 
     def dependency(request: Request) -> ApiKey:
-        from profiles.db import session_scope
+        from profiles.db import read_scope
 
         presented = presented_key(request)
         if not presented:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        with session_scope() as session:
+        with read_scope() as session:
             key = verify_api_key(session, presented)
             if key is None:
                 raise Unauthorized("invalid or revoked API key")
             if key.scope != "admin" and key.scope not in scopes:
                 raise Forbidden(f"a {key.scope!r} key may not do this; needs {' or '.join(scopes)}")
-            key.last_used_at = utcnow()
-            session.add(key)
-            session.flush()
             session.expunge(key)
+        note_key_use(key.id)
         return key
 
     dependency.scopes = scopes  # read by the auth-matrix test to cover every protected route

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from api.errors import Unprocessable
 from profiles.models import Method, ModelSpec, utcnow
@@ -34,14 +34,14 @@ def resolve_methods(entries: list) -> list[dict]:
 
 def config_steps(config: dict) -> list[dict]:
     """The list of single-method configs inside a stored (possibly composite) config."""
-    return config["steps"] if "steps" in config else [config]
+    return config.get("steps", [config])
 
 
 def resolve_models(session: Session, names: list[str]) -> list[str]:
     from executors.zoo import zoo_names
 
     zoo = {f"zoo:{n}" for n in zoo_names()}
-    registered = {m.id for m in session.exec(select(ModelSpec).where(ModelSpec.id.in_(names)))}
+    registered = {m.id for m in session.exec(select(ModelSpec).where(col(ModelSpec.id).in_(names)))}
     allowed = zoo | registered
     unknown = [n for n in names if n not in allowed]
     if unknown:

@@ -66,9 +66,12 @@ def serve(
     local_worker: bool = typer.Option(None, help="start a worker on this machine (default: on in embedded mode)"),
 ) -> None:
     """Start the service: API, admin UI and (embedded default) a local worker on a SQLite store."""
-    import uvicorn
+    import sys
 
-    from api.embedded import prepare_store, spawn_local_worker
+    import uvicorn
+    from sqlalchemy.engine import make_url
+
+    from api.embedded import LocalWorker, prepare_store
     from profiles.db import default_engine
     from profiles.migrate import upgrade
     from profiles.settings import get_settings
@@ -80,16 +83,19 @@ def serve(
     admin_key = prepare_store(settings)
     host, port = host or settings.host, port or settings.port
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    store = make_url(settings.database_url).render_as_string(hide_password=True)
     log = logging.getLogger(__name__)
-    log.info("accel-advisor %s on %s (docs: %s/docs; store: %s)", __version__, url, url, settings.database_url)
-    if admin_key:  # echoed, not logged: a wrapped log line would break the key for copy-paste
-        typer.echo(f"admin key (kept in {settings.data_dir / 'admin_key'}):\n{admin_key}")
+    log.info("accel-advisor %s on %s (docs: %s/docs; store: %s)", __version__, url, url, store)
+    key_file = settings.data_dir / "admin_key"
+    if admin_key and sys.stdout.isatty():  # a terminal, not a log file; and echoed whole, for copy-paste
+        typer.echo(f"first admin key (also kept in {key_file}, mode 0600):\n{admin_key}")
+    elif admin_key:
+        log.info("created the first admin key; read it from %s (mode 0600)", key_file)
     worker = None
     if local_worker if local_worker is not None else settings.mode != "distributed":
-        worker = spawn_local_worker(settings, url)
+        worker = LocalWorker(settings, url).start()
     try:
         uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
+            worker.stop()

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends
 from sqlmodel import Session
 
-from profiles.db import session_scope
+from profiles.db import read_scope, session_scope
 
 
 def get_session() -> Iterator[Session]:
@@ -18,3 +18,12 @@ def get_session() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_read_session() -> Iterator[Session]:
+    """A read-only transaction: on SQLite it takes no write lock, so reads never queue behind a writer."""
+    with read_scope() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]

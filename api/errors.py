@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from profiles.transfer import ImportRejected
+
+log = logging.getLogger(__name__)
+MAX_DETAIL = 1000  # an error names what was wrong; it never echoes a large input back
+MAX_LOC_PART = 60
 
 
 class ApiError(Exception):
@@ -39,15 +45,24 @@ class Unprocessable(ApiError):
     status_code, code = 422, "invalid_request"
 
 
+class TooLarge(ApiError):
+    status_code, code = 413, "too_large"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _body(detail: str, code: str) -> dict:
-    return {"detail": detail, "code": code}
+    return {"detail": _clip(detail, MAX_DETAIL), "code": code}
 
 
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        where = ".".join(_clip(str(p), MAX_LOC_PART) for p in error.get("loc", ()) if p != "body")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where or 'body'}: {_clip(message, 300)}")
     return "; ".join(parts)
 
 
@@ -68,4 +83,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(_body(str(exc.detail), code), status_code=exc.status_code)
+        # The headers carry what the status promises, e.g. the Allow header of a 405.
+        return JSONResponse(_body(str(exc.detail), code), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: logged with its traceback (never the request body), counted in /metrics.
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return JSONResponse(_body("internal error; the server log has the details", "internal"), status_code=500)

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from api.limits import BoundedJson, MethodEntry, WorkloadShape
 
 Scope = Literal["admin", "client", "worker"]
+NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,120}$")]
+ClassName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:+-]{1,200}$")]
+Label = Annotated[str, StringConstraints(max_length=200)]
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=60)]
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown keys, non-finite numbers and type coercion ("5", 1.0 for an int, true) refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="what went wrong, in words")
+    code: str = Field(description="a machine-readable code: not_found, invalid_request, conflict, …")
 
 
 class ApiKeyCreate(StrictModel):
@@ -35,9 +48,9 @@ class ApiKeyCreated(ApiKeyPublic):
 
 class JoinTokenCreate(StrictModel):
     ttl_hours: float = Field(default=24.0, gt=0, le=24 * 90)
-    max_uses: int | None = Field(default=None, ge=1)
+    max_uses: int | None = Field(default=None, ge=1, le=1_000_000)
     note: str = Field(default="", max_length=200)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelKey, Label] = Field(default_factory=dict, max_length=32)
 
 
 class JoinTokenPublic(BaseModel):
@@ -55,14 +68,61 @@ class JoinTokenCreated(JoinTokenPublic):
     token: str = Field(description="the secret token; shown only once")
 
 
+Count = Annotated[int, Field(ge=1, le=4096)]
+Rate = Annotated[float, Field(ge=0, le=1e7)]
+Text = Annotated[str, StringConstraints(max_length=200)]
+ProbeValue = Annotated[float, Field(ge=-1e7, le=1e7)] | None  # measured rates
+
+
+class Fingerprint(BaseModel):
+    """What a node is. Known facts are typed and bounded; other facts a newer worker reports must be
+    plain values (text of at most 200 characters, finite numbers, booleans), at most 32 of them."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    cpu_model: Text = ""
+    cores: Count | None = None
+    threads: Count | None = None
+    ram_gb: Annotated[float, Field(ge=0, le=1e5)] | None = None
+    device_kind: Text | None = None
+    gpu_name: Text | None = None
+    gpu_count: Annotated[int, Field(ge=0, le=64)] = 0
+    gpu_mem_gb: Annotated[float, Field(ge=0, le=1e4)] | None = None
+    gpu_sms: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    mem_bw_gbs: Rate | None = None
+    fp32_gflops: Rate | None = None
+    bf16_gflops: Rate | None = None
+    bf16_supported: bool | None = None
+    probe: dict[LabelKey, ProbeValue] = Field(default_factory=dict, max_length=32)
+
+    @model_validator(mode="after")
+    def _plain_extras(self) -> Fingerprint:
+        extras = self.model_extra or {}
+        if len(extras) > 32:
+            raise ValueError("at most 32 further fingerprint facts")
+        for key, value in extras.items():
+            plain = value is None or isinstance(value, (bool, str, int, float))
+            if len(key) > 60 or not plain or (isinstance(value, str) and len(value) > 200):
+                raise ValueError(f"fingerprint fact {key[:60]!r} must be a plain value of at most 200 characters")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= 1e15:
+                raise ValueError(f"fingerprint fact {key[:60]!r} must be a finite number of sane size")
+        return self
+
+
 class WorkerJoin(StrictModel):
     join_token: str = Field(min_length=1, max_length=200)
-    name: str = Field(default="", max_length=200)
-    node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,120}$")
-    hardware_class: str = Field(min_length=1, max_length=200)
+    name: Text = ""
+    node_id: NodeId | None = None
+    hardware_class: ClassName
     device_kind: Literal["cpu", "cuda", "mps", "other"] = "cpu"
-    fingerprint: dict[str, Any] = Field(default_factory=dict)
-    price_per_hour: float = Field(default=0.0, ge=0)
+    fingerprint: Fingerprint = Field(default_factory=Fingerprint)
+    price_per_hour: float = Field(default=0.0, ge=0, le=10_000)
+    previous_key: str | None = Field(
+        default=None,
+        max_length=200,
+        description="this node's last worker key: lets a restarted worker take over its node while the "
+        "old process is still counted online (its running items are re-queued, the old key revoked)",
+    )
 
 
 class WorkerJoined(BaseModel):
@@ -73,7 +133,10 @@ class WorkerJoined(BaseModel):
 
 
 class Heartbeat(StrictModel):
-    current_job: str | None = None
+    current_job: str | None = Field(default=None, max_length=64)
+    current_item: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,64}:[0-9]{1,6}$", description='"<job id>:<item index>"'
+    )
 
 
 class NodePublic(BaseModel):
@@ -90,6 +153,13 @@ class NodePublic(BaseModel):
     labels: dict
 
 
+class NodeRemoved(BaseModel):
+    id: str
+    status: Literal["removed", "deleted"]
+    requeued: int = Field(description="items it was running, back on their queues")
+    failed: int = Field(description="queued items addressed to this node alone, now failed")
+
+
 class Page(BaseModel):
     total: int
     offset: int
@@ -101,15 +171,15 @@ Target = Literal["class", "node", "pool"]
 
 
 class ProfilingJobCreate(StrictModel):
-    models: list[str] = Field(min_length=1, max_length=50)
-    methods: list[str | dict | list[str | dict]] = Field(
-        min_length=1,
+    models: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = Field(min_length=1, max_length=50)
+    methods: list[MethodEntry] = Field(min_length=1, max_length=50)
+    workloads: list[WorkloadShape] = Field(min_length=1, max_length=200)
+    hardware_classes: list[ClassName] | None = Field(
+        default=None,
         max_length=50,
-        description='method ids, config objects {"method","version","params"}, or lists of them (composites)',
+        description="default: every class with an online node; a class no node has ever joined with is refused",
     )
-    workloads: list[dict[str, Any]] = Field(min_length=1, max_length=200)
-    hardware_classes: list[str] | None = Field(default=None, description="default: every class with an online node")
-    nodes: list[str] | None = None
+    nodes: list[NodeId] | None = Field(default=None, max_length=100)
     pool: bool = Field(default=False, description="any node may take any item (measured on whichever runs it)")
     reps: int = Field(default=5, ge=5, le=50)
 
@@ -127,42 +197,94 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     running_on: list[str]
     errors: list[str]
+    waiting_for: list[str] = Field(
+        default_factory=list,
+        description='targets with queued items that no online worker serves, e.g. "class cpu-x-t1"',
+    )
+
+
+class ItemClaim(BaseModel):
+    action: Literal["run", "skip"]
+    reason: str | None = None
+    claim: str | None = Field(default=None, description="send it back with the result: it proves the claim")
+    item: dict | None = None
+    attempt: int | None = None
+    kind: str | None = None
 
 
 class ItemResult(StrictModel):
-    records: list[dict[str, Any]] = Field(default_factory=list, max_length=500)
-    outputs: dict[str, Any] | None = None
+    claim: str = Field(min_length=1, max_length=64, description="the claim id from …/claim")
+    records: list[BoundedJson] = Field(default_factory=list, max_length=200)
+    outputs: BoundedJson | None = None
     error: str | None = Field(default=None, max_length=20_000)
 
 
+class ItemProgress(StrictModel):
+    claim: str = Field(min_length=1, max_length=64, description="the claim id from …/claim")
+    stage: str = Field(min_length=1, max_length=60, description='e.g. "building model", "measuring"')
+    detail: str | None = Field(default=None, max_length=200, description='e.g. "pass 2 of 3"')
+    fraction: float | None = Field(default=None, ge=0, le=1, description="share of the stage done, where known")
+
+
+class ItemReport(BaseModel):
+    accepted: bool
+    reason: str | None = None
+    requeued: bool | None = None
+    added: int | None = None
+    skipped: int | None = None
+
+
 Objective = Literal["latency", "throughput", "memory", "time-to-accuracy"]
+Fraction = Annotated[float, Field(ge=-1, le=1)]
+Budget = Annotated[float, Field(gt=0, le=1e9)]
 
 
 class RecommendationRequest(StrictModel):
-    model: str = Field(min_length=1, max_length=200)
-    workload: dict[str, Any] = Field(description='e.g. {"batch_size": 1, "prompt_len": 256, "gen_len": 128}')
-    node: str | None = None
-    hardware_class: str | None = None
+    model: str = Field(min_length=1, max_length=500)
+    workload: WorkloadShape
+    node: NodeId | None = None
+    hardware_class: ClassName | None = None
     objective: Objective = "latency"
-    quality_floor: float | None = Field(
-        default=None, ge=-1, le=1, description="lowest acceptable relative quality change"
-    )
-    budget: float | None = Field(default=None, gt=0, description="most a run may cost: predicted runtime × node price")
+    quality_floor: Fraction | None = Field(default=None, description="lowest acceptable relative quality change")
+    budget: Budget | None = Field(default=None, description="most a run may cost: predicted runtime × node price")
     top_k: int = Field(default=10, ge=1, le=100)
 
 
 class RunCreate(StrictModel):
-    model: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=500)
     prompts: list[Annotated[str, Field(min_length=1, max_length=8000)]] = Field(min_length=1, max_length=16)
-    method: str | dict | list[str | dict] = Field(
-        default="auto", description='"auto", a method id, a config or a composite'
-    )
+    method: MethodEntry = Field(default="auto")
     max_new_tokens: int = Field(default=32, ge=1, le=512)
     sampling: Literal["greedy", "sample"] = "greedy"
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     measure: bool = False
-    node: str | None = None
-    hardware_class: str | None = None
+    node: NodeId | None = None
+    hardware_class: ClassName | None = None
     objective: Objective = "latency"
-    quality_floor: float | None = Field(default=None, ge=-1, le=1)
-    budget: float | None = Field(default=None, gt=0)
+    quality_floor: Fraction | None = None
+    budget: Budget | None = None
+
+
+class ModelRegister(StrictModel):
+    path: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="a local safetensors checkpoint folder under the configured model root (ACCEL_MODEL_ROOT), "
+        "absolute or relative to it",
+    )
+    family: Literal["decoder-lm", "encoder"] = "decoder-lm"
+
+
+class ModelPublic(BaseModel):
+    id: str
+    family: str
+    params: int
+    layers: int | None
+    width: int | None
+    heads: int | None
+    kv_heads: int | None
+    vocab: int | None
+    context: int | None
+    source: str
+    descriptors: dict
+    created_at: datetime

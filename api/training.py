@@ -12,7 +12,7 @@ import threading
 from sqlmodel import func, select
 
 from api.errors import Conflict
-from api.jobs import job_public, new_job
+from api.jobs import job_public, locked_job, new_job, save_item, set_progress
 from profiles.db import default_engine, session_scope
 from profiles.models import AdvisorVersion, Job, ProfileRun, utcnow
 from profiles.transfer import iter_records
@@ -21,15 +21,27 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 
-def _train(job_id: str, engine) -> None:
+def _train(job_id: str, engine, force: bool) -> None:
     from advisor.api import train_advisor
 
+    def stage(name: str) -> None:
+        _report_stage(engine, job_id, name)
+
     try:
+        stage("reading profiles")
         with session_scope(engine) as session:  # a short read: SQLite writers must not wait on training
             records = list(iter_records(session))
         with session_scope(engine) as session:
-            version = train_advisor(session, records=records)
-            result = {"advisor_version": version.id, "n_profiles": version.n_profiles}
+            version = train_advisor(
+                session, records=records, activate="force" if force else "if-not-worse", on_stage=stage
+            )
+            gate = version.evaluation.get("gate") or {}
+            result = {
+                "advisor_version": version.id,
+                "n_profiles": version.n_profiles,
+                "activated": version.active,
+                "gate": gate.get("reason"),
+            }
         state, error = "succeeded", None
     except ValueError as exc:  # e.g. nothing stored yet: a state of the data, not a bug
         log.warning("advisor not trained: %s", exc)
@@ -47,7 +59,20 @@ def _train(job_id: str, engine) -> None:
         session.add(job)
 
 
-def start_training() -> dict:
+def _report_stage(engine, job_id: str, stage: str) -> None:
+    """The training job's stage, where the pages show it; a failed write never stops the training."""
+    try:
+        with session_scope(engine) as session:
+            job = locked_job(session, job_id)
+            state = dict(job.result["items"]["0"])
+            set_progress(state, stage)
+            save_item(job, 0, state)
+            session.add(job)
+    except Exception:
+        log.warning("could not record training stage %r", stage, exc_info=True)
+
+
+def start_training(force: bool = False) -> dict:
     """Starts a training job, or returns the one already running."""
     if not _lock.acquire(blocking=False):
         with session_scope() as session:
@@ -61,7 +86,9 @@ def start_training() -> dict:
         session.add(job)
         public = job_public(job)
     # The engine is bound now: the thread must write to the store that started it.
-    threading.Thread(target=_train, args=(public["id"], default_engine()), name="advisor-train", daemon=True).start()
+    threading.Thread(
+        target=_train, args=(public["id"], default_engine(), force), name="advisor-train", daemon=True
+    ).start()
     return public
 
 

@@ -82,7 +82,7 @@ def main() -> None:
         task_loss = [losses[rows, chosen[name]] for chosen in per_seed]
         sbs_loss = [losses[rows, chosen["sbs"]].mean() for chosen in per_seed]
         vbs_loss = [losses[rows, chosen["vbs"]].mean() for chosen in per_seed]
-        gaps = [gap_closed(t.mean(), s, v) for t, s, v in zip(task_loss, sbs_loss, vbs_loss)]
+        gaps = [gap_closed(t.mean(), s, v) for t, s, v in zip(task_loss, sbs_loss, vbs_loss, strict=True)]
         picks = Counter(table.candidates[j].split("{")[0] for chosen in per_seed for j in chosen[name])  # method ids
         result["selectors"][name] = {
             "gap_closed_per_seed": [round(g, 3) for g in gaps],

@@ -31,7 +31,7 @@ from kernels import dispatch
 
 
 def _median_interleaved(functions: dict, reps: int) -> dict:
-    times = {name: [] for name in functions}
+    times: dict[str, list[float]] = {name: [] for name in functions}
     for round_no in range(reps):
         names = list(functions)
         shift = round_no % len(names)
@@ -126,6 +126,8 @@ def main() -> None:
     config = DoubleSparsityConfig(**json.loads(args.config))
     started = time.perf_counter()
     runner = get_method("attn.double_sparsity").apply(bundle, config)
+    if not isinstance(runner, PlainDecoder):
+        raise TypeError(f"attn.double_sparsity returned a {type(runner).__name__}; this bench reads PlainDecoder.stats")
     header = {
         "model": args.model,
         "threads": args.threads,

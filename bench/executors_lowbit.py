@@ -2,8 +2,8 @@
 
 One interleaved harness pass (baseline and one config, ≥ 5 repetitions, median of pairwise
 ratios) per config — the harness keys a pass by method id, so two configs of one method never
-share a pass; perplexity on the same held-out windows for all (relative change, negative = worse). Setup time is what this
-process spent applying (small when the calibration/training cache is warm) and, separately,
+share a pass; perplexity on the same held-out windows for all (relative change, negative = worse).
+Setup time is what this process spent applying (small when the calibration/training cache is warm) and, separately,
 the calibration/training wall time recorded when the cache entry was made.
 
     OMP_WAIT_POLICY=PASSIVE python bench/executors_lowbit.py --models zoo:lm-1m,zoo:lm-8m --threads 1

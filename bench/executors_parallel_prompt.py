@@ -24,7 +24,7 @@ from executors.families.lm.workloads import LMWorkload
 from executors.methods.spec.parallel_prompt import ParallelPromptConfig
 from executors.families import measure
 from executors.protocol import prepare
-from executors.registry import default_config
+from executors.registry import MethodConfig, default_config
 from executors.zoo import load_bundle
 
 KEPT = (
@@ -80,7 +80,7 @@ def main() -> None:
     node = {"id": f"bench-cpu-t{args.threads}", "hardware_class": f"bench-cpu-t{args.threads}"}
     workload = LMWorkload(batch_size=args.batch, prompt_len=args.prompt, gen_len=args.gen)
     budgets = [int(b) for b in args.budgets.split(",") if b] or [0]
-    chains = [[ParallelPromptConfig(tree_budget=b, ensemble=args.ensemble)] for b in budgets]
+    chains: list[list[MethodConfig]] = [[ParallelPromptConfig(tree_budget=b, ensemble=args.ensemble)] for b in budgets]
     if args.with_int8:
         int8 = default_config("quant.int8_dynamic")
         chains += [[int8], [int8, ParallelPromptConfig(ensemble=args.ensemble)]]

@@ -39,7 +39,7 @@ DEFAULT_CONFIGS = [
 ]
 
 
-def dense_control(bundle, config) -> float | None:
+def dense_control(bundle, config) -> float:
     """Perplexity of the unpruned model trained exactly as Adapt-Pruner's recovery trains."""
     from executors.families.lm.workloads import heldout_windows, perplexity
     from executors.methods.prune.adapt_pruner import recovery_windows

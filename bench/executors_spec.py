@@ -80,7 +80,7 @@ def verify_cost(bundle, context: int = 64, rounds: int = 7) -> dict:
     }
     cache = model.new_cache(1, context + 16)
     model(tokens, cache)
-    seconds = {name: [] for name in shapes}
+    seconds: dict[str, list[float]] = {name: [] for name in shapes}
     for _ in range(rounds + 1):  # the first round warms up and is dropped
         for name, run in shapes.items():
             began = time.perf_counter()

@@ -92,7 +92,7 @@ def best_per_task(rows: list[dict], quality_floor: float = QUALITY_FLOOR) -> lis
 def markdown(rows: list[dict]) -> str:
     """The tables docs/seed-profiles.md shows: wins per model × hardware class, then every task."""
     best = best_per_task(rows)
-    wins = defaultdict(lambda: defaultdict(int))
+    wins: defaultdict[tuple[str, str], defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in best:
         wins[(row["model"], row["hardware_class"])][row["best"]] += 1
     lines = ["| model | hardware class | tasks | best method (tasks won) |", "|---|---|---|---|"]

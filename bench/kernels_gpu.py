@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -77,7 +78,7 @@ def copy_bandwidth_gbs(device: str, measure) -> float:
     nbytes = (1 << 30) if device == "cuda" else (8 << 20)
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    return 2 * nbytes / (measure(lambda: dst.copy_(src)) * 1e-3) / 1e9  # read + write
+    return 2 * nbytes / (measure(partial(dst.copy_, src)) * 1e-3) / 1e9  # read + write
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -132,8 +133,8 @@ def bench_gemm(group: str, shapes: dict, device: str, dtype, measure, copy_gbs: 
                     yield {
                         **case,
                         **figures(
-                            measure(lambda: kernel(x, pw)),
-                            measure(lambda: F.linear(x, dense)),
+                            measure(partial(kernel, x, pw)),
+                            measure(partial(F.linear, x, dense)),
                             nbytes,
                             copy_gbs,
                             max_rel_err=error,
@@ -179,10 +180,10 @@ def bench_double_sparsity(shapes: dict, device: str, dtype, measure, copy_gbs: f
                 indices = scores.topk(top_k, dim=-1).indices
                 scale = 1 / math.sqrt(dim)
                 parts_ms = {
-                    "label_scores_us": measure(lambda: ds.approximate_scores(q, labels, channels, seq_lens)),
-                    "topk_us": measure(lambda: scores.topk(top_k, dim=-1)),
+                    "label_scores_us": measure(partial(ds.approximate_scores, q, labels, channels, seq_lens)),
+                    "topk_us": measure(partial(scores.topk, top_k, dim=-1)),
                     "gathered_attention_us": measure(
-                        lambda: ds.sparse_attention(q, k_cache, v_cache, indices, seq_lens, scale)
+                        partial(ds.sparse_attention, q, k_cache, v_cache, indices, seq_lens, scale)
                     ),
                 }
                 item = q.element_size()
@@ -194,14 +195,14 @@ def bench_double_sparsity(shapes: dict, device: str, dtype, measure, copy_gbs: f
                     + 2 * q.numel() * item
                 )
                 baseline = measure(
-                    lambda: F.scaled_dot_product_attention(
-                        q[:, :, None], k_cache, v_cache, enable_gqa=heads != kv_heads
+                    partial(
+                        F.scaled_dot_product_attention, q[:, :, None], k_cache, v_cache, enable_gqa=heads != kv_heads
                     )
                 )
                 yield {
                     **case,
                     **figures(
-                        measure(lambda: ds.double_sparsity_decode(*args)),
+                        measure(partial(ds.double_sparsity_decode, *args)),
                         baseline,
                         nbytes,
                         copy_gbs,
@@ -222,7 +223,7 @@ def bench_block_sparse(shapes: dict, device: str, dtype, measure, copy_gbs: floa
     for seq in shapes["seq"]:
         q, k, v = (torch.randn(batch, heads, seq, dim, device=device, dtype=dtype) for _ in range(3))
         blocks = -(-seq // block)
-        baseline = measure(lambda: F.scaled_dot_product_attention(q, k, v))
+        baseline = measure(partial(F.scaled_dot_product_attention, q, k, v))
         for density in shapes["density"]:
             case = {
                 "kernel": "block_sparse_attention",
@@ -246,7 +247,7 @@ def bench_block_sparse(shapes: dict, device: str, dtype, measure, copy_gbs: floa
                 kept = int(mask.sum())
                 item = q.element_size()
                 nbytes = 2 * q.numel() * item + kept * 2 * block * dim * item
-                ms = measure(lambda: bsa.block_sparse_attention(q, k, v, layout, block))
+                ms = measure(partial(bsa.block_sparse_attention, q, k, v, layout, block))
                 tflop = 4 * kept * block * block * dim / 1e12  # two matmuls per kept tile
                 yield {
                     **case,

@@ -14,12 +14,22 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
 from executors.celery_app import EXECUTE_ITEM, POOL_QUEUE, celery_app
+from profiles.settings import write_secret_file
 
 log = logging.getLogger(__name__)
+
+
+class Refused(RuntimeError):
+    """The API answered with a 4xx: retrying the same call cannot help."""
+
+    def __init__(self, path: str, status: int, detail: str):
+        super().__init__(f"{path}: HTTP {status}: {detail}")
+        self.status, self.detail = status, detail
 
 
 @dataclass
@@ -29,15 +39,56 @@ class WorkerContext:
     node: dict  # the Node object that goes into every profile record
     device: str = "cpu"
     current_job: str | None = None
+    current_item: str | None = None  # "job id:index" while an item is claimed and not yet reported
+    claim: str | None = None  # the claim on current_item, which its progress reports must carry
     bundles: dict = field(default_factory=dict)  # model source → loaded bundle, kept across tasks
 
-    def call(self, path: str, body: dict | None = None, timeout: float = 120) -> dict:
-        response = httpx.post(
-            self.server + path, json=body or {}, timeout=timeout, headers={"Authorization": f"Bearer {self.key}"}
-        )
-        if response.status_code >= 400:
-            raise RuntimeError(f"{path}: HTTP {response.status_code}: {response.text[:500]}")
-        return response.json()
+    def stage(self, stage: str, detail: str | None = None, fraction: float | None = None) -> None:
+        """Tells the API what the current item is doing; a lost report never stops the work."""
+        if self.current_item is None or self.claim is None:
+            return
+        job_id, index = self.current_item.rsplit(":", 1)
+        body = {"claim": self.claim, "stage": stage, "detail": detail, "fraction": fraction}
+        try:
+            self.call(f"/v1/jobs/{job_id}/items/{index}/progress", body, timeout=10)
+        except Exception as exc:
+            log.warning("%s: progress not reported: %s", self.current_item, exc)
+
+    def call(self, path: str, body: dict | None = None, timeout: float = 120, patience_s: float = 0) -> dict:
+        """POSTs with the worker key; retries connection errors and 5xx for ``patience_s`` (an API restart)."""
+        deadline = time.monotonic() + patience_s
+        pause = 0.5
+        while True:
+            try:
+                response = httpx.post(
+                    self.server + path,
+                    json=body or {},
+                    timeout=timeout,
+                    headers={"Authorization": f"Bearer {self.key}"},
+                )
+                if 400 <= response.status_code < 500:
+                    raise Refused(path, response.status_code, _detail(response))
+                if response.status_code < 400:
+                    return response.json()
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                problem = type(exc).__name__
+            if time.monotonic() + pause > deadline:
+                raise RuntimeError(f"{path}: {problem}")
+            log.warning("%s: %s; retrying in %.1f s", path, problem, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", ""))[:500]
+    except ValueError:
+        return response.text[:200]
+
+
+CLAIM_PATIENCE_S = 120.0  # an API restarting under us (kill -9 and a supervisor) takes seconds
+REPORT_PATIENCE_S = 900.0  # a measured result is worth waiting for: it took minutes to make
 
 
 _context: WorkerContext | None = None
@@ -47,6 +98,7 @@ def _bundle(ctx: WorkerContext, source: str):
     from executors.zoo import load_bundle
 
     if source not in ctx.bundles:
+        ctx.stage("building model", source)
         ctx.bundles[source] = load_bundle(source)
     return ctx.bundles[source]
 
@@ -68,15 +120,23 @@ def profile_item(ctx: WorkerContext, item: dict) -> dict:
 
     bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
     workload = workload_from_json(item["workload"])
+    ctx.stage("calibrating", f"{len(item['methods'])} methods")
     baseline = prepare_reference(bundle, workload, device)
-    prepared = [
-        prepare(bundle, _configs(c), device) for c in item["methods"] if c["method"] != reference_of(workload)
-    ]
-    records = [
-        record
-        for group in measurement_passes(prepared)
-        for record in measure(bundle, workload, group, ctx.node, device=device, reps=item["reps"], baseline=baseline)
-    ]
+    prepared = [prepare(bundle, _configs(c), device) for c in item["methods"] if c["method"] != reference_of(workload)]
+    passes, records = measurement_passes(prepared), []
+    for number, group in enumerate(passes, start=1):
+
+        def progress(stage: str, detail: dict, number: int = number) -> None:
+            where = f"pass {number} of {len(passes)}"
+            if "round" in detail:
+                done = (number - 1 + (detail["round"] - 1) / detail["rounds"]) / len(passes)
+                ctx.stage(stage, f"{where}, round {detail['round']} of {detail['rounds']}", done)
+            else:
+                ctx.stage(stage, where, (number - 1) / len(passes))
+
+        records += measure(
+            bundle, workload, group, ctx.node, device=device, reps=item["reps"], baseline=baseline, progress=progress
+        )
     # Each pass measured the reference again; the report keeps one record per run id.
     return {"records": list({r["run_id"]: r for r in records}.values())}
 
@@ -91,12 +151,14 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
     bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
     if get_family(bundle.family).runner_protocol != "generate":
         raise RuntimeError(f"a run generates text; {item['model']} is a {bundle.spec.architecture} model")
+    ctx.stage("calibrating", item["method"].get("method"))
     prepared = prepare(bundle, _configs(item["method"]), device)
     if prepared.status != "ok":
         raise RuntimeError(f"{prepared.method_id} {prepared.status}: {prepared.reason}")
     limit = bundle.model.config.max_seq_len - item["max_new_tokens"]
     texts = []
-    for prompt in item["prompts"]:
+    for number, prompt in enumerate(item["prompts"], start=1):
+        ctx.stage("generating", f"prompt {number} of {len(item['prompts'])}", (number - 1) / len(item["prompts"]))
         ids = bundle.tokenizer.encode(prompt)[-limit:]
         generation = prepared.runner.generate(
             torch.tensor([ids], device=device),
@@ -107,6 +169,7 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
         texts.append(bundle.tokenizer.decode(generation.tokens[0].tolist()))
     records = []
     if item.get("measure"):
+        ctx.stage("measuring", "5 rounds against the baseline")
         # Figures come from held-out prompts of the same shape, baseline interleaved in this process.
         records = measure(bundle, workload_from_json(item["workload"]), [prepared], ctx.node, device=device, reps=5)
     return {"records": records, "outputs": {"texts": texts, "method": prepared.method_id}}
@@ -115,21 +178,38 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
 def execute_item(job_id: str, index: int) -> str:
     """The Celery task: claim, work, report. Idempotent: the API says whether work remains."""
     ctx = _context
-    claim = ctx.call(f"/v1/jobs/{job_id}/items/{index}/claim")
+    claim = ctx.call(f"/v1/jobs/{job_id}/items/{index}/claim", patience_s=CLAIM_PATIENCE_S)
     if claim["action"] != "run":
         log.info("skip %s[%d]: %s", job_id, index, claim.get("reason"))
         return "skipped"
-    ctx.current_job = job_id
+    ctx.current_job, ctx.current_item, ctx.claim = job_id, f"{job_id}:{index}", claim["claim"]
     try:
-        body = run_item(ctx, claim["item"]) if claim["kind"] == "run" else profile_item(ctx, claim["item"])
-    except Exception:  # the API counts the attempt and re-queues or fails the item
-        log.exception("%s[%d] failed", job_id, index)
-        body = {"error": traceback.format_exc(limit=20)}
+        try:
+            body = run_item(ctx, claim["item"]) if claim["kind"] == "run" else profile_item(ctx, claim["item"])
+        except Exception:  # the API counts the attempt and re-queues or fails the item
+            log.exception("%s[%d] failed", job_id, index)
+            body = {"error": traceback.format_exc(limit=20)}
+        if "error" not in body:
+            ctx.stage("storing", f"{len(body.get('records', []))} records")
+        answer = _report(ctx, job_id, index, {**body, "claim": claim["claim"]})
     finally:
-        ctx.current_job = None
-    answer = ctx.call(f"/v1/jobs/{job_id}/items/{index}/result", body)
+        ctx.current_job = ctx.current_item = ctx.claim = None
     log.info("%s[%d] reported: %s", job_id, index, answer)
     return "done"
+
+
+def _report(ctx: WorkerContext, job_id: str, index: int, body: dict) -> dict:
+    path = f"/v1/jobs/{job_id}/items/{index}/result"
+    try:
+        return ctx.call(path, body, patience_s=REPORT_PATIENCE_S)
+    except Refused as exc:
+        if exc.status in (403, 422) and body.get("error") is None:
+            # The store refused what we measured: say so as this attempt's error, so the item is
+            # retried or failed instead of waiting for a report that will never be accepted.
+            log.error("%s[%d]: report refused: %s", job_id, index, exc.detail)
+            return ctx.call(path, {"claim": body["claim"], "error": f"report refused: {exc.detail}"}, patience_s=60)
+        log.warning("%s[%d]: report not taken: %s", job_id, index, exc.detail)
+        return {"accepted": False, "reason": exc.detail}
 
 
 def _heartbeat(ctx: WorkerContext, interval_s: float, stop: threading.Event, parent_pid: int | None) -> None:
@@ -141,9 +221,21 @@ def _heartbeat(ctx: WorkerContext, interval_s: float, stop: threading.Event, par
             os.kill(os.getpid(), signal.SIGTERM)
             return
         try:
-            ctx.call("/v1/workers/heartbeat", {"current_job": ctx.current_job})
+            ctx.call("/v1/workers/heartbeat", {"current_job": ctx.current_job, "current_item": ctx.current_item})
+        except Refused as exc:
+            # Our key was revoked (an admin removed the node, or a newer process took it over):
+            # this process no longer belongs to the pool.
+            log.warning("heartbeat refused (%s); shutting down", exc.detail)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         except Exception as exc:  # a missed beat is retried; the API marks us lost if they keep failing
             log.warning("heartbeat failed: %s", exc)
+
+
+def _key_file(node_id: str) -> Path:
+    from profiles.settings import get_settings
+
+    return get_settings().data_dir / "worker" / f"{node_id}.key"
 
 
 def _join(url: str, body: dict, patience_s: float = 120.0) -> httpx.Response:
@@ -151,11 +243,13 @@ def _join(url: str, body: dict, patience_s: float = 120.0) -> httpx.Response:
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            return httpx.post(url, json=body, timeout=60)
+            response = httpx.post(url, json=body, timeout=60)
+            if response.status_code < 500 or time.monotonic() > deadline:
+                return response
         except httpx.TransportError as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot reach {url}: {exc}") from None
-            time.sleep(1.0)
+        time.sleep(1.0)
 
 
 def run_worker(
@@ -182,6 +276,8 @@ def run_worker(
     info = fingerprint(device, settings.cache_dir)
     node = node_row(info)
     node_id = node_id or node["id"]
+    key_file = _key_file(node_id)
+    previous_key = key_file.read_text().strip() if key_file.exists() else None
     body = {
         "join_token": join_token,
         "name": name or node_id,
@@ -189,11 +285,13 @@ def run_worker(
         "hardware_class": node["hardware_class"],
         "device_kind": node["device_kind"],
         "fingerprint": {**info, **{k: node[k] for k in ("mem_bw_gbs", "fp32_gflops", "bf16_gflops")}},
+        "previous_key": previous_key,  # lets this process take over its node from a predecessor just killed
     }
     joined = _join(server.rstrip("/") + "/v1/workers/join", body)
     if joined.status_code != 201:
         raise RuntimeError(f"join refused: HTTP {joined.status_code}: {joined.text[:300]}")
     answer = joined.json()
+    write_secret_file(_key_file(answer["node_id"]), answer["worker_key"])
     node.update(id=answer["node_id"], name=name or answer["node_id"])
     _context = WorkerContext(server.rstrip("/"), answer["worker_key"], node, device)
     queues = answer["queues"] + [POOL_QUEUE]

@@ -212,8 +212,8 @@ def launch_gemm(triton, kernel, tuned, args: tuple, x: torch.Tensor, pw: PackedW
     M, N = x.shape[0], pw.out_features
     if interpreting():
         block_n, block_k = 64, block_k_for(pw.group_size, pw.groups, 64)
-        grid = (triton.cdiv(N, block_n), triton.cdiv(M, 16))
-        kernel[grid](*args, BITS=pw.bits, DOT_FP32=True, BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k)
+        programs = (triton.cdiv(N, block_n), triton.cdiv(M, 16))
+        kernel[programs](*args, BITS=pw.bits, DOT_FP32=True, BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k)
         return
     block_k_for(pw.group_size, pw.groups, 128)  # raises early on group sizes tl.dot cannot tile
 

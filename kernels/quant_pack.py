@@ -121,7 +121,10 @@ def unpack_bit_planes(packed: torch.Tensor, bits: int, K: int) -> torch.Tensor:
     plane_bytes = packed_row_bytes(K, 1)
     _check_packed(packed, bits * plane_bytes, bits, K)
     planes = packed.split(plane_bytes, dim=-1)
-    return sum(_from_stream(plane, 1, K) << i for i, plane in enumerate(planes))
+    codes = _from_stream(planes[0], 1, K)
+    for i, plane in enumerate(planes[1:], start=1):
+        codes = codes | (_from_stream(plane, 1, K) << i)
+    return codes
 
 
 def unpack_codes(pw: PackedWeight) -> torch.Tensor:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlmodel import select
+from sqlmodel import col, select
 
 from profiles.db import default_engine, session_scope
 from profiles.migrate import current_revision, head_revision, upgrade
@@ -73,7 +73,7 @@ def profiles_list(
     limit: int = 20,
 ) -> None:
     """Show the newest stored runs."""
-    statement = select(ProfileRun).order_by(ProfileRun.created_at.desc()).limit(limit)
+    statement = select(ProfileRun).order_by(col(ProfileRun.created_at).desc()).limit(limit)
     for column, value in (
         (ProfileRun.method_id, method),
         (ProfileRun.model_id, model),

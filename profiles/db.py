@@ -12,6 +12,8 @@ from sqlmodel import Session, create_engine
 
 from profiles.settings import get_settings
 
+READ_ONLY = "accel_read_only"  # execution option of the connections behind read_scope()
+
 
 def make_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
     if url.startswith("sqlite"):
@@ -33,7 +35,8 @@ def make_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
         def _sqlite_begin_immediate(conn) -> None:
             # pysqlite starts transactions lazily as DEFERRED; a read that later upgrades to a
             # write can then fail at once under contention. BEGIN IMMEDIATE waits on the lock.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only sessions never upgrade, so they take no lock and never queue behind a writer.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -56,3 +59,22 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def read_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A transaction that only reads: on SQLite a plain (deferred) BEGIN that takes no write lock.
+
+    Anything staged in it is an error (it would be lost, or fail on a lock it never waited for).
+    """
+    with Session((engine or default_engine()).execution_options(**{READ_ONLY: True})) as session:
+
+        @event.listens_for(session, "before_flush")
+        def _refuse_writes(flushing: Session, _context, _instances) -> None:
+            if flushing.new or flushing.dirty or flushing.deleted:
+                raise RuntimeError("a read-only session was asked to write")
+
+        try:
+            yield session
+        finally:
+            session.rollback()

@@ -99,10 +99,13 @@ class Node(SQLModel, table=True):
     fingerprint: dict = _json()
     labels: dict = _json()
     price_per_hour: float = 0.0
-    status: str = Field(
-        default="online", index=True, max_length=20
-    )  # online, lost, left, imported (came with a profile file)
+    # online, lost, left, removed (by an admin), imported (known only from a profile file)
+    status: str = Field(default="online", index=True, max_length=20)
     last_heartbeat: datetime | None = None
+    # What the node said it was working on at its last heartbeat ("job id:item index"), and when
+    # it last joined, claimed or reported: the reconciler compares both with the items' states.
+    current_item: str | None = Field(default=None, max_length=120)
+    last_work_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 

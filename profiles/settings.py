@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,10 +23,22 @@ class Settings(BaseSettings):
     # dev: like embedded but with a fixed, insecure secret so reloads keep sessions.
     mode: Literal["embedded", "distributed", "dev"] = "embedded"
     data_dir: Path = Path.home() / ".accel-advisor"
-    cache_dir: Path | None = None
-    database_url: str | None = None
-    broker_url: str | None = None
-    result_backend: str | None = None
+    # The defaults below are derived from the fields above them (already validated when a default
+    # is made), so every path and URL has its final type and value once Settings exists.
+    cache_dir: Path = Field(default_factory=lambda fields: fields["data_dir"] / "cache")
+    database_url: str = Field(default_factory=lambda fields: f"sqlite:///{fields['data_dir'] / 'accel.db'}")
+    # Celery's SQLAlchemy transport needs no server, so the embedded default has no Redis; the
+    # distributed mode has no default broker (it must be given one) and no result backend.
+    broker_url: str = Field(
+        default_factory=lambda fields: (
+            "" if fields["mode"] == "distributed" else f"sqla+sqlite:///{fields['data_dir'] / 'broker.db'}"
+        )
+    )
+    result_backend: str | None = Field(
+        default_factory=lambda fields: (
+            None if fields["mode"] == "distributed" else f"db+sqlite:///{fields['data_dir'] / 'results.db'}"
+        )
+    )
     secret_key: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -35,21 +48,24 @@ class Settings(BaseSettings):
     node_lost_after_s: float = 45.0  # silent this long: marked lost, its running items re-queued
     visibility_timeout_s: int = 3600  # above the longest job, or Redis redelivers a running task
     max_item_attempts: int = 3
+    # A queued item whose message no idle worker picked up for this long was lost (a broker
+    # restart, a worker that took the message and died): it is sent again.
+    redispatch_after_s: float = 30.0
+    max_body_bytes: int = 2 * 2**20  # request bodies above this are refused with 413
+    max_job_items: int = 2000  # items one profiling job may plan (models × workloads × targets)
+    # Local checkpoints may be registered only from under here.
+    model_root: Path = Field(default_factory=lambda fields: fields["data_dir"] / "models")
     sqlite_busy_timeout_ms: int = 30_000
 
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_data_dir(cls, data_dir: Path) -> Path:
+        return data_dir.expanduser()
+
     @model_validator(mode="after")
-    def _derive_paths(self) -> Settings:
-        self.data_dir = self.data_dir.expanduser()
-        if self.cache_dir is None:
-            self.cache_dir = self.data_dir / "cache"
-        if self.database_url is None:
-            self.database_url = f"sqlite:///{self.data_dir / 'accel.db'}"
-        if self.broker_url is None and self.mode != "distributed":
-            # Celery's SQLAlchemy transport needs no server, so the embedded default has no Redis.
-            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
-        if self.result_backend is None and self.mode != "distributed":
-            self.result_backend = f"db+sqlite:///{self.data_dir / 'results.db'}"
-        if self.mode == "distributed" and self.broker_url is None:
+    def _check(self) -> Settings:
+        self.model_root = self.model_root.expanduser().resolve()
+        if self.mode == "distributed" and not self.broker_url:
             raise ConfigError("distributed mode needs ACCEL_BROKER_URL (e.g. redis://host:6379/0)")
         return self
 
@@ -86,9 +102,19 @@ class Settings(BaseSettings):
         self.ensure_dirs()
         key_file = self.data_dir / "secret_key"
         if not key_file.exists():
-            key_file.touch(mode=0o600)
-            key_file.write_text(secrets.token_urlsafe(48))
+            write_secret_file(key_file, secrets.token_urlsafe(48))
         return key_file.read_text().strip()
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Writes a secret readable by its owner only (0600), also when the file existed with wider modes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (text.rstrip("\n") + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 @lru_cache

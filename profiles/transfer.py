@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
 from pydantic import ValidationError
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 
 from profiles.models import RUN_STATUSES, ModelSpec, Node, ProfileRun, Workload
 
-NESTED = {"model": ModelSpec, "workload": Workload, "node": Node}
+NestedRow = ModelSpec | Workload | Node
+NESTED: dict[str, type[NestedRow]] = {"model": ModelSpec, "workload": Workload, "node": Node}
 RUN_JSON_FIELDS = ("config", "metrics", "environment")
 FORMATS = ("jsonl", "csv")
+Row = TypeVar("Row", bound=SQLModel)
 
 
 class ImportRejected(ValueError):
@@ -51,18 +52,26 @@ def record_of(run: ProfileRun, model: ModelSpec, workload: Workload, node: Node)
 
 
 def iter_records(session: Session, statement=None) -> Iterator[dict]:
-    statement = (
-        statement if statement is not None else select(ProfileRun).order_by(ProfileRun.created_at, ProfileRun.run_id)
-    )
-    models, workloads, nodes = {}, {}, {}
+    if statement is None:
+        statement = select(ProfileRun).order_by(col(ProfileRun.created_at), col(ProfileRun.run_id))
+    models: dict[str, ModelSpec] = {}
+    workloads: dict[str, Workload] = {}
+    nodes: dict[str, Node] = {}
     for run in session.exec(statement):
-        model = models.setdefault(run.model_id, session.get(ModelSpec, run.model_id))
-        workload = workloads.setdefault(run.workload_id, session.get(Workload, run.workload_id))
-        node = nodes.setdefault(run.node_id, session.get(Node, run.node_id))
+        model = _cached(session, models, ModelSpec, run.model_id)
+        workload = _cached(session, workloads, Workload, run.workload_id)
+        node = _cached(session, nodes, Node, run.node_id)
         yield record_of(run, model, workload, node)
 
 
-def write_records(records: Iterable[dict], out: io.TextIOBase, fmt: str) -> int:
+def _cached(session: Session, cache: dict[str, Row], table: type[Row], key: str) -> Row:
+    """A run's model, workload or node, read once per export (a foreign key: it exists)."""
+    if key not in cache:
+        cache[key] = session.get_one(table, key)
+    return cache[key]
+
+
+def write_records(records: Iterable[dict], out: TextIO, fmt: str) -> int:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     count = 0
@@ -82,7 +91,7 @@ def write_records(records: Iterable[dict], out: io.TextIOBase, fmt: str) -> int:
     return count
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _open_text(path: Path) -> TextIO:
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return path.open("r", encoding="utf-8", newline="")
@@ -127,8 +136,8 @@ def _unflatten_csv(row: int, flat: dict[str, str]) -> dict:
     return record
 
 
-def _validate(row: int, raw: dict) -> tuple[ProfileRun, dict[str, SQLModel]]:
-    parts: dict[str, SQLModel] = {}
+def _validate(row: int, raw: dict) -> tuple[ProfileRun, dict[str, NestedRow]]:
+    parts: dict[str, NestedRow] = {}
     for key, table in NESTED.items():
         value = raw.get(key)
         if not isinstance(value, dict):
@@ -149,7 +158,7 @@ def _validate(row: int, raw: dict) -> tuple[ProfileRun, dict[str, SQLModel]]:
     return run, parts
 
 
-def _build(row: int, table: type[SQLModel], value: dict, label: str) -> SQLModel:
+def _build(row: int, table: type[Row], value: dict, label: str) -> Row:
     try:
         return table.model_validate({k: v for k, v in value.items() if v is not None})
     except ValidationError as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter
-from sqlmodel import select
+from sqlmodel import col, select
 
 from api.auth import AdminKey, create_api_key, create_join_token, revoke_api_key, revoke_join_token
-from api.deps import SessionDep
+from api.deps import ReadSessionDep, SessionDep
 from api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, JoinTokenCreate, JoinTokenCreated, JoinTokenPublic
 from profiles.models import ApiKey, JoinToken
 
@@ -22,8 +22,8 @@ def create_key(body: ApiKeyCreate, session: SessionDep, _admin: AdminKey) -> dic
 
 
 @router.get("/keys", response_model=list[ApiKeyPublic])
-def list_keys(session: SessionDep, _admin: AdminKey) -> list[ApiKey]:
-    return list(session.exec(select(ApiKey).order_by(ApiKey.created_at)))
+def list_keys(session: ReadSessionDep, _admin: AdminKey) -> list[ApiKey]:
+    return list(session.exec(select(ApiKey).order_by(col(ApiKey.created_at))))
 
 
 @router.delete("/keys/{key_id}", response_model=ApiKeyPublic)
@@ -38,8 +38,8 @@ def create_token(body: JoinTokenCreate, session: SessionDep, _admin: AdminKey) -
 
 
 @router.get("/join-tokens", response_model=list[JoinTokenPublic])
-def list_tokens(session: SessionDep, _admin: AdminKey) -> list[JoinToken]:
-    return list(session.exec(select(JoinToken).order_by(JoinToken.created_at)))
+def list_tokens(session: ReadSessionDep, _admin: AdminKey) -> list[JoinToken]:
+    return list(session.exec(select(JoinToken).order_by(col(JoinToken.created_at))))
 
 
 @router.delete("/join-tokens/{token_id}", response_model=JoinTokenPublic)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import lru_cache
 
 from fastapi import APIRouter
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from api.auth import AdminKey, ClientKey
 from api.catalog import resolve_methods, resolve_models, resolve_workloads
+from api.dispatch import dispatch
 from api.errors import Conflict, NotFound, Unprocessable
-from api.jobs import job_public, new_job
-from api.routes.workers import queue_name
+from api.jobs import job_public, new_job, sends_of
 from api.schemas import JobPublic, RecommendationRequest, RunCreate
 from api.training import start_training
-from executors.celery_app import send_item
 from profiles.db import session_scope
 from profiles.models import AdvisorVersion, Job, ModelSpec, Node, ProfileRun
 
@@ -47,15 +47,35 @@ def _nodes(session: Session, node_id: str | None, hardware_class: str | None) ->
     return [n.model_dump(mode="json") for n in nodes]
 
 
-def _registered(method_id: str) -> str | None:
-    from executors.registry import UnknownMethod, get_method
+@lru_cache(maxsize=64)
+def _supported(kind: str):
+    """The registry's allow-list, and — where the catalogue names them — the workload kinds a method applies to.
 
-    try:
+    The registry is fixed for the life of the process, so each answer is computed once per kind and method.
+    """
+    import executors.methods  # noqa: F401  (importing it registers every method)
+    from executors.registry import UnknownMethod, get_method, method_catalogue
+
+    kinds = {row["id"]: row.get("kinds") for row in method_catalogue()}
+
+    @lru_cache(maxsize=1024)
+    def check(method_id: str) -> str | None:
+        try:
+            for part in method_id.split("+"):
+                get_method(part)
+        except UnknownMethod as exc:
+            return str(exc)
         for part in method_id.split("+"):
-            get_method(part)
-    except UnknownMethod as exc:
-        return str(exc)
-    return None
+            if kinds.get(part) and kind not in kinds[part]:
+                return f"{part} applies to {', '.join(kinds[part])} workloads, not {kind}"
+        return None
+
+    return check
+
+
+def _plain(answer) -> dict:
+    """A flat dataclass as a dict without dataclasses.asdict's deep copies (a third of the route's time)."""
+    return {f.name: getattr(answer, f.name) for f in dataclasses.fields(answer)}
 
 
 def recommend_for(
@@ -69,8 +89,8 @@ def recommend_for(
     budget: float | None,
     top_k: int,
 ) -> dict:
-    from advisor.api import recommend
-    from executors.tasks import workload_from_json
+    from advisor.api import DEFAULT_QUALITY_FLOOR, recommend
+    from executors.families import workload_from_json
 
     version, advisor = _active(session)
     model = session.get(ModelSpec, model_id)
@@ -85,8 +105,8 @@ def recommend_for(
             model.model_dump(mode="json"),
             workload,
             nodes,
-            supports=_registered,
-            quality_floor=quality_floor,
+            supports=_supported(workload.get("kind") or "lm-generate"),
+            quality_floor=DEFAULT_QUALITY_FLOOR if quality_floor is None else quality_floor,
             budget=budget,
             objective=objective,
             top_k=top_k,
@@ -95,7 +115,7 @@ def recommend_for(
         raise Unprocessable(str(exc)) from None
     candidates = [
         {
-            **dataclasses.asdict(r),
+            **_plain(r),
             "hardware_class": by_id[r.node_id]["hardware_class"],
             "node_status": by_id[r.node_id]["status"],
         }
@@ -106,7 +126,7 @@ def recommend_for(
         "model": model_id,
         "workload": workload,
         "candidates": candidates,
-        "excluded": [dataclasses.asdict(e) for e in result.excluded],
+        "excluded": [_plain(e) for e in result.excluded],
     }
 
 
@@ -141,6 +161,15 @@ def _estimated_shape(session: Session, body: RunCreate) -> dict:
     }
 
 
+def generates_text(architecture: str) -> bool:
+    from executors.families import family_of_architecture
+
+    try:
+        return family_of_architecture(architecture).runner_protocol == "generate"
+    except KeyError:
+        return False
+
+
 def _run_target(session: Session, body: RunCreate, chosen_node: str | None) -> dict:
     node_id = body.node or chosen_node
     if node_id:
@@ -149,6 +178,8 @@ def _run_target(session: Session, body: RunCreate, chosen_node: str | None) -> d
             raise Unprocessable(f"node {node_id!r} is not online")
         return {"kind": "node", "name": node_id}
     if body.hardware_class:
+        if session.exec(select(Node).where(Node.hardware_class == body.hardware_class)).first() is None:
+            raise Unprocessable(f"no worker of hardware class {body.hardware_class!r} has joined")
         return {"kind": "class", "name": body.hardware_class}
     return {"kind": "pool", "name": "pool"}
 
@@ -158,7 +189,7 @@ def create_run(body: RunCreate, _key: ClientKey) -> dict:
     with session_scope() as session:
         model = resolve_models(session, [body.model])[0]
         spec = session.get(ModelSpec, model)
-        if spec is not None and spec.family != "decoder-lm":
+        if spec is not None and not generates_text(spec.family):
             raise Unprocessable(f"a run generates text from prompts; {model} is a {spec.family} model")
         shape = _estimated_shape(session, body)
         chosen = None
@@ -196,8 +227,8 @@ def create_run(body: RunCreate, _key: ClientKey) -> dict:
             "target": target,
         }
         job = new_job(session, "run", [item], {"recommendation": chosen, "method_id": method["id"]})
-        public = run_public(session, job)
-    send_item(public["id"], 0, "pool" if target["kind"] == "pool" else queue_name(target["kind"], target["name"]))
+        public, sends = run_public(session, job), sends_of(job)
+    dispatch(sends)  # after commit: the worker must find the item
     return public
 
 
@@ -223,7 +254,7 @@ def run_public(session: Session, job: Job) -> dict:
         for r in session.exec(select(ProfileRun).where(ProfileRun.job_id == job.id))
     ]
     return {
-        **job_public(job),
+        **job_public(job, session),
         "method": job.spec.get("method_id"),
         "recommendation": job.spec.get("recommendation"),
         "node": job.result.get("node"),
@@ -247,14 +278,46 @@ def get_job(job_id: str, _key: ClientKey) -> dict:
         job = session.get(Job, job_id)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
-        return job_public(job)
+        return job_public(job, session)
 
 
 @router.get("/advisor/versions")
 def advisor_versions(_key: ClientKey) -> list[dict]:
+    """Every trained version (newest first) with its scores and its gate verdict against the version it followed."""
+    from advisor.api import version_scores
+
     with session_scope() as session:
-        versions = session.exec(select(AdvisorVersion).order_by(AdvisorVersion.created_at.desc()))
-        return [v.model_dump(mode="json", exclude={"evaluation", "artefact_path"}) for v in versions]
+        versions = session.exec(select(AdvisorVersion).order_by(col(AdvisorVersion.created_at).desc()))
+        return [
+            {**v.model_dump(mode="json", exclude={"evaluation", "artefact_path"}), "scores": version_scores(v)}
+            for v in versions
+        ]
+
+
+@router.post("/advisor/versions/{version_id}/activate")
+def activate_advisor_version(version_id: str, _admin: AdminKey) -> dict:
+    """Makes a stored version the one every recommendation uses (an admin's override of the gate)."""
+    from advisor.api import activate_version
+
+    with session_scope() as session:
+        try:
+            version = activate_version(session, version_id)
+        except KeyError:
+            raise NotFound(f"no advisor version {version_id!r}") from None
+        return {"id": version.id, "active": version.active}
+
+
+@router.post("/advisor/rollback")
+def rollback_advisor(_admin: AdminKey) -> dict:
+    """Re-activates the version that was active before the current one."""
+    from advisor.api import rollback
+
+    with session_scope() as session:
+        try:
+            version = rollback(session)
+        except KeyError as exc:
+            raise Conflict(str(exc.args[0])) from None
+        return {"id": version.id, "active": version.active}
 
 
 @router.get("/advisor/evaluation")
@@ -267,5 +330,6 @@ def advisor_evaluation(_key: ClientKey) -> dict:
 
 
 @router.post("/advisor/train", status_code=202, response_model=JobPublic)
-def advisor_train(_admin: AdminKey) -> dict:
-    return start_training()
+def advisor_train(_admin: AdminKey, force: bool = False) -> dict:
+    """Retrains in the background; the new version is activated only if it is not worse (or ``force``)."""
+    return start_training(force=force)

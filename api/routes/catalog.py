@@ -9,23 +9,31 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from sqlmodel import func, select
 
-from api.auth import ClientKey
-from api.deps import SessionDep
-from api.schemas import Page
+from api.auth import AdminKey, ClientKey
+from api.deps import ReadSessionDep, SessionDep
+from api.local_models import register_local_model
+from api.schemas import ModelPublic, ModelRegister, Page
 from profiles.models import Method, ModelSpec, ProfileRun
+from profiles.settings import get_settings
 from profiles.transfer import iter_records, write_records
 
 router = APIRouter(tags=["catalogue"])
 
 
 @router.get("/methods")
-def list_methods(session: SessionDep, _key: ClientKey) -> list[dict]:
+def list_methods(session: ReadSessionDep, _key: ClientKey) -> list[dict]:
     return [m.model_dump(mode="json") for m in session.exec(select(Method).order_by(Method.id))]
 
 
-@router.get("/models")
-def list_models(session: SessionDep, _key: ClientKey) -> list[dict]:
-    return [m.model_dump(mode="json") for m in session.exec(select(ModelSpec).order_by(ModelSpec.id))]
+@router.get("/models", response_model=list[ModelPublic])
+def list_models(session: ReadSessionDep, _key: ClientKey) -> list[ModelSpec]:
+    return list(session.exec(select(ModelSpec).order_by(ModelSpec.id)))
+
+
+@router.post("/models", status_code=201, response_model=ModelPublic)
+def register_model(body: ModelRegister, session: SessionDep, _admin: AdminKey) -> ModelSpec:
+    """Registers a local safetensors checkpoint from under ACCEL_MODEL_ROOT; its id is `local:<folder>`."""
+    return register_local_model(session, get_settings().model_root, body.path, body.family)
 
 
 def _filtered(model_id, method_id, hardware_class, workload_id, status, job_id=None):
@@ -45,7 +53,7 @@ def _filtered(model_id, method_id, hardware_class, workload_id, status, job_id=N
 
 @router.get("/profiles", response_model=Page)
 def list_profiles(
-    session: SessionDep,
+    session: ReadSessionDep,
     _key: ClientKey,
     model_id: str | None = None,
     method_id: str | None = None,
@@ -53,7 +61,7 @@ def list_profiles(
     workload_id: str | None = None,
     status: Literal["ok", "failed", "not-applicable"] | None = None,
     job_id: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     statement = _filtered(model_id, method_id, hardware_class, workload_id, status, job_id)
@@ -64,7 +72,7 @@ def list_profiles(
 
 @router.get("/profiles/export", response_class=PlainTextResponse)
 def export_profiles(
-    session: SessionDep,
+    session: ReadSessionDep,
     _key: ClientKey,
     format: Literal["jsonl", "csv"] = "jsonl",
     model_id: str | None = None,

@@ -1,5 +1,7 @@
 """JSON for the pages' scripts under /ui/api: the session stands in for the API key, and every
-handler calls the REST route's own function, so the UI adds no second copy of any rule."""
+handler calls the REST route's own function, so the UI adds no second copy of any rule. What the
+UI adds is words and context: reasons in words beside the raw contributions, and the advisor's
+prediction kept with a run of a named method, so its page can put the measurement beside it."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from api.errors import NotFound
-from api.jobs import job_public
+from api.errors import ApiError, NotFound
+from api.jobs import job_public, locked_job
 from api.routes import access, advise, catalog, jobs
 from api.schemas import (
     ApiKeyCreate,
@@ -19,6 +21,7 @@ from api.schemas import (
 )
 from api.ui import views
 from api.ui.session import UiKey
+from api.ui.words import reason
 from profiles.db import session_scope
 from profiles.models import Job
 
@@ -31,19 +34,17 @@ def dashboard(_key: UiKey) -> dict:
         return views.dashboard(session)
 
 
-@router.get("/jobs")
-def list_jobs(_key: UiKey, kind: str | None = None) -> list[dict]:
-    with session_scope() as session:
-        return views.recent_jobs(session, 30, kind)
-
-
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, _key: UiKey) -> dict:
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
-        return advise.run_public(session, job) if job.kind == "run" else job_public(job)
+        if job.kind == "run":
+            return advise.run_public(session, job)
+        # a training job also says which version it made and whether the gate let it be activated
+        extra = {k: job.result.get(k) for k in ("advisor_version", "activated", "gate")} if job.kind == "train" else {}
+        return {**job_public(job), **extra}
 
 
 @router.post("/profiling-jobs", status_code=201)
@@ -58,17 +59,60 @@ def cancel_profiling_job(job_id: str, key: UiKey) -> dict:
 
 @router.post("/recommendations")
 def recommendations(body: RecommendationRequest, key: UiKey) -> dict:
-    return advise.recommendations(body, key)
+    """The REST answer, plus each candidate's reasons in words (the raw pairs stay beside them)."""
+    result = advise.recommendations(body, key)
+    for candidate in result["candidates"]:
+        candidate["reasons"] = [reason(feature, effect) for feature, effect in candidate["contributions"]]
+    return result
 
 
 @router.post("/runs", status_code=202)
 def create_run(body: RunCreate, key: UiKey) -> dict:
-    return advise.create_run(body, key)
+    """The REST run; the active advisor's prediction for the named method is kept with it, so the
+    run's page can put the measurement beside it (an "auto" run keeps its recommendation anyway)."""
+    run = advise.create_run(body, key)
+    if isinstance(body.method, str) and body.method == "auto":
+        return run
+    with session_scope() as session:
+        prediction = _prediction(session, run, body)
+        if prediction is not None:
+            job = locked_job(session, run["id"])
+            job.spec = {**job.spec, "prediction": prediction}
+            session.add(job)
+    return run
+
+
+def _prediction(session, run: dict, body: RunCreate) -> dict | None:
+    job = session.get(Job, run["id"])
+    item = job.spec["items"][0]
+    node = item["target"]["name"] if item["target"]["kind"] == "node" else None
+    try:
+        found = advise.recommend_for(
+            session, item["model"], item["workload"], node, body.hardware_class, body.objective, None, None, top_k=100
+        )
+    except ApiError:  # no advisor yet, or none that knows this model: the run goes on without a prediction
+        return None
+    wanted = job.spec.get("method_id")
+    match = next((c for c in found["candidates"] if c["method_id"] == wanted), None)
+    if match is None:
+        return None
+    keep = ("method_id", "node_id", "speedup", "speedup_interval", "quality_delta", "quality_interval", "runtime_s")
+    return {**{k: match[k] for k in keep}, "advisor_version": found["advisor_version"]}
 
 
 @router.post("/advisor/train", status_code=202)
-def train(key: UiKey) -> dict:
-    return advise.advisor_train(key)
+def train(key: UiKey, force: bool = False) -> dict:
+    return advise.advisor_train(key, force)
+
+
+@router.post("/advisor/versions/{version_id}/activate")
+def activate(version_id: str, key: UiKey) -> dict:
+    return advise.activate_advisor_version(version_id, key)
+
+
+@router.post("/advisor/rollback")
+def rollback(key: UiKey) -> dict:
+    return advise.rollback_advisor(key)
 
 
 @router.post("/keys", status_code=201)

@@ -11,6 +11,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).with_name("static") / "catalogue.json"
 COLUMNS = (
@@ -40,7 +41,7 @@ def catalogue_rows(methods_md: Path) -> list[dict]:
     for line in methods_md.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == len(COLUMNS) and re.fullmatch(r"\d+", cells[0]):
-            row = dict(zip(COLUMNS, cells))
+            row: dict[str, Any] = dict(zip(COLUMNS, cells, strict=True))
             row["row"] = int(row["row"])
             row["proposed_ids"] = re.findall(r"`([^`]+)`", row["proposed_ids"])
             rows.append(row)
@@ -53,7 +54,7 @@ def main(methods_md: str) -> None:
     titles = paper_titles(path.parent / "seeds" / "papers.txt")
     if len(titles) != len(rows):
         raise SystemExit(f"{len(rows)} catalogue rows but {len(titles)} paper titles")
-    for row, title in zip(rows, titles):
+    for row, title in zip(rows, titles, strict=True):
         row["title"] = title
     OUT.write_text(json.dumps(rows, indent=1) + "\n")
 

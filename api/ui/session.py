@@ -69,7 +69,7 @@ def page_session(request: Request) -> dict:
     """Dependency for pages: the session (with its key), else a redirect to the login page."""
     found = read_session(request)
     key = _live_admin_key(found["key_id"]) if found else None
-    if key is None:
+    if found is None or key is None:
         raise LoginRequired()
     return {**found, "key": key}
 
@@ -78,7 +78,7 @@ def api_session(request: Request) -> ApiKey:
     """Dependency for /ui/api: a live session, and the CSRF header on anything that changes state."""
     found = read_session(request)
     key = _live_admin_key(found["key_id"]) if found else None
-    if key is None:
+    if found is None or key is None:
         raise Unauthorized("no UI session: log in at /ui/login")
     if request.method not in ("GET", "HEAD") and not csrf_matches(found, request.headers.get("x-csrf-token")):
         raise Forbidden("missing or wrong X-CSRF-Token")

@@ -1,27 +1,26 @@
-"""What the pages show, read from the store: summaries, the catalogue crossed with the registry,
-the profiles heatmap and Pareto front, the advisor's evaluation. Reads only; every change goes
-through the REST routes' own functions (see actions.py)."""
+"""What the pages show, read from the store: the dashboard, jobs and their items, runs beside
+their prediction, the catalogue crossed with the registry. Reads only; every change goes through
+the REST routes' own functions (see actions.py)."""
 
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from api.jobs import FINISHED, job_public
-from api.routes.catalog import _filtered
 from api.routes.workers import mark_lost_nodes
-from profiles.models import AdvisorVersion, Job, Method, Node, ProfileRun, Workload
+from api.ui.advisor_views import active_score, training_status
+from api.ui.words import workload_words
+from profiles.models import AdvisorVersion, Job, Method, Node, ProfileRun, utcnow
 from profiles.settings import get_settings
 
 CATALOGUE = Path(__file__).with_name("static") / "catalogue.json"
-HEATMAP_ROWS = 200  # more tasks than this is unreadable; the page says so and asks for filters
-ADVISOR_SELECTOR = "lightgbm"  # the selector the shipped advisor uses, as named in the evaluation report
-FILTERS = ("model_id", "method_id", "hardware_class", "workload_id")
+KIND_WORDS = {"profiling": "profiling grid", "run": "run", "train": "advisor training"}
 
 
 @lru_cache
@@ -29,46 +28,207 @@ def catalogue() -> list[dict]:
     return json.loads(CATALOGUE.read_text())
 
 
-def advisor_score(version: AdvisorVersion | None) -> dict | None:
-    """The advisor's own selector on each evaluated split: gap closed and top-1 (3 % tie)."""
-    if version is None:
+def _time(value: str | datetime | None) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _seconds_between(start, end) -> float | None:
+    start, end = _time(start), _time(end)
+    return (end - start).total_seconds() if start and end else None
+
+
+def progress_of(state: dict, job: Job) -> dict | None:
+    """What an unfinished item is doing: its stage, the time so far, and an estimate where the
+    reporter gave a fraction of the stage done (elapsed in the stage × the share still to do)."""
+    if job.state in FINISHED or state.get("state") in ("done", "failed"):
         return None
-    splits = (version.evaluation or {}).get("splits", {})
+    now, report = utcnow(), state.get("progress")
+    if report is None:
+        if state.get("state") == "queued":
+            return {
+                "stage": "queued",
+                "detail": None,
+                "elapsed_s": _seconds_between(job.created_at, now),
+                "eta_s": None,
+            }
+        report = {"stage": "claimed, starting"}
+    fraction = report.get("fraction")
+    in_stage = _seconds_between(report.get("stage_started_at"), now)
+    eta = in_stage * (1 - fraction) / fraction if fraction and in_stage is not None and 0 < fraction < 1 else None
     return {
-        name: {
-            "gap_closed": sel[ADVISOR_SELECTOR]["gap_closed"]["mean"],
-            "top1_tol": sel[ADVISOR_SELECTOR]["top1_tol"]["mean"],
-        }
-        for name, sel in splits.items()
-        if ADVISOR_SELECTOR in sel
+        "stage": report["stage"],
+        "detail": report.get("detail"),
+        "elapsed_s": _seconds_between(state.get("claimed_at") or job.started_at, now),
+        "eta_s": eta,
     }
-
-
-def recent_jobs(session: Session, limit: int = 20, kind: str | None = None) -> list[dict]:
-    statement = select(Job).order_by(Job.created_at.desc()).limit(limit)
-    if kind:
-        statement = statement.where(Job.kind == kind)
-    return [{**job_public(job), "label": job_label(job)} for job in session.exec(statement)]
 
 
 def job_label(job: Job) -> str:
     if job.kind == "profiling":
         request = job.spec.get("request", {})
-        return f"{', '.join(request.get('models', []))} × {len(request.get('methods', []))} methods"
+        models, methods = request.get("models", []), request.get("methods", [])
+        return f"{', '.join(models)} × {len(methods)} {'method' if len(methods) == 1 else 'methods'}"
     if job.kind == "run":
-        return f"run of {job.spec.get('method_id', '?')}"
+        item = (job.spec.get("items") or [{}])[0]
+        return f"{job.spec.get('method_id', '?')} on {item.get('model', '?')}"
     return "advisor training"
+
+
+def job_row(job: Job) -> dict:
+    """A job for lists: its public figures, words, and what its running items are doing."""
+    public = job_public(job)
+    states = job.result.get("items", {})
+    stages = [p for p in (progress_of(s, job) for s in states.values()) if p and p["stage"] != "queued"]
+    return {
+        **public,
+        "label": job_label(job),
+        "kind_words": KIND_WORDS.get(job.kind, job.kind),
+        "running_on": [] if job.state in FINISHED else public["running_on"],  # a cancelled job runs nowhere
+        "now": stages[0] if stages else None,
+        "duration_s": _seconds_between(job.started_at or job.created_at, job.finished_at or utcnow()),
+    }
+
+
+def recent_jobs(session: Session, limit: int = 20, kind: str | None = None) -> list[dict]:
+    statement = select(Job).order_by(col(Job.created_at).desc()).limit(limit)
+    if kind:
+        statement = statement.where(Job.kind == kind)
+    return [job_row(job) for job in session.exec(statement)]
+
+
+def _item_words(item: dict) -> dict:
+    from executors.families import workload_from_json
+
+    if item.get("kind") == "train":
+        return {"model": "every stored profile", "workload": "", "methods": []}
+    try:
+        row = workload_from_json(item.get("workload") or {}).row()
+        workload = {"id": row["id"], "words": workload_words(row["kind"], row)}
+    except (TypeError, ValueError):
+        workload = {"id": "", "words": json.dumps(item.get("workload"))}
+    configs = item.get("methods") or [item.get("method") or {}]
+    return {"model": item.get("model", ""), "workload": workload, "methods": [c.get("method", "?") for c in configs]}
+
+
+def job_page(session: Session, job: Job) -> dict:
+    """A job with every item: state, node, attempts, start and finish, errors, its profiles."""
+    runs = {r.run_id: r for r in session.exec(select(ProfileRun).where(ProfileRun.job_id == job.id))}
+    classes = dict(session.exec(select(Node.id, Node.hardware_class)).all())
+    items = []
+    for index, item in enumerate(job.spec.get("items", [])):
+        state = job.result.get("items", {}).get(str(index), {})
+        mine = [runs[r] for r in state.get("run_ids", []) if r in runs]
+        node = state.get("node") or state.get("requeued_from")
+        words = _item_words(item)
+        task = (
+            {"model": mine[0].model_id, "workload": mine[0].workload_id, "hardware": mine[0].hardware_class}
+            if mine
+            else None
+        )
+        items.append(
+            {
+                "index": index,
+                **words,
+                "target": item.get("target", {}),
+                "state": _shown_state(state.get("state", "queued"), job.state),
+                "node": node,
+                "hardware": classes.get(node),
+                "attempts": state.get("attempts", 0),
+                "started": state.get("claimed_at"),
+                "finished": state.get("finished_at"),
+                "duration_s": _seconds_between(state.get("claimed_at"), state.get("finished_at")),
+                "progress": progress_of(state, job),
+                "error": state.get("error"),
+                "requeue_reason": state.get("requeue_reason"),
+                "runs": [_run_summary(r) for r in mine],
+                "task": task,
+            }
+        )
+    return {"job": job_row(job), "request": job.spec.get("request"), "item_rows": items, "error": job.error}
+
+
+def _shown_state(item_state: str, job_state: str) -> str:
+    """An unfinished item of a cancelled job will never run (or its report will be refused): say so."""
+    if job_state == "cancelled" and item_state in ("queued", "running"):
+        return "dropped" if item_state == "queued" else "cut off"
+    return item_state
+
+
+def _run_summary(run: ProfileRun) -> dict:
+    return {
+        "run_id": run.run_id,
+        "method": run.method_id,
+        "status": run.status,
+        "reason": run.reason,
+        "speedup": run.speedup,
+        "quality": run.quality_delta,
+    }
+
+
+def run_page(session: Session, job: Job) -> dict:
+    """A run: its config and node, the outputs as text, the measured figures beside the prediction."""
+    item = (job.spec.get("items") or [{}])[0]
+    state = job.result.get("items", {}).get("0", {})
+    outputs = job.result.get("outputs") or {}
+    runs = list(session.exec(select(ProfileRun).where(ProfileRun.job_id == job.id)))
+    # The run's own method, not the baseline it was measured against in the same process.
+    measured = next((r for r in runs if r.method_id == job.spec.get("method_id")), None)
+    prediction = job.spec.get("recommendation") or job.spec.get("prediction")
+    return {
+        "job": job_row(job),
+        "item": item,
+        "words": _item_words(item),
+        "config": json.dumps(item.get("method"), indent=2),
+        "node": state.get("node") or job.result.get("node"),
+        "progress": progress_of(state, job),
+        "error": state.get("error"),
+        "pairs": list(zip(item.get("prompts", []), outputs.get("texts") or [], strict=False)),
+        "measured": measured.model_dump() if measured else None,  # plain: the page renders after the session
+        "prediction": prediction,
+        "verdicts": verdicts(prediction, measured),
+    }
+
+
+def verdicts(prediction: dict | None, measured: ProfileRun | None) -> list[dict]:
+    """For speed-up and quality: the prediction and its interval, the measurement, hit or miss."""
+    if not prediction or measured is None:
+        return []
+    rows = []
+    for label, key, interval, value in (
+        ("Speed-up", "speedup", "speedup_interval", measured.speedup),
+        ("Quality change", "quality_delta", "quality_interval", measured.quality_delta),
+    ):
+        low, high = (prediction.get(interval) or (None, None))[:2]
+        if value is None or low is None or high is None:
+            verdict = "not measured"
+        elif low <= value <= high:
+            verdict = "hit"
+        else:
+            verdict = "miss: above" if value > high else "miss: below"
+        rows.append(
+            {
+                "label": label,
+                "key": key,
+                "predicted": prediction.get(key),
+                "interval": (low, high),
+                "measured": value,
+                "verdict": verdict,
+            }
+        )
+    return rows
 
 
 def dashboard(session: Session) -> dict:
     mark_lost_nodes(session, get_settings().node_lost_after_s)
-    unfinished = session.exec(select(Job).where(Job.state.not_in(FINISHED))).all()
+    unfinished = session.exec(select(Job).where(col(Job.state).not_in(FINISHED))).all()
+    live = {job.id: job for job in unfinished}
     queued = sum(1 for job in unfinished for item in job.result.get("items", {}).values() if item["state"] == "queued")
     active = session.exec(select(AdvisorVersion).where(AdvisorVersion.active)).first()
-    nodes = [
-        {**n.model_dump(mode="json"), "current_job": n.labels.get("current_job")}
-        for n in session.exec(select(Node).order_by(Node.status, Node.id))
-    ]
+    nodes = []
+    for node in session.exec(select(Node).order_by(Node.status, Node.id)):
+        current = (node.current_item or "").split(":")[0]  # "job id:item index", from its heartbeat
+        job = live.get(current) if node.status == "online" else None  # a finished job is no node's current job
+        nodes.append({**node.model_dump(mode="json"), "current_job": job_row(job) if job else None})
     return {
         "nodes": nodes,
         "queued_items": queued,
@@ -78,7 +238,8 @@ def dashboard(session: Session) -> dict:
         "advisor": active.model_dump(mode="json", include={"id", "created_at", "n_profiles", "learner"})
         if active
         else None,
-        "advisor_score": advisor_score(active),
+        "advisor_score": active_score(active),
+        "training": training_status(session),
     }
 
 
@@ -115,118 +276,3 @@ def methods_page(session: Session) -> tuple[list[dict], list[dict]]:
         for m in outside
     ]
     return rows, extra
-
-
-def workload_labels(session: Session) -> dict[str, str]:
-    """Workload id → a readable shape ("b1 · p16 · g8 greedy"), for menus and table rows."""
-    return {
-        w.id: f"b{w.batch_size} · p{w.prompt_len} · g{w.gen_len} {w.sampling}" for w in session.exec(select(Workload))
-    }
-
-
-def filter_options(session: Session) -> dict:
-    """Each filter's choices as (value, label) pairs."""
-    column = {
-        "model_id": ProfileRun.model_id,
-        "method_id": ProfileRun.method_id,
-        "hardware_class": ProfileRun.hardware_class,
-        "workload_id": ProfileRun.workload_id,
-    }
-    labels = workload_labels(session)
-    return {
-        name: [(v, labels.get(v, v)) for v in sorted(session.exec(select(col).distinct()))]
-        for name, col in column.items()
-    }
-
-
-def filtered_runs(session: Session, filters: dict) -> list[ProfileRun]:
-    statement = _filtered(*(filters.get(name) for name in FILTERS), None)
-    return list(session.exec(statement.order_by(ProfileRun.model_id, ProfileRun.workload_id, ProfileRun.method_id)))
-
-
-def heatmap(runs: list[ProfileRun], labels: dict[str, str]) -> dict:
-    """Tasks (model × workload × hardware class) × methods of measured speed-ups, best per row marked."""
-    cells: dict[tuple, dict[str, float]] = defaultdict(dict)
-    for run in runs:
-        if run.status == "ok" and run.speedup is not None:
-            cells[(run.model_id, run.workload_id, run.hardware_class)][run.method_id] = run.speedup
-    methods = sorted({m for row in cells.values() for m in row})
-    rows = []
-    for task in sorted(cells)[:HEATMAP_ROWS]:
-        values = cells[task]
-        best = max(values, key=values.get)
-        rows.append(
-            {
-                "model": task[0],
-                "workload": labels.get(task[1], task[1]),
-                "hardware": task[2],
-                "best": best,
-                "cells": [{"method": m, "speedup": values.get(m), "best": m == best} for m in methods],
-            }
-        )
-    return {"methods": methods, "rows": rows, "n_tasks": len(cells), "truncated": len(cells) > HEATMAP_ROWS}
-
-
-def cell_colour(speedup: float | None) -> str:
-    """Green for faster, red for slower, by log speed-up (2× and ½× saturate)."""
-    if speedup is None or speedup <= 0:
-        return "transparent"
-    strength = min(1.0, abs(math.log2(speedup)))
-    hue = 130 if speedup >= 1 else 5
-    return f"hsl({hue} 60% {95 - 35 * strength:.0f}%)"
-
-
-def pareto(runs: list[ProfileRun]) -> dict:
-    """Quality change vs speed-up points and the front no other point beats on both."""
-    points = [
-        {
-            "speedup": r.speedup,
-            "quality": r.quality_delta,
-            "label": f"{r.method_id} · {r.model_id} · {r.hardware_class}",
-        }
-        for r in runs
-        if r.status == "ok" and r.speedup is not None and r.quality_delta is not None
-    ]
-    front, best_quality = [], -math.inf
-    for point in sorted(points, key=lambda p: (-p["speedup"], -p["quality"])):
-        if point["quality"] > best_quality:
-            front.append(point)
-            best_quality = point["quality"]
-    return {"points": points, "front": front}
-
-
-def advisor_page(session: Session) -> dict:
-    versions = list(session.exec(select(AdvisorVersion).order_by(AdvisorVersion.created_at.desc())))
-    active = next((v for v in versions if v.active), None)
-    evaluation = (active.evaluation or {}) if active else {}
-    metrics = ("top1", "top1_tol", "mean_regret", "gap_closed", "ndcg3")
-    tables = {
-        split: [
-            {"selector": name, **{m: sel[m]["mean"] for m in metrics if m in sel}}
-            for name, sel in selectors.items()
-            if not name.startswith("_")
-        ]
-        for split, selectors in evaluation.get("splits", {}).items()
-    }
-    return {
-        "versions": [v.model_dump(mode="json", exclude={"evaluation", "artefact_path"}) for v in versions],
-        "active": active.id if active else None,
-        "tables": tables,
-        "metrics": metrics,
-        "importance": feature_importance(session) if active else [],
-        "jobs": recent_jobs(session, 5, kind="train"),
-    }
-
-
-def feature_importance(session: Session, top: int = 15) -> list[dict]:
-    """Total split gain per feature of the active advisor's speed-up model."""
-    from advisor.api import active_advisor
-
-    found = active_advisor(session)
-    if found is None or "log_speedup" not in found[1].learners:
-        return []
-    booster = found[1].learners["log_speedup"].boosters_["point"]
-    gains = booster.feature_importance(importance_type="gain")
-    total = float(gains.sum()) or 1.0
-    ranked = sorted(zip(booster.feature_name(), gains), key=lambda pair: -pair[1])[:top]
-    return [{"feature": name, "share": float(gain) / total} for name, gain in ranked]

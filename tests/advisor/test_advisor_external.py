@@ -25,7 +25,7 @@ def test_runtime_scenario_is_scored_by_par10_with_its_own_folds(tmp_path):
     assert table.measure == "cost" and not table.higher_is_better
     assert table.candidates == ("fast_large", "fast_small", "slow")
     assert (table.values[:, 2] == 10 * CUTOFF).all()  # timeouts and crashes cost PAR10
-    assert sorted(set(table.folds)) == [1, 2, 3]
+    assert table.folds is not None and sorted(set(table.folds)) == [1, 2, 3]
     f2 = table.feature_names.index("f.f2")
     assert np.isnan(table.task_x[table.tasks.index("inst 0"), f2])
 

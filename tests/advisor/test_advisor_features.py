@@ -15,7 +15,7 @@ from advisor.features import (
 
 
 def test_schema_one_hot_encodes_text_and_keeps_missing_numbers_nan():
-    rows = [{"size": 3.0, "kind": "cpu"}, {"size": None, "kind": "cuda"}]
+    rows: list[dict[str, float | str | None]] = [{"size": 3.0, "kind": "cpu"}, {"size": None, "kind": "cuda"}]
     schema = fit_schema(rows)
     assert schema.columns == ["size", "kind=cpu", "kind=cuda"]
     matrix = to_matrix(rows + [{"kind": "tpu"}], schema)
@@ -44,7 +44,8 @@ def test_task_features_scale_sizes_and_derive_ratios(small_records):
     assert features["node.flops_per_byte"] == pytest.approx(
         small_records[0]["node"]["fp32_gflops"] / small_records[0]["node"]["mem_bw_gbs"]
     )
-    assert features["node.fp.probe_matmul_gflops"] > 0  # probe figures from the fingerprint are used
+    probe = features["node.fp.probe_matmul_gflops"]
+    assert isinstance(probe, float) and probe > 0  # probe figures from the fingerprint are used
     assert features["model.family"] == "decoder-lm"
 
 

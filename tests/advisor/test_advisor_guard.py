@@ -42,7 +42,7 @@ def test_missing_sizes_and_tables_without_the_feature_are_never_guarded():
         table, task_x=table.task_x[:, keep], feature_names=tuple(table.feature_names[i] for i in keep)
     )
     blind = RangeGuard(MetaLearner(n_estimators=20)).fit(anonymous)
-    assert blind.ranges_ == {} and not blind.outside(anonymous).any()
+    assert blind.support_ == {} and not blind.outside(anonymous).any()
 
 
 def test_a_model_family_no_training_task_had_is_guarded():

@@ -79,7 +79,7 @@ def test_new_kinds_and_families_become_columns_and_missing_figures_stay_nan(smal
     ):
         assert column in names
     assert not any("prompt_lens" in n for n in names)  # lists are not features
-    x = dict(zip(names, table.task_x[next(i for i, t in enumerate(table.tasks) if "wl-embed" in t)]))
+    x = dict(zip(names, table.task_x[next(i for i, t in enumerate(table.tasks) if "wl-embed" in t)], strict=True))
     assert x["workload.kind=encoder-embed"] == 1.0 and x["workload.kind=lm-generate"] == 0.0
     assert (
         math.isnan(x["workload.gen_len"]) and math.isnan(x["workload.gen_share"]) and math.isnan(x["workload.p.load"])

@@ -48,7 +48,9 @@ def test_training_twice_is_reproducible_and_keeps_one_active_version(store, tmp_
         assert {"sbs", "lightgbm", "vbs"} <= set(stored.evaluation["splits"]["model"])
         activate_version(session, first_id)
     with session_scope(store) as session:
-        version, model = active_advisor(session)
+        found = active_advisor(session)
+        assert found is not None
+        version, model = found
         assert version.id == first_id and model.n_profiles == 5 * 3 * 2 * 7
 
 

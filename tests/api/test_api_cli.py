@@ -6,11 +6,14 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from api import __version__
@@ -83,43 +86,90 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_serve_starts_api_and_local_worker_on_the_embedded_default(isolated_data_dir):
-    port = _free_port()
-    env = dict(os.environ, ACCEL_PORT=str(port))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "api", "serve"],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _children(pid: int) -> list[int]:
+    out = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(status.parent.name))
+    return out
+
+
+def _serve(port: int, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, ACCEL_PORT=str(port), ACCEL_HEARTBEAT_INTERVAL_S="1", ACCEL_NODE_LOST_AFTER_S="30")
+    with log.open("a") as out:  # a log file, as under systemd or docker: never a terminal
+        return subprocess.Popen(
+            [sys.executable, "-m", "api", "serve"],
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except httpx.TransportError:
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_serve_supervises_its_local_worker_and_keeps_the_admin_key_out_of_the_log(isolated_data_dir, tmp_path):
+    """Defects 3 and 8: a killed local worker was never restarted, a restarted serve ran without one
+    (409 for the old node id), and the admin key was printed into the log on every start."""
+    port, log = _free_port(), tmp_path / "serve.log"
+    base = f"http://127.0.0.1:{port}"
+    server = _serve(port, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "server did not answer within 60 s"
-                time.sleep(0.3)
-        assert response.status_code == 200
-        assert response.json()["status"] == "ok" and response.json()["schema"] == head_revision()
-        docs = httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=5).json()
+        health = _wait(lambda: httpx.get(base + "/healthz", timeout=2).json(), 90, "serve to answer")
+        assert health["schema"] == head_revision()
+        docs = httpx.get(base + "/openapi.json", timeout=5).json()
         assert "/healthz" in docs["paths"] and "/v1/runs" in docs["paths"]
         assert (isolated_data_dir / "accel.db").exists()  # the embedded default: a SQLite file
-        admin_key = (isolated_data_dir / "admin_key").read_text().strip()
+        key_file = isolated_data_dir / "admin_key"
+        admin_key = key_file.read_text().strip()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         headers = {"Authorization": f"Bearer {admin_key}"}
-        while True:  # the local worker joins the pool by itself
-            nodes = httpx.get(f"http://127.0.0.1:{port}/v1/workers", headers=headers, timeout=5).json()
-            if [n["name"] for n in nodes if n["status"] == "online"] == ["local"]:
-                break
-            assert time.monotonic() < deadline + 60, nodes
-            time.sleep(0.5)
-        methods = httpx.get(f"http://127.0.0.1:{port}/v1/methods", headers=headers, timeout=5).json()
+
+        def local_node():
+            nodes = httpx.get(base + "/v1/workers", headers=headers, timeout=5).json()
+            online = [n for n in nodes if n["name"] == "local" and n["status"] == "online"]
+            return online[0] if online else None
+
+        node = _wait(local_node, 120, "the local worker to join")
+        methods = httpx.get(base + "/v1/methods", headers=headers, timeout=5).json()
         assert {"baseline", "quant.int8_dynamic"} <= {m["id"] for m in methods}  # registry mirrored
+
+        worker = _wait(lambda: _children(server.pid), 10, "the worker process")[0]
+        os.kill(worker, signal.SIGKILL)
+        _wait(lambda: [p for p in _children(server.pid) if p != worker], 30, "a new local worker process")
+        assert worker not in _children(server.pid)  # reaped, not a zombie
+        beat = node["last_heartbeat"]
+        again = _wait(lambda: (n := local_node()) and n["last_heartbeat"] != beat and n, 120, "the restart to join")
+        assert again["id"] == node["id"]  # it took over its own node: no 409
+
+        os.killpg(server.pid, signal.SIGKILL)  # serve and its worker die at once
+        server.wait(timeout=10)
+        server = _serve(port, log)  # at once: the old node still counts as online
+        _wait(lambda: httpx.get(base + "/healthz", timeout=2).json(), 90, "serve to answer again")
+        restarted = _wait(
+            lambda: (n := local_node()) and n["last_heartbeat"] > again["last_heartbeat"] and n, 120, "the takeover"
+        )
+        assert restarted["id"] == node["id"]
+        assert httpx.get(base + "/healthz", timeout=5).json().get("local_worker") == "running"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        output = server.communicate(timeout=60)[0]
-    assert admin_key in output  # printed for the operator
+        server.wait(timeout=60)
+    text = log.read_text()
+    assert admin_key not in text and "admin_key" in text  # the log says where the key is, never the key
+    assert 'HTTP/1.1" 409' not in text and "join refused" not in text

@@ -7,7 +7,7 @@ from fastapi.routing import APIRoute
 
 from api.app import ROUTERS
 
-SAMPLE = {"key_id": "0000", "token_id": "0000", "run_id": "x", "job_id": "x", "index": 0}
+SAMPLE = {"key_id": "0000", "token_id": "0000", "run_id": "x", "job_id": "x", "index": 0, "node_id": "ghost"}
 
 
 def _protected_routes():

@@ -31,7 +31,10 @@ def test_profiling_job_rejects_unknown_names_and_bad_shapes(client, keys):
             "did you mean quant.int8_dynamic",
         ),
         ({"models": ["zoo:gpt-5"], "methods": ["baseline"], "workloads": [GOOD_WORKLOAD]}, "unknown models: zoo:gpt-5"),
-        ({"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"batch_size": 0}]}, "workloads[1]"),
+        (
+            {"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"batch_size": 0}]},
+            "workloads.0: batch_size must be an integer from 1 to 256",
+        ),
         (
             {"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"colour": "red"}]},
             "unknown workload fields",
@@ -46,7 +49,7 @@ def test_profiling_job_rejects_unknown_names_and_bad_shapes(client, keys):
                 "methods": ["serve.continuous_batching"],
                 "workloads": [{"kind": "lm-stream", "max_batch": 0}],
             },
-            "workloads[1]",
+            "max_batch must be an integer from 1 to 256",
         ),
         (
             {

@@ -34,7 +34,8 @@ def test_join_heartbeat_leave(client, keys, join_token):
     beat = client.post("/v1/workers/heartbeat", json={"current_job": "job-9"}, headers=worker)
     assert beat.status_code == 200 and beat.json()["status"] == "online"
     nodes = client.get("/v1/workers", headers=auth(keys["admin"])).json()
-    assert nodes[0]["threads"] == 1 and nodes[0]["labels"] == {"site": "lab", "current_job": "job-9"}
+    mine = next(n for n in nodes if n["id"] == "w1")
+    assert mine["threads"] == 1 and mine["labels"] == {"site": "lab", "current_job": "job-9"}
     # workers cannot administer
     assert client.get("/v1/workers", headers=worker).status_code == 403
 

@@ -39,18 +39,20 @@ class Stack:
     """The API and its workers as subprocesses sharing one environment."""
 
     def __init__(self, env: dict, logs: Path):
-        self.env, self.logs, self.procs = env, logs, {}
+        self.env, self.logs = env, logs
+        self.procs: dict[str, subprocess.Popen] = {}
         self.url = f"http://127.0.0.1:{env['ACCEL_PORT']}"
 
     def _spawn(self, name: str, args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "api", *args],
-            env={**self.env, **(extra_env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The child gets its own copy of the log's descriptor: ours can close once it has started.
+        with open(self.logs / f"{name}.log", "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "api", *args],
+                env={**self.env, **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs[name] = proc
         return proc
 

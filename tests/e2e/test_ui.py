@@ -1,26 +1,44 @@
 # ruff: noqa: F811  (the fixtures are imported from ui_fixtures: tests/e2e/conftest.py is shared)
-"""The admin UI in headless system Chromium against the embedded service (serve + local worker):
-login and logout, every page with real data, the playground from form to a finished run, a
-profiling grid created and cancelled, keys and join tokens, and the redirect for strangers.
-Each test leaves a screenshot in test-artifacts/screenshots/."""
+"""The admin UI in headless system Chromium against the embedded service (serve + local worker),
+each page at 1440×900 and at 390×844: login and logout, the dashboard, a profiling grid followed
+on its job page and cancelled, the playground to a finished run and its run page (measured beside
+predicted), the leaderboard on the shipped grid (sorted, searched, through its URL), retraining
+with live stages, two versions compared and a roll back, keys and tokens with confirmations.
+Each test leaves screenshots in test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 import re
+import statistics
+import subprocess
+import sys
 
 import httpx
 import pytest
 from playwright.sync_api import expect
-from ui_fixtures import TINY, browser, log_in, page, shot, ui_service  # noqa: F401  (fixtures)
+from ui_fixtures import (  # noqa: F401  (fixtures)
+    ARTIFACTS,
+    TINY,
+    browser,
+    confirm,
+    log_in,
+    on_phone,
+    on_screen,
+    page,
+    shot,
+    ui_service,
+)
 
 pytestmark = pytest.mark.slow
+RAW_KEYS = re.compile(r"\b(top1_tol|ndcg3|sbs|isac|lightgbm_rank|gap_closed)\b")
 
 
 def test_a_stranger_is_sent_to_the_login_page(ui_service, page):
-    for path in ("/ui/", "/ui/profiles", "/ui/access"):
+    for path in ("/ui/", "/ui/profiles", "/ui/access", "/ui/jobs/anything"):
         page.goto(ui_service.url + path)
         expect(page).to_have_url(ui_service.url + "/ui/login")
     assert httpx.get(ui_service.url + "/ui/api/dashboard").status_code == 401
@@ -31,36 +49,30 @@ def test_a_stranger_is_sent_to_the_login_page(ui_service, page):
     page.get_by_label("Admin API key").fill(client_key)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_contain_text("not a valid admin key")
-    # Revoking the admin key a session was opened with ends that session at its next request.
-    second = ui_service.post("/v1/keys", {"scope": "admin", "name": "revoked while logged in"})
-    page.get_by_label("Admin API key").fill(second["key"])
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(ui_service.url + "/ui/")
-    assert httpx.delete(f"{ui_service.url}/v1/keys/{second['id']}", headers=ui_service.headers()).status_code == 200
-    page.goto(ui_service.url + "/ui/jobs")
-    expect(page).to_have_url(ui_service.url + "/ui/login")
+    on_phone(page, "login")
 
 
-def test_login_dashboard_and_logout(ui_service, page):
+def test_dashboard_links_and_logout(ui_service, page):
     log_in(page, ui_service)
     cookie = next(c for c in page.context.cookies() if c["name"] == "accel_ui")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     assert ui_service.admin_key.split("_")[2] not in cookie["value"]  # the secret never leaves the server
-    nodes = page.locator("#nodes tbody tr", has_text=ui_service.local_node)
-    expect(nodes).to_contain_text("online")
+    expect(page.locator("#nodes tbody tr", has_text="local")).to_contain_text("online")
     stored = ui_service.get("/v1/profiles", limit=1)["total"]
     expect(page.locator("#profile-count")).to_have_text(str(stored))
     active = ui_service.get("/v1/advisor/evaluation")["advisor_version"]
-    expect(page.locator("#advisor-version")).to_have_text(active)
-    expect(page.locator("table.jobs progress").first).to_be_visible()
+    expect(page.locator("#advisor-version")).to_have_attribute("data-id", active)
+    expect(page.locator("#advisor-tile")).to_contain_text("top-1 within 3 %")  # the figure, named as it is
+    first_job = page.locator("table.jobs tbody tr").first
+    job_id = first_job.get_attribute("data-job")
+    first_job.get_by_role("link").first.click()  # every job row opens its own page
+    expect(page).to_have_url(re.compile(rf"/ui/(jobs|runs)/{job_id}$"))
+    page.go_back()
     page.keyboard.press("Tab")  # the first stop is the skip link, and it lands on the content
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator("main")).to_be_focused()
-    page.set_viewport_size({"width": 390, "height": 800})
-    shot(page, "dashboard_narrow")
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways page scroll
-    page.set_viewport_size({"width": 1280, "height": 800})
+    on_phone(page, "dashboard")
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(ui_service.url + "/ui/login")
     page.goto(ui_service.url + "/ui/")
@@ -70,79 +82,18 @@ def test_login_dashboard_and_logout(ui_service, page):
 def test_methods_catalogue_has_every_seed_paper(ui_service, page):
     log_in(page, ui_service)
     page.get_by_role("link", name="Methods").click()
-    rows = page.locator("#methods tbody tr")
-    expect(rows).to_have_count(89)
+    expect(page.locator("#methods tbody tr")).to_have_count(89)
     int8 = page.locator("#methods tbody tr", has_text="quant.int8_dynamic")
     expect(int8).to_contain_text("implemented")
-    hardware = ui_service.get("/v1/workers")
-    local_class = next(n["hardware_class"] for n in hardware if n["id"] == ui_service.local_node)
+    local_class = next(n["hardware_class"] for n in ui_service.get("/v1/workers") if n["id"] == ui_service.local_node)
     expect(int8).to_contain_text(local_class)  # profiled on this machine's class by the fixture
     expect(page.locator('#methods tbody tr[data-status="not a method"]').first).to_contain_text("Serves as")
-    expect(page.locator("#outside tbody tr", has_text="baseline")).to_contain_text(local_class)  # no paper row
     page.get_by_label("Filter rows").fill("ScaleLong")
     expect(page.locator("#methods tbody tr:visible")).to_have_count(1)
+    on_phone(page, "methods")
 
 
-def test_profiles_explorer_filters_charts_and_exports(ui_service, page):
-    log_in(page, ui_service)
-    page.get_by_role("link", name="Profiles").click()
-    expect(page.locator("#heatmap tbody tr").first).to_be_visible()
-    tasks = page.locator("#heatmap tbody tr").count()
-    assert tasks == page.locator("#heatmap td.best").count()  # one best method marked per task
-    expect(page.locator("#scatter .main-svg").first).to_be_attached()  # Plotly drew, from the package
-    page.get_by_label("Model").select_option(TINY)
-    page.get_by_label("Workload").select_option(label="b1 · p16 · g8 greedy")  # the fixture's lm-tiny task
-    page.get_by_role("button", name="Apply filters").click()
-    expect(page.locator("#heatmap tbody tr")).to_have_count(1)
-    expect(page.locator("#heatmap thead")).to_contain_text("quant.int8_dynamic")
-    with page.expect_download() as download:
-        page.get_by_role("link", name="Export CSV").click()
-    rows = list(csv.DictReader(io.StringIO(download.value.path().read_text())))
-    assert rows and {r["model_id"] for r in rows} == {TINY}
-    workload = page.get_by_label("Workload").input_value()
-    assert {r["workload_id"] for r in rows} == {workload}
-    assert len(rows) == ui_service.get("/v1/profiles", model_id=TINY, workload_id=workload, limit=1)["total"]
-
-
-def test_advisor_page_and_retrain(ui_service, page):
-    log_in(page, ui_service)
-    page.get_by_role("link", name="Advisor").click()
-    table = page.locator('table.evaluation[data-split="model"]')
-    for selector in ("sbs", "vbs", "lightgbm", "knn"):
-        expect(table.locator("tbody th", has_text=selector).first).to_be_visible()
-    expect(page.locator("#eval-chart .main-svg").first).to_be_attached()
-    expect(page.locator("#importance tbody tr")).not_to_have_count(0)
-    before = page.locator("#versions tbody tr").count()
-    page.get_by_role("button", name="Retrain the advisor").click()
-    expect(page.locator("#status")).to_contain_text("Training finished", timeout=240_000)
-    page.reload()
-    expect(page.locator("#versions tbody tr")).to_have_count(before + 1)
-
-
-def test_playground_from_form_to_finished_run(ui_service, page):
-    log_in(page, ui_service)
-    page.get_by_role("link", name="Playground").click()
-    page.get_by_label("Model").select_option(TINY)
-    page.get_by_label("Node").select_option(ui_service.local_node)
-    page.get_by_label("Prompts for the run").fill("def main():\nimport os")
-    page.get_by_role("button", name="Recommend").click()
-    candidates = page.locator("#candidates tbody tr")
-    expect(candidates.first.get_by_role("button")).to_be_enabled()
-    assert candidates.count() > 1 and "×" in candidates.first.locator("td").nth(2).inner_text()  # with its interval
-    # int8 was measured on this machine's class, and it runs in seconds (compile or pruning would not).
-    method = "quant.int8_dynamic"
-    candidates.filter(has=page.get_by_role("rowheader", name=method, exact=True)).first.get_by_role(
-        "button", name=f"Run {method}"
-    ).click()
-    expect(page.locator("#run-state")).to_have_text("succeeded", timeout=180_000)
-    expect(page.locator("#run-outputs li")).to_have_count(2)
-    expect(page.locator("#run-figures tbody tr").first).to_contain_text(ui_service.local_node)
-    run_id = page.locator("#run-id").inner_text().split()[0]
-    run = ui_service.get(f"/v1/runs/{run_id}")
-    assert run["method"] == method and len(run["outputs"]["texts"]) == 2 and run["figures"]
-
-
-def test_profiling_grid_created_and_cancelled(ui_service, page):
+def test_profiling_grid_on_its_job_page_then_cancelled(ui_service, page):
     log_in(page, ui_service)
     page.get_by_role("link", name="Jobs").click()
     page.get_by_label("Models").select_option([TINY])
@@ -151,15 +102,112 @@ def test_profiling_grid_created_and_cancelled(ui_service, page):
     page.get_by_role("button", name="Start the grid").click()
     expect(page.locator("#status")).to_contain_text("6 items")
     job_id = page.locator("#status").inner_text().split()[1].rstrip(":")
-    row = page.locator(f'#job-list tr[data-job="{job_id}"]')
-    row.get_by_role("button", name=f"Cancel {job_id}").click()
-    expect(page.locator("#status")).to_contain_text(f"{job_id} is cancelled")
-    expect(row).to_have_attribute("data-state", "cancelled")
+    page.locator(f'#job-list tr[data-job="{job_id}"]').get_by_role("link").first.click()
+    expect(page).to_have_url(f"{ui_service.url}/ui/jobs/{job_id}")
+    items = page.locator("#items tbody tr[data-item]")
+    expect(items).to_have_count(6)
+    # Live, without a reload: an item is claimed, says its stage, and finishes with its profiles.
+    expect(page.locator('#items tr[data-state="running"] .stage').first).to_be_visible(timeout=60_000)
+    done = page.locator('#items tr[data-state="done"]').first
+    expect(done).to_be_visible(timeout=120_000)
+    expect(done).to_contain_text(ui_service.local_node[:8])
+    expect(done.get_by_role("link", name=re.compile(r"\d+ profiles?"))).to_be_visible()
+    on_phone(page, "job")
+    page.get_by_role("button", name="Cancel this job").click()
+    confirm(page, "profiles already stored stay", accept=False)  # "Keep it": nothing happens
+    assert ui_service.get(f"/v1/profiling-jobs/{job_id}")["state"] == "running"
+    page.get_by_role("button", name="Cancel this job").click()
+    confirm(page, "Cancel job")
+    expect(page.locator("#job-state")).to_have_text("cancelled")
     job = ui_service.get(f"/v1/profiling-jobs/{job_id}")
     assert job["state"] == "cancelled" and job["done"] < job["total"] == 6
+    expect(page.locator("#items tbody")).not_to_contain_text("claimed, starting")  # no stage on a cancelled job
+    shot(page, "job_cancelled")
+    page.goto(ui_service.url + "/ui/jobs")
+    expect(page.locator(f'#job-list tr[data-job="{job_id}"] td[data-label="Running on"]')).to_have_text("–")
 
 
-def test_access_keys_and_join_tokens(ui_service, page):
+def test_playground_run_and_its_page_measured_beside_predicted(ui_service, page):
+    log_in(page, ui_service)
+    page.get_by_role("link", name="Playground").click()
+    page.get_by_label("Model").select_option(TINY)
+    page.get_by_label("Node").select_option(ui_service.local_node)
+    page.get_by_label("Prompts for the run").fill("def main():\n    import os")
+    page.get_by_role("button", name="Recommend").click()
+    candidates = page.locator("#candidates tbody tr")
+    expect(candidates.first.get_by_role("button")).to_be_enabled()
+    assert candidates.count() > 1 and "×" in candidates.first.locator("td").nth(1).inner_text()  # with its interval
+    why = page.locator("#candidates").inner_text()
+    assert "model.d." not in why and "0.00000" not in why  # reasons in words, no fake-precise zero cost
+    on_phone(page, "playground")
+    page.set_viewport_size({"width": 390, "height": 844})  # the key columns of a candidate on a phone
+    card = candidates.first
+    for label in ("Method", "Speed-up", "Quality", "Run"):
+        assert on_screen(page, card.locator(f'[data-label="{label}"]')), label
+    page.set_viewport_size({"width": 1440, "height": 900})
+    method = "quant.int8_dynamic"  # measured on this machine's class, and it runs in seconds
+    row = candidates.filter(has=page.get_by_role("rowheader", name=method, exact=True)).first
+    row.get_by_role("button", name=f"Run {method}").click()
+    expect(page.locator("#run-state")).to_have_text("succeeded", timeout=180_000)
+    outputs = page.locator("#run-body pre.generated")
+    expect(outputs).to_have_count(2)
+    assert not outputs.first.inner_text().startswith('"')  # text, not a JSON-quoted string
+    verdicts = page.locator("#verdicts tbody tr")
+    expect(verdicts).to_have_count(2)
+    speedup = verdicts.filter(has_text="Speed-up")
+    expect(speedup.locator('[data-label="Verdict"]')).to_have_text(re.compile(r"^(hit|miss: above|miss: below)$"))
+    run_id = page.locator("#run-link").get_attribute("href").rsplit("/", 1)[1]
+    run = ui_service.get(f"/v1/runs/{run_id}")
+    assert run["method"] == method and len(run["outputs"]["texts"]) == 2 and run["figures"]
+    measured = next(f["speedup"] for f in run["figures"] if f["method_id"] == method)  # not its baseline
+    expect(speedup.locator('[data-label="Measured"]')).to_have_text(f"{measured:.2f}×")
+    page.get_by_role("link", name="open its page").click()
+    expect(page).to_have_url(f"{ui_service.url}/ui/runs/{run_id}")
+    expect(page.locator("#verdicts")).to_contain_text(f"{measured:.2f}×")
+    expect(page.locator("#run-config")).to_contain_text(method)
+    assert page.locator("pre.generated").first.inner_text() == run["outputs"]["texts"][0]
+    on_phone(page, "run")
+
+
+def test_retrain_with_stages_then_compare_and_roll_back(ui_service, page):
+    log_in(page, ui_service)
+    page.get_by_role("link", name="Advisor").click()
+    table = page.locator('table.evaluation[data-split="model"]')
+    for name in ("Single best method", "Oracle", "This advisor", "Nearest neighbours"):
+        expect(table.locator("tbody th", has_text=name).first).to_be_visible()
+    assert not RAW_KEYS.search(page.locator("main").inner_text())  # words, not the report's keys
+    expect(page.locator("#eval-chart .main-svg").first).to_be_attached()
+    expect(page.locator("#importance tbody tr")).not_to_have_count(0)
+    before = page.locator("#versions tbody tr").count()
+    first = ui_service.get("/v1/advisor/evaluation")["advisor_version"]
+    page.get_by_label("activate it even if it is worse").check()  # so the roll back below has a target
+    page.get_by_role("button", name="Retrain the advisor").click()
+    stage = page.locator("#training-box .stage")
+    expect(stage).to_be_visible()  # the stage and the time so far, streamed from the training thread
+    expect(page.locator("#training-box")).to_contain_text("so far")
+    seen = {stage.inner_text()}
+    expect(page.locator("#status")).to_contain_text("Training finished", timeout=300_000)
+    seen.add(page.locator("#status").inner_text())
+    page.reload()
+    expect(page.locator("#versions tbody tr")).to_have_count(before + 1)
+    newest = page.locator("#versions tbody tr").first
+    expect(newest.locator('[data-label="Same folds"]')).to_contain_text("mean regret")  # scored on the same folds
+    on_phone(page, "advisor")
+    page.get_by_role("link", name="Compare two versions side by side").click()
+    expect(page.locator("#compare-versions tbody tr")).to_have_count(2)
+    expect(page.locator("#gate")).to_contain_text("On the same folds")
+    expect(page.locator("table.side-by-side").first.locator("tbody tr.ours")).to_contain_text("This advisor")
+    on_phone(page, "compare")
+    page.get_by_role("link", name="← advisor").click()
+    rollback = page.get_by_role("button", name=re.compile(r"^Roll back to v\d+$"))
+    rollback.click()
+    confirm(page, "Every recommendation")
+    expect(page.locator("#versions tr.ours")).to_contain_text(first[-10:][:8])
+    assert ui_service.get("/v1/advisor/evaluation")["advisor_version"] == first
+    assert seen  # at least one stage was on screen while it trained
+
+
+def test_access_confirmations_copy_and_token_states(ui_service, page):
     log_in(page, ui_service)
     page.get_by_role("link", name="Access").click()
     page.get_by_label("Name").fill("ui-made client")
@@ -168,23 +216,178 @@ def test_access_keys_and_join_tokens(ui_service, page):
     secret = page.get_by_label("New secret")
     expect(secret).to_have_value(re.compile(r"^ak_"))
     key = secret.input_value()
-    expect(page.locator("#keys tbody tr").first).to_contain_text("ui-made client")
+    page.get_by_role("button", name="Copy", exact=True).click()
+    expect(page.locator("#secret-copied")).to_have_text("Copied to the clipboard.")
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    row = page.locator("#keys tbody tr", has_text="ui-made client")  # a complete row, without a reload
+    expect(row.locator('[data-label="Scope"]')).to_have_text("client")
+    expect(row.get_by_role("button", name="Revoke ui-made client")).to_be_visible()
     assert httpx.get(ui_service.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
-    page.get_by_label("Note").fill("ui-made token")
+    row.get_by_role("button", name="Revoke ui-made client").click()
+    confirm(page, "cannot be undone", accept=False)
+    assert httpx.get(ui_service.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    row.get_by_role("button", name="Revoke ui-made client").click()
+    confirm(page, "cannot be undone")
+    expect(row.locator('[data-label="State"]')).to_contain_text("revoked")
+    assert httpx.get(ui_service.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    # Join tokens say when they can no longer be used: expired, used up.
+    page.get_by_label("Note").fill("ui-short-lived")
+    page.get_by_label("Lifetime (hours)").fill("0.01")  # 36 s, the shortest a token may live; checked last
     page.get_by_role("button", name="Create join token").click()
     expect(secret).to_have_value(re.compile(r"^jt_"))
-    page.reload()
-    page.get_by_role("button", name="Revoke ui-made client").click()
-    expect(page.locator("#status")).to_have_text("Revoked.")
-    assert httpx.get(ui_service.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
-    page.get_by_role("button", name="Revoke ui-made token").click()
-    expect(page.locator("#tokens tr", has_text="ui-made token")).to_contain_text("revoked")
-    tokens = ui_service.get("/v1/join-tokens")
-    assert next(t for t in tokens if t["note"] == "ui-made token")["revoked_at"] is not None
+    once = ui_service.post("/v1/join-tokens", {"note": "ui-one-use", "max_uses": 1})
+    joined = httpx.post(
+        ui_service.url + "/v1/workers/join",
+        json={"join_token": once["token"], "node_id": "ui-token-check", "hardware_class": "cpu-ui-check-t1"},
+        timeout=30,
+    )
+    assert joined.status_code == 201, joined.text
+    httpx.post(ui_service.url + "/v1/workers/leave", headers={"Authorization": f"Bearer {joined.json()['worker_key']}"})
+    tokens = page.locator("#tokens tbody")
+    expect(tokens.locator("tr", has_text="ui-one-use")).to_have_attribute("data-state", "used up", timeout=15_000)
+    expect(tokens.locator("tr", has_text="ui-short-lived")).to_have_attribute("data-state", "active")
+    on_phone(page, "access")
+    # Revoking the key this browser is logged in with warns first, then ends the session.
+    second = ui_service.post("/v1/keys", {"scope": "admin", "name": "ui-revoked-while-logged-in"})
+    page.context.clear_cookies()
+    page.goto(ui_service.url + "/ui/login")
+    page.get_by_label("Admin API key").fill(second["key"])
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("link", name="Access").click()
+    page.get_by_role("button", name="Revoke ui-revoked-while-logged-in").click()
+    confirm(page, "this browser is logged in with")
+    expect(page).to_have_url(ui_service.url + "/ui/login")
     # A forged state change without the session's CSRF token is refused, even with the cookie.
+    log_in(page, ui_service)
     forged = page.request.post(
         ui_service.url + "/ui/api/keys",
         data=json.dumps({"scope": "admin"}),
         headers={"Content-Type": "application/json"},
     )
     assert forged.status == 403
+    page.get_by_role("link", name="Access").click()
+    short_lived = page.locator("#tokens tbody tr", has_text="ui-short-lived")
+    expect(short_lived).to_have_attribute("data-state", "expired", timeout=60_000)  # live, without a reload
+    expect(short_lived.get_by_role("button")).to_have_count(0)  # nothing left to revoke
+
+
+# Last in the module: it imports the shipped grid, which would make the retraining above ten times slower.
+def test_leaderboard_on_the_shipped_grid(ui_service, page):
+    from api.embedded import shipped_profiles
+
+    shipped = shipped_profiles()
+    assert shipped is not None, "the seed grid ships inside profiles/data"
+    # Imported here, after the fixture's trainings: the leaderboard is timed on the whole shipped grid.
+    _import(ui_service, shipped)
+    log_in(page, ui_service)
+    task = _first_task(ui_service, "zoo:lm-16m")
+    base = f"{ui_service.url}/ui/profiles?model={task['model']}&hardware={task['hardware']}&workload={task['workload']}"
+    built = []
+    for _ in range(3):  # the page's own marks: navigation start → table and heatmap built
+        page.goto(base)
+        expect(page.locator("body[data-ready=leaderboard]")).to_be_attached()
+        built.append(page.evaluate("performance.getEntriesByName('leaderboard-ready')[0].startTime"))
+    _report({"profiles_page_build_ms": built, "median_ms": statistics.median(built), "runs": _stored(ui_service)})
+    board = page.locator("#leaderboard")
+    expect(board.locator("tbody tr")).to_have_count(task["runs"])
+    speedups = [
+        float(v)
+        for v in board.locator('tbody td[data-col="speedup"]').evaluate_all(
+            "cells => cells.map(c => c.dataset.value).filter(v => v !== '')"
+        )
+    ]
+    assert speedups == sorted(speedups, reverse=True)  # sorted by speed-up, best first
+    board.get_by_role("button", name=re.compile("^Latency p50")).click()  # sort by a column
+    expect(page).to_have_url(re.compile(r"sort=latency&dir=desc"))
+    board.get_by_role("button", name=re.compile("^Latency p50")).click()
+    expect(page).to_have_url(re.compile(r"sort=latency&dir=asc"))
+    latencies = [
+        float(v)
+        for v in board.locator('tbody td[data-col="latency"]').evaluate_all(
+            "cells => cells.map(c => c.dataset.value).filter(v => v !== '')"
+        )
+    ]
+    assert latencies == sorted(latencies)
+    # The view is in the URL: a copied link opens the same filtered, sorted table with the same columns.
+    shared = f"{base}&q=quant&sort=memory&dir=asc&cols=speedup,quality,memory"
+    page.goto(shared)
+    visible = board.locator("tbody tr:visible")
+    expect(visible.first).to_be_visible()
+    assert all("quant" in t for t in visible.locator("th").all_inner_texts())
+    assert visible.count() < task["runs"]
+    expect(board.locator('thead th[data-col="latency"]')).to_be_hidden()
+    expect(board.locator('thead th[data-col="memory"]')).to_be_visible()
+    memory = [
+        float(v) for v in visible.locator('td[data-col="memory"]').evaluate_all("c => c.map(x => x.dataset.value)")
+    ]
+    assert memory == sorted(memory)
+    assert page.get_by_label("Search methods").input_value() == "quant"
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    rows = list(csv.DictReader(io.StringIO(download.value.path().read_text())))
+    assert {(r["model_id"], r["workload_id"], r["hardware_class"]) for r in rows} == {
+        (task["model"], task["workload"], task["hardware"])
+    }
+    _heatmap_fits(page, ui_service)
+    front = json.loads(page.locator("#scatter-data").inner_text())["front"]
+    assert all(p["speedup"] >= 1 for p in front)  # a slower run is never on the Pareto front
+    expect(page.locator("#scatter .main-svg").first).to_be_attached()  # Plotly drew, from the package
+    shot(page, "leaderboard", full_page=False)
+    page.goto(shared)
+    page.set_viewport_size({"width": 390, "height": 844})
+    first = board.locator("tbody tr:visible").first
+    for column in ("method", "speedup", "quality"):  # the key columns stay on a phone's screen
+        assert on_screen(page, first.locator(f'[data-col="{column}"]')), column
+    page.set_viewport_size({"width": 1440, "height": 900})
+    on_phone(page, "leaderboard")
+
+
+def _heatmap_fits(page, ui_service) -> None:
+    """Every method column inside the heatmap's box, grouped by family (no sideways scroll)."""
+    heat = page.locator("#heatmap")
+    methods = heat.locator(".heat-method")
+    stored = _methods_measured(ui_service)
+    assert set(methods.evaluate_all("c => c.map(x => x.dataset.method)")) == stored
+    box = heat.bounding_box()
+    last = methods.last.bounding_box()
+    assert last["x"] + last["width"] <= box["x"] + box["width"] + 1
+    assert page.evaluate(
+        "document.getElementById('heatmap').scrollWidth <= document.getElementById('heatmap').clientWidth"
+    )
+    families = heat.locator(".heat-family").all_inner_texts()
+    assert "quantization" in families and "combinations" in families and len(families) == len(set(families))
+    page.get_by_role("rowheader").filter(has_text="zoo:lm-8m").first.click()  # a row opens that task's board
+    expect(page).to_have_url(re.compile(r"model=zoo%3Alm-8m"))
+
+
+def _import(service, path) -> None:
+    env = {**os.environ, "ACCEL_DATA_DIR": str(service.data_dir)}
+    subprocess.run([sys.executable, "-m", "api", "profiles", "import", str(path)], env=env, check=True, timeout=300)
+
+
+def _stored(service) -> int:
+    return service.get("/v1/profiles", limit=1)["total"]
+
+
+def _methods_measured(service) -> set[str]:
+    methods, offset = set(), 0
+    while True:
+        page = service.get("/v1/profiles", status="ok", limit=1000, offset=offset)
+        methods |= {r["method_id"] for r in page["items"] if r["speedup"] is not None}
+        offset += 1000
+        if offset >= page["total"]:
+            return methods
+
+
+def _first_task(service, model: str) -> dict:
+    items = service.get("/v1/profiles", model_id=model, limit=1000)["items"]
+    key = sorted({(r["workload_id"], r["hardware_class"]) for r in items})[0]
+    runs = [r for r in items if (r["workload_id"], r["hardware_class"]) == key]
+    return {"model": model, "workload": key[0], "hardware": key[1], "runs": len(runs)}
+
+
+def _report(figures: dict) -> None:
+    """Timings are reported, never asserted: printed and kept beside the screenshots."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "ui_timings.json").write_text(json.dumps(figures, indent=1))
+    print("UI timings:", json.dumps(figures))

@@ -1,5 +1,6 @@
 """Fixtures for the browser tests: the embedded service (`serve` with its local worker) on a
-store holding generated profiles plus real lm-tiny measurements, and headless system Chromium."""
+store holding generated profiles plus real lm-tiny measurements, and headless system Chromium
+at a desktop (1440×900) and a phone (390×844) size."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import httpx
 import pytest
 from e2e_stack import free_port, wait_for
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
 TINY = "zoo:lm-tiny"
 EMBEDDED_DEFAULTS = ("ACCEL_MODE", "ACCEL_DATABASE_URL", "ACCEL_BROKER_URL", "ACCEL_RESULT_BACKEND", "ACCEL_SECRET_KEY")
 CHROMIUM_ARGS = [
@@ -75,8 +79,10 @@ def _run_cli(env: dict, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "api", *args], env=env, check=True, capture_output=True, timeout=300)
 
 
-def _measure_tiny_and_train(service: Service, env: dict, grid: Path) -> None:
-    """Real lm-tiny profiles from the local worker plus the generated grid, then one advisor on all."""
+def _measure_tiny(service: Service) -> None:
+    """Real lm-tiny profiles from the local worker, measured while serve trains its first advisor
+    (on the generated grid it found at start). The shipped grid is imported by the test that
+    times the leaderboard on it, so the advisor trainings here stay small."""
     job = service.post(
         "/v1/profiling-jobs",
         {
@@ -86,10 +92,11 @@ def _measure_tiny_and_train(service: Service, env: dict, grid: Path) -> None:
         },
     )
     assert service.finished_job(job["id"], 300)["state"] == "succeeded"
-    # Imported after serve started, so serve trained nothing on its own and one training covers all.
-    _run_cli(env, "profiles", "import", str(grid))
-    train = service.post("/v1/advisor/train", {})
-    assert service.finished_job(train["id"], 300)["state"] == "succeeded"
+
+    def trained():
+        return any(v["active"] for v in service.get("/v1/advisor/versions"))
+
+    wait_for(trained, 300, "the first advisor", every=1)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +115,7 @@ def ui_service(tmp_path_factory, zoo_cache):
     grid = root / "generated.jsonl"
     _generated_profiles(grid)
     _run_cli(env, "db", "upgrade")
+    _run_cli(env, "profiles", "import", str(grid))  # a store with profiles: serve imports no shipped grid
     log = (root / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "api", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -127,7 +135,7 @@ def ui_service(tmp_path_factory, zoo_cache):
             60,
             "the local worker to declare its queues",
         )
-        _measure_tiny_and_train(service, env, grid)
+        _measure_tiny(service)
         yield service
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -177,19 +185,54 @@ def browser():
 
 @pytest.fixture
 def page(browser, request):
-    """A fresh context (no cookies) at 1280×800; a screenshot named after the test when it ends."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    """A fresh context (no cookies) at 1440×900 that may use the clipboard; a screenshot named
+    after the test when it ends. Scripts that fail on a page fail the test."""
+    context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
     page = context.new_page()
     page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
     context.close()
+    assert not errors, f"script errors on the page: {errors}"
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
+def on_phone(page, name: str) -> None:
+    """The page saved as it is (1440×900), then at 390×844: saved again, and nothing wider than the
+    screen (no sideways page scroll)."""
+    shot(page, name)
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(100)  # one layout pass
+    shot(page, f"{name}_phone")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    page.set_viewport_size(DESKTOP)
+    assert width <= PHONE["width"], f"{name}: the page is {width} px wide on a {PHONE['width']} px phone"
+
+
+def on_screen(page, locator) -> bool:
+    """The element's box lies inside the viewport horizontally (seen without scrolling sideways)."""
+    box = locator.bounding_box()
+    return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"] + 0.5
+
+
+def confirm(page, expect_text: str | None = None, accept: bool = True) -> None:
+    """Answers the page's confirmation dialog (after checking what it warns about)."""
+    from playwright.sync_api import expect
+
+    dialog = page.locator("dialog#confirm")
+    expect(dialog).to_be_visible()
+    if expect_text:
+        expect(dialog).to_contain_text(expect_text)
+    dialog.locator("#confirm-yes" if accept else "button[value=no]").click()
+    expect(dialog).to_be_hidden()
 
 
 def log_in(page, service: Service) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -43,7 +44,7 @@ def _graph(session: Session) -> ProfileRun:
         id="quant.int8_dynamic", family="quant", paper_title="EdgeQAT", lossless=False, config_schema={"bits": 8}
     )
     model = ModelSpec(id="zoo:lm-8m", family="decoder-lm", params=8_000_000, layers=6, width=384)
-    shape = {"kind": "lm-generate", "batch_size": 4, "prompt_len": 256, "gen_len": 32}
+    shape: dict[str, Any] = {"kind": "lm-generate", "batch_size": 4, "prompt_len": 256, "gen_len": 32}
     workload = Workload(id=workload_id_for(shape), **shape)
     node = Node(id="cpu-x-t1", hardware_class="cpu-x-t1", threads=1, fingerprint={"cpu": "x"}, last_heartbeat=utcnow())
     config = {"method": method.id, "version": 1, "params": {}}
@@ -75,13 +76,13 @@ def test_create_read_update_every_table(engine):
         run_id = run.run_id
 
     with Session(engine) as session:
-        run = session.get(ProfileRun, run_id)
+        run = session.get_one(ProfileRun, run_id)
         assert run.speedup == 1.8 and run.metrics == {"acceptance_rate": 0.5}
         assert session.get(Method, "quant.int8_dynamic").config_schema == {"bits": 8}
         assert session.get(ModelSpec, "zoo:lm-8m").width == 384
         assert session.exec(select(Workload)).one().batch_size == 4
         node = session.get(Node, "cpu-x-t1")
-        assert node.last_heartbeat.tzinfo is not None  # stored and returned as UTC
+        assert node.last_heartbeat is not None and node.last_heartbeat.tzinfo is not None  # stored as UTC
         assert session.get(Job, "job-1").spec == {"grid": [1, 2]}
         assert session.get(AdvisorVersion, "adv-1").evaluation["top1"] == 0.9
 

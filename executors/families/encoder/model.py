@@ -4,7 +4,7 @@ The model is the sentence-transformers pipeline the checkpoint was trained for, 
 BERT (post-LayerNorm blocks, exact GELU, learned absolute positions) → mean of the token states
 over the attention mask → L2 normalisation. `forward` returns that embedding, so every
 weight transform and `torch.compile` acts on the whole pipeline. Module names follow
-`executors.lm.DecoderLM` (`tok_embeddings`, `layers[i].attention.wq…wo`,
+`executors.families.lm.model.DecoderLM` (`tok_embeddings`, `layers[i].attention.wq…wo`,
 `layers[i].feed_forward.w1/w2`, `config.dim/ffn_dim`) so the quantizers written for the
 decoder's linears apply unchanged. Weights come from `model.safetensors`, the tokenizer from
 `tokenizer.json`; no transformers model class, no remote code.

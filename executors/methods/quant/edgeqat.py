@@ -143,7 +143,7 @@ class QATAttention(Attention):
             probs = (q @ keys.transpose(-1, -2) / self.head_dim**0.5).masked_fill(~causal, float("-inf")).softmax(-1)
             self.recorded = (q, k, probs)
             return self.wo((probs @ values).transpose(1, 2).reshape(batch, steps, -1))
-        if layer_cache is not None:  # decoding: the same cache handling as executors.lm.Attention
+        if layer_cache is not None:  # decoding: the same cache handling as executors.families.lm.model.Attention
             cache_k, cache_v = layer_cache
             cache_k[:, :, start : start + steps] = k
             cache_v[:, :, start : start + steps] = v

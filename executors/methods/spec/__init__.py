@@ -1,1 +1,1 @@
-"""Speculative and parallel decoding methods; all verify through `executors.speculative`."""
+"""Speculative and parallel decoding methods; all verify through `executors.methods.spec.engine`."""

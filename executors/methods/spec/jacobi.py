@@ -10,7 +10,7 @@ Jacobi decoding only converges under greedy decoding); under greedy it is exact 
 After a step that kept m window tokens, the tokens behind the rejection are replaced by what
 this forward predicted for them (conditioned on the stale guess before them — the Jacobi
 update) and the window is topped up with uniformly random tokens, the paper's initialisation.
-A random token enters with a point-mass proposal (see `executors.speculative`).
+A random token enters with a point-mass proposal (see `executors.methods.spec.engine`).
 Batches: all rows keep the batch minimum of accepted tokens (lossless, see the engine).
 """
 
