@@ -113,7 +113,8 @@ class MetaLearner:
             params = self._params("lambdarank", label_gain=list(range(RANK_LEVELS + 1)), eval_at=[1, 3])
             self.boosters_["point"] = lgb.train(params, data, num_boost_round=self.n_estimators)
             return self
-        data = lgb.Dataset(features, target.ravel()[observed], feature_name=names, free_raw_data=False)
+        weight = None if table.weights is None else table.weights.ravel()[observed]  # noisy cells count less
+        data = lgb.Dataset(features, target.ravel()[observed], weight=weight, feature_name=names, free_raw_data=False)
         if self.with_point:
             self.boosters_["point"] = lgb.train(self._params("regression"), data, num_boost_round=self.n_estimators)
         for q in self.quantiles:

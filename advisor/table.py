@@ -31,6 +31,9 @@ from advisor.features import (
 # (loss = chosen value, e.g. PAR10), score = any other measure (loss = |best − chosen|).
 MEASURES = ("ratio", "cost", "score")
 OBJECTIVES = ("latency", "throughput", "memory", "time-to-accuracy")
+# A record the protocol flagged noisy (its per-round ratios still scattered after a re-measure)
+# counts this much beside a clean one of another cell; a cell with clean records ignores its noisy ones.
+NOISY_WEIGHT = 0.3
 EXTRAS = ("quality_delta", "log_speedup", "log_throughput_ratio", "log_memory_ratio", "log_baseline_latency")
 
 
@@ -51,6 +54,7 @@ class PerfTable:
     extras: Mapping[str, np.ndarray] = field(default_factory=dict)  # other n_tasks × n_candidates targets
     task_schema: FeatureSchema | None = None  # set for profile tables: recommendation re-encodes with it
     cand_schema: FeatureSchema | None = None
+    weights: np.ndarray | None = None  # n_tasks × n_candidates learning weight (None: all 1)
 
     def __post_init__(self) -> None:
         if self.measure not in MEASURES:
@@ -82,6 +86,7 @@ class PerfTable:
             groups={k: v[rows] for k, v in self.groups.items()},
             folds=None if self.folds is None else self.folds[rows],
             extras={k: v[rows] for k, v in self.extras.items()},
+            weights=None if self.weights is None else self.weights[rows],
         )
 
 
@@ -112,7 +117,7 @@ def table_from_records(
     change below ``quality_floor``, is unavailable there. ``text_embedding`` adds the projected
     MiniLM embedding of each task's free-text description (advisor.embedding).
     """
-    cells: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    cells: dict[tuple[str, str, bool], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     blocked: set[tuple[str, str]] = set()
     task_rows: dict[str, dict] = {}
     groups: dict[str, dict[str, str]] = {}
@@ -133,19 +138,8 @@ def table_from_records(
         if record["status"] != "ok":
             blocked.add((task, cand))
             continue
-        cell = cells[(task, cand)]
-        value = objective_value(record, objective)
-        if value is not None and value > 0:
-            cell["value"].append(value)
-        for key, figure in (
-            ("quality_delta", record.get("quality_delta")),
-            ("log_speedup", _log_or_none(record.get("speedup"))),
-            ("log_throughput_ratio", _log_or_none(objective_value(record, "throughput"))),
-            ("log_memory_ratio", _log_or_none(objective_value(record, "memory"))),
-            ("log_baseline_latency", _log_or_none(record.get("baseline_latency_p50_s"))),
-        ):
-            if figure is not None:
-                cell[key].append(figure)
+        metrics = record.get("metrics") or {}
+        _add_figures(cells[(task, cand, bool(metrics.get("noisy")))], record, metrics, objective)
     if not task_rows:
         raise ValueError("no profile records to learn from")
     tasks = tuple(sorted(task_rows))
@@ -158,8 +152,12 @@ def table_from_records(
     values[:, 0] = 1.0
     for key in EXTRAS[:-1]:  # the baseline changes nothing: zero log ratios, zero quality change
         extras[key][:, 0] = 0.0
-    for (task, cand), cell in cells.items():
+    weights = np.ones(shape)
+    for (task, cand, noisy), cell in cells.items():
+        if noisy and (task, cand, False) in cells:
+            continue  # clean measurements of this cell exist: the noisy ones add nothing
         i, j = t_index[task], c_index[cand]
+        weights[i, j] = NOISY_WEIGHT if noisy else 1.0
         for key, figures in cell.items():
             target = values if key == "value" else extras[key]
             target[i, j] = statistics.median(figures)  # numpy's median costs ~60 µs a call on tiny lists
@@ -183,7 +181,25 @@ def table_from_records(
         extras=extras,
         task_schema=task_schema,
         cand_schema=cand_schema,
+        weights=weights,
     )
+
+
+def _add_figures(cell: dict[str, list[float]], record: Mapping, metrics: Mapping, objective: str) -> None:
+    value = objective_value(record, objective)
+    if value is not None and value > 0:
+        cell["value"].append(value)
+    # A quality figure whose reference sits at the metric's floor cannot show a loss: unknown, not "no loss".
+    informative = metrics.get("quality_informative", True) is not False
+    for key, figure in (
+        ("quality_delta", record.get("quality_delta") if informative else None),
+        ("log_speedup", _log_or_none(record.get("speedup"))),
+        ("log_throughput_ratio", _log_or_none(objective_value(record, "throughput"))),
+        ("log_memory_ratio", _log_or_none(objective_value(record, "memory"))),
+        ("log_baseline_latency", _log_or_none(record.get("baseline_latency_p50_s"))),
+    ):
+        if figure is not None:
+            cell[key].append(figure)
 
 
 def _log_or_none(value) -> float | None:

@@ -45,10 +45,7 @@ def resolve_models(session: Session, names: list[str]) -> list[str]:
     allowed = zoo | registered
     unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise Unprocessable(
-            f"unknown models: {', '.join(unknown)}; known: "
-            f"{', '.join(sorted(allowed | zoo))}"
-        )
+        raise Unprocessable(f"unknown models: {', '.join(unknown)}; known: {', '.join(sorted(allowed | zoo))}")
     return list(dict.fromkeys(names))
 
 

@@ -60,8 +60,8 @@ def _model_row(session: Session, model_id: str, reported: object) -> dict:
 def _expected_configs(job: Job, item: dict, workload) -> tuple[dict[str, dict], set[str]]:
     """(method id → config the item asked for, method ids that must be reported)."""
     import executors.methods  # noqa: F401  (registers every method, the references included)
-    from executors.registry import config_to_json, default_config
     from executors.families import reference_of
+    from executors.registry import config_to_json, default_config
 
     if job.kind == "run":
         planned = {item["method"]["method"]: item["method"]}

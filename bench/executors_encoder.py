@@ -18,6 +18,7 @@ import logging
 import torch
 
 import executors.methods  # noqa: F401  (registers every method)
+from executors.families import measure
 from executors.families.encoder.workloads import embed_grid
 from executors.hardware import fingerprint, node_row
 from executors.protocol import prepare
@@ -78,9 +79,7 @@ def main() -> None:
         baseline = prepare(bundle, [default_config("baseline")], cpu)
         prepared = [prepare(bundle, composite, cpu) for composite in composites]
         for workload in workloads:
-            for record in measure(
-                bundle, workload, prepared, node, device=cpu, reps=args.reps, baseline=baseline
-            ):
+            for record in measure(bundle, workload, prepared, node, device=cpu, reps=args.reps, baseline=baseline):
                 if record["method_id"] != "baseline":
                     print(json.dumps(line(record, threads)), flush=True)
 

@@ -96,11 +96,11 @@ def main() -> None:
     import torch
 
     import executors.methods  # noqa: F401
-    from executors.hardware import fingerprint, node_row
     from executors.families import measure
-    from executors.protocol import "baseline", prepare
-    from executors.registry import config_from_json, default_config
     from executors.families.lm.workloads import LMWorkload
+    from executors.hardware import fingerprint, node_row
+    from executors.protocol import prepare
+    from executors.registry import config_from_json, default_config
     from executors.zoo import load_bundle
 
     torch.set_num_threads(args.threads)

@@ -20,9 +20,9 @@ import logging
 import torch
 
 import executors.methods  # noqa: F401  (registers every method)
+from executors.families import measure
 from executors.families.lm.workloads import LMWorkload
 from executors.methods.spec.parallel_prompt import ParallelPromptConfig
-from executors.families import measure
 from executors.protocol import prepare
 from executors.registry import MethodConfig, default_config
 from executors.zoo import load_bundle

@@ -111,9 +111,9 @@ def main() -> None:
     import torch
 
     import executors.methods  # noqa: F401
+    from executors.families import measure
     from executors.families.lm.workloads import LMWorkload
     from executors.hardware import fingerprint, node_row
-    from executors.families import measure
     from executors.protocol import prepare
     from executors.registry import composite_from_json, default_config, method_of
     from executors.zoo import load_bundle

@@ -22,6 +22,7 @@ import logging
 import torch
 
 import executors.methods  # noqa: F401  (registers every method)
+from executors.families import measure
 from executors.families.stream.workload import StreamWorkload
 from executors.protocol import prepare
 from executors.registry import default_config

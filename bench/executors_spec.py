@@ -21,9 +21,9 @@ import time
 import torch
 
 import executors.methods  # noqa: F401  (registers every method)
+from executors.families import measure
 from executors.families.lm.workloads import LMWorkload
 from executors.methods.spec.engine import TokenTree
-from executors.families import measure
 from executors.protocol import prepare
 from executors.registry import default_config
 from executors.zoo import load_bundle

@@ -140,8 +140,8 @@ def main() -> None:
 
         import executors.methods  # noqa: F401
         from executors.cli import parse_workloads
-        from executors.hardware import fingerprint, node_row
         from executors.families import measure
+        from executors.hardware import fingerprint, node_row
         from executors.protocol import prepare
         from executors.registry import default_config
         from executors.zoo import load_bundle

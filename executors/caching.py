@@ -30,8 +30,13 @@ def _update(digest, value) -> None:
     if isinstance(value, torch.Tensor):
         if value.is_quantized:  # packed int8 weights: their integer codes and grid
             _update(digest, value.int_repr())
-            digest.update(repr((value.q_per_channel_scales().tolist() if value.qscheme() in (
-                torch.per_channel_affine, torch.per_channel_symmetric) else value.q_scale())).encode())
+            digest.update(
+                repr(
+                    value.q_per_channel_scales().tolist()
+                    if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+                    else value.q_scale()
+                ).encode()
+            )
             return
         digest.update(str(tuple(value.shape)).encode())
         digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -104,7 +104,9 @@ def profile(
 
         def on_task(done, total, task, added):
             label = kind_of(task.workload).describe(task.workload)
-            progress.update(bar, total=total, completed=done, description=f"{task.source} {label} t{task.threads} (+{added})")
+            progress.update(
+                bar, total=total, completed=done, description=f"{task.source} {label} t{task.threads} (+{added})"
+            )
 
         totals = run_grid(
             engine,

@@ -6,6 +6,7 @@ thread behaves like a smaller (edge) device, and the advisor must not mix the tw
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -118,7 +119,7 @@ def probe(device: str = "cpu") -> dict:
         (torch.bfloat16, 512 if dev.type == "cpu" else 4096),
     ):  # bf16 is ~7x slower on AVX2
         a = torch.randn(n, n, device=dev).to(dtype)
-        seconds = _timed(lambda: a @ a, dev)
+        seconds = _timed(functools.partial(torch.matmul, a, a), dev)
         result[f"{'fp32' if dtype == torch.float32 else 'bf16'}_gflops"] = round(2 * n**3 / seconds / 1e9, 1)
     return result
 

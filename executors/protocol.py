@@ -127,7 +127,9 @@ class KindHarness:
         """Bytes of modules a runner holds beside `runner.model` (draft heads, prompt tokens)."""
         return sum(model_bytes(m) for m in getattr(runner, "extra_modules", ()))
 
-    def quality(self, prepared: Prepared, baseline: Prepared, bundle: ModelBundle, workload, session, outputs) -> Quality:
+    def quality(
+        self, prepared: Prepared, baseline: Prepared, bundle: ModelBundle, workload, session, outputs
+    ) -> Quality:
         """`outputs` maps each method id to the outputs of its timed calls, in order."""
         raise NotImplementedError
 
@@ -242,8 +244,8 @@ class _Timings:
 
     def paired(self, prepared: Prepared, baseline: Prepared) -> tuple[list[float], list[float]]:
         """(reference times, method times) of the rounds both ran in."""
-        base = dict(zip(self.rounds[baseline.method_id], self.times[baseline.method_id]))
-        mine = list(zip(self.rounds[prepared.method_id], self.times[prepared.method_id]))
+        base = dict(zip(self.rounds[baseline.method_id], self.times[baseline.method_id], strict=False))
+        mine = list(zip(self.rounds[prepared.method_id], self.times[prepared.method_id], strict=False))
         return [base[r] for r, _ in mine], [t for _, t in mine]
 
 
@@ -267,7 +269,7 @@ def _rounds(timer: _Timer, runnable: list[Prepared], reps: int, timings: _Timing
 
 def _ratios(timings: _Timings, prepared: Prepared, baseline: Prepared) -> list[float]:
     base, mine = timings.paired(prepared, baseline)
-    return [b / m for b, m in zip(base, mine) if m > 0]
+    return [b / m for b, m in zip(base, mine, strict=False) if m > 0]
 
 
 def measure(
@@ -298,7 +300,9 @@ def measure(
     everyone = [baseline] + [m for m in methods if m.method_id != baseline.method_id]
     misfit = workload.fits(bundle)
     if misfit is None and bundle.family not in kind.model_families:
-        misfit = f"a {kind.name} workload runs on {', '.join(kind.model_families)} models; this is a {bundle.family} model"
+        misfit = (
+            f"a {kind.name} workload runs on {', '.join(kind.model_families)} models; this is a {bundle.family} model"
+        )
     unfit = {
         p.method_id: why
         for p in everyone[1:]
@@ -329,7 +333,9 @@ def measure(
             noisy = [p for p in runnable[1:] if ratio_spread(_ratios(timings, p, baseline)) > NOISE_BOUND]
             if not noisy:
                 break
-            log.info("re-measuring %s on %s: ratio spread above %.2f", [p.method_id for p in noisy], workload, NOISE_BOUND)
+            log.info(
+                "re-measuring %s on %s: ratio spread above %.2f", [p.method_id for p in noisy], workload, NOISE_BOUND
+            )
             if progress:
                 progress("re-measuring", {"methods": [p.method_id for p in noisy]})
             _rounds(timer, [baseline] + noisy, reps, timings, progress)
@@ -337,11 +343,11 @@ def measure(
     if progress and runnable:
         progress("quality", {"methods": len(runnable)})
     quality = {p.method_id: harness.quality(p, baseline, bundle, workload, session, timings.outputs) for p in runnable}
-    context = dict(
-        bundle=bundle, workload=workload, node=node, device=device, harness=harness, session=session,
-        timings=timings, baseline=baseline, quality=quality, calls=timer.calls, started_at=started_at,
-        finished_at=utcnow(), load=(load_before, os.getloadavg()[0]), misfit=misfit, unfit=unfit,
-    )  # fmt: skip
+    context = {
+        "bundle": bundle, "workload": workload, "node": node, "device": device, "harness": harness, "session": session,
+        "timings": timings, "baseline": baseline, "quality": quality, "calls": timer.calls, "started_at": started_at,
+        "finished_at": utcnow(), "load": (load_before, os.getloadavg()[0]), "misfit": misfit, "unfit": unfit,
+    }  # fmt: skip
     return [_record(p, **context) for p in everyone]
 
 
@@ -352,7 +358,7 @@ def timing_figures(prepared: Prepared, baseline: Prepared, timings: _Timings, di
     timed figures. A re-measured method's ratios pair with the reference's extra rounds.
     """
     paired_base, mine = timings.paired(prepared, baseline)
-    ratios = [b / m for b, m in zip(paired_base, mine)]
+    ratios = [b / m for b, m in zip(paired_base, mine, strict=False)]
     p50 = statistics.median(mine)
     compile_s = max(0.0, timings.warm[prepared.method_id][0] - p50) if timings.warm[prepared.method_id] else 0.0
     spread = ratio_spread(ratios)
@@ -446,7 +452,9 @@ def _record(prepared: Prepared, *, bundle, workload, node, device, harness, sess
             **timing_metrics,
             "quality_informative": figure.informative,
             **figure.metrics,
-            "peak_mem_basis": "cuda max_memory_allocated" if device.type == "cuda" else "weights + working set (estimate)",
+            "peak_mem_basis": "cuda max_memory_allocated"
+            if device.type == "cuda"
+            else "weights + working set (estimate)",
             "lossless": prepared.lossless,
             **harness.metrics(prepared, baseline, bundle, workload, session, timings.outputs),
         },

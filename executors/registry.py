@@ -250,7 +250,9 @@ def config_from_json(data: Any) -> MethodConfig:
     return cls(**validate_fields(method.id, cls, params, skip=("version",), noun="param"))
 
 
-def validate_fields(owner: str, cls: type, data: Mapping[str, Any], skip: Sequence[str] = (), noun: str = "field") -> dict:
+def validate_fields(
+    owner: str, cls: type, data: Mapping[str, Any], skip: Sequence[str] = (), noun: str = "field"
+) -> dict:
     """A caller's JSON fields for a config or workload dataclass, checked against each field's
     default type and limits: unknown names, wrong types, non-finite or out-of-range numbers and
     over-long lists are refused with a message naming the field."""
@@ -298,7 +300,9 @@ def _check_bounds(where: str, name: str, value: Any, config_field: dataclasses.F
         if low is not None and number < low or high is not None and number > high:
             raise ValueError(f"{where} {name!r} must lie in [{low}, {high}], got {short_repr(number)}")
         if low is None and high is None and abs(number) > DEFAULT_NUMBER_BOUND:
-            raise ValueError(f"{where} {name!r} = {short_repr(number)} is out of range (|x| ≤ {DEFAULT_NUMBER_BOUND:g})")
+            raise ValueError(
+                f"{where} {name!r} = {short_repr(number)} is out of range (|x| ≤ {DEFAULT_NUMBER_BOUND:g})"
+            )
 
 
 def short_repr(value: Any) -> str:
@@ -341,7 +345,7 @@ def validate_composite(configs: Sequence[MethodConfig]) -> None:
     ids = [m.id for m in methods]
     if len(set(ids)) != len(ids):
         raise ValueError(f"a method appears twice in {' + '.join(ids)}")
-    for earlier, later in zip(methods, methods[1:]):
+    for earlier, later in zip(methods, methods[1:], strict=False):
         if earlier.order > later.order:
             raise ValueError(f"{later.id} must come before {earlier.id} (apply order)")
     for i, a in enumerate(methods):
@@ -376,7 +380,11 @@ def method_catalogue() -> list[dict]:
         method = _REGISTRY[method_id]
         defaults = method.config_class()
         schema = {
-            f.name: {"type": type(getattr(defaults, f.name)).__name__, "default": getattr(defaults, f.name), **field_limits(f)}
+            f.name: {
+                "type": type(getattr(defaults, f.name)).__name__,
+                "default": getattr(defaults, f.name),
+                **field_limits(f),
+            }
             for f in dataclasses.fields(defaults)
             if f.name != "version"
         }

@@ -87,5 +87,7 @@ def load_bundle(source: str, root: Path | None = None, build_missing: bool = Tru
             if bundle is not None:
                 return bundle
         loaders = [f.name for f in families() if f.local_loader]
-        raise ValueError(f"{source}: no family recognises this folder (families with local loaders: {', '.join(loaders)})")
+        raise ValueError(
+            f"{source}: no family recognises this folder (families with local loaders: {', '.join(loaders)})"
+        )
     raise ValueError(f"model source must be zoo:<name> or local:/path, not {source!r}")

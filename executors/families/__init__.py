@@ -24,13 +24,13 @@ from executors import protocol
 from executors.protocol import KindHarness, Prepared
 from executors.registry import (
     ANY_FAMILY,
-    short_repr,
     MethodConfig,
     ModelBundle,
     Runner,
     composite_families,
     default_config,
     method_of,
+    short_repr,
     validate_fields,
 )
 
@@ -64,7 +64,9 @@ class ZooEntry:
     family: str
     note: str
     load: Callable[[Path, str], ModelBundle]  # (built folder, source) → bundle
-    build: Callable[[Path, Path | None], dict] | None = None  # (folder, zoo root) → trains/converts, returns the manifest
+    build: Callable[[Path, Path | None], dict] | None = (
+        None  # (folder, zoo root) → trains/converts, returns the manifest
+    )
     params: int | None = None  # known before building, for listings
 
     @property
@@ -295,10 +297,11 @@ def workload_fields(cls: type) -> dict:
     return out
 
 
-# The families this installation runs: an explicit list, like the method registry's.
-from executors.families import (
-    encoder,  # noqa: E402, F401
-    lm,  # noqa: E402, F401  (registers the family)
-    longctx,  # noqa: E402, F401
-    stream,  # noqa: E402, F401
-)
+# The families this installation runs, in the order their loaders are tried: an explicit list,
+# like the method registry's. Imported last: each registers itself with the functions above.
+from executors.families import lm  # noqa: E402, I001
+from executors.families import longctx  # noqa: E402
+from executors.families import stream  # noqa: E402
+from executors.families import encoder  # noqa: E402
+
+__all__ = ["lm", "longctx", "stream", "encoder"]

@@ -111,5 +111,7 @@ def claim_failures(method: Method, family: str, runner: Runner, reference: Runne
 
 def apply_case(case: Case, bundle: ModelBundle) -> tuple[Runner, Runner]:
     method = get_method(case.method_id)
-    reference = get_method(reference_of_family(case.family)).apply(bundle, default_config(reference_of_family(case.family)))
+    reference = get_method(reference_of_family(case.family)).apply(
+        bundle, default_config(reference_of_family(case.family))
+    )
     return method.apply(bundle, default_config(case.method_id)), reference

@@ -19,6 +19,33 @@ def test_methods_json_lists_the_registry():
     assert set(rows) == set(method_ids())
     assert rows["quant.weight_only_int4"]["config_schema"]["group_size"] == {"type": "int", "default": 128}
     assert rows["quant.int8_dynamic"]["arxiv"] == "2402.10787" and rows["baseline"]["lossless"]
+    assert rows["quant.int8_dynamic"]["families"] == ["lm", "longctx", "encoder"]
+    assert rows["serve.chunked_prefill"]["families"] == ["stream"] and rows["serve.chunked_prefill"]["changes"] == [
+        "schedule"
+    ]
+    assert rows["lm.spec.medusa"]["config_schema"]["heads"] == {"type": "int", "default": 3, "min": 1, "max": 8}
+
+
+def test_families_json_lists_kinds_references_harnesses_quality_and_zoo():
+    result = runner.invoke(app, ["families", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == {"lm", "longctx", "stream", "encoder"}
+    kinds = {k["name"]: (family, k) for family, row in rows.items() for k in row["kinds"]}
+    assert {name: kinds[name][1]["reference"] for name in kinds} == {
+        "lm-generate": "baseline", "lm-longctx": "baseline", "lm-stream": "serve.static_batching",
+        "encoder-embed": "baseline",
+    }  # fmt: skip
+    assert kinds["lm-stream"][1]["harness"].endswith("StreamHarness") and kinds["lm-stream"][1]["models"] == ["lm"]
+    assert (
+        "sampled_tv_distance" in rows["lm"]["quality_metrics"]
+        and "retrieval_accuracy" in rows["longctx"]["quality_metrics"]
+    )
+    assert {e["name"] for e in rows["encoder"]["zoo"]} == {"minilm-l6"} and rows["lm"]["fixture"]
+    assert (
+        "serve.continuous_batching" in rows["stream"]["methods"]
+        and "attn.double_sparsity" in rows["longctx"]["methods"]
+    )
 
 
 def test_zoo_list_json():

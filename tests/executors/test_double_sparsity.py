@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from executors.families import measure
 from executors.families.lm.decoding import PlainDecoder
 from executors.families.lm.workloads import heldout_prompts, heldout_windows, perplexity
 from executors.families.longctx.workload import LongContextWorkload
@@ -18,7 +19,6 @@ from executors.methods.attn.double_sparsity import (
     channel_importance,
     token_budget,
 )
-from executors.families import measure
 from executors.protocol import prepare
 from executors.registry import apply_composite, default_config, get_method
 

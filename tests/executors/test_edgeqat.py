@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from executors.caching import cache_file
+from executors.families.lm.workloads import calibration_windows
 from executors.methods.quant.edgeqat import (
     EdgeQATConfig,
     QATLinear,
@@ -18,8 +20,6 @@ from executors.methods.quant.edgeqat import (
     entropy_loss,
     qat_loss,
 )
-from executors.caching import cache_file
-from executors.families.lm.workloads import calibration_windows
 from executors.methods.quant.fakequant import lsq
 from executors.registry import get_method
 

@@ -8,6 +8,7 @@ from sqlmodel import Session
 
 from executors import encoder_harness, encoder_workloads
 from executors.cli import parse_workloads
+from executors.families import measure
 from executors.families.encoder.model import SentenceEncoder, load_encoder_bundle, minilm_folder
 from executors.families.encoder.workloads import (
     EMBED_KIND,
@@ -21,7 +22,6 @@ from executors.families.encoder.workloads import (
 )
 from executors.families.lm.workloads import LMWorkload
 from executors.methods.prune.perp import PerpConfig
-from executors.families import measure
 from executors.protocol import prepare
 from executors.registry import default_config, get_method, method_ids
 from profiles.db import make_engine
@@ -152,7 +152,7 @@ def test_quantized_encoder_stays_close_but_not_identical(method_id, floor, encod
 
 def test_perp_prunes_the_encoder_and_distillation_recovers_its_embeddings(encoder):
     perp = get_method("prune.perp")
-    small = dict(sparsity=0.5, batch=4, seq_len=32, lr=5e-3)
+    small = {"sparsity": 0.5, "batch": 4, "seq_len": 32, "lr": 5e-3}
     pruned_only = perp.apply(encoder, PerpConfig(steps=0, **small)).model
     retrained = perp.apply(encoder, PerpConfig(steps=8, **small))
     model = retrained.model

@@ -7,9 +7,9 @@ import statistics
 import pytest
 import torch
 
+from executors.families import measure
 from executors.families.lm.workloads import LMWorkload
 from executors.hardware import fingerprint, node_row
-from executors.families import measure
 from executors.protocol import model_bytes, prepare
 from executors.registry import default_config
 from profiles.db import make_engine, session_scope
@@ -40,7 +40,7 @@ def test_one_baseline_serves_every_method_and_speedup_is_the_median_ratio(record
         metrics = record["metrics"]
         paired = base["metrics"]["latencies_s"][: len(metrics["latencies_s"])]  # the rounds both ran in
         assert metrics["baseline_latencies_s"] == paired
-        ratios = [b / m for b, m in zip(metrics["baseline_latencies_s"], metrics["latencies_s"])]
+        ratios = [b / m for b, m in zip(metrics["baseline_latencies_s"], metrics["latencies_s"], strict=False)]
         assert record["speedup"] == pytest.approx(statistics.median(ratios), rel=1e-3)
         assert record["latency_p10_s"] <= record["latency_p50_s"] <= record["latency_p90_s"]
         assert record["throughput"] == pytest.approx(2 * 6 / record["latency_p50_s"])

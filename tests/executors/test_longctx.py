@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from executors.cli import parse_workloads
+from executors.families import workload_from_json, zoo_entries
 from executors.families.lm.corpus import load_corpus
-from executors.families.lm.decoding import PlainDecoder
 from executors.families.lm.tokenizers import ByteTokenizer
 from executors.families.lm.workloads import LMWorkload
+from executors.families.longctx.finetune import LONG_RECIPES, LongRecipe, finetune_long
+from executors.families.longctx.harness import retrieval_quality
 from executors.families.longctx.workload import (
     PASSKEY_CLASSES,
     PASSKEY_LEN,
@@ -24,11 +26,8 @@ from executors.families.longctx.workload import (
     token_stream,
     training_example,
 )
-from executors.families import workload_from_json, zoo_entries
-from executors.families.longctx.harness import retrieval_quality
 from executors.protocol import prepare
 from executors.registry import default_config
-from executors.families.longctx.finetune import LONG_RECIPES, LongRecipe, finetune_long
 
 RESERVED = {QUERY_BYTE, *(b for byte_class in PASSKEY_CLASSES for b in byte_class)}
 
@@ -127,7 +126,9 @@ def test_long_finetune_is_deterministic_and_extends_the_context(zoo_root):
     first, manifest = finetune_long("tiny-long", zoo_root, recipe)
     second, _ = finetune_long("tiny-long", zoo_root, recipe)
     assert first.config.max_seq_len == 512 and manifest["base"] == "zoo:lm-tiny"
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=False)
+    )
     trained = first.state_dict()
     assert not all(torch.equal(trained[k], v) for k, v in tiny_weights(zoo_root).items())
     assert set(manifest["retrieval_accuracy_at"]) == {"160"} and manifest["train_seconds"] >= 0

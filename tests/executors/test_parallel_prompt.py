@@ -25,9 +25,7 @@ ACCURACY = [[0.7, 0.1, 0.05], [0.5, 0.15, 0.05], [0.4, 0.1, 0.05]]
 
 
 def apply(model, **knobs):
-    return get_method("lm.spec.parallel_prompt").apply(
-        bundle_of(model), ParallelPromptConfig(**{**FAST, **knobs})
-    )
+    return get_method("lm.spec.parallel_prompt").apply(bundle_of(model), ParallelPromptConfig(**{**FAST, **knobs}))
 
 
 @pytest.mark.parametrize("knobs", [{"tree_budget": 16}, {"tree_budget": 9, "ensemble": 2, "prompt_tokens": 2}])
@@ -136,6 +134,7 @@ def test_prompt_tokens_learn_and_are_cached():
     again = get_method("lm.spec.parallel_prompt").apply(bundle_of(model), config)
     assert again.cached and again.accuracy == trained.accuracy
     assert again.prompts.weight.equal(trained.prompts.weight)
+
     # tree knobs reuse the cached tokens; training knobs do not
     def key(knobs: ParallelPromptConfig):
         return cache_file("parallel_prompt", model, ppd.training_knobs(knobs))

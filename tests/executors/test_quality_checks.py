@@ -123,7 +123,9 @@ def test_retrieval_at_chance_is_marked_uninformative(tiny):
     workload = LongContextWorkload(prompt_len=120, gen_len=4, probes=4, ppl_windows=1)
     records = {r["method_id"]: r for r in measure(tiny, workload, [int8], NODE, device=CPU)}
     base = records["baseline"]
-    assert base["quality_metric"] == "retrieval_accuracy" and base["quality_baseline"] <= 0.25  # lm-tiny never learnt it
+    assert (
+        base["quality_metric"] == "retrieval_accuracy" and base["quality_baseline"] <= 0.25
+    )  # lm-tiny never learnt it
     assert records["quant.int8_dynamic"]["metrics"]["quality_informative"] is False
 
 

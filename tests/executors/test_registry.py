@@ -24,7 +24,9 @@ def test_duplicate_ids_are_refused():
         knob: int = 1
 
     with pytest.raises(ValueError, match="already registered"):
-        register_method("baseline", Other, category="x", families=("lm",), changes=("outputs",), paper="y")(type("Again", (Method,), {}))
+        register_method("baseline", Other, category="x", families=("lm",), changes=("outputs",), paper="y")(
+            type("Again", (Method,), {})
+        )
 
 
 def test_configs_must_be_frozen_method_configs():

@@ -76,7 +76,9 @@ def test_every_catalogued_method_is_registered():
     implemented = {mid for mid, row in documented.items() if "implemented" in row.rsplit("|", 2)[-2]}
     assert implemented, "docs/methods.md lists no implemented method"
     assert implemented <= set(method_ids()), f"documented but not registered: {sorted(implemented - set(method_ids()))}"
-    assert set(method_ids()) <= set(documented), f"registered but not documented: {sorted(set(method_ids()) - set(documented))}"
+    assert set(method_ids()) <= set(documented), (
+        f"registered but not documented: {sorted(set(method_ids()) - set(documented))}"
+    )
 
 
 def test_every_method_claims_an_effect_unless_it_is_a_reference():

@@ -9,11 +9,11 @@ import pytest
 import torch
 from test_spec_engine import one_thread  # noqa: F401  (autouse: every test here runs one thread)
 
+from executors.families import measure
 from executors.families.lm.decoding import PlainDecoder
 from executors.families.lm.workloads import heldout_prompts
 from executors.families.stream.workload import STATIC_ID, StreamWorkload, build_requests, parse_grid
 from executors.methods.serve.engine import BlockPool, EngineOptions, Request, RequestState, packed_forward, serve
-from executors.families import measure
 from executors.protocol import prepare
 from executors.registry import apply_composite, default_config
 from profiles.db import make_engine, session_scope
@@ -55,7 +55,7 @@ def static_outputs(tiny, stream):
 
 
 def test_static_batching_reproduces_plain_greedy_decoding_per_request(tiny, stream, static_outputs):
-    for request, produced in zip(stream, static_outputs):
+    for request, produced in zip(stream, static_outputs, strict=False):
         alone = PlainDecoder(tiny.model).generate(torch.tensor([request.prompt]), request.max_new_tokens)
         assert produced == alone.tokens[0].tolist()
 

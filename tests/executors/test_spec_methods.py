@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from test_spec_engine import one_thread  # noqa: F401  (autouse: every test here runs one thread)
 
+from executors.caching import cache_file
 from executors.families.lm.decoding import PlainDecoder
 from executors.families.lm.model import DecoderLM, LMConfig
 from executors.families.lm.tokenizers import ByteTokenizer
 from executors.families.lm.zoo import lm_bundle
-from executors.caching import cache_file
 from executors.methods.spec.jacobi import JacobiConfig
 from executors.methods.spec.medusa import (
     MedusaConfig,
@@ -131,14 +131,14 @@ def test_layer_set_search_explores_distinct_sets_of_the_right_size():
         candidate = search.propose()
         assert len(candidate) == 3 and candidate <= set(range(1, 10)) and candidate not in search.tried
         search.record(candidate, score=float(len(candidate & {1, 2, 3})) + trial * 1e-3)
-    assert search.best == max(zip(search.scores, search.tried), key=lambda pair: pair[0])[1]
+    assert search.best == max(zip(search.scores, search.tried, strict=False), key=lambda pair: pair[0])[1]
 
 
 def test_medusa_tree_is_ancestor_closed_and_prefers_likely_paths():
     accuracy = [[0.6, 0.2, 0.1], [0.5, 0.3, 0.1], [0.4, 0.2, 0.1]]
     tree, depths, ranks = build_tree(accuracy, nodes=6)
     assert tree.size == 7 and max(depths) <= 3
-    assert list(zip(depths, ranks))[1:4] == [(1, 0), (2, 0), (1, 1)]  # 0.6, 0.3, 0.2 first
+    assert list(zip(depths, ranks, strict=False))[1:4] == [(1, 0), (2, 0), (1, 1)]  # 0.6, 0.3, 0.2 first
     for node in range(1, tree.size):
         assert tree.parents[node] < node and depths[node] == depths[tree.parents[node]] + 1
 
@@ -163,6 +163,7 @@ def test_medusa_heads_learn_and_are_cached():
     assert again.cached and again.setup_s == 0.0 and again.accuracy == trained.accuracy
     for name, tensor in trained.heads.state_dict().items():
         assert again.heads.state_dict()[name].equal(tensor)
+
     # inference-only knobs share the cached heads; training knobs do not
     def key(knobs: MedusaConfig):
         return cache_file("medusa", model, training_knobs(knobs))
@@ -183,7 +184,7 @@ def test_supports_gives_reasons():
 
 
 def test_configs_round_trip_and_reject_bad_values():
-    for method_id, config in CASES:
+    for _, config in CASES:
         assert config_from_json(config_to_json(config)) == config
     with pytest.raises(ValueError, match="unknown params"):
         config_from_json({"method": "lm.spec.swift", "version": 1, "params": {"draft": 3}})

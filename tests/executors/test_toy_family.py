@@ -15,8 +15,16 @@ from conformance import Case, apply_case, claim_failures
 
 from executors import families
 from executors.protocol import KindHarness, Quality, prepare
-from executors.registry import Method, MethodConfig, ModelBundle, ModelSpec, default_config, get_method
-from executors.registry import register_method, unregister_method
+from executors.registry import (
+    Method,
+    MethodConfig,
+    ModelBundle,
+    ModelSpec,
+    default_config,
+    get_method,
+    register_method,
+    unregister_method,
+)
 from executors.training import Schedule, train
 from profiles.models import workload_id_for
 
@@ -35,7 +43,13 @@ class DigitsWorkload:  # 1. the workload: a frozen dataclass with shape/row/id/f
         return workload_id_for(self.shape())
 
     def row(self) -> dict:
-        return {"id": self.id, "kind": "toy-classify", "batch_size": self.batch_size, "objective": "latency", "params": {}}
+        return {
+            "id": self.id,
+            "kind": "toy-classify",
+            "batch_size": self.batch_size,
+            "objective": "latency",
+            "params": {},
+        }
 
     def fits(self, bundle) -> str | None:
         return None if self.batch_size <= len(bundle.data["test_x"]) else "more images than the held-out split"

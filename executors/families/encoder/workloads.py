@@ -122,7 +122,7 @@ def _sections(text: str, chars: int | None = PASSAGE_CHARS) -> list[tuple[str, s
         and len(lines[i + 1].strip()) == len(lines[i].strip())
     ]
     sections = []
-    for start, end in zip(heads, heads[1:] + [len(lines)]):
+    for start, end in zip(heads, heads[1:] + [len(lines)], strict=False):
         body = "\n".join(lines[start + 2 : end])
         prose = [" ".join(p.split()) for p in body.split("\n\n") if p.strip() and not p.startswith(" ")]
         passage = " ".join(p for p in prose if "::=" not in p)[:chars]
@@ -184,7 +184,7 @@ def embed_inputs(bundle: ModelBundle, workload: EmbedWorkload) -> tuple[torch.Te
 
 @torch.inference_mode()
 def embed_texts(model: torch.nn.Module, tokenizer, texts: tuple[str, ...], batch: int = 32) -> torch.Tensor:
-    """Unit-length embeddings of `texts` in their order; batches of similar length, as sentence-transformers forms them."""
+    """Unit-length embeddings of `texts` in their order, in batches of similar length (as sentence-transformers)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # little padding per batch
     out = torch.empty(len(texts), model_width(model))
     for start in range(0, len(texts), batch):

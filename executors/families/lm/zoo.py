@@ -66,7 +66,12 @@ def _byte_lm(dim: int, layers: int, heads: int, kv_heads: int, ffn: int, context
 BYTE_LMS: dict[str, ByteLM] = {
     e.name: e
     for e in (
-        ByteLM("lm-tiny", _byte_lm(64, 4, 4, 2, 128, 256), TrainRecipe(60, 8, 64, 3e-3, 10), "test model: trains in seconds"),
+        ByteLM(
+            "lm-tiny",
+            _byte_lm(64, 4, 4, 2, 128, 256),
+            TrainRecipe(60, 8, 64, 3e-3, 10),
+            "test model: trains in seconds",
+        ),
         ByteLM("lm-1m", _byte_lm(128, 4, 4, 4, 384, 2048), TrainRecipe(300, 16, 128, 3e-3), "~1M params"),
         ByteLM("lm-8m", _byte_lm(384, 4, 6, 2, 1280, 2048), TrainRecipe(200, 8, 128, 2e-3), "~8M params, GQA"),
         ByteLM("lm-30m", _byte_lm(512, 8, 8, 8, 1792, 2048), TrainRecipe(100, 8, 128, 1.5e-3), "~30M params"),

@@ -52,7 +52,9 @@ register_family(
         # Past sparse attention's minimum budget, so a token-sparse method's logits can differ.
         hooks={"observe": lambda runner, bundle: observe(runner, bundle, window=160)},
         zoo=tuple(
-            ZooEntry(name, "longctx", f"lm-1m fine-tuned to 8192 positions ({name})", load_zoo, build_long(name), 886_272)
+            ZooEntry(
+                name, "longctx", f"lm-1m fine-tuned to 8192 positions ({name})", load_zoo, build_long(name), 886_272
+            )
             for name in LONG_RECIPES
         ),
     )

@@ -74,7 +74,9 @@ def finetune_long(name: str, root: Path | None = None, recipe: LongRecipe | None
 
     def step_loss(step: int, _generator: torch.Generator) -> torch.Tensor:
         length, batch = stage_of_step[step]
-        examples = [training_example(stream, length + 1, rng, recipe.answer_weight, recipe.queries) for _ in range(batch)]
+        examples = [
+            training_example(stream, length + 1, rng, recipe.answer_weight, recipe.queries) for _ in range(batch)
+        ]
         return weighted_loss(model, [e[0] for e in examples], [e[1] for e in examples])
 
     schedule = Schedule(recipe.lr, len(stage_of_step), warmup=recipe.warmup, weight_decay=0.1, betas=(0.9, 0.95),

@@ -119,7 +119,7 @@ def retrieval_accuracy(model: torch.nn.Module, probes: list[Probe], batch_size: 
         predicted = model(tokens)[:, -PASSKEY_LEN:].argmax(-1).cpu()
         hits += [predicted[i] == torch.tensor(p.answer) for i, p in enumerate(chunk)]
     first_byte = [bool(h[0]) for h in hits]
-    deep = [h for h, p in zip(first_byte, probes) if p.depth < 0.5]
+    deep = [h for h, p in zip(first_byte, probes, strict=False) if p.depth < 0.5]
     return {
         "retrieval_accuracy": sum(first_byte) / len(hits),
         "retrieval_probes": len(hits),

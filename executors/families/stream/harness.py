@@ -57,9 +57,9 @@ class StreamHarness(KindHarness):
     def quality(self, prepared, baseline, bundle, workload, session, outputs) -> Quality:
         mine = [s.output for s in outputs[prepared.method_id][-1].requests]
         reference = [s.output for s in outputs[baseline.method_id][-1].requests]
-        matched = sum(a == b for out, ref in zip(mine, reference) for a, b in zip(out, ref))
+        matched = sum(a == b for out, ref in zip(mine, reference, strict=False) for a, b in zip(out, ref, strict=False))
         match = matched / sum(len(ref) for ref in reference)
-        exact = statistics.mean(out == ref for out, ref in zip(mine, reference))
+        exact = statistics.mean(out == ref for out, ref in zip(mine, reference, strict=False))
         return Quality("greedy_token_match", 1.0, match, match - 1.0,
                        metrics={"greedy_token_match": match, "exact_sequence_match": exact})  # fmt: skip
 

@@ -90,7 +90,8 @@ class StreamWorkload:
     def fits(self, bundle: ModelBundle) -> str | None:
         need = self.prefix_len + max(self.prompt_lens) + self.gen_len
         if need > bundle.model.config.max_seq_len:
-            return f"prefix + prompt + generation = {need} tokens exceeds the model's context of {bundle.model.config.max_seq_len}"
+            context = bundle.model.config.max_seq_len
+            return f"prefix + prompt + generation = {need} tokens exceeds the model's context of {context}"
         return None
 
 
@@ -120,7 +121,7 @@ def parse_grid(text: str) -> list[StreamWorkload]:
             axes[field] = [tuple(int(v) for v in value.split("+")) for value in values.split(",")]
         else:
             axes[field] = [value if kind is str else kind(value) for value in values.split(",")]
-    return [StreamWorkload(**dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+    return [StreamWorkload(**dict(zip(axes, combo, strict=False))) for combo in itertools.product(*axes.values())]
 
 
 def build_requests(bundle: ModelBundle, workload: StreamWorkload, rate: float) -> list[Request]:
@@ -153,7 +154,7 @@ def stream_figures(result: StreamResult) -> dict:
     states = result.requests
     makespan = max(s.token_times[-1] for s in states) - min(s.request.arrival_s for s in states)
     ttft = [s.token_times[0] - s.request.arrival_s for s in states]
-    itl = [b - a for s in states for a, b in zip(s.token_times, s.token_times[1:])]
+    itl = [b - a for s in states for a, b in zip(s.token_times, s.token_times[1:], strict=False)]
     return {
         "throughput": result.generated_tokens / makespan,
         "makespan_s": makespan,

@@ -123,7 +123,7 @@ class DoubleSparseLM(nn.Module):
         plain = self.base.new_cache(batch_size, max_len)
         labels = [
             None if ch is None else torch.zeros(*k.shape[:3], len(ch[0]), dtype=k.dtype, device=k.device)
-            for ch, k in zip(self.channels, plain.keys)
+            for ch, k in zip(self.channels, plain.keys, strict=False)
         ]
         return LabelledCache(plain.keys, plain.values, labels)
 

@@ -94,7 +94,7 @@ def layer_importance(model: DecoderLM, windows: torch.Tensor) -> list[float]:
 
 
 def next_sparsity(current: list[float], importance: list[float], increment: float, amplitude: float) -> list[float]:
-    return [min(0.99, max(0.0, s + increment - amplitude * i)) for s, i in zip(current, importance)]
+    return [min(0.99, max(0.0, s + increment - amplitude * i)) for s, i in zip(current, importance, strict=False)]
 
 
 def prune_increment(
@@ -105,7 +105,7 @@ def prune_increment(
     model.zero_grad(set_to_none=True)
     with torch.inference_mode(False), torch.enable_grad():
         lm_loss(model, windows).backward()
-    for layer, (units0, channels0), target in zip(model.layers, initial, sparsity):
+    for layer, (units0, channels0), target in zip(model.layers, initial, sparsity, strict=False):
         unit_scores, channel_scores = taylor_scores(layer, head_dim)
         keep_units = kept_count(units0, target)
         if keep_units < len(unit_scores):

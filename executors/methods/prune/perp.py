@@ -9,7 +9,8 @@ Era of LLMs" (arXiv 2312.15230). Mechanism as the paper states it:
   input weights stay; sparsity is then 1 − N/M).
 - Retrain only a small subset, everything else frozen: `biases` (a zero-initialised bias per
   pruned linear layer — the paper's GPT-style models have their own; our LLaMA-style blocks
-  have none, so zero-initialised ones are added), `norms` (the norm layers' parameters), and the paper's two LoRA variants
+  have none, so zero-initialised ones are added), `norms` (the norm layers' parameters), and the
+  paper's two LoRA variants
   that merge back without destroying sparsity: `masklora` (W + (BA) ⊙ M — the update is
   masked, so pruned weights stay zero) and `scalelora` (a multiplicative adapter, W ⊙ (1 + BA),
   which cannot revive a zero). Our `scalelora` starts from 1 + BA with B = 0 so training starts

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- training data and loop
 
+
 def train(
     model: nn.Module,
     params: list[nn.Parameter],
@@ -149,7 +150,7 @@ def as_pruned(model: DecoderLM) -> PrunedDecoderLM:
 def reshape_layers(model: PrunedDecoderLM, shapes: list[dict]) -> None:
     """Resizes every layer's projections to `shapes` (weights are then loaded by the caller)."""
     head_dim = model.config.head_dim
-    for layer, shape in zip(model.layers, shapes):
+    for layer, shape in zip(model.layers, shapes, strict=False):
         attention = layer.attention
         attention.n_heads, attention.n_kv_heads = shape["heads"], shape["kv_heads"]
         dim = model.config.dim

@@ -355,7 +355,10 @@ class ABQArbitraryBit(Method):
         quantized, calibration_s, cached = prepare_abq(bundle, config)  # own windows: size is a knob
         backend, reason = backend_for(bundle.model.tok_embeddings.weight.device)
         storage_bits = max(2, levels(config.w_bits, config.bit_balance).bit_length())
-        return default_runner(bundle, quantized, {
+        return default_runner(
+            bundle,
+            quantized,
+            {
                 "w_bits": config.w_bits,
                 "a_bits": config.a_bits,
                 "storage_bits": storage_bits,

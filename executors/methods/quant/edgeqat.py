@@ -199,7 +199,7 @@ def entropy_loss(student: DecoderLM) -> torch.Tensor:
 
 def distribution_loss(student: DecoderLM, teacher: DecoderLM) -> torch.Tensor:
     losses = []
-    for mine, theirs in zip(attention_modules(student), attention_modules(teacher)):
+    for mine, theirs in zip(attention_modules(student), attention_modules(teacher), strict=False):
         probs, reference = mine.recorded[2], theirs.recorded[2]
         cosine = F.cosine_similarity(probs.flatten(2), reference.flatten(2), dim=-1)  # per (batch, head)
         losses.append(-torch.log(cosine.mean().clamp_min(1e-6)))
@@ -338,7 +338,10 @@ class EdgeQAT(Method):
         if config.w_bits != 8 or config.a_bits != 8 or config.kv_bits not in (8, 16):
             raise ValueError("quant.qat.edgeqat deploys W8A8 with kv_bits 8 or 16 on CPU int8 kernels")
         student, train_s, cached, losses = prepare_student(bundle, config)
-        return default_runner(bundle, deploy(student), {
+        return default_runner(
+            bundle,
+            deploy(student),
+            {
                 "train_s": round(train_s, 3),
                 "train_cached": cached,
                 "train_steps": config.steps,

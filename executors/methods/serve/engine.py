@@ -159,10 +159,14 @@ def packed_forward(lm: DecoderLM, pool: BlockPool, items: list[tuple[RequestStat
     lengths = [len(tokens) for _, tokens in items]
     starts = [state.kv_len for state, _ in items]
     tokens = torch.tensor([t for _, new in items for t in new], device=device)
-    positions = torch.tensor([s + i for s, n in zip(starts, lengths) for i in range(n)], device=device)
+    positions = torch.tensor([s + i for s, n in zip(starts, lengths, strict=False) for i in range(n)], device=device)
     rows, size, group = len(tokens), pool.block_size, c.n_heads // c.n_kv_heads
     block_ids = torch.tensor(
-        [state.blocks[p // size] for (state, _), s, n in zip(items, starts, lengths) for p in range(s, s + n)],
+        [
+            state.blocks[p // size]
+            for (state, _), s, n in zip(items, starts, lengths, strict=False)
+            for p in range(s, s + n)
+        ],
         device=device,
     )
     offsets = positions % size
@@ -172,7 +176,7 @@ def packed_forward(lm: DecoderLM, pool: BlockPool, items: list[tuple[RequestStat
 
     def tables(indices: list[int]) -> torch.Tensor:
         needed = [(starts[i] + lengths[i] - 1) // size + 1 for i in indices]
-        padded = [items[i][0].blocks[:k] + [0] * (max(needed) - k) for i, k in zip(indices, needed)]
+        padded = [items[i][0].blocks[:k] + [0] * (max(needed) - k) for i, k in zip(indices, needed, strict=False)]
         return torch.tensor(padded, device=device)
 
     groups = []  # (item indices, query rows, block tables, query positions, key counts)
@@ -278,7 +282,7 @@ def serve(
                 running.append(state)
         items = _schedule(running, options)
         prefilling = [state.in_prefill for state, _ in items]
-        for (state, new), prefill in zip(items, prefilling):
+        for (state, new), prefill in zip(items, prefilling, strict=False):
             while len(state.blocks) * size < state.kv_len + len(new):
                 state.blocks.append(pool.allocate())
             state.chunks += prefill
@@ -288,8 +292,8 @@ def serve(
         schedule.append(
             {
                 "t": now,
-                "decode": [s.index for (s, _), p in zip(items, prefilling) if not p],
-                "prefill": [(s.index, len(new)) for (s, new), p in zip(items, prefilling) if p],
+                "decode": [s.index for (s, _), p in zip(items, prefilling, strict=False) if not p],
+                "prefill": [(s.index, len(new)) for (s, new), p in zip(items, prefilling, strict=False) if p],
             }
         )
         for row, (state, new) in enumerate(items):

@@ -156,7 +156,7 @@ def greedy_tree_accept(
     tokens = node_tokens.tolist()
     kids = tree.children()
     paths = []
-    for row_tokens, row_predictions in zip(tokens, predictions):
+    for row_tokens, row_predictions in zip(tokens, predictions, strict=False):
         path = [0]
         while True:
             wanted = row_predictions[path[-1]]

@@ -55,7 +55,9 @@ class MedusaConfig(MethodConfig):
     top_k: int = bounded(4, 1, 16)  # candidates per head the tree may branch into
     train_windows: int = bounded(32, 1, 4096)  # calibration windows the frozen model distils into the heads
     train_seq_len: int = bounded(128, 8, 4096)
-    train_steps: int = bounded(50, 0, 100_000)  # few: with a few thousand positions more steps overfit (docs/speculative.md)
+    train_steps: int = bounded(
+        50, 0, 100_000
+    )  # few: with a few thousand positions more steps overfit (docs/speculative.md)
     train_batch: int = bounded(256, 1, 65_536)  # positions per optimiser step
     lr: float = bounded(1e-3, 0.0, 1.0)
     train_vocab_projection: bool = False

@@ -273,7 +273,7 @@ def stationary_tokens(plans: list[TreePlan]) -> float:
     states = len(plans)
     system = np.vstack((chain.T - np.eye(states), np.ones(states)))
     weights = np.linalg.lstsq(system, np.r_[np.zeros(states), 1.0], rcond=None)[0]
-    return float(sum(w * (1.0 + plan.expected_accepted) for w, plan in zip(weights, plans)))
+    return float(sum(w * (1.0 + plan.expected_accepted) for w, plan in zip(weights, plans, strict=False)))
 
 
 def design_trees(accuracy: list[list[float]], budget: int, ensemble: int) -> tuple[list[TreePlan], float]:
