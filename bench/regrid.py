@@ -1,0 +1,188 @@
+"""Re-measure selected records of the shipped seed grid with the current protocol, and fold them back.
+
+    python bench/regrid.py run --select compile,noisy --out profiles/data/parts/regrid.jsonl
+    python bench/regrid.py run --add "zoo:lm-1m,zoo:lm-8m" --methods baseline,lm.spec.swift \\
+        --workloads "batch=1,4 prompt=32 gen=32 sampling=sample" --out profiles/data/parts/sampled.jsonl
+    python bench/regrid.py merge profiles/data/parts/*.jsonl
+
+`run` groups the chosen (model, workload, method) cells by task and hardware class (torch
+thread count), measures each task once through `executors.families.measure` — the reference
+and the cell's methods interleaved in this process — and appends the records to `--out` as JSON
+lines (resumable: run ids already in the file are skipped). Selections: `compile` (every
+sys.compile record, whose quality the old harness copied from the baseline), `noisy` (records
+whose per-round ratio spread exceeds the protocol's bound). `merge` replaces records of the
+shipped grid by run id and adds new ones. Prints a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+SEED = Path(__file__).resolve().parents[1] / "profiles" / "data" / "seed_profiles.jsonl.gz"
+log = logging.getLogger("regrid")
+
+
+def read_seed() -> list[dict]:
+    with gzip.open(SEED, "rt") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def spread(record: dict) -> float:
+    from executors.protocol import ratio_spread
+
+    return ratio_spread((record.get("metrics") or {}).get("pairwise_speedups") or [1.0])
+
+
+def selected(records: list[dict], selections: set[str]) -> list[dict]:
+    from executors.families import get_kind
+    from executors.protocol import NOISE_BOUND
+
+    chosen = []
+    for record in records:
+        if record["status"] != "ok" or record["method_id"] == get_kind(record["workload"]["kind"]).reference:
+            continue
+        compiled = "compile" in selections and "sys.compile" in record["method_id"].split("+")
+        if compiled or "noisy" in selections and spread(record) > NOISE_BOUND:
+            chosen.append(record)
+    return chosen
+
+
+def _shape(record: dict) -> dict:
+    """The workload's JSON shape from the stored row (its id is the hash of that shape)."""
+    from executors.families import get_kind
+
+    row = record["workload"]
+    kind = get_kind(row["kind"])
+    fields = {
+        f: row[f] for f in ("batch_size", "prompt_len", "gen_len", "sampling", "objective") if row.get(f) is not None
+    }
+    fields.update(row.get("params") or {})
+    names = set(kind.workload.__dataclass_fields__)
+    aliases = {"batch_size": "max_batch"} if "max_batch" in names else {}
+    shape = {aliases.get(k, k): v for k, v in fields.items() if aliases.get(k, k) in names}
+    return {"kind": kind.name, **shape}
+
+
+def workload_of(record: dict):
+    from executors.families import workload_from_json
+
+    workload = workload_from_json(_shape(record))
+    if workload.id != record["workload_id"]:
+        raise ValueError(f"cannot rebuild workload {record['workload_id']} from its row: got {workload.id}")
+    return workload
+
+
+def run(args) -> dict:
+    import torch
+
+    import executors.methods  # noqa: F401  (registers every method)
+    from executors.families import measure, parse_grid, prepare_reference
+    from executors.hardware import fingerprint, node_row
+    from executors.protocol import measurement_passes, prepare
+    from executors.registry import composite_from_json, default_config
+    from executors.zoo import load_bundle
+    from profiles.settings import get_settings
+
+    out = Path(args.out)
+    done = {json.loads(line)["run_id"] for line in out.read_text().splitlines()} if out.exists() else set()
+    tasks: dict[tuple, dict] = defaultdict(dict)  # (source, threads, workload id) → {"workload", "configs"}
+    if args.select:
+        for record in selected(read_seed(), set(args.select.split(","))):
+            key = (record["model_id"], record["environment"]["threads"], record["workload_id"])
+            task = tasks[key]
+            task["workload"] = workload_of(record)
+            task.setdefault("configs", {})[record["method_id"]] = record["config"]
+    if args.add:
+        for source in args.add.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                for workload in parse_grid(args.workloads):
+                    task = tasks[(source, threads, workload.id)]
+                    task["workload"] = workload
+                    for method in args.methods.split(","):
+                        steps = [default_config(part) for part in method.split("+")]
+                        task.setdefault("configs", {})[method] = (
+                            {"method": method, "steps": [_json(c) for c in steps]}
+                            if len(steps) > 1
+                            else _json(steps[0])
+                        )
+    device, bundles, added, measured = torch.device("cpu"), {}, 0, 0
+    cache = get_settings().cache_dir
+    with out.open("a") as sink:
+        for (source, threads, _), task in sorted(tasks.items(), key=lambda item: (item[0][0], item[0][1])):
+            torch.set_num_threads(threads)
+            node = node_row(fingerprint("cpu", cache))
+            bundles.setdefault(source, load_bundle(source))
+            bundle, workload = bundles[source], task["workload"]
+            configs = [composite_from_json(c.get("steps", c)) for c in task["configs"].values()]
+            baseline = prepare_reference(bundle, workload, device)
+            runners = [prepare(bundle, c, device) for c in configs]
+            for group in measurement_passes(runners):
+                for record in measure(bundle, workload, group, node, device=device, reps=5, baseline=baseline):
+                    if record["run_id"] not in done:
+                        sink.write(json.dumps(record, sort_keys=True) + "\n")
+                        sink.flush()
+                        done.add(record["run_id"])
+                        added += 1
+            measured += 1
+            log.info("%s t%d %s: %d records so far", source, threads, workload.id, added)
+    return {"tasks": len(tasks), "measured": measured, "added": added, "out": str(out)}
+
+
+def _json(config) -> dict:
+    from executors.registry import config_to_json
+
+    return config_to_json(config)
+
+
+def merge(args) -> dict:
+    seed = {r["run_id"]: r for r in read_seed()}
+    before = len(seed)
+    replaced = new = 0
+    for part in args.parts:
+        for line in Path(part).read_text().splitlines():
+            record = json.loads(line)
+            replaced += record["run_id"] in seed
+            new += record["run_id"] not in seed
+            seed[record["run_id"]] = record
+    with gzip.open(SEED, "wt", compresslevel=9) as handle:
+        for record in seed.values():
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+    noisy = [r for r in seed.values() if (r.get("metrics") or {}).get("noisy")]
+    spreads = [spread(r) for r in seed.values() if r["status"] == "ok"]
+    return {
+        "records_before": before,
+        "records_after": len(seed),
+        "replaced": replaced,
+        "added": new,
+        "flagged_noisy": len(noisy),
+        "median_ratio_spread": round(statistics.median(spreads), 4) if spreads else math.nan,
+    }
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    runner = commands.add_parser("run")
+    runner.add_argument("--select", default="", help="compile,noisy: records of the shipped grid to measure again")
+    runner.add_argument("--add", default="", help="model sources to measure new workloads on")
+    runner.add_argument("--methods", default="baseline")
+    runner.add_argument("--workloads", default="batch=1 prompt=32 gen=32")
+    runner.add_argument("--threads", default="1,2")
+    runner.add_argument("--out", required=True)
+    merger = commands.add_parser("merge")
+    merger.add_argument("parts", nargs="+")
+    args = parser.parse_args()
+    print(json.dumps(run(args) if args.command == "run" else merge(args), indent=2))
+
+
+if __name__ == "__main__":
+    main()
