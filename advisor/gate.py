@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from advisor.baselines import Oracle, SingleBest
-from advisor.evaluate import LEARNER, cv_folds, selector_factories
+from advisor.evaluate import PLAIN, cv_folds, selector_factories
 from advisor.metrics import choose, gap_closed, task_losses
 from advisor.table import PerfTable, table_from_records
 
@@ -59,7 +59,7 @@ def compare_on_same_folds(
     if groups is None or len(set(groups.tolist())) < 2:
         return {"against": active_id, "not_worse": True, "reason": "fewer than 2 models: nothing to hold out"}
     old = table if snapshot is None else restricted(table, records, snapshot)
-    make = selector_factories(size)[LEARNER]
+    make = selector_factories(size)[PLAIN]  # what the trained advisor deploys
     losses: dict[str, list[float]] = {"candidate": [], "active": [], "sbs": [], "vbs": []}
     for seed in range(seeds):
         chosen = {name: np.zeros(len(table.tasks), dtype=int) for name in losses}

@@ -184,7 +184,7 @@ def scores(version: AdvisorVersion) -> dict:
     evaluation = version.evaluation or {}
     out: dict = {"splits": {}}
     for split, results in evaluation.get("splits", {}).items():
-        learner = results.get("lightgbm") or {}
+        learner = results.get("lightgbm_plain") or results.get("lightgbm") or {}  # the deployed learner
         out["splits"][split] = {m: learner[m]["mean"] for m in ("gap_closed", "top1", "mean_regret") if m in learner}
     if "gate" in evaluation:
         out["gate"] = evaluation["gate"]
