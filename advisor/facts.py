@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,9 @@ def measured_cells(records: Sequence[Mapping], table: PerfTable) -> dict[str, di
         i, j = t_index[task], c_index[cand]
         if np.isnan(table.values[i, j]):
             continue  # measured, but unavailable (e.g. another run of it failed there)
-        figures = {f: float(table.extras[f][i, j]) for f in FIGURES if not np.isnan(table.extras[f][i, j])}
+        figures: dict[str, Any] = {
+            f: float(table.extras[f][i, j]) for f in FIGURES if not np.isnan(table.extras[f][i, j])
+        }
         if "log_speedup" not in figures:
             continue
         spread = pairs[(task, cand)]

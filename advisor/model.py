@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class AdvisorModel:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        manifest = {
+        manifest: dict[str, Any] = {
             "feature_schema_version": FEATURE_SCHEMA_VERSION,
             "task_schema": self.task_schema.to_json(),
             "cand_schema": self.cand_schema.to_json(),
@@ -129,6 +130,8 @@ def fit_advisor(
 ) -> tuple[AdvisorModel, PerfTable]:
     """``calibration``: figure → regime → offset that widens the quantile interval (advisor.intervals)."""
     table = table_from_records(records, objective="latency", text_embedding=text_embedding)
+    if table.task_schema is None or table.cand_schema is None:
+        raise ValueError("a table built from profile records carries its feature schemas")
     learners = {}
     for figure, (target, quantiles) in FIGURES.items():
         if np.isnan(table.extras[target]).all():
@@ -136,7 +139,7 @@ def fit_advisor(
         learners[figure] = MetaLearner(
             target=target, relative=False, quantiles=quantiles, n_estimators=SIZES[size], seed=seed
         ).fit(table)
-    seen = {}
+    seen: dict[str, Candidate] = {}
     for record in (r for r in records if r["method_id"] != BASELINE):
         candidate = Candidate(record["method_id"], record.get("config") or {})
         seen.setdefault(candidate.key, candidate)
