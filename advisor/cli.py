@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -287,7 +287,7 @@ def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from profiles.models import AdvisorVersion
 
     with session_scope() as session:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "id": v.id,
                 "active": v.active,

@@ -68,10 +68,10 @@ def compare_on_same_folds(
             chosen["candidate"][test] = _choices(make(seed), table.subset(train), test_table)
             old_train = old.subset(train)
             seen = old_train.available[:, 1:].any(axis=1)  # tasks the active version had measured at all
-            old_train = old_train.subset(np.flatnonzero(seen)) if seen.any() else None
+            old_seen = old_train.subset(np.flatnonzero(seen)) if seen.any() else None
             # An active version that measured none of the training tasks can only say "no acceleration".
             chosen["active"][test] = (
-                np.zeros(len(test), dtype=int) if old_train is None else _choices(make(seed), old_train, test_table)
+                np.zeros(len(test), dtype=int) if old_seen is None else _choices(make(seed), old_seen, test_table)
             )
             chosen["sbs"][test] = _choices(SingleBest(), table.subset(train), test_table)
             chosen["vbs"][test] = _choices(Oracle(), table.subset(train), test_table)

@@ -14,6 +14,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def main() -> None:
     started = time.perf_counter()
     runs = [replay(records, seed=seed, steps=args.steps) for seed in range(args.seeds)]
     full = {s: [run["curves"][s][-1]["regret"] for run in runs] for s in STRATEGIES}
-    summary = {
+    summary: dict[str, dict[str, Any]] = {
         strategy: {
             f"fraction_within_{label}": [
                 reached(run["curves"][strategy], run["curves"][strategy][-1]["regret"] * (1 + tol)) for run in runs
