@@ -37,7 +37,7 @@ from advisor.metrics import (
     task_losses,
     top1,
 )
-from advisor.model import SIZES
+from advisor.model import QUANTILE_ROUNDS
 from advisor.pairwise import PairwiseVoting
 from advisor.robust import InnerChoice
 from advisor.table import PerfTable
@@ -63,7 +63,7 @@ def selector_factories(size: str = "full", ablations: bool = False) -> dict[str,
     ``lightgbm_plain`` is the guarded learner alone, ``lightgbm_unguarded`` the bare learner. With
     ``ablations``, two learner variants measured earlier (docs/advisor.md) come too.
     """
-    trees, rounds, rate = (200, 600, 0.05) if size == "full" else (40, 300, 0.1)
+    trees, rounds, rate = (200, 300, 0.1) if size == "full" else (40, 300, 0.1)
 
     def plain(s):
         return RangeGuard(MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s))
@@ -198,7 +198,7 @@ def evaluate_table(
         }
         if with_coverage:  # the trained advisor's own quantile models (advisor.model), on the first seed's folds
             folds = cv_folds(table, split, 0, n_folds)
-            report["splits"][split]["_coverage"] = coverage(table, folds, SIZES[size])
+            report["splits"][split]["_coverage"] = coverage(table, folds, QUANTILE_ROUNDS[size])
         report["splits"][split]["_seeds"] = n_seeds
         report["splits"][split]["_folds"] = len(cv_folds(table, split, 0, n_folds))  # fewer when groups are few
     return report
