@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -251,6 +251,33 @@ def recommend(
 
 
 @advisor_app.command()
+def plan(
+    n: Annotated[int, typer.Option("--n", min=1, help="how many measurements to propose")] = 10,
+    profiles: Annotated[
+        list[Path] | None, typer.Option(exists=True, dir_okay=False, help="profile records file (default: the store)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Propose the next (task, method, node class) measurements: the most expected improvement per second."""
+    from advisor.planner import plan_next
+
+    try:
+        (_, records), *_ = _tables([], [], profiles or [], False, "latency", None, False)
+        proposals = plan_next(records, n=n)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(proposals, indent=2))
+        return
+    for p in proposals:
+        typer.echo(
+            f"{p['model']:24s} {json.dumps(p['workload'], sort_keys=True):60s} {p['hardware_class']:20s} "
+            f"{p['method']:40s} gain/s {p['expected_gain_per_s']:.2e} (~{p['estimated_seconds']:.0f} s)"
+        )
+
+
+@advisor_app.command()
 def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List trained advisor versions (newest first) with their scores and gate verdicts."""
     from sqlmodel import col, select
@@ -260,7 +287,7 @@ def versions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from profiles.models import AdvisorVersion
 
     with session_scope() as session:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "id": v.id,
                 "active": v.active,

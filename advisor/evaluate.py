@@ -23,7 +23,6 @@ from advisor.baselines import (
     Oracle,
     RandomForestSelector,
     RandomSelector,
-    Selector,
     SingleBest,
 )
 from advisor.guard import RangeGuard
@@ -38,14 +37,16 @@ from advisor.metrics import (
     task_losses,
     top1,
 )
-from advisor.model import SIZES
+from advisor.model import QUANTILE_ROUNDS
 from advisor.pairwise import PairwiseVoting
+from advisor.robust import InnerChoice
 from advisor.table import PerfTable
 
 log = logging.getLogger(__name__)
 SPLITS = ("model", "hardware", "random")
 PROBE_COUNTS = (0, 1, 2, 4)
 LEARNER = "lightgbm"
+PLAIN = "lightgbm_plain"  # the learner the trained advisor deploys: the range-guarded pooled LightGBM
 METRICS = ("top1", "top1_tol", "mean_regret", "mean_loss", "gap_closed", "ndcg3")
 GAP_DIRECTION = (
     "gap_closed = (loss(SBS) - loss(selector)) / (loss(SBS) - loss(VBS)); 1 = oracle, 0 = single "
@@ -54,10 +55,23 @@ GAP_DIRECTION = (
 )
 
 
-def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector]]:
-    """Name → (seed → unfitted selector). "small" trades accuracy for speed (tests, CI)."""
-    trees, rounds, rate = (200, 600, 0.05) if size == "full" else (40, 300, 0.1)
-    return {
+def selector_factories(size: str = "full", ablations: bool = False) -> dict[str, Callable[[int], Any]]:
+    """Name → (seed → unfitted selector). "small" trades accuracy for speed (tests, CI).
+
+    ``lightgbm`` is the advisor's selector: the pooled learner (range-guarded), the pairwise vote or
+    the SBS, whichever an inner CV on the training folds found best (advisor.robust);
+    ``lightgbm_plain`` is the guarded learner alone, ``lightgbm_unguarded`` the bare learner. With
+    ``ablations``, two learner variants measured earlier (docs/advisor.md) come too.
+    """
+    trees, rounds, rate = (200, 300, 0.1) if size == "full" else (40, 300, 0.1)
+
+    def plain(s):
+        return RangeGuard(MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s))
+
+    def pairwise(s):
+        return PairwiseVoting(n_estimators=trees // 5, seed=s)
+
+    factories: dict[str, Callable[[int], Any]] = {
         "random": lambda s: RandomSelector(seed=s),
         "sbs": lambda s: SingleBest(),
         "isac": lambda s: ISAC(seed=s),
@@ -65,19 +79,22 @@ def selector_factories(size: str = "full") -> dict[str, Callable[[int], Selector
         "knn": lambda s: NearestNeighbours(),
         "random_forest": lambda s: RandomForestSelector(n_estimators=trees, seed=s),
         "gradient_boosting": lambda s: GradientBoostingSelector(n_estimators=min(rounds, 200), seed=s),
-        "pairwise": lambda s: PairwiseVoting(n_estimators=trees // 5, seed=s),
-        # The learner variants answer with the training SBS for models outside the profiled sizes
-        # (advisor.guard); "lightgbm_unguarded" is the plain learner, for comparison.
-        LEARNER: lambda s: RangeGuard(MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s)),
+        "pairwise": pairwise,
+        LEARNER: lambda s: InnerChoice(
+            {"learner": lambda: plain(s), "pairwise": lambda: pairwise(s), "sbs": SingleBest}, seed=s
+        ),
+        PLAIN: plain,
         "lightgbm_unguarded": lambda s: MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s),
-        "lightgbm_rank": lambda s: RangeGuard(
-            MetaLearner(objective="lambdarank", n_estimators=rounds, learning_rate=rate, seed=s)
-        ),
-        "lightgbm_risk": lambda s: RangeGuard(
-            MetaLearner(n_estimators=rounds, learning_rate=rate, quantiles=(0.1, 0.9), risk_aversion=0.5, seed=s)
-        ),
         "vbs": lambda s: Oracle(),
     }
+    if ablations:
+        factories["lightgbm_rank"] = lambda s: RangeGuard(
+            MetaLearner(objective="lambdarank", n_estimators=rounds, learning_rate=rate, seed=s)
+        )
+        factories["lightgbm_risk"] = lambda s: RangeGuard(
+            MetaLearner(n_estimators=rounds, learning_rate=rate, quantiles=(0.1, 0.9), risk_aversion=0.5, seed=s)
+        )
+    return factories
 
 
 def cv_folds(table: PerfTable, split: str, seed: int, n_folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -141,7 +158,7 @@ def evaluate_table(
     with_coverage: bool = True,
 ) -> dict:
     """The report: per split, per selector, each metric's mean and spread over seeds."""
-    factories = selector_factories(size)
+    factories = selector_factories(size, ablations=selectors is not None)
     if selectors is not None:
         unknown = set(selectors) - set(factories)
         if unknown:
@@ -181,7 +198,7 @@ def evaluate_table(
         }
         if with_coverage:  # the trained advisor's own quantile models (advisor.model), on the first seed's folds
             folds = cv_folds(table, split, 0, n_folds)
-            report["splits"][split]["_coverage"] = coverage(table, folds, SIZES[size])
+            report["splits"][split]["_coverage"] = coverage(table, folds, QUANTILE_ROUNDS[size])
         report["splits"][split]["_seeds"] = n_seeds
         report["splits"][split]["_folds"] = len(cv_folds(table, split, 0, n_folds))  # fewer when groups are few
     return report

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,17 @@ def record_kind(record: Mapping) -> str:
 
 
 def _spread(values: Sequence[float]) -> list[float]:
-    return [float(np.percentile(values, 10)), float(np.percentile(values, 90))]
+    """The 10 % and 90 % quantiles (numpy's linear method) of a short list, without numpy's ~1 ms per call."""
+    ordered = sorted(float(v) for v in values)
+    last = len(ordered) - 1
+
+    def quantile(p: float) -> float:
+        position = p * last
+        low = int(position)
+        high = min(low + 1, last)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    return [quantile(0.1), quantile(0.9)]
 
 
 def measured_cells(records: Sequence[Mapping], table: PerfTable) -> dict[str, dict[str, dict]]:
@@ -50,7 +61,9 @@ def measured_cells(records: Sequence[Mapping], table: PerfTable) -> dict[str, di
         i, j = t_index[task], c_index[cand]
         if np.isnan(table.values[i, j]):
             continue  # measured, but unavailable (e.g. another run of it failed there)
-        figures = {f: float(table.extras[f][i, j]) for f in FIGURES if not np.isnan(table.extras[f][i, j])}
+        figures: dict[str, Any] = {
+            f: float(table.extras[f][i, j]) for f in FIGURES if not np.isnan(table.extras[f][i, j])
+        }
         if "log_speedup" not in figures:
             continue
         spread = pairs[(task, cand)]

@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from advisor.baselines import Oracle, SingleBest
-from advisor.evaluate import LEARNER, cv_folds, selector_factories
+from advisor.evaluate import PLAIN, cv_folds, selector_factories
 from advisor.metrics import choose, gap_closed, task_losses
 from advisor.table import PerfTable, table_from_records
 
@@ -59,7 +59,7 @@ def compare_on_same_folds(
     if groups is None or len(set(groups.tolist())) < 2:
         return {"against": active_id, "not_worse": True, "reason": "fewer than 2 models: nothing to hold out"}
     old = table if snapshot is None else restricted(table, records, snapshot)
-    make = selector_factories(size)[LEARNER]
+    make = selector_factories(size)[PLAIN]  # what the trained advisor deploys
     losses: dict[str, list[float]] = {"candidate": [], "active": [], "sbs": [], "vbs": []}
     for seed in range(seeds):
         chosen = {name: np.zeros(len(table.tasks), dtype=int) for name in losses}
@@ -68,10 +68,10 @@ def compare_on_same_folds(
             chosen["candidate"][test] = _choices(make(seed), table.subset(train), test_table)
             old_train = old.subset(train)
             seen = old_train.available[:, 1:].any(axis=1)  # tasks the active version had measured at all
-            old_train = old_train.subset(np.flatnonzero(seen)) if seen.any() else None
+            old_seen = old_train.subset(np.flatnonzero(seen)) if seen.any() else None
             # An active version that measured none of the training tasks can only say "no acceleration".
             chosen["active"][test] = (
-                np.zeros(len(test), dtype=int) if old_train is None else _choices(make(seed), old_train, test_table)
+                np.zeros(len(test), dtype=int) if old_seen is None else _choices(make(seed), old_seen, test_table)
             )
             chosen["sbs"][test] = _choices(SingleBest(), table.subset(train), test_table)
             chosen["vbs"][test] = _choices(Oracle(), table.subset(train), test_table)

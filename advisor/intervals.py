@@ -33,6 +33,8 @@ def conformal_offset(scores: np.ndarray, level: float = NOMINAL) -> float:
 
 
 def _out_of_fold(table: PerfTable, figure: str, folds, n_estimators: int, seed: int):
+    from advisor.model import LEARNING_RATE  # the trained advisor's own quantile models
+
     """Per held-out observed cell: its fold, the true value and the q10/q90 predictions."""
     rows: list[tuple[np.ndarray, ...]] = []
     for f, (train, test) in enumerate(folds):
@@ -45,6 +47,7 @@ def _out_of_fold(table: PerfTable, figure: str, folds, n_estimators: int, seed: 
             relative=False,
             quantiles=QUANTILES,
             n_estimators=n_estimators,
+            learning_rate=LEARNING_RATE,
             with_point=False,
             seed=seed,
         ).fit(train_table)

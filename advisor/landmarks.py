@@ -91,15 +91,15 @@ def landmarks(
             bases[r["workload_id"]] = max(bases[r["workload_id"]], baseline_seconds(r))
         full[group] = sum(per_task.values()) + sum(bases.values())
     group_of = {task_key(r): (r["model_id"], r["hardware_class"], _kind(r)) for r in records}
-    values = {p: np.full(len(tasks), np.nan) for p in PROBES}
+    probe_values = {p: np.full(len(tasks), np.nan) for p in PROBES}
     costs = {p: np.zeros(len(tasks)) for p in PROBES}
     full_cost = np.zeros(len(tasks))
     for i, task in enumerate(tasks):
         group = group_of[task]
         full_cost[i] = full[group]
         for probe, (value, seconds) in found[group].items():
-            values[probe][i], costs[probe][i] = value, seconds
-    return values, costs, full_cost
+            probe_values[probe][i], costs[probe][i] = value, seconds
+    return probe_values, costs, full_cost
 
 
 def probe_cost_fraction(costs: Mapping[str, np.ndarray], full_cost: np.ndarray, probes: Sequence[str]) -> float:

@@ -46,6 +46,7 @@ class MetaLearner:
         quantiles: tuple[float, ...] = (),
         risk_aversion: float = 0.0,
         with_point: bool = True,
+        quantile_rounds: int | None = None,
         seed: int = 0,
     ):
         self.objective = objective
@@ -63,6 +64,7 @@ class MetaLearner:
         # better prediction to be chosen. Needs two quantiles.
         self.risk_aversion = risk_aversion
         self.with_point = with_point  # False: only the quantile models (interval calibration needs no more)
+        self.quantile_rounds = quantile_rounds  # None: as many as the point model
         self.seed = seed
 
     def _params(self, objective: str, **extra) -> dict:
@@ -119,7 +121,7 @@ class MetaLearner:
             self.boosters_["point"] = lgb.train(self._params("regression"), data, num_boost_round=self.n_estimators)
         for q in self.quantiles:
             self.boosters_[f"q{q:g}"] = lgb.train(
-                self._params("quantile", alpha=q), data, num_boost_round=self.n_estimators
+                self._params("quantile", alpha=q), data, num_boost_round=self.quantile_rounds or self.n_estimators
             )
         return self
 

@@ -28,6 +28,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,8 @@ class _LRU:
     """A small thread-safe LRU map: the API answers from several threads."""
 
     def __init__(self, size: int):
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+        self.size, self.lock = size, threading.Lock()
+        self.items: OrderedDict[Any, Any] = OrderedDict()
 
     def get(self, key, make):
         with self.lock:
@@ -168,7 +170,7 @@ def _predictions(advisor: AdvisorModel, features: dict, scored: Sequence[Candida
     def compute() -> dict:
         task_x = advisor.task_matrix([features])
         cand_x = advisor.candidate_matrix(scored)
-        out = {"rows": pair_matrix(task_x, cand_x)}
+        out: dict[str | tuple[str, str], np.ndarray] = {"rows": pair_matrix(task_x, cand_x)}
         for name, learner in advisor.learners.items():
             for which in QUANTILES:
                 if which in learner.boosters_:

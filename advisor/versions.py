@@ -21,12 +21,14 @@ from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 from sqlmodel import Session, select
 
 from advisor.evaluate import SPLITS, cv_folds, evaluate_table
 from advisor.gate import compare_on_same_folds
 from advisor.intervals import coverage
-from advisor.model import SIZES, AdvisorModel, fit_advisor
+from advisor.model import QUANTILE_ROUNDS, AdvisorModel, fit_advisor
+from advisor.table import PerfTable
 from profiles.models import AdvisorVersion, utcnow
 from profiles.settings import get_settings
 from profiles.transfer import iter_records
@@ -36,6 +38,7 @@ LEARNER_NAME = "lightgbm-pooled"
 SNAPSHOT = "snapshot.json"
 ACTIVATE_CHOICES = ("if-not-worse", "force", "never")
 CALIBRATION_FOLDS = 3  # for the splits the stored evaluation did not cover
+MAX_JUDGED_TASKS = 1500
 
 
 def train_advisor(
@@ -49,6 +52,7 @@ def train_advisor(
     artefact_root: Path | None = None,
     text_embedding: bool = False,
     records: list[dict] | None = None,
+    selectors: tuple[str, ...] | None = None,
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> AdvisorVersion:
     """Trains on every stored profile, evaluates it, gates it against the active version and stores it.
@@ -56,6 +60,10 @@ def train_advisor(
     ``activate``: "if-not-worse" (default; True means the same), "force", or "never" (False).
     A caller that passes ``records`` (read in an earlier, short transaction) keeps ``session``
     idle until the version is written, so a SQLite store is not locked for the whole training.
+    ``selectors``: which to evaluate beside the SBS and the oracle (None: every one). The evaluation,
+    the gate and the interval calibration judge at most MAX_JUDGED_TASKS tasks (a fixed sample, the
+    same for both versions the gate compares), so a retrain on 100 k records stays within a minute
+    or two; the advisor itself is fitted on every record.
     ``on_stage`` hears each stage's name as it starts (the UI shows it beside the elapsed time).
     """
     mode = {True: "if-not-worse", False: "never"}.get(activate, activate)  # type: ignore[arg-type]
@@ -67,18 +75,20 @@ def train_advisor(
     on_stage(f"fitting on {len(records)} profiles")
     model, table = fit_advisor(records, size=size, seed=seed, text_embedding=text_embedding)
     evaluation: dict = {}
+    judged = sampled(table, MAX_JUDGED_TASKS)
     if evaluate_splits:
         on_stage("evaluating every selector on held-out models")
-        usable = tuple(s for s in evaluate_splits if len(set(table.groups[s])) >= 2)
-        evaluation = evaluate_table(table, splits=usable, seeds=seeds, size=size)
+        usable = tuple(s for s in evaluate_splits if len(set(judged.groups[s])) >= 2)
+        evaluation = evaluate_table(judged, splits=usable, seeds=seeds, size=size, selectors=selectors)
+        evaluation["judged_tasks"] = len(judged.tasks)
     current = _active_snapshot(session)
     if current is not None and mode != "never":
         on_stage("comparing with the active version on the same folds")
         evaluation["gate"] = compare_on_same_folds(
-            table, records, current[1], current[0], size=size, seeds=max(1, seeds)
+            judged, records, current[1], current[0], size=size, seeds=max(1, seeds)
         )
     on_stage("calibrating the intervals")
-    model = replace(model, facts={**model.facts, "calibration": _calibration(table, size, evaluation)})
+    model = replace(model, facts={**model.facts, "calibration": _calibration(judged, size, evaluation)})
     on_stage("storing")
     version_id = f"adv-{utcnow():%Y%m%dT%H%M%S%f}-{model.params['data_hash'][:10]}"
     root = artefact_root or get_settings().data_dir / "advisors"
@@ -99,10 +109,17 @@ def train_advisor(
     gate = evaluation.get("gate")
     if mode == "force" or (mode == "if-not-worse" and (gate is None or gate["not_worse"])):
         activate_version(session, version_id)
-    elif mode == "if-not-worse":
+    elif mode == "if-not-worse" and gate is not None:
         log.warning("advisor %s not activated: %s (an admin may force it)", version_id, gate["reason"])
     log.info("trained advisor %s on %d profiles (active: %s)", version_id, len(records), version.active)
     return version
+
+
+def sampled(table: PerfTable, limit: int) -> PerfTable:
+    """At most ``limit`` tasks, drawn with a fixed seed, in their table order."""
+    if len(table.tasks) <= limit:
+        return table
+    return table.subset(np.sort(np.random.default_rng(0).choice(len(table.tasks), limit, replace=False)))
 
 
 def _calibration(table, size: str, evaluation: dict) -> dict[str, dict[str, float]]:
@@ -113,7 +130,7 @@ def _calibration(table, size: str, evaluation: dict) -> dict[str, dict[str, floa
             continue
         found = evaluation.get("splits", {}).get(split, {}).get("_coverage")
         if found is None:
-            found = coverage(table, cv_folds(table, split, 0, CALIBRATION_FOLDS), SIZES[size])
+            found = coverage(table, cv_folds(table, split, 0, CALIBRATION_FOLDS), QUANTILE_ROUNDS[size])
         for figure, figures in found.items():
             offsets.setdefault(figure, {})[split] = figures["offset"]
     return offsets
@@ -184,7 +201,7 @@ def scores(version: AdvisorVersion) -> dict:
     evaluation = version.evaluation or {}
     out: dict = {"splits": {}}
     for split, results in evaluation.get("splits", {}).items():
-        learner = results.get("lightgbm") or {}
+        learner = results.get("lightgbm_plain") or results.get("lightgbm") or {}  # the deployed learner
         out["splits"][split] = {m: learner[m]["mean"] for m in ("gap_closed", "top1", "mean_regret") if m in learner}
     if "gate" in evaluation:
         out["gate"] = evaluation["gate"]

@@ -7,7 +7,7 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import text
 
@@ -16,7 +16,7 @@ from api.dispatch import Sender, set_sender
 from api.embedded import local_worker_state
 from api.errors import install_error_handlers
 from api.jobs import active_jobs, online_nodes, waiting_targets
-from api.openapi import document_errors
+from api.openapi import Operations, document_errors
 from api.reaper import start_background
 from api.routes import access, advise, catalog, jobs, workers
 from api.training import train_if_untrained
@@ -26,6 +26,19 @@ from profiles.migrate import current_revision
 from profiles.settings import get_settings
 
 ROUTERS = (access.router, workers.router, catalog.router, jobs.router, advise.router)  # mounted under /v1
+
+
+def _refuse_odd_urls(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def _strict_query(request: Request, call_next):
+        if "\x00" in request.url.path or any("\x00" in k + v for k, v in request.query_params.multi_items()):
+            # PostgreSQL text cannot hold NUL: refused here, for every route and store alike.
+            return JSONResponse({"detail": "NUL characters are not allowed in a URL", "code": "invalid_request"}, 422)
+        unknown = app.state.operations.unknown_query(request.url.path, request.method, list(request.query_params))
+        if unknown:
+            names = ", ".join(n[:40] for n in unknown[:5])
+            return JSONResponse({"detail": f"unknown query parameters: {names}", "code": "invalid_request"}, 422)
+        return await call_next(request)
 
 
 def _install_metrics(app: FastAPI) -> None:
@@ -42,8 +55,8 @@ def _install_metrics(app: FastAPI) -> None:
             status = response.status_code
             return response
         finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")  # the template, so ids do not explode the labels
+            found = app.state.operations.match(request.url.path)
+            path = found[0] if found else getattr(request.scope.get("route"), "path", "unmatched")
             requests.labels(request.method, path, str(status)).inc()
             latency.labels(path).observe(time.perf_counter() - start)
 
@@ -142,8 +155,10 @@ def create_app() -> FastAPI:
         description="Chooses, predicts and runs model-acceleration methods.",
     )
     install_error_handlers(app)
+    app.state.operations = Operations(app)
+    _refuse_odd_urls(app)
     app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
-    _install_metrics(app)  # outermost: refused bodies are counted too
+    _install_metrics(app)  # outermost: refused bodies and queries are counted too
     for router in ROUTERS:
         app.include_router(router, prefix="/v1")
     install_ui(app)  # the admin pages under /ui
@@ -154,5 +169,5 @@ def create_app() -> FastAPI:
         worker, naming the targets that wait, or when the embedded local worker is down."""
         return health()
 
-    document_errors(app)
+    document_errors(app, ROUTERS, prefix="/v1")
     return app

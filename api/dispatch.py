@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
@@ -111,7 +111,7 @@ def _stamp(session: Session, sent: dict[str, list[int]]) -> None:
         session.add(job)
 
 
-def _idle_since(node: Node, busy: set[str]) -> object:
+def _idle_since(node: Node, busy: set[str]) -> datetime | None:
     """When the node last did anything, if it does nothing now (else None)."""
     if node.id in busy or node.current_item:
         return None

@@ -13,7 +13,7 @@ from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
 from api.auth import create_api_key, create_join_token
 from api.catalog import sync_methods
@@ -45,7 +45,9 @@ def prepare_store(settings: Settings) -> str | None:
         if stored == 0 and shipped is not None:
             result = import_shipped(session, shipped)
             log.info("imported %d shipped profile runs from %s", result, shipped.name)
-        has_admin = session.exec(select(ApiKey).where(ApiKey.scope == "admin", ApiKey.revoked_at.is_(None))).first()
+        has_admin = session.exec(
+            select(ApiKey).where(ApiKey.scope == "admin", col(ApiKey.revoked_at).is_(None))
+        ).first()
         if has_admin is None:
             _row, created = create_api_key(session, "admin", name="first admin (created by serve)")
             write_secret_file(settings.data_dir / "admin_key", created)

@@ -81,10 +81,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(_body(str(exc), "rejected"), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        # The headers carry what the status promises, e.g. the Allow header of a 405.
-        return JSONResponse(_body(str(exc.detail), code), status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every documented method (Starlette's own names only the first route's)
+            headers["Allow"] = request.app.state.operations.allowed(request.url.path) or headers.get("Allow", "")
+        return JSONResponse(_body(str(exc.detail), code), status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

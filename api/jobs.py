@@ -14,7 +14,7 @@ import re
 import secrets
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from api.errors import Conflict, Forbidden, NotFound
 from api.reports import checked_records
@@ -209,7 +209,7 @@ def cancel_job(session: Session, job_id: str) -> Job:
 
 
 def active_jobs(session: Session) -> list[Job]:
-    return list(session.exec(select(Job).where(Job.state.in_(ACTIVE), Job.kind != "train")))
+    return list(session.exec(select(Job).where(col(Job.state).in_(ACTIVE), Job.kind != "train")))
 
 
 def requeue_item(session: Session, job: Job, index: int, **why) -> Send:
@@ -226,11 +226,11 @@ def requeue_running(session: Session, node_ids: list[str] | None, reason: str) -
     """Items running on these nodes (None: on any node that is not online) go back to their queues."""
     if node_ids is not None and not node_ids:
         return []
-    online = None if node_ids is not None else {n.id for n in online_nodes(session)}
+    online = {n.id for n in online_nodes(session)}
     resend = []
     for job in active_jobs(session):
         for key, state in job.result.get("items", {}).items():
-            gone = state["node"] in node_ids if online is None else state["node"] not in online
+            gone = state["node"] in node_ids if node_ids is not None else state["node"] not in online
             if state["state"] == "running" and gone:
                 job = locked_job(session, job.id)
                 resend.append(requeue_item(session, job, int(key), requeued_from=state["node"], requeue_reason=reason))

@@ -75,6 +75,8 @@ def _check_scalar(value: Any, where: str) -> None:
     elif isinstance(value, str):
         if len(value) > MAX_STRING:
             raise ValueError(f"{where}: string longer than {MAX_STRING} characters")
+        if "\x00" in value:
+            raise ValueError(f"{where}: NUL characters are not allowed")
     else:
         raise ValueError(f"{where}: not a JSON value")
 
@@ -90,8 +92,8 @@ def check_json(value: Any, where: str = "value", depth: int = 0) -> Any:
             check_json(item, f"{where}[{i}]", depth + 1)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or len(key) > MAX_KEY:
-                raise ValueError(f"{where}: keys must be strings of at most {MAX_KEY} characters")
+            if not isinstance(key, str) or len(key) > MAX_KEY or "\x00" in key:
+                raise ValueError(f"{where}: keys must be strings of at most {MAX_KEY} characters, without NUL")
             check_json(item, f"{where}.{key}", depth + 1)
     else:
         _check_scalar(value, where)
@@ -206,3 +208,17 @@ _METHOD_SCHEMA = {
 WorkloadShape = Annotated[dict[str, Any], AfterValidator(check_workload), WithJsonSchema(_workload_schema())]
 MethodEntry = Annotated[Any, AfterValidator(check_method_entry), WithJsonSchema(_METHOD_SCHEMA)]
 BoundedJson = Annotated[dict[str, Any], AfterValidator(check_json)]
+
+
+def refuse_nul(value: Any, where: str = "body") -> None:
+    """PostgreSQL text cannot hold NUL characters: refused in every string and key of a request body."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where}: NUL characters are not allowed")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_nul(key, where)
+            refuse_nul(item, f"{where}.{str(key)[:MAX_KEY]}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            refuse_nul(item, f"{where}[{i}]")

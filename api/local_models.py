@@ -31,7 +31,9 @@ CONFIG_FIELDS = {
 
 
 def resolve_under(root: Path, path: str) -> Path:
-    candidate = Path(path).expanduser()
+    if "\x00" in path:
+        raise Unprocessable("a path has no NUL characters")
+    candidate = Path(path)
     folder = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if not folder.is_relative_to(root):
         raise Unprocessable(f"models may be registered only from under the model root {root}")
@@ -87,13 +89,15 @@ def register_local_model(session: Session, root: Path, path: str, family: str) -
         for field, keys in CONFIG_FIELDS.items()
     }
     descriptors = {"architectures": config.get("architectures"), "model_type": config.get("model_type")}
-    row = ModelSpec(
-        id=model_id,
-        family=family,
-        params=_parameters(weights),
-        source=model_id,
-        descriptors={k: v for k, v in descriptors.items() if isinstance(v, (str, list))},
-        **numbers,
+    row = ModelSpec.model_validate(
+        {
+            "id": model_id,
+            "family": family,
+            "params": _parameters(weights),
+            "source": model_id,
+            "descriptors": {k: v for k, v in descriptors.items() if isinstance(v, (str, list))},
+            **numbers,
+        }
     )
     session.add(row)
     session.flush()

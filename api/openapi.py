@@ -4,7 +4,10 @@ client (or a stateful fuzzer) follows from a created object to the routes that t
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import re
+from functools import cached_property
+
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
@@ -60,7 +63,7 @@ def _operation_ids(schema: dict) -> dict[tuple[str, str], str]:
     }
 
 
-def document_errors(app: FastAPI) -> None:
+def document_errors(app: FastAPI, routers: tuple[APIRouter, ...], prefix: str) -> None:
     def openapi() -> dict:
         if app.openapi_schema:
             return app.openapi_schema
@@ -77,7 +80,13 @@ def document_errors(app: FastAPI) -> None:
         components["securitySchemes"] = {
             "apiKey": {"type": "http", "scheme": "bearer", "description": "ak_<id>_<secret>"}
         }
-        protected = {(r.path, m.lower()): _scopes(r) for r in app.routes if isinstance(r, APIRoute) for m in r.methods}
+        protected = {
+            (prefix + route.path, method.lower()): _scopes(route)
+            for router in routers
+            for route in router.routes
+            if isinstance(route, APIRoute)
+            for method in route.methods or ()
+        }
         ids = _operation_ids(schema)
         for path, item in schema["paths"].items():
             for method, operation in item.items():
@@ -107,7 +116,60 @@ def document_errors(app: FastAPI) -> None:
                             for name, (target, target_method, parameters) in links.items()
                             if (target, target_method) in ids
                         }
+        _no_nul_strings(schema)
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
+
+
+NO_NUL = "^[^\u0000]*$"
+
+
+def _no_nul_strings(node: object) -> None:
+    """Says in the schema what the API enforces: no string (parameter or body field) holds a NUL character."""
+    if isinstance(node, dict):
+        free_text = node.get("type") == "string" and not {"pattern", "enum", "const", "format"} & set(node)
+        if free_text:
+            node["pattern"] = NO_NUL
+        for value in node.values():
+            _no_nul_strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            _no_nul_strings(value)
+
+
+class Operations:
+    """Matches a request to its documented operation: the route template (for metric labels, so ids
+    do not explode them), the methods the path allows (the Allow header of a 405) and the query
+    parameters the operation declares (others are refused, as the schema promises)."""
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+
+    @cached_property
+    def _paths(self) -> list[tuple[re.Pattern, str, dict]]:
+        compiled = []
+        for template, item in self.app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+\\\}", "[^/]+", re.escape(template))
+            compiled.append((re.compile(f"^{pattern}$"), template, item))
+        return compiled
+
+    def match(self, path: str) -> tuple[str, dict] | None:
+        for pattern, template, item in self._paths:
+            if pattern.match(path):
+                return template, item
+        return None
+
+    def allowed(self, path: str) -> str | None:
+        found = self.match(path)
+        methods = ("get", "post", "put", "patch", "delete")
+        return ", ".join(sorted(m.upper() for m in found[1] if m in methods)) if found else None
+
+    def unknown_query(self, path: str, method: str, names: list[str]) -> list[str]:
+        found = self.match(path)
+        operation = found[1].get(method.lower()) if found else None
+        if operation is None:
+            return []
+        declared = {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
+        return [n for n in dict.fromkeys(names) if n not in declared]

@@ -91,7 +91,8 @@ def checked_records(
     rows, seen = [], set()
     for number, record in enumerate(records, start=1):
         method_id = record.get("method_id")
-        config = allowed.get(method_id) if isinstance(method_id, str) else None
+        method_id = method_id if isinstance(method_id, str) else ""  # names none of the item's methods
+        config = allowed.get(method_id)
         mismatch = (
             "its method is not one of this item's"
             if config is None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from api.limits import BoundedJson, MethodEntry, WorkloadShape
+from api.limits import BoundedJson, MethodEntry, WorkloadShape, refuse_nul
 
 Scope = Literal["admin", "client", "worker"]
 NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,120}$")]
@@ -17,9 +17,16 @@ LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=60)]
 
 
 class StrictModel(BaseModel):
-    """Request bodies: unknown keys, non-finite numbers and type coercion ("5", 1.0 for an int, true) refused."""
+    """Request bodies: unknown keys, non-finite numbers, NUL characters and type coercion ("5", 1.0 for
+    an int, true) refused."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        refuse_nul(data)
+        return data
 
 
 class ErrorBody(BaseModel):
@@ -47,7 +54,7 @@ class ApiKeyCreated(ApiKeyPublic):
 
 
 class JoinTokenCreate(StrictModel):
-    ttl_hours: float = Field(default=24.0, gt=0, le=24 * 90)
+    ttl_hours: float = Field(default=24.0, ge=0.01, le=24 * 90)
     max_uses: int | None = Field(default=None, ge=1, le=1_000_000)
     note: str = Field(default="", max_length=200)
     labels: dict[LabelKey, Label] = Field(default_factory=dict, max_length=32)

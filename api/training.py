@@ -52,7 +52,7 @@ def _train(job_id: str, engine, force: bool) -> None:
     finally:
         _lock.release()
     with session_scope(engine) as session:
-        job = session.get(Job, job_id)
+        job = session.get_one(Job, job_id)
         job.state, job.error, job.finished_at = state, error, utcnow()
         job.done, job.failures = (1, 0) if state == "succeeded" else (0, 1)
         job.result = {**job.result, **result}

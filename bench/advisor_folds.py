@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     records = [record for path in args.profiles for _, record in read_records(path)]
     table = table_from_records(records)
-    every = selector_factories()
+    every = selector_factories(ablations=True)
     every |= {f"{name}_guarded": guarded(every[name]) for name in GUARDED_BASELINES}
     factories = {name: every[name] for name in ("sbs", *args.selectors.split(","), "vbs")}
     losses = loss_matrix(table)

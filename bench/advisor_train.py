@@ -1,8 +1,9 @@
 """Advisor training time on generated profile tables of ~10k and ~100k rows; prints JSON.
 
 Usage: python bench/advisor_train.py [--sizes 10000 100000]
-Times the table build, one learner (the log speed-up model with its two quantile models) and
-the whole advisor bundle (every predicted figure), single-threaded LightGBM at full size.
+Times the table build, one learner (the log speed-up model with its two quantile models), the
+whole advisor bundle (every predicted figure), single-threaded LightGBM at full size, and a
+whole retrain as the service runs one (fit, judge, gate, calibrate, store: ``retrain_s``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
+import tempfile
 import time
 
 from advisor.learner import MetaLearner
-from advisor.model import INTERVAL, SIZES, fit_advisor
+from advisor.model import INTERVAL, LEARNING_RATE, QUANTILE_ROUNDS, SIZES, fit_advisor
 from advisor.synthetic import METHODS, synthetic_records
 from advisor.table import table_from_records
 
@@ -32,6 +35,33 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+def timed_retrain(records: list[dict]) -> dict:
+    """A retrain as the service runs it: an active version trained on 99 % of the rows, then the new
+    version fitted on all of them, judged (deployed learner, SBS, oracle on the unseen-model split),
+    gated against the active one on the same folds, calibrated and stored — in a temp SQLite store."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["ACCEL_DATA_DIR"] = tmp
+        from advisor.versions import train_advisor
+        from profiles.db import default_engine, session_scope
+        from profiles.migrate import upgrade
+        from profiles.settings import get_settings
+
+        get_settings.cache_clear()
+        default_engine.cache_clear()
+        upgrade(default_engine())
+        older = records[: int(0.99 * len(records))]
+        with session_scope() as session:
+            train_advisor(session, records=older, selectors=("lightgbm_plain",))
+        with session_scope() as session:
+            version, retrain = timed(train_advisor, session, records=records, selectors=("lightgbm_plain",))
+            gate = version.evaluation["gate"]
+        return {
+            "retrain_s": round(retrain, 2),
+            "judged_tasks": version.evaluation["judged_tasks"],
+            "gate": gate["reason"],
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -40,9 +70,17 @@ def main() -> None:
     for size in args.sizes:
         records = list(synthetic_records(**grid_for(size)))
         table, build_s = timed(table_from_records, records)
-        learner = MetaLearner(target="log_speedup", relative=False, quantiles=INTERVAL, n_estimators=SIZES["full"])
+        learner = MetaLearner(
+            target="log_speedup",
+            relative=False,
+            quantiles=INTERVAL,
+            n_estimators=SIZES["full"],
+            quantile_rounds=QUANTILE_ROUNDS["full"],
+            learning_rate=LEARNING_RATE,
+        )
         _, learner_s = timed(learner.fit, table)
         _, bundle_s = timed(fit_advisor, records, size="full")
+        retrain_s = timed_retrain(records)
         results.append(
             {
                 "rows": len(records),
@@ -51,6 +89,7 @@ def main() -> None:
                 "table_build_s": round(build_s, 2),
                 "speedup_model_with_quantiles_s": round(learner_s, 2),
                 "full_advisor_fit_s": round(bundle_s, 2),
+                **retrain_s,
             }
         )
     print(
@@ -60,6 +99,7 @@ def main() -> None:
                 "machine": platform.processor() or platform.machine(),
                 "lightgbm_threads": 1,
                 "n_estimators": SIZES["full"],
+                "quantile_rounds": QUANTILE_ROUNDS["full"],
                 "results": results,
             },
             indent=2,

@@ -59,7 +59,7 @@ def _wait(url: str) -> None:
 
 def _prepare_store(data_dir: Path, profiles: Path | None, largest_pool: int) -> tuple[str, dict, list[str]]:
     os.environ["ACCEL_DATA_DIR"] = str(data_dir)
-    from sqlmodel import select
+    from sqlmodel import col, select
 
     from advisor.api import train_advisor
     from api.auth import create_api_key
@@ -90,7 +90,7 @@ def _prepare_store(data_dir: Path, profiles: Path | None, largest_pool: int) -> 
             node = Node(**{**template, **jitter, "id": f"bench-{i:03d}", "status": "left", "last_heartbeat": utcnow()})
             session.add(node)
             pool.append(node.id)
-        for node in session.exec(select(Node).where(Node.id.not_in(pool))):
+        for node in session.exec(select(Node).where(col(Node.id).not_in(pool))):
             node.status = "imported"
             session.add(node)
     query = {
@@ -101,13 +101,13 @@ def _prepare_store(data_dir: Path, profiles: Path | None, largest_pool: int) -> 
 
 
 def _set_pool(pool: list[str], size: int) -> None:
-    from sqlmodel import select
+    from sqlmodel import col, select
 
     from profiles.db import session_scope
     from profiles.models import Node, utcnow
 
     with session_scope() as session:
-        for node in session.exec(select(Node).where(Node.id.in_(pool))):
+        for node in session.exec(select(Node).where(col(Node.id).in_(pool))):
             node.status = "online" if int(node.id.split("-")[1]) < size else "left"
             node.last_heartbeat = utcnow()
             session.add(node)

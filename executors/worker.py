@@ -178,6 +178,8 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
 def execute_item(job_id: str, index: int) -> str:
     """The Celery task: claim, work, report. Idempotent: the API says whether work remains."""
     ctx = _context
+    if ctx is None:  # Celery runs tasks only after run_worker joined, which sets it
+        raise RuntimeError("this process has not joined the pool")
     claim = ctx.call(f"/v1/jobs/{job_id}/items/{index}/claim", patience_s=CLAIM_PATIENCE_S)
     if claim["action"] != "run":
         log.info("skip %s[%d]: %s", job_id, index, claim.get("reason"))

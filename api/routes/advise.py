@@ -66,8 +66,9 @@ def _supported(kind: str):
         except UnknownMethod as exc:
             return str(exc)
         for part in method_id.split("+"):
-            if kinds.get(part) and kind not in kinds[part]:
-                return f"{part} applies to {', '.join(kinds[part])} workloads, not {kind}"
+            applies_to = kinds.get(part)
+            if applies_to and kind not in applies_to:
+                return f"{part} applies to {', '.join(applies_to)} workloads, not {kind}"
         return None
 
     return check

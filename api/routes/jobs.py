@@ -6,7 +6,7 @@ import itertools
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from api.auth import ClientKey, WorkerKey
 from api.catalog import resolve_methods, resolve_models, resolve_workloads
@@ -28,7 +28,9 @@ def _targets(session: Session, body: ProfilingJobCreate) -> list[dict]:
         return [{"kind": "pool", "name": "pool"}]
     live = ("online", "lost", "left")  # nodes that may serve again; removed and imported ones never will
     if body.nodes:
-        known = {n.id for n in session.exec(select(Node).where(Node.id.in_(body.nodes), Node.status.in_(live)))}
+        known = {
+            n.id for n in session.exec(select(Node).where(col(Node.id).in_(body.nodes), col(Node.status).in_(live)))
+        }
         missing = sorted(set(body.nodes) - known)
         if missing:
             raise Unprocessable(f"unknown nodes: {', '.join(missing)}")
@@ -37,7 +39,7 @@ def _targets(session: Session, body: ProfilingJobCreate) -> list[dict]:
         # A class no worker ever joined with would wait forever: refused. A known class whose nodes
         # are offline now is accepted, and the job says it waits for that class (waiting_for).
         named = list(dict.fromkeys(body.hardware_classes))
-        known = {n.hardware_class for n in session.exec(select(Node).where(Node.hardware_class.in_(named)))}
+        known = {n.hardware_class for n in session.exec(select(Node).where(col(Node.hardware_class).in_(named)))}
         joined = {c for c in known if _ever_joined(session, c)}
         missing = [c for c in named if c not in joined]
         if missing:
@@ -52,7 +54,7 @@ def _targets(session: Session, body: ProfilingJobCreate) -> list[dict]:
 def _ever_joined(session: Session, hardware_class: str) -> bool:
     live = ("online", "lost", "left")
     return (
-        session.exec(select(Node).where(Node.hardware_class == hardware_class, Node.status.in_(live))).first()
+        session.exec(select(Node).where(Node.hardware_class == hardware_class, col(Node.status).in_(live))).first()
         is not None
     )
 
@@ -66,7 +68,7 @@ def _stored(session: Session, model: str, workload_id: str, hardware_class: str)
             ProfileRun.model_id == model,
             ProfileRun.workload_id == workload_id,
             ProfileRun.hardware_class == hardware_class,
-            ProfileRun.status.in_(("ok", "not-applicable")),
+            col(ProfileRun.status).in_(("ok", "not-applicable")),
         )
     )
     return {(m, canonical_json(c)) for m, c in rows}
@@ -118,7 +120,9 @@ def create_profiling_job(body: ProfilingJobCreate, _key: ClientKey) -> dict:
 @router.get("/profiling-jobs", response_model=list[JobPublic])
 def list_profiling_jobs(_key: ClientKey, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict]:
     with read_scope() as session:
-        jobs = session.exec(select(Job).where(Job.kind == "profiling").order_by(Job.created_at.desc()).limit(limit))
+        jobs = session.exec(
+            select(Job).where(Job.kind == "profiling").order_by(col(Job.created_at).desc()).limit(limit)
+        )
         return [job_public(j, session) for j in jobs]
 
 
@@ -173,7 +177,7 @@ def report(job_id: str, index: ItemIndex, body: ItemResult, key: WorkerKey) -> d
             body.error,
             get_settings().max_item_attempts,
         )
-        sends = [(job_id, index, item_queue(session.get(Job, job_id).spec["items"][index]))] if requeue else []
+        sends = [(job_id, index, item_queue(session.get_one(Job, job_id).spec["items"][index]))] if requeue else []
     dispatch(sends)
     if answer.get("added"):
         maybe_retrain(get_settings().retrain_every_n)

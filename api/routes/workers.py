@@ -6,7 +6,7 @@ import secrets
 from datetime import timedelta
 
 from fastapi import APIRouter
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from api.auth import AdminKey, WorkerKey, create_api_key, redeem_join_token, verify_api_key
 from api.deps import SessionDep
@@ -45,7 +45,7 @@ def _takes_over(session: Session, node: Node, previous_key: str | None) -> bool:
 
 
 def _revoke_node_keys(session: Session, node_id: str) -> None:
-    for old in session.exec(select(ApiKey).where(ApiKey.node_id == node_id, ApiKey.revoked_at.is_(None))):
+    for old in session.exec(select(ApiKey).where(ApiKey.node_id == node_id, col(ApiKey.revoked_at).is_(None))):
         old.revoked_at = utcnow()
         session.add(old)
 
@@ -111,7 +111,7 @@ def leave(key: WorkerKey) -> Node:
         node = own_node(session, key)
         node.status, node.current_item = ("left" if node.status != "removed" else "removed"), None
         session.add(node)
-        stored_key = session.get(ApiKey, key.id)
+        stored_key = session.get_one(ApiKey, key.id)
         stored_key.revoked_at = utcnow()
         session.add(stored_key)
         resend = requeue_running(session, [node.id], reason="node left")
@@ -124,7 +124,7 @@ def leave(key: WorkerKey) -> Node:
 @router.get("/workers", response_model=list[NodePublic])
 def list_nodes(session: SessionDep, _admin: AdminKey) -> list[Node]:
     mark_lost_nodes(session, get_settings().node_lost_after_s)
-    return list(session.exec(select(Node).where(Node.status != "removed").order_by(Node.created_at)))
+    return list(session.exec(select(Node).where(Node.status != "removed").order_by(col(Node.created_at))))
 
 
 @router.delete("/workers/{node_id}", response_model=NodeRemoved)
@@ -156,7 +156,7 @@ def remove_node(node_id: str, _admin: AdminKey) -> dict:
 def mark_lost_nodes(session: Session, lost_after_s: float) -> list[str]:
     """Online nodes not heard from for ``lost_after_s`` become 'lost'; returns their ids."""
     cutoff = utcnow() - timedelta(seconds=lost_after_s)
-    lost = list(session.exec(select(Node).where(Node.status == "online", Node.last_heartbeat < cutoff)))
+    lost = list(session.exec(select(Node).where(Node.status == "online", col(Node.last_heartbeat) < cutoff)))
     for node in lost:
         node.status = "lost"
         session.add(node)

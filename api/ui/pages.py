@@ -134,7 +134,8 @@ def playground_page(request: Request, ui: PageSession) -> Response:
     with session_scope() as session:
         models = [m.id for m in session.exec(select(ModelSpec).order_by(ModelSpec.id)) if generates_text(m.family)]
         nodes = [n.model_dump() for n in session.exec(select(Node).where(Node.status == "online").order_by(Node.id))]
-    return render(request, "playground", ui, models=models, nodes=nodes)
+        training = advisor_views.training_status(session)  # answers change when it finishes
+    return render(request, "playground", ui, models=models, nodes=nodes, training=training)
 
 
 @router.get("/jobs")

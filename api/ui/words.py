@@ -18,7 +18,12 @@ METRICS = {
     "ndcg3": ("NDCG@3", "how well the top three of the ranking match the measured order; 1 is perfect"),
 }
 SELECTORS = {
-    "lightgbm": ("This advisor", "LightGBM on the task and method features, with the training-range guard"),
+    "lightgbm": (
+        "This advisor",
+        "the guarded LightGBM learner, the pairwise vote or the single best method: whichever an inner "
+        "cross-validation on the training folds found best",
+    ),
+    "lightgbm_plain": ("LightGBM, guarded", "LightGBM on the task and method features, with the training-range guard"),
     "lightgbm_unguarded": ("LightGBM, unguarded", "the same learner without the training-range guard"),
     "lightgbm_rank": ("LightGBM ranker", "LambdaRank: learns the order of methods per task"),
     "lightgbm_risk": ("LightGBM, risk-averse", "ranks by a pessimistic quantile of the predicted speed-up"),

@@ -24,7 +24,9 @@ def test_a_measured_run_is_what_the_next_advice_for_that_task_says():
         train_advisor(session, size="small", evaluate_splits=())
     method = "quant.int8_dynamic"
     with session_scope() as session:
-        _, advisor = active_advisor(session)
+        found = active_advisor(session)
+    assert found is not None
+    advisor = found[1]
     before = {
         r.method_id: r
         for r in recommend(advisor, held["model"], held["workload"], [held["node"]], quality_floor=-1).recommendations
@@ -38,7 +40,9 @@ def test_a_measured_run_is_what_the_next_advice_for_that_task_says():
         version = train_advisor(session, size="small", evaluate_splits=(), activate="force")
         assert version.n_profiles == len(records) - sum(task(r) == task(held) for r in records) + 1
     with session_scope() as session:
-        _, advisor = active_advisor(session)
+        found = active_advisor(session)
+    assert found is not None
+    advisor = found[1]
     after = {
         r.method_id: r
         for r in recommend(advisor, held["model"], held["workload"], [held["node"]], quality_floor=-1).recommendations

@@ -57,7 +57,7 @@ def test_a_worse_retrain_is_kept_inactive_until_forced_and_rollback_returns(stor
     assert gate["candidate"]["mean_regret"] > gate["active"]["mean_regret"]
     with session_scope() as session:
         assert active_advisor(session)[0].id == same
-        assert scores(session.get(AdvisorVersion, worse))["gate"]["not_worse"] is False
+        assert scores(session.get_one(AdvisorVersion, worse))["gate"]["not_worse"] is False
     forced, active, gate = _train(activate="force")
     assert active and not gate["not_worse"]
     with session_scope() as session:

@@ -128,7 +128,8 @@ def test_quality_floor_and_budget_filter(small_advisor, small_records):
     floored = recommend(*args, quality_floor=-0.02)
     assert all(r.quality_delta >= -0.02 for r in floored.recommendations)
     assert "prune.struct.adapt_pruner" in {e.method_id for e in floored.excluded}  # ~ -4 % quality
-    costs = sorted(r.cost for r in everything)
+    costs = sorted(r.cost for r in everything if r.cost is not None)
+    assert len(costs) == len(everything)  # the node has a price: every answer has a cost
     budget = costs[len(costs) // 2]
     cheap = recommend(*args, budget=budget)
     assert cheap.recommendations and all(r.cost <= budget for r in cheap.recommendations)

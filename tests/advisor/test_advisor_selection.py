@@ -54,7 +54,10 @@ def test_evaluate_reports_every_selector_with_spread_over_seeds():
     )
     for split in ("model", "hardware"):
         results = report["splits"][split]
-        assert set(results) == {"sbs", "knn", "lightgbm", "vbs", "_seeds", "_folds", "_coverage"} and results["_seeds"] == 2
+        assert (
+            set(results) == {"sbs", "knn", "lightgbm", "vbs", "_seeds", "_folds", "_coverage"}
+            and results["_seeds"] == 2
+        )
         assert results["_folds"] == 3
         assert results["vbs"]["gap_closed"]["mean"] == 1.0 and results["sbs"]["gap_closed"]["mean"] == 0.0
         assert results["vbs"]["top1"]["mean"] == 1.0 and results["vbs"]["mean_regret"]["mean"] == 1.0

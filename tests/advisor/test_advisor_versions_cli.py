@@ -99,6 +99,7 @@ def test_cli_recommend_without_a_trained_advisor_fails_cleanly():
     assert result.exit_code == 2 and "advisor train" in result.output
 
 
+@pytest.mark.slow  # every selector, interval coverage and one landmark count: ~45 s on a loaded 2-core box
 def test_cli_evaluate_profile_files_writes_json_markdown_and_chart(tmp_path):
     # Two files (a gzipped grid and a plain part, as in profiles/data/) pool into one table.
     path, part = tmp_path / "profiles.jsonl.gz", tmp_path / "part.jsonl"
@@ -127,11 +128,15 @@ def test_cli_evaluate_profile_files_writes_json_markdown_and_chart(tmp_path):
             "--json",
             "--out",
             str(out),
+            "--probes",
+            "0,1",
         ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{") :])
     assert set(report["splits"]) == {"model"} and report["n_tasks"] == 6 * 3 * 2
+    assert report["landmarks"]["by_count"]["1"]["probes"] == ["baseline_latency"]
+    assert set(report["splits"]["model"]["_coverage"]) == {"log_speedup", "quality_delta", "log_memory_ratio"}
     assert {
         "random",
         "sbs",
@@ -142,7 +147,7 @@ def test_cli_evaluate_profile_files_writes_json_markdown_and_chart(tmp_path):
         "gradient_boosting",
         "pairwise",
         "lightgbm",
-        "lightgbm_rank",
+        "lightgbm_plain",
         "vbs",
     } <= set(report["splits"]["model"])
     assert (out / "chart.png").read_bytes()[:4] == b"\x89PNG"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from sqlmodel import func, select
 
@@ -24,7 +25,7 @@ def _count(table) -> int:
         return session.exec(select(func.count()).select_from(table)).one()
 
 
-def _raw(client, method: str, path: str, body: str, headers: dict) -> object:
+def _raw(client, method: str, path: str, body: str, headers: dict) -> httpx.Response:
     return client.request(method, path, content=body, headers={**headers, "Content-Type": "application/json"})
 
 

@@ -184,7 +184,7 @@ def test_items_of_a_lost_node_wait_for_their_own_class(isolated_data_dir):
     assert sent == [(job_id, 0, "class.cpu-t1")]  # not the pool: w2 is another class
     with session_scope() as session:
         assert _node(session, "w1").status == "lost"
-        public = job_public(session.get(Job, job_id), session)
+        public = job_public(session.get_one(Job, job_id), session)
         assert public["waiting_for"] == ["class cpu-t1"] and public["running_on"] == []
         with pytest.raises(Forbidden):
             claim_item(session, job_id, 0, _node(session, "w2"))

@@ -74,8 +74,6 @@ class Stack:
                 "worker",
                 "--server",
                 self.url,
-                "--join-token",
-                token,
                 "--threads",
                 str(threads),
                 "--node-id",
@@ -83,7 +81,8 @@ class Stack:
                 "--name",
                 name,
             ],
-            {"ACCEL_DATA_DIR": str(self.logs / f"data-{name}")},
+            # The token in the environment, never on a command line other users can read in `ps`.
+            {"ACCEL_DATA_DIR": str(self.logs / f"data-{name}"), "ACCEL_JOIN_TOKEN": token},
         )
 
     def kill(self, name: str) -> None:

@@ -1,0 +1,118 @@
+"""Every selector on every table we can build or import, timed; prints JSON.
+
+    python bench/advisor_tables.py [--lcdb DIR] [--seeds 1] [--out DIR]
+
+Tables:
+- ``lcdb``: the Learning Curve Database (Mohr et al., 2022; MIT; the ``lcdb`` package on PyPI,
+  ``pip download --no-deps lcdb==0.1.0`` and unpack, or ``pip install --no-deps lcdb``): an
+  instance is (OpenML dataset, training-set size), a method is one of its learners, the value
+  its mean test accuracy over LCDB's seeds (higher is better), the features the dataset's
+  OpenML meta-features and the log training-set size; grouped by dataset. Nobody here made it.
+  The ~1 000 × 10 table: the 10 learners with the most instances, sizes ≥ 256, ≤ 1 000 instances.
+- ``synthetic``: advisor.synthetic's generated grid (1 152 tasks × 7 methods + baseline).
+- ``seed-grid`` and one table per workload kind of it: the shipped profiles.
+Each table's report is evaluate_table's (every baseline side by side) with its wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from advisor.evaluate import evaluate_table
+from advisor.external import _build
+from advisor.table import PerfTable, table_from_records
+
+SHIPPED = Path(__file__).resolve().parents[1] / "profiles" / "data" / "seed_profiles.jsonl.gz"
+N_LEARNERS, MIN_SIZE, MAX_INSTANCES = 10, 256, 1000
+
+
+def lcdb_table(root: Path) -> PerfTable:
+    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
+    with (root / "database-accuracy.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            size = int(float(row["size_train"]))
+            if size >= MIN_SIZE and row["score_test"]:
+                scores[(f"{row['openmlid']}@{size}", row["learner"])].append(float(row["score_test"]))
+    per_learner: dict[str, int] = defaultdict(int)
+    for _, learner in scores:
+        per_learner[learner] += 1
+    learners = sorted(sorted(per_learner, key=lambda m: -per_learner[m])[:N_LEARNERS])
+    instances = sorted({i for i, m in scores if m in learners})
+    instances = [instances[k] for k in np.random.default_rng(0).permutation(len(instances))[:MAX_INSTANCES]]
+    meta: dict[str, dict] = {}
+    with (root / "datasets.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            meta[row["openmlid"]] = {f"f.{k}": _number(v) for k, v in row.items() if k not in ("openmlid", "Name")}
+    features = {
+        i: {**meta.get(i.split("@")[0], {}), "f.log2_train_size": math.log2(int(i.split("@")[1]))} for i in instances
+    }
+    cells = {(i, m): v for (i, m), v in scores.items() if m in learners and i in set(instances)}
+    table = _build("lcdb-accuracy", sorted(instances), features, learners, cells, "score", True, None)
+    dataset = np.array([t.split("@")[0] for t in table.tasks])
+    return replace(table, groups={"model": dataset, "random": np.array(table.tasks)})
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def profile_tables() -> list[PerfTable]:
+    from advisor.synthetic import synthetic_records
+    from profiles.transfer import read_records
+
+    records = [r for _, r in read_records(SHIPPED)]
+    tables = [table_from_records(synthetic_records(), name="synthetic"), table_from_records(records, name="seed-grid")]
+    for kind in sorted({r["workload"].get("kind") or "lm-generate" for r in records}):
+        mine = [r for r in records if (r["workload"].get("kind") or "lm-generate") == kind]
+        if len({r["model_id"] for r in mine}) >= 2:
+            tables.append(table_from_records(mine, name=f"seed-grid:{kind}"))
+    return tables
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lcdb", type=Path, default=None, help="the unpacked lcdb package folder (has datasets.csv)")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--tables", default="", help="comma-separated table names to run (default: all)")
+    args = parser.parse_args()
+    tables = ([lcdb_table(args.lcdb)] if args.lcdb else []) + profile_tables()
+    wanted = {t for t in args.tables.split(",") if t}
+    out = []
+    for table in tables:
+        if wanted and table.name not in wanted:
+            continue
+        started = time.perf_counter()
+        report = evaluate_table(
+            table, splits=tuple(s for s in ("model", "random") if s in table.groups), seeds=args.seeds
+        )
+        summary = {
+            split: {name: round(results[name]["gap_closed"]["mean"], 3) for name in results if not name.startswith("_")}
+            for split, results in report["splits"].items()
+        }
+        out.append(
+            {
+                "table": table.name,
+                "tasks": len(table.tasks),
+                "candidates": len(table.candidates),
+                "seconds": round(time.perf_counter() - started, 1),
+                "gap_closed": summary,
+            }
+        )
+        print(json.dumps(out[-1]), flush=True)
+    print(json.dumps({"bench": "advisor_tables", "seeds": args.seeds, "tables": out}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
