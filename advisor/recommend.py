@@ -46,6 +46,7 @@ OBJECTIVE_FIGURE = {
 }
 DEFAULT_QUALITY_FLOOR = -0.05  # a 5 % relative quality loss at most, unless the caller says otherwise
 LARGE_QUALITY_LOSS = -0.05  # below this a kept answer carries a warning
+ANY_QUALITY = -1.0  # a floor at or below this allows any quality change
 N_CONTRIBUTIONS = 5
 EXPLAINED = 3  # SHAP contributions cost ~25 ms a row: only the top recommendations carry them
 CACHE_SIZE = 4096
@@ -365,7 +366,8 @@ def _exclusion(c, f, never_applied, node, quality_floor, budget, runtime, price)
         return f"every stored run on hardware class {node.get('hardware_class')} was not applicable"
     if not f:
         return "no figures: it was never measured on a task of this kind"
-    if quality_floor is not None and f["quality_delta"] < quality_floor:
+    # -1 (a 100 % loss) means "any": a perplexity can more than double, a relative change below -1.
+    if quality_floor is not None and quality_floor > ANY_QUALITY and f["quality_delta"] < quality_floor:
         return (
             f"{_said(f['basis'])} quality change {f['quality_delta']:+.3f} is below the floor {quality_floor:+.3f}"
             + (

@@ -75,6 +75,7 @@ def test_default_quality_floor_drops_large_losses_and_minus_one_keeps_them_with_
     assert all(r.quality_delta >= DEFAULT_QUALITY_FLOOR for r in default.recommendations)
     anything = recommend(*args, quality_floor=-1)
     assert len(anything.recommendations) >= len(default.recommendations)
+    assert len(anything.recommendations) == len(recommend(*args, quality_floor=None).recommendations)
     for r in anything.recommendations:
         assert (r.quality_delta < LARGE_QUALITY_LOSS) == any("LARGE QUALITY LOSS" in w for w in r.warnings)
 
@@ -195,3 +196,20 @@ def test_a_model_outside_the_profiled_sizes_gets_zero_shot_figures_and_says_so(s
     for r in outside.recommendations:
         if r.basis == "guarded":
             assert r.speedup == pytest.approx(math.exp(zero_shot[r.method_id]["log_speedup"]))
+
+
+def test_a_floor_of_minus_one_keeps_a_measured_loss_beyond_minus_one(small_advisor, small_records):
+    import dataclasses
+
+    record = _task(small_records, "cpu-8c-avx2", lambda r: r["status"] == "ok" and r["method_id"] != "baseline")
+    task = "|".join((record["model_id"], record["workload_id"], record["hardware_class"]))
+    measured = {k: dict(v) for k, v in small_advisor.facts["measured"][task].items()}
+    measured[record["method_id"]]["quality_delta"] = -2.5  # perplexity ×3.5: a relative change below -1
+    advisor = dataclasses.replace(
+        small_advisor,
+        facts={**small_advisor.facts, "measured": {task: measured}},
+        params={**small_advisor.params, "data_hash": "x"},
+    )
+    args = (advisor, record["model"], record["workload"], [record["node"]])
+    assert record["method_id"] in {r.method_id for r in recommend(*args, quality_floor=-1).recommendations}
+    assert record["method_id"] in {e.method_id for e in recommend(*args, quality_floor=-0.5).excluded}

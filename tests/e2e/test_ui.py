@@ -177,6 +177,10 @@ def test_retrain_with_stages_then_compare_and_roll_back(ui_service, page):
         expect(table.locator("tbody th", has_text=name).first).to_be_visible()
     assert not RAW_KEYS.search(page.locator("main").inner_text())  # words, not the report's keys
     expect(page.locator("#eval-chart .main-svg").first).to_be_attached()
+    tables = json.loads(page.locator("#eval-data").inner_text())["tables"]
+    below = [r["gap_closed"] for rows in tables.values() for r in rows if r.get("gap_closed", 0) < -1]
+    if below:  # clipped at -1, each such bar labelled with its value
+        expect(page.locator("#eval-chart")).to_contain_text(f"{min(below):.2f} ↓")
     expect(page.locator("#importance tbody tr")).not_to_have_count(0)
     before = page.locator("#versions tbody tr").count()
     first = ui_service.get("/v1/advisor/evaluation")["advisor_version"]
