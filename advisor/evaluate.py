@@ -45,6 +45,7 @@ from advisor.table import PerfTable
 log = logging.getLogger(__name__)
 SPLITS = ("model", "hardware", "random")
 PROBE_COUNTS = (0, 1, 2, 4)
+KIND = "workload.kind="  # the one-hot prefix of a task's workload kind
 LEARNER = "lightgbm"
 PLAIN = "lightgbm_plain"  # the learner the trained advisor deploys: the range-guarded pooled LightGBM
 METRICS = ("top1", "top1_tol", "mean_regret", "mean_loss", "gap_closed", "ndcg3")
@@ -148,6 +149,28 @@ def _seed_metrics(table: PerfTable, scores: dict[str, np.ndarray]) -> dict[str, 
     }
 
 
+def task_kinds(table: PerfTable) -> np.ndarray:
+    """Each task's workload kind, from its one-hot columns ("" for tables without kinds)."""
+    columns = [(i, name.split("=", 1)[1]) for i, name in enumerate(table.feature_names) if name.startswith(KIND)]
+    kinds = np.full(len(table.tasks), "", dtype=object)
+    for i, kind in columns:
+        kinds[table.task_x[:, i] == 1] = kind
+    return kinds
+
+
+def _summary(per_seed: list[dict], factories) -> dict:
+    return {
+        name: {
+            metric: {
+                "mean": float(np.mean([s[name][metric] for s in per_seed])),
+                "std": float(np.std([s[name][metric] for s in per_seed])),
+            }
+            for metric in METRICS
+        }
+        for name in factories
+    }
+
+
 def evaluate_table(
     table: PerfTable,
     splits: tuple[str, ...] = SPLITS,
@@ -183,19 +206,20 @@ def evaluate_table(
             continue
         n_seeds = 1 if split == "scenario" else seeds
         per_seed = []
+        kinds = task_kinds(table)
+        per_kind_seed: dict[str, list] = (
+            {kind: [] for kind in sorted(set(kinds.tolist()))} if len(set(kinds)) > 1 else {}
+        )
         for seed in range(n_seeds):
             log.info("%s: split %s, seed %d", table.name, split, seed)
-            per_seed.append(_seed_metrics(table, _out_of_fold_scores(table, factories, split, seed, n_folds)))
-        report["splits"][split] = {
-            name: {
-                metric: {
-                    "mean": float(np.mean([s[name][metric] for s in per_seed])),
-                    "std": float(np.std([s[name][metric] for s in per_seed])),
-                }
-                for metric in METRICS
-            }
-            for name in factories
-        }
+            scores = _out_of_fold_scores(table, factories, split, seed, n_folds)
+            per_seed.append(_seed_metrics(table, scores))
+            for kind, found in per_kind_seed.items():  # the same out-of-fold choices, scored per workload kind
+                rows = np.flatnonzero(kinds == kind)
+                found.append(_seed_metrics(table.subset(rows), {name: s[rows] for name, s in scores.items()}))
+        report["splits"][split] = _summary(per_seed, factories)
+        if per_kind_seed:
+            report["splits"][split]["_per_kind"] = {kind: _summary(v, factories) for kind, v in per_kind_seed.items()}
         if with_coverage:  # the trained advisor's own quantile models (advisor.model), on the first seed's folds
             folds = cv_folds(table, split, 0, n_folds)
             report["splits"][split]["_coverage"] = coverage(table, folds, QUANTILE_ROUNDS[size])

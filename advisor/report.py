@@ -38,6 +38,18 @@ def markdown(report: dict) -> str:
             cells = [f"{results[name][key]['mean']:.3f} ± {results[name][key]['std']:.3f}" for key, _ in COLUMNS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+        if results.get("_per_kind"):
+            kinds = list(results["_per_kind"])
+            lines += [
+                f"gap closed per workload kind, split {split} (the same out-of-fold choices)",
+                "",
+                "| selector | " + " | ".join(kinds) + " |",
+                "|---|" + "---:|" * len(kinds),
+            ]
+            for name in selectors_in(results):
+                cells = [results["_per_kind"][k][name]["gap_closed"]["mean"] for k in kinds]
+                lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+            lines.append("")
         if results.get("_coverage"):
             lines += [
                 f"interval coverage on held-out cells, split {split} (nominal {100 * NOMINAL:.0f} %)",

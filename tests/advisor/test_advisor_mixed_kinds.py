@@ -100,3 +100,17 @@ def test_a_failed_run_without_figures_is_unavailable_and_the_learner_never_picks
     assert choose(scores, table.available)[row] != col
     report = evaluate_table(table, splits=("model",), seeds=1, n_folds=3, size="small", selectors=("lightgbm",))
     assert report["splits"]["model"]["lightgbm"]["mean_regret"]["mean"] >= 1.0
+
+
+def test_the_evaluation_reports_each_workload_kind_beside_the_pooled_figures(small_records):
+    table = table_from_records(_mixed(small_records))
+    report = evaluate_table(
+        table, splits=("model",), seeds=1, n_folds=3, size="small", selectors=("lightgbm_plain",), with_coverage=False
+    )
+    per_kind = report["splits"]["model"]["_per_kind"]
+    assert set(per_kind) == {"lm-generate", "encoder-embed", "lm-stream"}
+    generate = (table.task_x[:, table.feature_names.index("workload.kind=lm-generate")] == 1).sum()
+    assert generate < len(table.tasks)  # the kinds partition the pooled tasks
+    for figures in per_kind.values():
+        assert {"sbs", "lightgbm_plain", "vbs"} <= set(figures)
+        assert figures["vbs"]["mean_regret"]["mean"] == 1.0
