@@ -23,7 +23,14 @@ import torch.nn.functional as F
 
 import executors.methods  # noqa: F401  (registers every method)
 from executors.families.lm.decoding import PlainDecoder
-from executors.families.longctx.workload import LongContextWorkload
+from executors.families.lm.workloads import perplexity
+from executors.families.longctx.workload import (
+    LongContextWorkload,
+    long_windows,
+    retrieval_accuracy,
+    retrieval_probes,
+    timed_prompts,
+)
 from executors.methods.attn.double_sparsity import DoubleSparsityConfig, token_budget
 from executors.registry import get_method
 from executors.zoo import load_bundle
@@ -65,11 +72,19 @@ def _decode_step_timer(model, prompt: torch.Tensor, steps: int):
     return run, cache
 
 
+def _quality(bundle, model: torch.nn.Module, workload: LongContextWorkload) -> dict:
+    """Passkey retrieval and held-out perplexity at this context, through the given model."""
+    probes = retrieval_probes(bundle, workload.probes, workload.prompt_len)
+    scores = retrieval_accuracy(model, probes, workload.batch_size)
+    windows = long_windows(bundle, workload.ppl_windows, workload.prompt_len + 1)
+    return {**scores, "longctx_perplexity": perplexity(model, windows, batch=1)}
+
+
 def bench_context(
     bundle, runner, config: DoubleSparsityConfig, context: int, reps: int, probes: int, steps: int
 ) -> dict:
     workload = LongContextWorkload(prompt_len=context, probes=probes, ppl_windows=1)
-    prompt = workload.prompts(bundle)
+    prompt = timed_prompts(bundle, workload)
     sparse_model = runner.model
     dense_step, _ = _decode_step_timer(bundle.model, prompt, steps)
     sparse_step, cache = _decode_step_timer(sparse_model, prompt, steps)
@@ -94,8 +109,8 @@ def bench_context(
     attention = _median_interleaved({"dense": dense_attention, "double_sparsity": sparse_attention}, reps * 5)
     decode = _median_interleaved({"dense": dense_step, "double_sparsity": sparse_step}, reps)
     quality = {
-        "dense": workload.quality(bundle, PlainDecoder(bundle.model)),
-        "double_sparsity": workload.quality(bundle, runner),
+        "dense": _quality(bundle, bundle.model, workload),
+        "double_sparsity": _quality(bundle, runner.model, workload),
     }
     return {
         "context": context,

@@ -96,8 +96,7 @@ def main() -> None:
     import torch
 
     import executors.methods  # noqa: F401
-    from executors.families import measure
-    from executors.families.lm.workloads import LMWorkload
+    from executors.families import measure, workload_from_json
     from executors.hardware import fingerprint, node_row
     from executors.protocol import prepare
     from executors.registry import config_from_json, default_config
@@ -106,7 +105,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     node = node_row(fingerprint())
-    workload = LMWorkload.from_json(json.loads(args.workload))
+    workload = workload_from_json(json.loads(args.workload))  # no "kind": lm-generate
     rows = []
     for source in args.models.split(","):
         bundle = load_bundle(source)

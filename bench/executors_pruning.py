@@ -41,10 +41,10 @@ DEFAULT_CONFIGS = [
 
 def dense_control(bundle, config) -> float:
     """Perplexity of the unpruned model trained exactly as Adapt-Pruner's recovery trains."""
+    from executors.families.lm.harness import PPL_LENGTH, PPL_WINDOWS
     from executors.families.lm.workloads import heldout_windows, perplexity
     from executors.methods.prune.adapt_pruner import recovery_windows
     from executors.methods.prune.surgery import train
-    from executors.protocol import PPL_LENGTH, PPL_WINDOWS
 
     model = copy.deepcopy(bundle.model)
     windows = recovery_windows(bundle, config)
@@ -111,8 +111,7 @@ def main() -> None:
     import torch
 
     import executors.methods  # noqa: F401
-    from executors.families import measure
-    from executors.families.lm.workloads import LMWorkload
+    from executors.families import measure, workload_from_json
     from executors.hardware import fingerprint, node_row
     from executors.protocol import prepare
     from executors.registry import composite_from_json, default_config, method_of
@@ -121,7 +120,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     node = node_row(fingerprint())
-    workload = LMWorkload.from_json(json.loads(args.workload))
+    workload = workload_from_json(json.loads(args.workload))  # no "kind": lm-generate
     configs = [composite_from_json(c) for c in (json.loads(args.configs) if args.configs else DEFAULT_CONFIGS)]
     rows, controls = [], {}
     for source in args.models.split(","):

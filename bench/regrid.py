@@ -17,6 +17,7 @@ shipped grid by run id and adds new ones. Prints a JSON summary.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import logging
@@ -25,6 +26,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 SEED = Path(__file__).resolve().parents[1] / "profiles" / "data" / "seed_profiles.jsonl.gz"
 log = logging.getLogger("regrid")
@@ -65,7 +67,7 @@ def _shape(record: dict) -> dict:
         f: row[f] for f in ("batch_size", "prompt_len", "gen_len", "sampling", "objective") if row.get(f) is not None
     }
     fields.update(row.get("params") or {})
-    names = set(kind.workload.__dataclass_fields__)
+    names = {f.name for f in dataclasses.fields(kind.workload)}
     aliases = {"batch_size": "max_batch"} if "max_batch" in names else {}
     shape = {aliases.get(k, k): v for k, v in fields.items() if aliases.get(k, k) in names}
     return {"kind": kind.name, **shape}
@@ -113,7 +115,8 @@ def run(args) -> dict:
                             if len(steps) > 1
                             else _json(steps[0])
                         )
-    device, bundles, added, measured = torch.device("cpu"), {}, 0, 0
+    bundles: dict[str, Any] = {}
+    device, added, measured = torch.device("cpu"), 0, 0
     cache = get_settings().cache_dir
     with out.open("a") as sink:
         for (source, threads, _), task in sorted(tasks.items(), key=lambda item: (item[0][0], item[0][1])):
