@@ -88,7 +88,7 @@ def test_every_operation_answers_as_documented(case, admin_headers):
     _check_error_shape(response)
 
 
-class Scenarios(schema.as_state_machine()):
+class Scenarios(schema.as_state_machine()):  # type: ignore[misc]  # a class schemathesis builds at run time
     """Create → read → cancel/revoke/remove sequences, as the links in the OpenAPI describe them."""
 
     headers: dict = {}
