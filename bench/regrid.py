@@ -11,7 +11,9 @@ and the cell's methods interleaved in this process — and appends the records t
 lines (resumable: run ids already in the file are skipped). Selections: `compile` (every
 sys.compile record, whose quality the old harness copied from the baseline), `noisy` (records
 whose per-round ratio spread exceeds the protocol's bound). `merge` replaces records of the
-shipped grid by run id and adds new ones. Prints a JSON summary.
+shipped grid by run id and adds new ones; `mark` flags the stored records whose per-round ratios
+scatter beyond the bound (from the ratios they hold). Selections also take `worst:N` (the N
+records with the widest spread). Prints a JSON summary.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ def read_seed() -> list[dict]:
         return [json.loads(line) for line in handle]
 
 
+def write_seed(records: list[dict]) -> None:
+    with gzip.open(SEED, "wt", compresslevel=9) as handle:
+        for record in records:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+
 def spread(record: dict) -> float:
     from executors.protocol import ratio_spread
 
@@ -47,14 +55,38 @@ def selected(records: list[dict], selections: set[str]) -> list[dict]:
     from executors.families import get_kind
     from executors.protocol import NOISE_BOUND
 
+    worst = next((int(s.split(":")[1]) for s in selections if s.startswith("worst:")), 0)
+    candidates = [
+        r for r in records if r["status"] == "ok" and r["method_id"] != get_kind(r["workload"]["kind"]).reference
+    ]
+    noisiest = {id(r) for r in sorted(candidates, key=spread, reverse=True)[:worst]}
     chosen = []
-    for record in records:
-        if record["status"] != "ok" or record["method_id"] == get_kind(record["workload"]["kind"]).reference:
-            continue
+    for record in candidates:
         compiled = "compile" in selections and "sys.compile" in record["method_id"].split("+")
-        if compiled or "noisy" in selections and spread(record) > NOISE_BOUND:
+        noisy = "noisy" in selections and spread(record) > NOISE_BOUND
+        if compiled or noisy or id(record) in noisiest:
             chosen.append(record)
     return chosen
+
+
+def mark(args) -> dict:
+    """Annotates every stored record with the spread of its per-round ratios and the noisy flag
+    the protocol gives new records, from the ratios it already holds (no figure is changed)."""
+    from executors.protocol import NOISE_BOUND
+
+    records = read_seed()
+    flagged = 0
+    for record in records:
+        metrics = record.get("metrics") or {}
+        if record["status"] != "ok" or "ratio_spread" in metrics or not metrics.get("pairwise_speedups"):
+            continue
+        value = spread(record)
+        metrics.update(
+            ratio_spread=round(value, 4), noise_bound=NOISE_BOUND, noisy=value > NOISE_BOUND, remeasured=False
+        )
+        flagged += value > NOISE_BOUND
+    write_seed(records)
+    return {"records": len(records), "newly_flagged_noisy": flagged}
 
 
 def _shape(record: dict) -> dict:
@@ -155,9 +187,7 @@ def merge(args) -> dict:
             replaced += record["run_id"] in seed
             new += record["run_id"] not in seed
             seed[record["run_id"]] = record
-    with gzip.open(SEED, "wt", compresslevel=9) as handle:
-        for record in seed.values():
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+    write_seed(list(seed.values()))
     noisy = [r for r in seed.values() if (r.get("metrics") or {}).get("noisy")]
     spreads = [spread(r) for r in seed.values() if r["status"] == "ok"]
     return {
@@ -183,8 +213,10 @@ def main() -> None:
     runner.add_argument("--out", required=True)
     merger = commands.add_parser("merge")
     merger.add_argument("parts", nargs="+")
+    commands.add_parser("mark", help="flag stored records whose per-round ratios scatter beyond the bound")
     args = parser.parse_args()
-    print(json.dumps(run(args) if args.command == "run" else merge(args), indent=2))
+    command = {"run": run, "merge": merge, "mark": mark}[args.command]
+    print(json.dumps(command(args), indent=2))
 
 
 if __name__ == "__main__":
