@@ -123,6 +123,7 @@ def run(args) -> dict:
     from executors.protocol import measurement_passes, prepare
     from executors.registry import composite_from_json, default_config
     from executors.zoo import load_bundle
+    from profiles.models import run_id_for
     from profiles.settings import get_settings
 
     out = Path(args.out)
@@ -148,17 +149,27 @@ def run(args) -> dict:
                             else _json(steps[0])
                         )
     bundles: dict[str, Any] = {}
+    prepared: dict[tuple, Any] = {}  # (source, threads, configs) → applied once, reused across that model's tasks
     device, added, measured = torch.device("cpu"), 0, 0
     cache = get_settings().cache_dir
     with out.open("a") as sink:
         for (source, threads, _), task in sorted(tasks.items(), key=lambda item: (item[0][0], item[0][1])):
             torch.set_num_threads(threads)
             node = node_row(fingerprint("cpu", cache))
+            workload = task["workload"]
+            expected = {run_id_for(source, workload.id, mid, c, node["id"]) for mid, c in task["configs"].items()}
+            if expected <= done:
+                continue  # measured in an earlier run of this command
             bundles.setdefault(source, load_bundle(source))
-            bundle, workload = bundles[source], task["workload"]
+            bundle = bundles[source]
             configs = [composite_from_json(c.get("steps", c)) for c in task["configs"].values()]
             baseline = prepare_reference(bundle, workload, device)
-            runners = [prepare(bundle, c, device) for c in configs]
+            runners = []
+            for composite in configs:
+                key = (source, threads, repr(composite))
+                if key not in prepared:
+                    prepared[key] = prepare(bundle, composite, device)
+                runners.append(prepared[key])
             for group in measurement_passes(runners):
                 for record in measure(bundle, workload, group, node, device=device, reps=5, baseline=baseline):
                     if record["run_id"] not in done:
