@@ -49,14 +49,20 @@ def _nodes(session: Session, node_id: str | None, hardware_class: str | None) ->
 
 @lru_cache(maxsize=64)
 def _supported(kind: str):
-    """The registry's allow-list, and — where the catalogue names them — the workload kinds a method applies to.
+    """The registry's allow-list, and the catalogue's families: a method is ranked only for a workload
+    kind of a family it applies to ("*": every family).
 
     The registry is fixed for the life of the process, so each answer is computed once per kind and method.
     """
     import executors.methods  # noqa: F401  (importing it registers every method)
+    from executors.families import get_kind
     from executors.registry import UnknownMethod, get_method, method_catalogue
 
-    kinds = {row["id"]: row.get("kinds") for row in method_catalogue()}
+    families = {row["id"]: row.get("families") or ["*"] for row in method_catalogue()}
+    try:
+        family = get_kind(kind).family
+    except ValueError:
+        family = None  # a kind no family registers: the stored records decide (advisor.recommend)
 
     @lru_cache(maxsize=1024)
     def check(method_id: str) -> str | None:
@@ -66,9 +72,9 @@ def _supported(kind: str):
         except UnknownMethod as exc:
             return str(exc)
         for part in method_id.split("+"):
-            applies_to = kinds.get(part)
-            if applies_to and kind not in applies_to:
-                return f"{part} applies to {', '.join(applies_to)} workloads, not {kind}"
+            applies_to = families.get(part, ["*"])
+            if family is not None and "*" not in applies_to and family not in applies_to:
+                return f"{part} applies to family {' / '.join(applies_to)}, not to {kind} workloads"
         return None
 
     return check
@@ -93,11 +99,11 @@ def recommend_for(
     from advisor.api import DEFAULT_QUALITY_FLOOR, recommend
     from executors.families import workload_from_json
 
+    workload = workload_from_json(resolve_workloads([shape])[0]["shape"]).row()  # bad input first: a 422 either way
     version, advisor = _active(session)
     model = session.get(ModelSpec, model_id)
     if model is None:
         raise Unprocessable(f"no descriptors for model {model_id!r}: profile it or import profiles that include it")
-    workload = workload_from_json(resolve_workloads([shape])[0]["shape"]).row()
     nodes = _nodes(session, node_id, hardware_class)
     by_id = {n["id"]: n for n in nodes}
     try:
