@@ -155,7 +155,7 @@ def create_app() -> FastAPI:
         description="Chooses, predicts and runs model-acceleration methods.",
     )
     install_error_handlers(app)
-    app.state.operations = Operations(app)
+    app.state.operations = Operations(app, ROUTERS, prefix="/v1")
     _refuse_odd_urls(app)
     app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
     _install_metrics(app)  # outermost: refused bodies and queries are counted too

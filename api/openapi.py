@@ -116,11 +116,96 @@ def document_errors(app: FastAPI, routers: tuple[APIRouter, ...], prefix: str) -
                             for name, (target, target_method, parameters) in links.items()
                             if (target, target_method) in ids
                         }
+        schemas.update(registry_schemas())
+        _link_registry_schemas(schema)
         _no_nul_strings(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
+
+
+JSON_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean", "tuple": "array"}
+
+
+def _field_schema(info: dict) -> dict:
+    """One field of a workload kind or a method config (as the registries publish it) in JSON Schema."""
+    limits = {"minimum": info["min"]} if "min" in info else {}
+    limits |= {"maximum": info["max"]} if "max" in info else {}
+    if info["type"] != "tuple":
+        return {"type": JSON_TYPES.get(info["type"], "string"), **limits} if info["type"] in JSON_TYPES else {}
+    sample = next(iter(info.get("default") or ()), 0)
+    items = {"type": JSON_TYPES.get(type(sample).__name__, "number"), **limits}
+    return {"type": "array", "items": items, "maxItems": info.get("max_items", 64)}
+
+
+def registry_schemas() -> dict[str, dict]:
+    """`Workload` (one schema per registered kind) and `MethodEntry` (an id, a config with each
+    method's knobs and their limits, or a composite), from the registries: the API states every
+    limit the executors enforce, and nothing the executors would refuse is called valid."""
+    import executors.families as families
+    import executors.methods  # noqa: F401  (importing it registers every method)
+    from executors.registry import method_catalogue
+
+    kinds = []
+    for kind in families.kinds():
+        fields = {name: _field_schema(info) for name, info in families.workload_fields(kind.workload).items()}
+        body = {
+            "type": "object",
+            "title": kind.name,
+            "properties": {"kind": {"const": kind.name}, **fields},
+            "additionalProperties": False,
+        }
+        kinds.append(body if kind.default else {**body, "required": ["kind"]})
+    methods = method_catalogue()
+    ids = {"type": "string", "enum": [m["id"] for m in methods]}
+    configs = [
+        {
+            "type": "object",
+            "title": m["id"],
+            "properties": {
+                "method": {"const": m["id"]},
+                "version": {"const": m["version"]},
+                "params": {
+                    "type": "object",
+                    "properties": {k: _field_schema(v) for k, v in m["config_schema"].items()},
+                    "additionalProperties": False,
+                },
+            },
+            "required": ["method"],
+            "additionalProperties": False,
+        }
+        for m in methods
+    ]
+    step = {"anyOf": [ids, *configs]}
+    return {
+        "Workload": {
+            "anyOf": kinds,
+            "description": 'A workload shape: "kind" picks one (the default kind needs none) with its own fields.',
+        },
+        "MethodEntry": {
+            "anyOf": [*step["anyOf"], {"type": "array", "items": step, "minItems": 1, "maxItems": 8}],
+            "description": "A method id, a config with its params, or a composite (a list, applied in order).",
+        },
+    }
+
+
+def _link_registry_schemas(node: object) -> None:
+    """Points every placeholder (api.limits.REGISTRY_SCHEMA) at the registry schema it names."""
+    from api.limits import REGISTRY_SCHEMA
+
+    if isinstance(node, dict):
+        for key, value in list(node.items()):
+            if isinstance(value, dict) and REGISTRY_SCHEMA in value:
+                node[key] = {"$ref": f"#/components/schemas/{value[REGISTRY_SCHEMA]}"}
+            else:
+                _link_registry_schemas(value)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            if isinstance(value, dict) and REGISTRY_SCHEMA in value:
+                node[i] = {"$ref": f"#/components/schemas/{value[REGISTRY_SCHEMA]}"}
+            else:
+                _link_registry_schemas(value)
 
 
 NO_NUL = "^[^\u0000]*$"
@@ -140,36 +225,51 @@ def _no_nul_strings(node: object) -> None:
 
 
 class Operations:
-    """Matches a request to its documented operation: the route template (for metric labels, so ids
-    do not explode them), the methods the path allows (the Allow header of a 405) and the query
-    parameters the operation declares (others are refused, as the schema promises)."""
+    """Matches a request to its documented route: the template (for metric labels, so ids do not
+    explode them), the methods the path allows (the Allow header of a 405) and the query
+    parameters the operation declares (others are refused, as the schema promises). Built from the
+    routes themselves, so no request waits for the OpenAPI document to be generated."""
 
-    def __init__(self, app: FastAPI):
-        self.app = app
+    def __init__(self, app: FastAPI, routers: tuple[APIRouter, ...], prefix: str):
+        self.app, self.routers, self.prefix = app, routers, prefix
 
     @cached_property
-    def _paths(self) -> list[tuple[re.Pattern, str, dict]]:
+    def _routes(self) -> list[tuple[re.Pattern, str, dict[str, set[str]]]]:
+        mine = [r for router in self.routers for r in router.routes if isinstance(r, APIRoute)]
+        documented = [(self.prefix + r.path, r) for r in mine]
+        documented += [(r.path, r) for r in self.app.routes if isinstance(r, APIRoute)]
+        by_template: dict[str, dict[str, set[str]]] = {}
+        for template, route in documented:
+            if route.include_in_schema:
+                methods = by_template.setdefault(template, {})
+                for method in route.methods or ():
+                    methods[method] = _query_names(route.dependant)
         compiled = []
-        for template, item in self.app.openapi().get("paths", {}).items():
+        for template, methods in by_template.items():
             pattern = re.sub(r"\\\{[^/]+\\\}", "[^/]+", re.escape(template))
-            compiled.append((re.compile(f"^{pattern}$"), template, item))
+            compiled.append((re.compile(f"^{pattern}$"), template, methods))
         return compiled
 
-    def match(self, path: str) -> tuple[str, dict] | None:
-        for pattern, template, item in self._paths:
+    def match(self, path: str) -> tuple[str, dict[str, set[str]]] | None:
+        for pattern, template, methods in self._routes:
             if pattern.match(path):
-                return template, item
+                return template, methods
         return None
 
     def allowed(self, path: str) -> str | None:
         found = self.match(path)
-        methods = ("get", "post", "put", "patch", "delete")
-        return ", ".join(sorted(m.upper() for m in found[1] if m in methods)) if found else None
+        return ", ".join(sorted(m for m in found[1] if m != "HEAD")) if found else None
 
     def unknown_query(self, path: str, method: str, names: list[str]) -> list[str]:
         found = self.match(path)
-        operation = found[1].get(method.lower()) if found else None
-        if operation is None:
+        declared = found[1].get(method.upper()) if found else None
+        if declared is None:
             return []
-        declared = {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
         return [n for n in dict.fromkeys(names) if n not in declared]
+
+
+def _query_names(dependant) -> set[str]:
+    names = {q.alias for q in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

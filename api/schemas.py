@@ -260,7 +260,9 @@ class RecommendationRequest(StrictModel):
 class RunCreate(StrictModel):
     model: str = Field(min_length=1, max_length=500)
     prompts: list[Annotated[str, Field(min_length=1, max_length=8000)]] = Field(min_length=1, max_length=16)
-    method: MethodEntry = Field(default="auto")
+    method: Literal["auto"] | MethodEntry = Field(
+        default="auto", description='"auto" (the advisor picks), or a method id, a config or a composite'
+    )
     max_new_tokens: int = Field(default=32, ge=1, le=512)
     sampling: Literal["greedy", "sample"] = "greedy"
     seed: int = Field(default=0, ge=0, le=2**32 - 1)

@@ -104,10 +104,13 @@ class Faults:
         self.counts: Counter = Counter()
         self.times: list[float] = []
         self.pending: list[tuple[float, str]] = []  # (when, worker) restarts due
+        self.round: list[str] = []
 
     def inject(self) -> str:
-        kinds = ["worker", "api"] + (["redis"] if self.redis is not None else [])
-        kind = self.rng.choice(kinds)
+        if not self.round:  # every kind once per round, in a seeded order: short runs still see each
+            self.round = ["worker", "api"] + (["redis"] if self.redis is not None else [])
+            self.rng.shuffle(self.round)
+        kind = self.round.pop()
         if kind == "worker" and self.workers:
             victim = self.rng.choice([w for w in self.workers if self.service.alive(w)] or self.workers)
             self.service.kill(victim)
@@ -254,6 +257,7 @@ def run_soak(args: argparse.Namespace) -> dict:
         for name in workers:
             service.start_worker(name, token)
         pool = wait_for(lambda: _online(service, admin, len(workers) or 1), 300, "the workers to join")
+        ready = time.monotonic()
         hardware_class = pool[0]["hardware_class"]
         traffic = Traffic(service.url, client, args.max_requests)
         faults = Faults(service, redis, workers, token, rng)
@@ -264,7 +268,7 @@ def run_soak(args: argparse.Namespace) -> dict:
         ]
         for thread in clients:
             thread.start()
-        deadline = started + args.minutes * 60
+        deadline = ready + args.minutes * 60  # faults and traffic, once the pool is up
         next_fault = time.monotonic() + rng.uniform(*args.fault_every_s)
         next_job, serial = time.monotonic(), 0
         while time.monotonic() < deadline and not traffic.full():
@@ -285,7 +289,8 @@ def run_soak(args: argparse.Namespace) -> dict:
             thread.join(70)
         report = {
             "mode": args.mode,
-            "minutes_with_faults": round((deadline - started) / 60, 1),
+            "minutes_with_faults": round((deadline - ready) / 60, 1),
+            "startup_s": round(ready - started, 1),
             "workers": len(workers) or 1,
             "seed": args.seed,
             "jobs": len(job_ids),

@@ -15,9 +15,12 @@ def broker_messages() -> list[tuple[str, str, int]]:
     if not path.exists():
         return []
     with sqlite3.connect(path) as conn:
-        rows = conn.execute(
-            "SELECT q.name, m.payload FROM kombu_message m JOIN kombu_queue q ON q.id = m.queue_id WHERE m.visible"
-        ).fetchall()
+        try:
+            rows = conn.execute(
+                "SELECT q.name, m.payload FROM kombu_message m JOIN kombu_queue q ON q.id = m.queue_id WHERE m.visible"
+            ).fetchall()
+        except sqlite3.OperationalError:  # the transport creates its tables on the first send
+            return []
     out = []
     for queue, payload in rows:
         args = json.loads(base64.b64decode(json.loads(payload)["body"]))[0]

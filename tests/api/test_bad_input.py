@@ -124,7 +124,7 @@ def test_nodes_stored_before_validation_no_longer_break_the_pool(client, keys):
         (
             "/v1/runs",
             '{"model": "zoo:lm-tiny", "prompts": ["x"], '
-            '"method": {"method": "spec.medusa", "params": {"heads": 1000000}}}',
+            '"method": {"method": "lm.spec.medusa", "params": {"heads": 1000000}}}',
             "client",
         ),
         (
@@ -141,8 +141,7 @@ def test_nodes_stored_before_validation_no_longer_break_the_pool(client, keys):
         ),
         (
             "/v1/profiling-jobs",
-            '{"models": ["zoo:lm-tiny"], "methods": ["baseline"], '
-            '"workloads": [{"batch_size": 256, "prompt_len": 32768}]}',
+            '{"models": ["zoo:lm-tiny"], "methods": ["baseline"], "workloads": [{"batch_size": 100000}]}',
             "client",
         ),
         (
