@@ -130,6 +130,10 @@ class KindHarness:
         """CPU memory beyond the weights (KV cache, activations) given a method's outputs: an estimate."""
         return 0
 
+    def misfit(self, prepared: Prepared, workload) -> str | None:
+        """Why this prepared method cannot run this workload (a guidance policy on an unguided task), or None."""
+        return None
+
     def extra_weights(self, runner: Runner) -> int:
         """Bytes of modules a runner holds beside `runner.model` (draft heads, prompt tokens)."""
         return sum(model_bytes(m) for m in getattr(runner, "extra_modules", ()))
@@ -319,7 +323,7 @@ def measure(
     unfit = {
         p.method_id: why
         for p in everyone[1:]
-        if p.status == "ok" and (why := misapplied(p.configs, kind, bundle.family))
+        if p.status == "ok" and (why := misapplied(p.configs, kind, bundle.family) or harness.misfit(p, workload))
     }
     runnable = [p for p in everyone if p.status == "ok" and p.method_id not in unfit] if misfit is None else []
     timings = _Timings()
