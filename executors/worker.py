@@ -160,7 +160,7 @@ def run_item(ctx: WorkerContext, item: dict) -> dict:
     for number, prompt in enumerate(item["prompts"], start=1):
         ctx.stage("generating", f"prompt {number} of {len(item['prompts'])}", (number - 1) / len(item["prompts"]))
         ids = bundle.tokenizer.encode(prompt)[-limit:]
-        generation = prepared.runner.generate(
+        generation = prepared.applied_runner.generate(  # type: ignore[attr-defined]  # a generate runner, checked above
             torch.tensor([ids], device=device),
             item["max_new_tokens"],
             sampling=item.get("sampling", "greedy"),
@@ -217,11 +217,12 @@ def _report(ctx: WorkerContext, job_id: str, index: int, body: dict) -> dict:
 def _heartbeat(ctx: WorkerContext, interval_s: float, stop: threading.Event, parent_pid: int | None) -> None:
     while not stop.wait(interval_s):
         if parent_pid is not None and os.getppid() != parent_pid:
-            # The `serve` that started us is gone (uvicorn ends by re-raising the signal, so its
-            # own clean-up may never run): shut down warm instead of lingering as an orphan.
-            log.warning("parent process %d exited; shutting down", parent_pid)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
+            # The `serve` that started us is gone (killed, or ended by uvicorn re-raising a signal,
+            # so its own clean-up never ran). Exit now rather than warm: whatever we are measuring
+            # can no longer be reported — a restarted serve's worker takes this node over and the
+            # store re-queues the item — and finishing it would only steal the machine from it.
+            log.warning("parent process %d exited; exiting", parent_pid)
+            os._exit(0)
         try:
             ctx.call("/v1/workers/heartbeat", {"current_job": ctx.current_job, "current_item": ctx.current_item})
         except Refused as exc:
