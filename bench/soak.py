@@ -70,7 +70,7 @@ class Traffic:
             if roll < 0.45:
                 workload = {"batch_size": rng.choice([1, 2]), "prompt_len": rng.choice([8, 16, 32]), "gen_len": 8}
                 self.call("POST", "/v1/recommendations", {"model": MODEL, "workload": workload})
-            elif roll < 0.50:
+            elif roll < 0.46:  # a run is a whole model load and generation on the worker: a few per minute
                 body = {"model": MODEL, "prompts": ["def f():"], "method": "baseline", "max_new_tokens": 4}
                 response = self.call("POST", "/v1/runs", body)
                 if response is not None and response.status_code == 202:
@@ -319,9 +319,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--items-per-job", type=int, default=6)
-    parser.add_argument("--job-every-s", type=float, default=60.0)
+    parser.add_argument("--job-every-s", type=float, default=90.0)
     parser.add_argument("--fault-every-s", type=float, nargs=2, default=(20.0, 60.0))
-    parser.add_argument("--drain-minutes", type=float, default=15.0)
+    parser.add_argument("--drain-minutes", type=float, default=25.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--postgres-url", default=os.environ.get("ACCEL_TEST_POSTGRES_URL"))
     parser.add_argument("--workdir", help="logs and data (default: a new temp folder, kept)")
