@@ -136,7 +136,7 @@ def reconcile(session: Session, redispatch_after_s: float) -> list[Send]:
             if state["state"] == "queued":
                 sent = parse_time(state.get("dispatched_at"))
                 if sent is None:
-                    if job.updated_at < unsent_before:
+                    if (parse_time(state.get("queued_at")) or job.created_at) < unsent_before:
                         sends.append((job.id, index, item_queue(item)))
                 elif sent < quiet and any(serves(n, target) for n in idle):
                     sends.append((job.id, index, item_queue(item)))

@@ -55,13 +55,18 @@ def new_job(session: Session, kind: str, items: list[dict], extra: dict | None =
         kind=kind,
         total=len(items),
         spec={"items": items, **(extra or {})},
-        result={"items": {str(i): {"state": "queued", "node": None, "attempts": 0} for i in range(len(items))}},
+        result={"items": {str(i): _queued(0) for i in range(len(items))}},
     )
     if not items:
         job.state, job.finished_at = "succeeded", utcnow()
     session.add(job)
     session.flush()
     return job
+
+
+def _queued(attempts: int) -> dict:
+    """A queued item's state; `queued_at` tells the reconciler how long it has waited to be sent."""
+    return {"state": "queued", "node": None, "attempts": attempts, "queued_at": utcnow().isoformat()}
 
 
 def sends_of(job: Job, indices: list[int] | None = None) -> list[Send]:
@@ -150,6 +155,7 @@ def complete_item(
     if error is not None:
         requeue = state["attempts"] < max_attempts
         state.update(state="queued" if requeue else "failed", node=None, claim=None, error=error[-2000:])
+        state.update(_queued(state["attempts"]) if requeue else {})
         state.pop("dispatched_at", None)
         save_item(job, index, state)
         session.add(job)
@@ -215,7 +221,7 @@ def active_jobs(session: Session) -> list[Job]:
 def requeue_item(session: Session, job: Job, index: int, **why) -> Send:
     """A running item back to queued, for its own queue: it waits for a node that serves its target."""
     state = item_state(job, index)
-    state.update(state="queued", node=None, claim=None, **why)
+    state.update(_queued(state["attempts"]), claim=None, **why)
     state.pop("dispatched_at", None)
     save_item(job, index, state)
     session.add(job)

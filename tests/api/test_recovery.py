@@ -41,9 +41,8 @@ def _job(*items, **state) -> str:
     """A job whose items were created (and, with ``state``, last sent or claimed) two minutes ago."""
     with session_scope() as session:
         job = new_job(session, "profiling", list(items) or [profile_item(CLASS)])
-        job.updated_at = utcnow() - AGO
-        if state:
-            job.result = {"items": {k: {**v, **state} for k, v in job.result["items"].items()}}
+        state = {"queued_at": (utcnow() - AGO).isoformat(), **state}
+        job.result = {"items": {k: {**v, **state} for k, v in job.result["items"].items()}}
         session.add(job)
         return job.id
 
@@ -55,6 +54,11 @@ def _item(job_id: str, index: int = 0) -> dict:
 
 def test_an_item_never_sent_is_sent_by_the_reconciler(store):
     """The API died between the commit and the send (or the broker refused it)."""
+    with session_scope() as session:  # just queued: the sender has it in hand
+        new_job(session, "profiling", [profile_item(CLASS)])
+    assert reconcile_once(30) == 0
+    with session_scope() as session:
+        session.delete(session.exec(select(Job)).one())
     job_id = _job()
     assert reconcile_once(30) == 1
     assert broker_messages() == [("class.cpu-t1", job_id, 0)]
