@@ -77,7 +77,7 @@ def profile(
 ) -> None:
     """Measure methods against each task's reference, interleaved, and store ProfileRun rows (resumable)."""
     import torch
-    from sqlmodel import select
+    from sqlmodel import col, select
 
     import executors.methods  # noqa: F401  (registers every method)
     from executors.families import kind_of
@@ -127,7 +127,8 @@ def profile(
     if as_json:
         with session_scope(engine) as session:
             for record in iter_records(
-                session, select(ProfileRun).where(ProfileRun.created_at >= started).order_by(ProfileRun.created_at)
+                session,
+                select(ProfileRun).where(col(ProfileRun.created_at) >= started).order_by(col(ProfileRun.created_at)),
             ):
                 typer.echo(json.dumps(record, sort_keys=True))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from executors.families import kind_of, measure, reference_of
 from executors.hardware import fingerprint, node_row
@@ -77,7 +77,7 @@ def _config_json(composite: Composite) -> dict:
 
 def _stored(engine: Engine, run_ids: list[str]) -> set[str]:
     with session_scope(engine) as session:
-        return set(session.exec(select(ProfileRun.run_id).where(ProfileRun.run_id.in_(run_ids))))
+        return set(session.exec(select(ProfileRun.run_id).where(col(ProfileRun.run_id).in_(run_ids))))
 
 
 def run_grid(

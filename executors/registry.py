@@ -15,10 +15,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
+import torch
 from torch import nn
 
 
@@ -120,6 +121,56 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def context_length(model: nn.Module) -> int:
+    """The positions a token model takes, from its config. Duck-typed on purpose: a workload's `fits`
+    sees any family's model before the protocol turns away one of a family it does not run on."""
+    config: Any = unwrap(model).config  # each family's own config dataclass
+    return config.max_seq_len
+
+
+class TransformerBlock(nn.Module):
+    """What the `transformer_blocks` capability promises of every item of a model's `layers`: an
+    attention and a feed-forward submodule whose linear layers a method may swap, slice or retrain,
+    and the attention probabilities the block computes. Each family's block class derives from it."""
+
+    attention: nn.Module
+    feed_forward: nn.Module
+
+    def attention_map(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The attention probabilities [B, H, T, T] of the block on its input (the family's arguments)."""
+        raise NotImplementedError
+
+
+BlockT = TypeVar("BlockT", bound=TransformerBlock)
+
+if TYPE_CHECKING:
+
+    class BlockList(nn.ModuleList, Generic[BlockT]):
+        """What a family model's `layers` is to the type checker: torch's stubs type a ModuleList's
+        items as plain Modules, and every item of this one is the family's block (methods swap
+        modules inside a block, never a whole block)."""
+
+        def __iter__(self) -> Iterator[BlockT]: ...
+
+        @overload
+        def __getitem__(self, idx: slice) -> nn.ModuleList: ...
+
+        @overload
+        def __getitem__(self, idx: int) -> BlockT: ...
+
+        def __getitem__(self, idx: int | slice) -> BlockT | nn.ModuleList: ...
+
+
+def transformer_blocks(model: nn.Module) -> list[TransformerBlock]:
+    """The blocks of a model with the `transformer_blocks` capability, in order."""
+    blocks = []
+    for block in unwrap(model).get_submodule("layers").children():
+        if not isinstance(block, TransformerBlock):
+            raise TypeError(f"{type(block).__name__} in {type(model).__name__}.layers is not a TransformerBlock")
+        blocks.append(block)
+    return blocks
+
+
 class Method:
     """Base class of every registered method; the decorator fills the class attributes."""
 
@@ -151,6 +202,9 @@ _REGISTRY: dict[str, Method] = {}
 _CONFIG_IDS: dict[type, str] = {}
 
 
+MethodClass = TypeVar("MethodClass", bound=type[Method])
+
+
 class UnknownMethod(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
@@ -168,7 +222,7 @@ def register_method(
     catalogue_row: int | None = None,
     lossless: bool = False,
     phase: str = "inference",
-) -> Callable[[type], type]:
+) -> Callable[[MethodClass], MethodClass]:
     if not (
         dataclasses.is_dataclass(config_class)
         and issubclass(config_class, MethodConfig)
@@ -181,7 +235,7 @@ def register_method(
     if unknown:
         raise ValueError(f"{method_id}: unknown effects {sorted(unknown)}; known: {', '.join(EFFECTS)}")
 
-    def decorate(cls: type) -> type:
+    def decorate(cls: MethodClass) -> MethodClass:
         if method_id in _REGISTRY:
             raise ValueError(
                 f"method id {method_id!r} is already registered by {type(_REGISTRY[method_id]).__qualname__}"

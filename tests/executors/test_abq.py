@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from executors.families.lm.decoding import PlainDecoder
 from executors.families.lm.workloads import heldout_windows, perplexity
 from executors.methods.quant.abq_arbitrary_bit import (
     ABQConfig,
@@ -97,6 +98,7 @@ def test_calibration_corrects_w2_and_shrinks_the_model(tiny):
 
 def test_a8_quantizes_activations_and_reports_bits(tiny):
     runner = get_method("quant.abq_arbitrary_bit").apply(tiny, ABQConfig(w_bits=4, a_bits=8, epochs=1))
+    assert isinstance(runner, PlainDecoder), "a weight transform runs on the family's plain decoder"
     assert runner.stats["a_bits"] == 8 and runner.stats["storage_bits"] == 4
     assert runner.model.layers[0].attention.wq.a_bits == 8
     with pytest.raises(ValueError, match="w_bits"):

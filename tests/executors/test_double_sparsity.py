@@ -55,7 +55,7 @@ def test_calibration_gives_r_sorted_channels_per_kv_head_and_keeps_dense_layers(
     c = tiny.model.config
     assert channels[0] is None and len(channels) == c.n_layers
     for layer in channels[1:]:
-        assert layer.shape == (c.n_kv_heads, c.head_dim // 4)
+        assert layer is not None and layer.shape == (c.n_kv_heads, c.head_dim // 4)
         assert torch.equal(layer, layer.sort(dim=-1).values) and len(set(layer[0].tolist())) == layer.shape[1]
 
 
@@ -127,6 +127,7 @@ def test_supports_gives_reasons(tiny):
 def test_composes_under_int8_and_profiles_a_long_context_task(tiny):
     int8 = default_config("quant.int8_dynamic")
     runner = apply_composite(tiny, (int8, SPARSE))
+    assert isinstance(runner, PlainDecoder), "the sparse model decodes on the family's plain decoder"
     assert runner.generate(heldout_prompts(tiny, 2, 100), 5).tokens.shape == (2, 5)
     workload = LongContextWorkload(prompt_len=200, gen_len=4, probes=2, ppl_windows=1)
     methods = [prepare(tiny, (SPARSE,), torch.device("cpu"))]

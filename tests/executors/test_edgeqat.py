@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from executors.caching import cache_file
+from executors.families.lm.decoding import PlainDecoder
 from executors.families.lm.workloads import calibration_windows
 from executors.methods.quant.edgeqat import (
     EdgeQATConfig,
@@ -19,6 +20,7 @@ from executors.methods.quant.edgeqat import (
     distribution_loss,
     entropy_loss,
     qat_loss,
+    recorded,
 )
 from executors.methods.quant.fakequant import lsq
 from executors.registry import get_method
@@ -56,12 +58,13 @@ def test_losses_follow_the_paper(tiny):
     assert 0 <= parts["distribution"] < 0.1, "quantised and FP attention maps start almost equal"
     same = distribution_loss(teacher, teacher)
     assert abs(same.item()) < 1e-5
-    *_, probs = attention_modules(student)[0].recorded
+    *_, probs = recorded(attention_modules(student)[0])
     assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5) and probs.triu(1).abs().max() == 0
     before = entropy_loss(student)
     with torch.no_grad():
         for module in attention_modules(student):
-            module.recorded = tuple(t * 2 for t in module.recorded[:2]) + module.recorded[2:]
+            q, k, probs = recorded(module)
+            module.recorded = (q * 2, k * 2, probs)
     assert entropy_loss(student) < before, "spreading q and k out (more entropy) lowers the loss"
     loss.backward()
     assert attention_modules(student)[0].steps.grad is not None
@@ -72,11 +75,13 @@ def test_apply_trains_once_deploys_int8_and_caches(tiny):
 
     method = get_method("quant.qat.edgeqat")
     first = method.apply(tiny, SMALL)
+    assert isinstance(first, PlainDecoder), "a weight transform runs on the family's plain decoder"
     assert isinstance(first.model.layers[0].feed_forward.w1, DynamicInt8Linear)
     assert type(first.model.output) is nn.Linear
     assert not first.stats["train_cached"] and first.stats["train_s"] > 0
     assert cache_file("edgeqat", tiny.model, dataclasses.asdict(SMALL)).exists()
     again = method.apply(tiny, SMALL)
+    assert isinstance(again, PlainDecoder)
     assert again.stats["train_cached"] and again.stats["train_s"] == first.stats["train_s"]
     prompts = torch.tensor([tiny.tokenizer.encode(t)[:16] for t in tiny.heldout_texts[:3]])
     assert torch.equal(first.generate(prompts, 8).tokens, again.generate(prompts, 8).tokens)

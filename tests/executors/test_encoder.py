@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from sqlmodel import Session
 
-from executors import encoder_harness, encoder_workloads
 from executors.cli import parse_workloads
 from executors.families import measure
+from executors.families.encoder import harness as encoder_harness
+from executors.families.encoder import workloads as encoder_workloads
+from executors.families.encoder.harness import Embedder
 from executors.families.encoder.model import SentenceEncoder, load_encoder_bundle, minilm_folder
 from executors.families.encoder.workloads import (
     EMBED_KIND,
@@ -152,10 +156,11 @@ def test_quantized_encoder_stays_close_but_not_identical(method_id, floor, encod
 
 def test_perp_prunes_the_encoder_and_distillation_recovers_its_embeddings(encoder):
     perp = get_method("prune.perp")
-    small = {"sparsity": 0.5, "batch": 4, "seq_len": 32, "lr": 5e-3}
-    pruned_only = perp.apply(encoder, PerpConfig(steps=0, **small)).model
-    retrained = perp.apply(encoder, PerpConfig(steps=8, **small))
+    small = PerpConfig(sparsity=0.5, batch=4, seq_len=32, lr=5e-3)
+    pruned_only = perp.apply(encoder, dataclasses.replace(small, steps=0)).model
+    retrained = perp.apply(encoder, dataclasses.replace(small, steps=8))
     model = retrained.model
+    assert isinstance(retrained, Embedder) and isinstance(model, SentenceEncoder)
     assert retrained.stats["sparsity"] == pytest.approx(0.5, abs=1e-3)
     wq, original = model.layers[0].attention.wq, encoder.model.layers[0].attention.wq
     survivors = wq.weight != 0

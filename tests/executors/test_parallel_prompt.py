@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from test_spec_engine import one_thread  # noqa: F401  (autouse: every test here runs one thread)
@@ -20,12 +22,12 @@ from executors.registry import (
     get_method,
 )
 
-FAST = {"train_windows": 8, "train_seq_len": 48, "train_steps": 30, "insertions": 6, "train_batch": 2, "lr": 3e-2}
+FAST = ParallelPromptConfig(train_windows=8, train_seq_len=48, train_steps=30, insertions=6, train_batch=2, lr=3e-2)
 ACCURACY = [[0.7, 0.1, 0.05], [0.5, 0.15, 0.05], [0.4, 0.1, 0.05]]
 
 
 def apply(model, **knobs):
-    return get_method("lm.spec.parallel_prompt").apply(bundle_of(model), ParallelPromptConfig(**{**FAST, **knobs}))
+    return get_method("lm.spec.parallel_prompt").apply(bundle_of(model), dataclasses.replace(FAST, **knobs))
 
 
 @pytest.mark.parametrize("knobs", [{"tree_budget": 16}, {"tree_budget": 9, "ensemble": 2, "prompt_tokens": 2}])
@@ -50,8 +52,9 @@ def test_composes_with_weight_transforms():
     model = byte_lm(seed=4)
     batch_prompts = prompts(2)
     for weights, exact in (("quant.weight_only_int4", True), ("quant.int8_dynamic", False)):
-        configs = (default_config(weights), ParallelPromptConfig(tree_budget=12, **FAST))
+        configs = (default_config(weights), dataclasses.replace(FAST, tree_budget=12))
         runner = apply_composite(bundle_of(model), configs)
+        assert isinstance(runner, ppd.ParallelPromptRunner)
         assert runner.setup_s > 0
         expected = PlainDecoder(runner.model).generate(batch_prompts, 24).tokens
         tokens = runner.generate(batch_prompts, 24).tokens
@@ -108,11 +111,12 @@ def test_prompt_tokens_learn_and_are_cached():
     model = byte_lm(seed=2)
     with torch.no_grad():
         model.tok_embeddings.weight.mul_(10.0)
-    config = ParallelPromptConfig(**FAST)
+    config = FAST
     every = ppd.token_windows(ByteTokenizer(), bundle_of(model).calibration_texts, 48, 8)
-    untrained = ppd.train_prompts(model, every[:6], ParallelPromptConfig(**{**FAST, "train_steps": 0}))
+    untrained = ppd.train_prompts(model, every[:6], dataclasses.replace(FAST, train_steps=0))
     windows = every[6:]  # apply trains on the first 6 of the same 8 windows
     trained = get_method("lm.spec.parallel_prompt").apply(bundle_of(model), config)
+    assert isinstance(trained, ppd.ParallelPromptRunner)
     assert not trained.cached and trained.setup_s > 0
     assert cache_file("parallel_prompt", model, ppd.training_knobs(config)).exists()
 
@@ -132,6 +136,7 @@ def test_prompt_tokens_learn_and_are_cached():
     assert held_out(trained.prompts)[0] < 0.9 * held_out(untrained)[0]
     assert held_out(trained.prompts)[1] > held_out(untrained)[1] + 0.05
     again = get_method("lm.spec.parallel_prompt").apply(bundle_of(model), config)
+    assert isinstance(again, ppd.ParallelPromptRunner)
     assert again.cached and again.accuracy == trained.accuracy
     assert again.prompts.weight.equal(trained.prompts.weight)
 
@@ -139,8 +144,8 @@ def test_prompt_tokens_learn_and_are_cached():
     def key(knobs: ParallelPromptConfig):
         return cache_file("parallel_prompt", model, ppd.training_knobs(knobs))
 
-    assert key(ParallelPromptConfig(**FAST, tree_budget=5, top_k=2)) == key(config)
-    assert key(ParallelPromptConfig(**{**FAST, "ensemble": 2})) != key(config)
+    assert key(dataclasses.replace(FAST, tree_budget=5, top_k=2)) == key(config)
+    assert key(dataclasses.replace(FAST, ensemble=2)) != key(config)
 
 
 def test_tree_plans_fit_the_budget_and_chain_prompt_tokens_per_stream():

@@ -174,6 +174,7 @@ def test_pruning_methods_name_a_reason_for_models_they_cannot_retrain(tiny):
 
 
 def test_a_pruned_model_composes_with_int8_and_with_lossless_speculative_decoding(tiny):
+    from executors.methods.spec.swift import SwiftRunner
     from executors.registry import apply_composite, composite_from_json
 
     pruning = {
@@ -191,8 +192,10 @@ def test_a_pruned_model_composes_with_int8_and_with_lossless_speculative_decodin
     prompts = heldout_prompts(tiny, 4, 16)
     expected = PlainDecoder(pruned).generate(prompts, 10).tokens
     swift = apply_composite(tiny, composite_from_json([pruning, {"method": "lm.spec.swift"}]))
+    assert isinstance(swift, SwiftRunner)
     assert torch.equal(swift.generate(prompts, 10).tokens, expected)  # per-layer caches survive rollback
     int8 = apply_composite(tiny, composite_from_json([pruning, {"method": "quant.int8_dynamic"}]))
+    assert isinstance(int8, PlainDecoder)
     assert (int8.generate(prompts, 10).tokens == expected).float().mean() > 0.5
     with pytest.raises(ValueError, match="before"):
         composite_from_json([{"method": "quant.int8_dynamic"}, pruning])

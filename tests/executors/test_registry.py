@@ -35,7 +35,7 @@ def test_configs_must_be_frozen_method_configs():
         knob: int = 1
 
     with pytest.raises(TypeError, match="frozen MethodConfig"):
-        register_method("test.unrelated", NotAMethodConfig, category="x", families=("lm",), changes=(), paper="y")
+        register_method("test.unrelated", NotAMethodConfig, category="x", families=("lm",), changes=(), paper="y")  # type: ignore[arg-type]  # the wrong config class is the point
 
 
 def test_unknown_ids_list_close_matches():

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from torch import nn
-
 from executors.families import Family, WorkloadKind, ZooEntry, register_family
 from executors.families.encoder.harness import Embedder, EmbedHarness, observe
 from executors.families.encoder.model import (
     MINILM,
     distillation_loss,
     distillation_windows,
+    encoder_of,
     is_bert_folder,
     load_encoder_bundle,
 )
@@ -30,8 +29,8 @@ FIXTURE_LAYERS = 2
 def fixture(root: Path):
     """MiniLM cut to its first two layers: real weights, a third of the cost of every test."""
     bundle = load_encoder_bundle()
-    model = bundle.model
-    model.layers = nn.ModuleList(list(model.layers)[:FIXTURE_LAYERS])
+    model = encoder_of(bundle.model)
+    del model.layers[FIXTURE_LAYERS:]
     model.config = dataclasses.replace(model.config, n_layers=FIXTURE_LAYERS)
     spec = dataclasses.replace(bundle.spec, source=f"zoo:{MINILM}-first{FIXTURE_LAYERS}", name=f"{MINILM}-first2",
                                layers=FIXTURE_LAYERS, params=sum(p.numel() for p in model.parameters()))  # fmt: skip

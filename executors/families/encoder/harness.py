@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from executors.families.encoder.model import encoder_of
 from executors.families.encoder.workloads import (
     EmbedWorkload,
     RetrievalEmbeddings,
@@ -41,7 +42,7 @@ class Embedder:
 
 def activation_bytes(bundle: ModelBundle, workload: EmbedWorkload) -> int:
     """fp32 working set of one layer: FFN hidden + q/k/v/out, and the T×T attention scores."""
-    config, tokens = bundle.model.config, workload.batch_size * workload.seq_len
+    config, tokens = encoder_of(bundle.model).config, workload.batch_size * workload.seq_len
     scores = workload.batch_size * config.n_heads * workload.seq_len**2
     return 4 * (tokens * (config.ffn_dim + 4 * config.dim) + scores)
 
@@ -56,7 +57,7 @@ def _reference(bundle: ModelBundle) -> RetrievalEmbeddings:
 def embedding_figures(prepared: Prepared, bundle: ModelBundle) -> dict:
     """Cosine to the unmodified encoder and recall, once per prepared model (the set takes seconds)."""
     if "embedding_cosine" not in prepared.quality:
-        mine = retrieval_embeddings(prepared.runner.model, bundle)
+        mine = retrieval_embeddings(prepared.applied_runner.model, bundle)
         prepared.quality.update(embedding_quality(mine, _reference(bundle)))
     return prepared.quality
 

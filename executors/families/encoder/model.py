@@ -15,13 +15,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from executors.registry import ModelBundle, ModelSpec
+from executors.registry import ModelBundle, ModelSpec, TransformerBlock, unwrap
+
+if TYPE_CHECKING:
+    from executors.registry import BlockList
 
 MINILM = "minilm-l6"
 SENTENCE_MAX_TOKENS = 256  # sentence_bert_config.json's max_seq_length: what the model sees in use
@@ -69,8 +73,11 @@ class EncoderFeedForward(nn.Module):
         return self.w2(F.gelu(self.w1(x)))  # BERT's "gelu" is the exact erf form
 
 
-class EncoderBlock(nn.Module):
+class EncoderBlock(TransformerBlock):
     """Post-LN, as in BERT: the residual sum is normalised, not the sublayer's input."""
+
+    attention: EncoderAttention
+    feed_forward: EncoderFeedForward
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -99,7 +106,9 @@ class SentenceEncoder(nn.Module):
         self.pos_embeddings = nn.Embedding(config.max_seq_len, config.dim)
         self.type_embeddings = nn.Embedding(config.type_vocab_size, config.dim)
         self.embed_norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
-        self.layers = nn.ModuleList(EncoderBlock(config) for _ in range(config.n_layers))
+        self.layers = cast(
+            "BlockList[EncoderBlock]", nn.ModuleList(EncoderBlock(config) for _ in range(config.n_layers))
+        )
 
     def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
@@ -200,7 +209,13 @@ class EncoderTokenizer:
         self._tok.enable_truncation(max_tokens)
         self.max_tokens = max_tokens
         self.vocab_size = self._tok.get_vocab_size()
-        self.cls_id, self.sep_id, self.pad_id = (self._tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+        self.cls_id, self.sep_id, self.pad_id = (self._special_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+
+    def _special_id(self, token: str) -> int:
+        found = self._tok.token_to_id(token)
+        if found is None:
+            raise ValueError(f"the tokenizer has no {token} token")
+        return found
 
     def encode(self, text: str) -> list[int]:
         """With [CLS] … [SEP], as the encoder always sees a sentence."""
@@ -237,6 +252,13 @@ def minilm_folder() -> Path:
 # What the encoder offers methods: linear layers (quantisers), transformer blocks with the
 # shared module names (ABQ, PERP), and a sentence embedding to distil toward (recovery training).
 ENCODER_CAPABILITIES = frozenset({"linear_layers", "transformer_blocks", "sentence_embedding"})
+
+
+def encoder_of(model: nn.Module) -> SentenceEncoder:
+    """An encoder-family model (a bundle's, a runner's) as the SentenceEncoder it is under any compile wrapper."""
+    encoder = unwrap(model)
+    assert isinstance(encoder, SentenceEncoder), f"an encoder-family model is a SentenceEncoder, not {type(encoder)}"
+    return encoder
 
 
 def load_encoder_bundle(folder: Path | None = None, source: str = f"zoo:{MINILM}") -> ModelBundle:

@@ -18,8 +18,9 @@ from functools import lru_cache
 
 import torch
 
+from executors.families.encoder.model import encoder_of
 from executors.families.lm.workloads import MAX_BATCH, OBJECTIVES
-from executors.registry import ModelBundle, bounded, unwrap
+from executors.registry import ModelBundle, bounded, context_length
 from profiles.models import workload_id_for
 
 EMBED_KIND = "encoder-embed"
@@ -75,8 +76,9 @@ class EmbedWorkload:
         }
 
     def fits(self, bundle: ModelBundle) -> str | None:
-        if self.seq_len > bundle.model.config.max_seq_len:
-            return f"seq_len {self.seq_len} exceeds the encoder's {bundle.model.config.max_seq_len} positions"
+        positions = context_length(bundle.model)
+        if self.seq_len > positions:
+            return f"seq_len {self.seq_len} exceeds the encoder's {positions} positions"
         return None
 
 
@@ -195,7 +197,7 @@ def embed_texts(model: torch.nn.Module, tokenizer, texts: tuple[str, ...], batch
 
 
 def model_width(model: torch.nn.Module) -> int:
-    return unwrap(model).config.dim
+    return encoder_of(model).config.dim
 
 
 def recall_at(queries: torch.Tensor, documents: torch.Tensor, ks=RECALL_AT) -> dict[str, float]:

@@ -33,7 +33,8 @@ def stdlib_files() -> list[Path]:
 @lru_cache(maxsize=1)
 def load_corpus() -> Corpus:
     digest = hashlib.sha256()
-    train, heldout = [], []
+    train: list[str] = []
+    heldout: list[str] = []
     files = stdlib_files()
     for index, path in enumerate(files):
         text = path.read_text(encoding="utf-8", errors="replace")

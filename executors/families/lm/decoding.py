@@ -65,7 +65,8 @@ class PlainDecoder:
         seed: int = 0,
     ) -> Generation:
         batch, prompt_len = prompts.shape
-        cache = unwrap(self.model).new_cache(batch, prompt_len + max_new_tokens)
+        model = unwrap(self.model)
+        cache = model.new_cache(batch, prompt_len + max_new_tokens)  # type: ignore[operator]  # every lm model has one
         generator = sampling_generator(sampling, seed, prompts.device)
         out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=prompts.device)
         logits = self.model(prompts, cache)[:, -1]

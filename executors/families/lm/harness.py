@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from executors.families.lm.model import decoder_of
 from executors.families.lm.workloads import heldout_prompts, heldout_windows, perplexity
 from executors.protocol import KindHarness, Prepared, Quality
 from executors.registry import ModelBundle
@@ -34,7 +35,7 @@ class GenerationSession:
 
 
 def kv_cache_bytes(bundle: ModelBundle, workload) -> int:
-    c = bundle.model.config
+    c = decoder_of(bundle.model).config
     tokens = workload.prompt_len + workload.gen_len
     return 2 * c.n_layers * workload.batch_size * c.n_kv_heads * tokens * c.head_dim * 4
 
@@ -42,9 +43,9 @@ def kv_cache_bytes(bundle: ModelBundle, workload) -> int:
 def heldout_perplexity(prepared: Prepared, bundle: ModelBundle) -> float:
     """Perplexity of the runner's own model on held-out windows (once per prepared model)."""
     if "heldout_perplexity" not in prepared.quality:
-        length = min(PPL_LENGTH, bundle.model.config.max_seq_len)
+        length = min(PPL_LENGTH, decoder_of(bundle.model).config.max_seq_len)
         windows = heldout_windows(bundle, PPL_WINDOWS, length).to(_device(bundle))
-        prepared.quality["heldout_perplexity"] = perplexity(prepared.runner.model, windows)
+        prepared.quality["heldout_perplexity"] = perplexity(prepared.applied_runner.model, windows)
     return prepared.quality["heldout_perplexity"]
 
 
@@ -75,7 +76,7 @@ def distribution_check(prepared: Prepared, baseline: Prepared, bundle: ModelBund
     key = ("distribution", workload.temperature)
     if key in prepared.quality:
         return prepared.quality[key]
-    vocab = bundle.model.config.vocab_size
+    vocab = decoder_of(bundle.model).config.vocab_size
     prompts = heldout_prompts(bundle, DIST_PROMPTS, DIST_PROMPT_LEN, offset=7).to(session.prompts.device)
     if workload.temperature not in session.reference_samples:
         session.reference_samples[workload.temperature] = (
@@ -117,21 +118,20 @@ class GenerateHarness(KindHarness):
 
     def quality(self, prepared, baseline, bundle, workload, session, outputs) -> Quality:
         ppl, base_ppl = heldout_perplexity(prepared, bundle), heldout_perplexity(baseline, bundle)
-        figures = {"heldout_perplexity": ppl, "baseline_heldout_perplexity": base_ppl}
+        figures: dict[str, float | None] = {"heldout_perplexity": ppl, "baseline_heldout_perplexity": base_ppl}
         if workload.sampling == "greedy":
             mine, reference = outputs[prepared.method_id][-1].tokens.cpu(), outputs[baseline.method_id][-1].tokens.cpu()
             match = (mine == reference).float()
-            figures.update(
-                greedy_token_match=match.mean().item(), exact_sequence_match=match.all(1).float().mean().item()
-            )
+            token_match = match.mean().item()
+            figures.update(greedy_token_match=token_match, exact_sequence_match=match.all(1).float().mean().item())
             if prepared.lossless:
-                return Quality("greedy_token_match", 1.0, figures["greedy_token_match"],
-                               figures["greedy_token_match"] - 1.0, metrics=figures)  # fmt: skip
+                return Quality("greedy_token_match", 1.0, token_match, token_match - 1.0, metrics=figures)
         else:
             figures.update(greedy_token_match=None, exact_sequence_match=None)
-            figures.update(distribution_check(prepared, baseline, bundle, workload, session))
+            check = distribution_check(prepared, baseline, bundle, workload, session)
+            figures.update(check)
             if prepared.lossless:
-                tv, floor = figures["sampled_tv_distance"], figures["sampled_tv_floor"]
+                tv, floor = check["sampled_tv_distance"], check["sampled_tv_floor"]
                 return Quality("sampled_tv_distance", floor, tv, floor - tv, metrics=figures)
         return Quality("heldout_perplexity", base_ppl, ppl, (base_ppl - ppl) / base_ppl, metrics=figures)
 

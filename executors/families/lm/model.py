@@ -9,10 +9,16 @@ checkpoints load without permuting q/k weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from executors.registry import TransformerBlock, unwrap
+
+if TYPE_CHECKING:
+    from executors.registry import BlockList
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,10 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-class Block(nn.Module):
+class Block(TransformerBlock):
+    attention: Attention
+    feed_forward: FeedForward
+
     def __init__(self, config: LMConfig):
         super().__init__()
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
@@ -173,7 +182,7 @@ class DecoderLM(nn.Module):
         super().__init__()
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.layers = cast("BlockList[Block]", nn.ModuleList(Block(config) for _ in range(config.n_layers)))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         # Small embedding init: with tied output weights, N(0, 1) would start at huge logits.
@@ -228,6 +237,13 @@ def _attention_mask(
     new = tree_mask if tree_mask is not None else torch.ones(steps, steps, dtype=torch.bool, device=device).tril()
     prefix = torch.ones(steps, start, dtype=torch.bool, device=device)
     return torch.cat((prefix, new.to(device=device, dtype=torch.bool)), dim=1)
+
+
+def decoder_of(model: nn.Module) -> DecoderLM:
+    """An lm-family model (a bundle's, a runner's) as the DecoderLM it is under any compile wrapper."""
+    decoder = unwrap(model)
+    assert isinstance(decoder, DecoderLM), f"an lm-family model is a DecoderLM, not {type(decoder).__name__}"
+    return decoder
 
 
 def count_parameters(model: nn.Module) -> int:

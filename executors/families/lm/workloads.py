@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from executors.registry import ModelBundle, bounded
+from executors.registry import ModelBundle, bounded, context_length
 from profiles.models import workload_id_for
 
 SAMPLINGS = ("greedy", "sample")
@@ -64,10 +64,9 @@ class LMWorkload:
 
     def fits(self, bundle: ModelBundle) -> str | None:
         need = self.prompt_len + self.gen_len
-        if need > bundle.model.config.max_seq_len:
-            return (
-                f"prompt + generation = {need} tokens exceeds the model's context of {bundle.model.config.max_seq_len}"
-            )
+        context = context_length(bundle.model)
+        if need > context:
+            return f"prompt + generation = {need} tokens exceeds the model's context of {context}"
         return None
 
 

@@ -188,6 +188,7 @@ def lm_bundle(model: DecoderLM, tokenizer, source: str, name: str) -> ModelBundl
 
 def load_folder(folder: Path, source: str, name: str | None = None) -> ModelBundle:
     """An HF Llama-format folder (config.json, *.safetensors, tokenizer.json) or a zoo-format one."""
+    tokenizer: LocalHFTokenizer | ByteTokenizer
     if is_hf_llama_folder(folder):
         model, tokenizer = load_hf_llama(folder), LocalHFTokenizer(folder)
     else:

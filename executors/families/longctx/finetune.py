@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from executors.families.lm.model import DecoderLM, count_parameters
+from executors.families.lm.model import DecoderLM, count_parameters, decoder_of
 from executors.families.longctx.workload import retrieval_accuracy, retrieval_probes, token_stream, training_example
 from executors.training import Schedule, train
 
@@ -66,7 +66,7 @@ def finetune_long(name: str, root: Path | None = None, recipe: LongRecipe | None
     recipe = recipe or LONG_RECIPES[name]
     base = load_bundle(f"zoo:{recipe.base}", root)
     torch.manual_seed(recipe.seed)
-    model = DecoderLM(replace(base.model.config, max_seq_len=recipe.max_seq_len))
+    model = DecoderLM(replace(decoder_of(base.model).config, max_seq_len=recipe.max_seq_len))
     model.load_state_dict(base.model.state_dict())
     stream = token_stream(base.calibration_texts, base.tokenizer)  # the training split
     rng = random.Random(recipe.seed)  # examples are drawn by Python's RNG: the torch generator is unused

@@ -9,7 +9,7 @@ runs lives beside those methods, `executors/methods/serve/engine.py`.
 from __future__ import annotations
 
 from executors.families import Family, WorkloadKind, register_family
-from executors.families.lm import GENERATE
+from executors.families.lm.workloads import call_seconds as generate_call_seconds
 from executors.families.stream.harness import StreamHarness, observe
 from executors.families.stream.workload import KIND, STATIC_ID, StreamWorkload, describe, parse_grid
 
@@ -23,7 +23,7 @@ STREAM = WorkloadKind(
     keyword="stream",
     parse=parse_grid,
     describe=describe,
-    call_seconds=lambda params, w: GENERATE.call_seconds(params, w) * w.requests / w.max_batch,
+    call_seconds=lambda params, w: generate_call_seconds(params, w) * w.requests / w.max_batch,
 )
 
 register_family(

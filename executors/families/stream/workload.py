@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from executors.families.lm.workloads import MAX_BATCH, heldout_prompts
 from executors.families.stream.requests import Request, StreamResult
-from executors.registry import ModelBundle, bounded
+from executors.registry import ModelBundle, bounded, context_length
 from profiles.models import workload_id_for
 
 STATIC_ID = "serve.static_batching"
@@ -89,8 +89,8 @@ class StreamWorkload:
 
     def fits(self, bundle: ModelBundle) -> str | None:
         need = self.prefix_len + max(self.prompt_lens) + self.gen_len
-        if need > bundle.model.config.max_seq_len:
-            context = bundle.model.config.max_seq_len
+        context = context_length(bundle.model)
+        if need > context:
             return f"prefix + prompt + generation = {need} tokens exceeds the model's context of {context}"
         return None
 

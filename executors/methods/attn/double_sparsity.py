@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from executors.families import default_runner
-from executors.families.lm.model import KVCache, _attention_mask, apply_rotary, rotary
+from executors.families.lm.model import DecoderLM, KVCache, _attention_mask, apply_rotary, rotary
 from executors.registry import Method, MethodConfig, register_method
 from kernels import dispatch
 
@@ -112,7 +112,7 @@ def _simulated_sparse(q, k, v, channels, budget: int) -> torch.Tensor:
 class DoubleSparseLM(nn.Module):
     """The model's own layers, with Double Sparsity attention in the calibrated layers."""
 
-    def __init__(self, model: nn.Module, channels: list[torch.Tensor | None], config: DoubleSparsityConfig):
+    def __init__(self, model: DecoderLM, channels: list[torch.Tensor | None], config: DoubleSparsityConfig):
         super().__init__()
         self.base = model
         self.config = model.config
@@ -199,7 +199,7 @@ def calibration_windows(bundle, config: DoubleSparsityConfig) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def calibrate(model: nn.Module, windows: torch.Tensor, config: DoubleSparsityConfig) -> list[torch.Tensor | None]:
+def calibrate(model: DecoderLM, windows: torch.Tensor, config: DoubleSparsityConfig) -> list[torch.Tensor | None]:
     """Per layer: the r most important channels of each KV head [Hkv, r] (None for dense layers)."""
     lm_config = model.config
     r = label_channels(config, lm_config.head_dim)

@@ -105,6 +105,9 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float, pattern: str) -> torch
 class PerpLinear(nn.Module):
     """A pruned linear layer whose frozen weight is adapted only through the chosen subsets."""
 
+    weight: torch.Tensor  # buffers, registered in __init__
+    keep: torch.Tensor
+
     def __init__(self, linear: nn.Linear, keep: torch.Tensor, subsets: frozenset[str], rank: int):
         super().__init__()
         out_features, in_features = linear.weight.shape
@@ -151,7 +154,7 @@ def block_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent, attribute, layer) for every linear layer inside the transformer blocks."""
     return [
         (parent, name, child)
-        for parent in model.layers.modules()
+        for parent in model.get_submodule("layers").modules()
         for name, child in parent.named_children()
         if isinstance(child, nn.Linear)
     ]
@@ -215,6 +218,7 @@ def load_cached(model: nn.Module, state: dict, meta: dict) -> nn.Module:
     restored = copy.deepcopy(model)
     for name in meta["biased"]:
         linear = restored.get_submodule(name)
+        assert isinstance(linear, nn.Linear), f"{name} was merged back into a linear layer"
         linear.bias = nn.Parameter(torch.zeros(linear.out_features))
     load_into(restored, state)
     return restored.eval()

@@ -60,7 +60,9 @@ def train(
 def recovery_objective(bundle: ModelBundle, count: int, seq_len: int, seed: int):
     """(windows, loss) to retrain with, from the bundle's family (next-token loss for a decoder,
     distillation toward the unmodified model's embeddings for an encoder, docs/encoder.md)."""
-    return family_hook(bundle, "recovery")(bundle, count, seq_len, seed)
+    recovery = family_hook(bundle, "recovery")
+    assert recovery is not None, "require_recovery() is part of the method's supports()"
+    return recovery(bundle, count, seq_len, seed)
 
 
 def require_recovery(bundle: ModelBundle) -> str | None:
@@ -212,6 +214,7 @@ def taylor_scores(block, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     attention, ffn = block.attention, block.feed_forward
 
     def salience(linear: nn.Linear) -> torch.Tensor:
+        assert linear.weight.grad is not None, "taylor_scores reads the gradients of a backward pass"
         return (linear.weight * linear.weight.grad).abs()
 
     q = salience(attention.wq).view(attention.n_heads, head_dim, -1).sum((1, 2))

@@ -50,7 +50,7 @@ from executors.methods.quant.fakequant import (
     pack_grid,
     weight_grid,
 )
-from executors.registry import Method, MethodConfig, register_method
+from executors.registry import Method, MethodConfig, TransformerBlock, register_method, transformer_blocks
 from executors.training import Schedule, train
 from kernels.dispatch import backend_for, lowbit_linear
 from kernels.lowbit_gemm import ALIGNED_BITS
@@ -80,6 +80,10 @@ class ABQConfig(MethodConfig):
 
 class LowBitLinear(nn.Module):
     """A linear layer stored as packed 2..8-bit codes (+ per-group scales and zero points)."""
+
+    packed: torch.Tensor  # buffers, registered in __init__
+    scales: torch.Tensor
+    zeros: torch.Tensor
 
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None, a_bits: int):
         super().__init__()
@@ -146,7 +150,7 @@ class CalibLinear(nn.Module):
         self.row_scale = self.weight.abs().mean(dim=1, keepdim=True)
 
     def effective_weight(self) -> torch.Tensor:
-        if self.left is None:
+        if self.left is None or self.right is None:  # both or neither: `compensate`
             return self.weight
         return self.weight + (self.left * self.row_scale) @ self.right
 
@@ -174,7 +178,7 @@ def compensated(index: int, n_layers: int) -> bool:
     return index <= 2 or index >= n_layers - 4
 
 
-def block_linears(block: nn.Module) -> list[tuple[nn.Module, str]]:
+def block_linears(block: TransformerBlock) -> list[tuple[nn.Module, str]]:
     return [
         (parent, name)
         for parent in (block.attention, block.feed_forward)
@@ -192,7 +196,7 @@ def block_inputs(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, 
         caught["args"] = args
         raise StopIteration
 
-    hook = model.layers[0].register_forward_pre_hook(catch)
+    hook = transformer_blocks(model)[0].register_forward_pre_hook(catch)
     try:
         with torch.no_grad():
             model(tokens)
@@ -209,7 +213,7 @@ def rows_of(rest: tuple, rows: torch.Tensor) -> tuple:
     return tuple(a[rows] if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in rest)
 
 
-def attention_probs(block: nn.Module, x: torch.Tensor, rest: tuple) -> torch.Tensor:
+def attention_probs(block: TransformerBlock, x: torch.Tensor, rest: tuple) -> torch.Tensor:
     """The block's attention map [B, H, T, T]: each family's block computes its own (causal + RoPE
     for a decoder, padding-masked for an encoder)."""
     return block.attention_map(x, *rest)
@@ -261,7 +265,7 @@ def calibrate_block(block, index, n_layers, config, fp_in, quant_in, rest, gener
     }
 
 
-def freeze_block(block: nn.Module) -> None:
+def freeze_block(block: TransformerBlock) -> None:
     for parent, name in block_linears(block):
         setattr(parent, name, getattr(parent, name).freeze())
 
@@ -276,8 +280,9 @@ def quantize_abq(
     generator = torch.Generator().manual_seed(config.seed)
     fp_in, rest = block_inputs(model, tokens)
     quant_in, found = fp_in.clone(), {}
-    n_layers = len(quantized.layers)
-    for index, block in enumerate(quantized.layers):
+    originals, blocks = transformer_blocks(model), transformer_blocks(quantized)
+    n_layers = len(blocks)
+    for index, block in enumerate(blocks):
         if learned is None:
             found.update(calibrate_block(block, index, n_layers, config, fp_in, quant_in, rest, generator))
         else:
@@ -288,7 +293,7 @@ def quantize_abq(
                 {k.split(".", 1)[1]: v for k, v in learned.items() if k.split(".", 1)[0] == str(index)}, strict=False
             )
         with torch.no_grad():
-            fp_in = model.layers[index](fp_in, *rest)  # the untouched FP block
+            fp_in = originals[index](fp_in, *rest)  # the untouched FP block
             freeze_block(block)
             quant_in = block(quant_in, *rest)
     return quantized, found
@@ -297,7 +302,9 @@ def quantize_abq(
 def calibration_tokens(bundle, config: ABQConfig) -> torch.Tensor:
     """Training-split windows from the bundle's family (next-token text, [CLS] … [SEP] windows, …)."""
     length = min(config.calibration_len, bundle.model.config.max_seq_len)
-    tokens = family_hook(bundle, "calibration")(bundle, config.calibration_windows, length, config.seed)
+    calibration = family_hook(bundle, "calibration")
+    assert calibration is not None, "supports() requires the family's calibration hook"
+    tokens = calibration(bundle, config.calibration_windows, length, config.seed)
     return tokens.to(bundle.model.tok_embeddings.weight.device)
 
 

@@ -174,7 +174,7 @@ def build_student(model: DecoderLM, config: EdgeQATConfig, quantize_linears: boo
 
 def init_steps(student: DecoderLM, tokens: torch.Tensor) -> None:
     """Data-driven init of the q/k/v steps (absmax) from one forward pass."""
-    captured = {}
+    captured: dict[nn.Module, torch.Tensor] = {}
     hooks = [
         m.register_forward_hook(lambda mod, args, out, m=m: captured.__setitem__(m, out))
         for a in attention_modules(student)
@@ -189,18 +189,24 @@ def init_steps(student: DecoderLM, tokens: torch.Tensor) -> None:
             attention.steps.copy_(torch.stack([absmax_step(v, attention.kv_bits) for v in values]))
 
 
+def recorded(attention: QATAttention) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    assert attention.recorded is not None, "the attention records (q, k, probs) in a forward with `record` on"
+    return attention.recorded
+
+
 def entropy_loss(student: DecoderLM) -> torch.Tensor:
     total = sum(
         torch.log1p(q.var(dim=-1)).sum() + torch.log1p(k.var(dim=-1)).sum()
-        for q, k, _ in (a.recorded for a in attention_modules(student))
+        for q, k, _ in map(recorded, attention_modules(student))
     )
+    assert isinstance(total, torch.Tensor), "a student has QAT attention in every block"
     return -torch.log(total)
 
 
 def distribution_loss(student: DecoderLM, teacher: DecoderLM) -> torch.Tensor:
     losses = []
     for mine, theirs in zip(attention_modules(student), attention_modules(teacher), strict=False):
-        probs, reference = mine.recorded[2], theirs.recorded[2]
+        probs, reference = recorded(mine)[2], recorded(theirs)[2]
         cosine = F.cosine_similarity(probs.flatten(2), reference.flatten(2), dim=-1)  # per (batch, head)
         losses.append(-torch.log(cosine.mean().clamp_min(1e-6)))
     return torch.stack(losses).sum()

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from executors.families import default_runner
-from executors.registry import Method, MethodConfig, register_method
+from executors.registry import Method, MethodConfig, register_method, transformer_blocks
 from kernels.dispatch import backend_for, lowbit_linear
 from kernels.quant_pack import PackedWeight, quantize_weight
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class WeightOnlyInt4Config(MethodConfig):
 
 class Int4Linear(nn.Module):
     """A linear layer whose weight lives as packed 4-bit codes with per-group scales/zeros."""
+
+    packed: torch.Tensor  # buffers, registered in __init__
+    scales: torch.Tensor
+    zeros: torch.Tensor
 
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None):
         super().__init__()
@@ -68,9 +75,9 @@ class Int4Linear(nn.Module):
         return F.linear(x, self.dequantized(), self.bias)
 
 
-def quantize_int4(model: nn.Module, config: WeightOnlyInt4Config) -> nn.Module:
+def quantize_int4(model: ModelT, config: WeightOnlyInt4Config) -> ModelT:
     quantized = copy.deepcopy(model)
-    for block in quantized.layers:  # transformer linears only; embeddings and head stay fp32
+    for block in transformer_blocks(quantized):  # transformer linears only; embeddings and head stay fp32
         for parent in (block.attention, block.feed_forward):
             for name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear):

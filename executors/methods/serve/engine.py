@@ -32,9 +32,8 @@ import torch
 from torch import nn
 
 from executors.families.lm.decoding import Generation, next_tokens
-from executors.families.lm.model import DecoderLM, apply_rotary, rotary
+from executors.families.lm.model import DecoderLM, apply_rotary, decoder_of, rotary
 from executors.families.stream.requests import Request, RequestState, StreamResult
-from executors.registry import unwrap
 
 ROW_MULTIPLE = 4
 
@@ -179,11 +178,11 @@ def packed_forward(lm: DecoderLM, pool: BlockPool, items: list[tuple[RequestStat
         padded = [items[i][0].blocks[:k] + [0] * (max(needed) - k) for i, k in zip(indices, needed, strict=False)]
         return torch.tensor(padded, device=device)
 
-    groups = []  # (item indices, query rows, block tables, query positions, key counts)
+    pieces = []  # (item indices, query rows, block tables)
     if decodes:
-        groups.append((decodes, torch.tensor([row_of[i] for i in decodes], device=device), tables(decodes)))
-    groups += [([i], torch.arange(row_of[i], row_of[i + 1], device=device), tables([i])) for i in prefills]
-    groups = [
+        pieces.append((decodes, torch.tensor([row_of[i] for i in decodes], device=device), tables(decodes)))
+    pieces += [([i], torch.arange(row_of[i], row_of[i + 1], device=device), tables([i])) for i in prefills]
+    groups = [  # each piece with its query positions and key counts
         (
             idx,
             query_rows,
@@ -191,7 +190,7 @@ def packed_forward(lm: DecoderLM, pool: BlockPool, items: list[tuple[RequestStat
             positions[query_rows].view(len(idx), -1),
             torch.tensor([starts[i] + lengths[i] for i in idx], device=device),
         )
-        for idx, query_rows, table in groups
+        for idx, query_rows, table in pieces
     ]
     cos, sin = rotary(positions, c.head_dim, c.rope_theta)
     x = _padded(lm.tok_embeddings(tokens))
@@ -326,7 +325,7 @@ def with_options(model: nn.Module, **changes) -> ServedLM:
     """Adds serving options to a model, keeping those an earlier method of the composite set."""
     if isinstance(model, ServedLM):
         return ServedLM(model.lm, replace(model.options, **changes))
-    return ServedLM(unwrap(model), replace(EngineOptions(), **changes))
+    return ServedLM(decoder_of(model), replace(EngineOptions(), **changes))
 
 
 @dataclass

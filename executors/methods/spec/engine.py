@@ -30,15 +30,10 @@ from typing import Protocol
 import torch
 
 from executors.families.lm.decoding import Generation, next_tokens, sampling_generator
-from executors.families.lm.model import DecoderLM, KVCache
-from executors.registry import Method, unwrap
+from executors.families.lm.model import KVCache, decoder_of
+from executors.registry import Method
 
 log = logging.getLogger(__name__)
-
-
-def decoder_of(model: torch.nn.Module) -> DecoderLM:
-    """The DecoderLM under a possible torch.compile wrapper (for its config and cache)."""
-    return unwrap(model)  # type: ignore[return-value]
 
 
 class SpeculativeMethod(Method):
@@ -157,14 +152,14 @@ def greedy_tree_accept(
     kids = tree.children()
     paths = []
     for row_tokens, row_predictions in zip(tokens, predictions, strict=False):
-        path = [0]
+        walk = [0]
         while True:
-            wanted = row_predictions[path[-1]]
-            follow = next((c for c in kids[path[-1]] if row_tokens[c] == wanted), None)
+            wanted = row_predictions[walk[-1]]
+            follow = next((c for c in kids[walk[-1]] if row_tokens[c] == wanted), None)
             if follow is None:
                 break
-            path.append(follow)
-        paths.append(path)
+            walk.append(follow)
+        paths.append(walk)
     keep = min(len(p) for p in paths)
     path = torch.tensor([p[:keep] for p in paths], dtype=torch.long, device=node_tokens.device)
     emitted = torch.cat((node_tokens.gather(1, path[:, 1:]), logits.argmax(dim=-1).gather(1, path[:, -1:])), dim=1)

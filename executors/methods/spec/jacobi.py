@@ -53,6 +53,7 @@ class JacobiProposer:
         self.probs = point_mass(self.tokens, self.vocab_size)
 
     def propose(self, cache, pending, sampling, temperature, generator, counts) -> Draft:
+        assert self.tokens is not None, "start() makes the first guesses"
         return Draft(tokens=self.tokens, probs=self.probs if sampling != "greedy" else None)
 
     def observe(self, verified, sampling, temperature, generator) -> None:

@@ -18,6 +18,7 @@ import copy
 import logging
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from executors.caching import cached_tensors
+from executors.families.lm.model import DecoderLM
 from executors.methods.spec.engine import (
     Draft,
     SpeculativeMethod,
@@ -136,7 +138,7 @@ def prompt_and_teacher_logits(model, prompts: PromptTokens, windows: torch.Tenso
     return student, logits[:, at].detach()
 
 
-def differentiable(model) -> nn.Module:
+def differentiable(model) -> DecoderLM:
     """The model, or a float twin of it: torch's dynamic int8 linear layers have no backward."""
     decoder = decoder_of(model)
     packed = [
@@ -147,6 +149,7 @@ def differentiable(model) -> nn.Module:
     twin = copy.deepcopy(decoder)
     for name in packed:
         source = twin.get_submodule(name)
+        assert isinstance(source, torch.ao.nn.quantized.dynamic.Linear)  # as `packed` found it
         linear = nn.Linear(source.in_features, source.out_features, bias=source.bias() is not None)
         linear.weight.data = source.weight().dequantize()
         if source.bias() is not None:
@@ -267,7 +270,7 @@ def plan_tree(
     )
 
 
-def stationary_tokens(plans: list[TreePlan]) -> float:
+def stationary_tokens(plans: Sequence[TreePlan]) -> float:
     """Long-run tokens per verify step of the Markov chain over 'guesses at hand'."""
     chain = np.array([plan.transitions for plan in plans])
     states = len(plans)
@@ -333,6 +336,7 @@ class PromptProposer:
         return rows.to(self.embed.weight.dtype)[None].expand(batch, -1, -1)
 
     def propose(self, cache, pending, sampling, temperature, generator, counts) -> Draft:
+        assert self.guesses is not None, "start() sets the first guesses"
         batch, guesses = pending.shape[0], self.guesses.shape[1]
         if sampling != "greedy":  # a chain drawn from the guesses; stream 0's prompt tokens after it
             probs = probabilities(self.guesses, temperature)
@@ -355,12 +359,14 @@ class PromptProposer:
 
     def observe(self, verified, sampling, temperature, generator) -> None:
         batch = verified.logits.shape[0]
+        assert self.guesses is not None, "start() sets the first guesses"
         if sampling != "greedy":  # guesses only when the whole chain survived (then stream 0 read them)
             drafted = self.guesses.shape[1]
             full = verified.kept.shape[1] == drafted + 1
             count = self.prompts.shape[0] if full else 0
             self.guesses = verified.logits[:, drafted + 1 : drafted + 1 + count]
             return
+        assert self.plan is not None, "a greedy propose() chose the plan"
         nodes = self.plan.prompt_nodes[verified.kept[:, -1].cpu()]  # [B, m, ensemble]
         usable = int(min(self.plan.prompt_counts[u] for u in verified.kept[:, -1].tolist()))
         rows = torch.arange(batch)[:, None, None]

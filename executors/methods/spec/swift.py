@@ -164,6 +164,7 @@ class SwiftProposer:
     def _optimise(self, counts) -> None:
         """One optimisation step of the paper: score a few candidates on the current context."""
         began = time.perf_counter()
+        assert self.context is not None and self.targets is not None, "start() sets the scoring context"
         window = self.context[:, -self.config.search_window :]
         wanted = self.targets[:, -self.config.search_window :]
         for _ in range(self.config.trials_per_step):
@@ -201,6 +202,7 @@ class SwiftProposer:
     def observe(self, verified, sampling, temperature, generator) -> None:
         """Keeps the scoring context: tokens now in the cache and the full model's argmax after each."""
         keep = verified.kept.shape[1]
+        assert self.context is not None and self.targets is not None and self.pending is not None, "set by propose()"
         in_cache = torch.cat((self.pending, verified.emitted[:, :-1]), dim=1)
         window = self.config.search_window
         self.context = torch.cat((self.context, in_cache), dim=1)[:, -window:]

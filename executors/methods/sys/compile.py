@@ -62,6 +62,7 @@ class Compile(Method):
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
         torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4096)
         compiled = torch.compile(bundle.model, mode=config.mode, dynamic=config.dynamic)
+        assert isinstance(compiled, torch.nn.Module), "a compiled module is an OptimizedModule"
         return default_runner(bundle, compiled, {"compile_mode": config.mode})
 
 
