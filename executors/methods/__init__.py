@@ -12,3 +12,20 @@ from executors.methods.spec import (  # noqa: F401
     swift,
 )
 from executors.methods.sys import compile  # noqa: F401
+from executors.methods.train import (  # noqa: F401
+    accelat,
+    adabelief,
+    cpt_subset_mix,
+    efficienttrain,
+    exadam,
+    ghost_bn,
+    gstack,
+    multigrid,
+    multisample_dropout,
+    one_epoch,
+    qknorm_zloss,
+    quality_filter,
+    reference,
+    rewarm,
+    vcycle,
+)

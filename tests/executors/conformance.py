@@ -57,13 +57,19 @@ def cases(method_ids: list[str]) -> list[Case]:
     return out
 
 
-def fixture(family: str, root: Path, cache: dict) -> ModelBundle:
+def fixture(family: str, root: Path, cache: dict, method_id: str | None = None) -> ModelBundle:
+    """The family's tiny fixture, or — where its methods need different models (a CNN with batch norm,
+    a pre-trained start) — the one its `fixture_for` hook picks for the method."""
     name = model_family(family)
-    if name not in cache:
+    pick = get_family(name).hooks.get("fixture_for") if method_id else None
+    key = (name, method_id) if pick else name
+    if key not in cache and pick and method_id:
+        cache[key] = pick(get_method(method_id), root)
+    elif key not in cache:
         build = get_family(name).fixture
         assert build is not None, f"family {name} has no tiny fixture"  # cases() leaves such families out
-        cache[name] = build(root)
-    return cache[name]
+        cache[key] = build(root)
+    return cache[key]
 
 
 def parameter_count(model: torch.nn.Module) -> int:

@@ -43,7 +43,7 @@ METHODS_DOC = Path(__file__).resolve().parents[2] / "docs" / "methods.md"
 @pytest.fixture(scope="module")
 def fixtures(zoo_root):
     cache: dict = {}
-    return lambda family: fixture(family, zoo_root, cache)
+    return lambda family, method_id=None: fixture(family, zoo_root, cache, method_id)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def applied(fixtures):
 
     def runners_for(case: Case):
         if case not in cache:
-            cache[case] = apply_case(case, fixtures(case.family))
+            cache[case] = apply_case(case, fixtures(case.family, case.method_id))
         return cache[case]
 
     return runners_for
@@ -92,15 +92,17 @@ def test_every_method_claims_an_effect_unless_it_is_a_reference():
 @pytest.mark.parametrize("case", CASES)
 def test_a_method_changes_what_it_claims_against_its_family_reference(case, applied, fixtures):
     runner, reference = applied(case)
-    failures = claim_failures(get_method(case.method_id), case.family, runner, reference, fixtures(case.family))
+    failures = claim_failures(get_method(case.method_id), case.family, runner, reference,
+                              fixtures(case.family, case.method_id))  # fmt: skip
     assert not failures, f"{case.id}: {failures}"
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_supports_applies_on_cpu_and_gives_a_reason_on_cuda(case, fixtures):
     method = get_method(case.method_id)
-    assert method.supports(fixtures(case.family), torch.device("cpu")) is None, "every method should apply on CPU"
-    answer = method.supports(fixtures(case.family), torch.device("cuda"))
+    bundle = fixtures(case.family, case.method_id)
+    assert method.supports(bundle, torch.device("cpu")) is None, "every method should apply on CPU"
+    answer = method.supports(bundle, torch.device("cuda"))
     assert answer is None or (isinstance(answer, str) and answer.strip())
 
 
@@ -164,7 +166,7 @@ def test_config_round_trips_through_json(method_id):
     data = config_to_json(config)
     assert data["method"] == method_id and data["version"] == config.version
     assert config_from_json(data) == config
-    changed: dict[str, int] = {}  # bools are ints
+    changed = {}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if field.name != "version" and isinstance(value, bool):
