@@ -83,14 +83,26 @@ class Traffic:
             stop.wait(rng.uniform(0.05, 0.3))
 
 
-def _credentials(pool_size: int) -> tuple[dict, dict, str]:
+def _prepare_store(advisor_first: bool) -> tuple[dict, dict, str]:
+    """Credentials, and with ``advisor_first`` the shipped grid and an advisor trained on it, so the
+    recommendation traffic meets a trained advisor from the first fault on (serve would train one
+    in the background, and a restarted API starts that over)."""
     from datetime import timedelta
 
     from api.auth import create_api_key, create_join_token
+    from api.embedded import import_shipped, shipped_profiles
     from profiles.db import default_engine, session_scope
     from profiles.migrate import upgrade
 
     upgrade(default_engine())
+    shipped = shipped_profiles()
+    if advisor_first and shipped is not None:
+        from advisor.api import train_advisor
+
+        with session_scope() as session:
+            import_shipped(session, shipped)
+        with session_scope() as session:
+            train_advisor(session, evaluate_splits=())
     with session_scope() as session:
         admin = create_api_key(session, "admin", "soak admin")[1]
         client = create_api_key(session, "client", "soak client")[1]
@@ -248,7 +260,7 @@ def run_soak(args: argparse.Namespace) -> dict:
 
     get_settings.cache_clear()
     build(MODEL.split(":")[1], cache_dir)  # once, before any worker wants it
-    admin, client, token = _credentials(args.workers)
+    admin, client, token = _prepare_store(args.advisor_first)
     service = Service(workdir, env)
     workers = [f"soak-w{i}" for i in range(args.workers)] if args.mode == "distributed" else []
     started = time.monotonic()
@@ -323,6 +335,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fault-every-s", type=float, nargs=2, default=(20.0, 60.0))
     parser.add_argument("--drain-minutes", type=float, default=25.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--advisor-first",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="import the shipped grid and train an advisor before the service starts",
+    )
     parser.add_argument("--postgres-url", default=os.environ.get("ACCEL_TEST_POSTGRES_URL"))
     parser.add_argument("--workdir", help="logs and data (default: a new temp folder, kept)")
     parser.add_argument("--cache-dir", help="zoo cache to reuse across runs")
