@@ -166,7 +166,7 @@ def test_config_round_trips_through_json(method_id):
     data = config_to_json(config)
     assert data["method"] == method_id and data["version"] == config.version
     assert config_from_json(data) == config
-    changed = {}
+    changed: dict[str, int] = {}  # bools are ints
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if field.name != "version" and isinstance(value, bool):
