@@ -61,8 +61,8 @@ FUZZ = settings(
 def _pool() -> None:
     """A store with the fuzz's admin key and an online node, so profiling jobs and runs can be planned."""
     import advisor.api  # noqa: F401  (the learner, the registry and torch load once, not inside a request)
+    import executors.families  # noqa: F401
     import executors.methods  # noqa: F401
-    import executors.tasks  # noqa: F401
 
     upgrade(default_engine())
     with session_scope() as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 import torch
@@ -26,13 +27,24 @@ from executors.methods.spec.swift import LayerSetSearch, SwiftConfig
 from executors.registry import ModelBundle, config_from_json, config_to_json, get_method
 
 CALIBRATION = tuple(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(300))
-FAST_MEDUSA = {"train_windows": 8, "train_seq_len": 48, "train_steps": 30, "train_batch": 64, "lr": 1e-2}
+FAST_MEDUSA: dict[str, Any] = {
+    "train_windows": 8,
+    "train_seq_len": 48,
+    "train_steps": 30,
+    "train_batch": 64,
+    "lr": 1e-2,
+}
 
 
 def byte_lm(layers: int = 4, seed: int = 0) -> DecoderLM:
     torch.manual_seed(seed)
     config = LMConfig(vocab_size=259, dim=48, n_layers=layers, n_heads=4, n_kv_heads=2, ffn_dim=96, max_seq_len=256)
     return DecoderLM(config).eval()
+
+
+def apply(method_id: str, bundle: ModelBundle, config: Any) -> Any:
+    """The method's runner, typed loosely: the tests read each runner's own attributes (heads, cached, …)."""
+    return get_method(method_id).apply(bundle, config)
 
 
 def bundle_of(model: DecoderLM) -> ModelBundle:
@@ -65,7 +77,7 @@ CASES = [
 @pytest.mark.parametrize("batch", [1, 3])
 def test_greedy_output_equals_the_baseline(method_id, config, batch):
     model = byte_lm()
-    runner = get_method(method_id).apply(bundle_of(model), config)
+    runner = apply(method_id, bundle_of(model), config)
     batch_prompts = prompts(batch)
     expected = PlainDecoder(model).generate(batch_prompts, 30).tokens
     for _ in range(2):  # the second call runs on what the first one learnt (SWIFT's layer set)
@@ -80,7 +92,7 @@ def test_greedy_output_equals_the_baseline(method_id, config, batch):
 @pytest.mark.parametrize(("method_id", "config"), [CASES[0], CASES[2], CASES[4]])
 def test_sampling_is_reproducible_and_follows_the_model(method_id, config):
     model = byte_lm(seed=3)
-    runner = get_method(method_id).apply(bundle_of(model), config)
+    runner = apply(method_id, bundle_of(model), config)
     prompt = prompts(1)
     first = runner.generate(prompt, 12, sampling="sample", temperature=0.7, seed=11)
     again = runner.generate(prompt, 12, sampling="sample", temperature=0.7, seed=11)
@@ -106,7 +118,7 @@ def test_swift_search_finds_the_layers_that_do_nothing():
     config = SwiftConfig(
         skip_ratio=0.25, max_draft_len=4, confidence_threshold=0.0, search_trials=15, search_random=5, trials_per_step=3
     )
-    runner = get_method("lm.spec.swift").apply(bundle_of(model), config)
+    runner = apply("lm.spec.swift", bundle_of(model), config)
     batch_prompts = prompts(2, length=40)
     expected = PlainDecoder(model).generate(batch_prompts, 40).tokens
     runner.generate(batch_prompts, 40)  # the optimisation phase of this stream
@@ -121,7 +133,7 @@ def test_swift_search_finds_the_layers_that_do_nothing():
 def test_swift_confidence_threshold_stops_drafting_early():
     model = byte_lm()
     always_stop = SwiftConfig(max_draft_len=5, confidence_threshold=1.01, search_trials=2)
-    generation = get_method("lm.spec.swift").apply(bundle_of(model), always_stop).generate(prompts(1), 20)
+    generation = apply("lm.spec.swift", bundle_of(model), always_stop).generate(prompts(1), 20)
     assert generation.stats["drafted"] == generation.stats["verify_steps"]  # one draft per step
 
 
@@ -147,8 +159,8 @@ def test_medusa_heads_learn_and_are_cached():
     model = byte_lm(seed=2)
     config = MedusaConfig(**FAST_MEDUSA)
     untrained = MedusaConfig(**{**FAST_MEDUSA, "train_steps": 0})
-    baseline = get_method("lm.spec.medusa").apply(bundle_of(model), untrained)
-    trained = get_method("lm.spec.medusa").apply(bundle_of(model), config)
+    baseline = apply("lm.spec.medusa", bundle_of(model), untrained)
+    trained = apply("lm.spec.medusa", bundle_of(model), config)
     assert not trained.cached and trained.setup_s > 0
     assert cache_file("medusa", model, training_knobs(config)).exists()
     # self-distillation must beat the starting point (each head a copy of the next-token head)
@@ -159,7 +171,7 @@ def test_medusa_heads_learn_and_are_cached():
             before = F.cross_entropy(baseline.heads.head(inputs, k), labels)
             after = F.cross_entropy(trained.heads.head(inputs, k), labels)
         assert after < before - 0.1
-    again = get_method("lm.spec.medusa").apply(bundle_of(model), config)
+    again = apply("lm.spec.medusa", bundle_of(model), config)
     assert again.cached and again.setup_s == 0.0 and again.accuracy == trained.accuracy
     for name, tensor in trained.heads.state_dict().items():
         assert again.heads.state_dict()[name].equal(tensor)
@@ -189,6 +201,6 @@ def test_configs_round_trip_and_reject_bad_values():
     with pytest.raises(ValueError, match="unknown params"):
         config_from_json({"method": "lm.spec.swift", "version": 1, "params": {"draft": 3}})
     with pytest.raises(ValueError):
-        get_method("lm.parallel.jacobi").apply(bundle_of(byte_lm()), JacobiConfig(window=0))
+        apply("lm.parallel.jacobi", bundle_of(byte_lm()), JacobiConfig(window=0))
     with pytest.raises(ValueError):
-        get_method("lm.spec.swift").apply(bundle_of(byte_lm()), SwiftConfig(skip_ratio=1.0))
+        apply("lm.spec.swift", bundle_of(byte_lm()), SwiftConfig(skip_ratio=1.0))

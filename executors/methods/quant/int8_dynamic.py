@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from executors.families import default_runner
+from executors.families.lm.model import DecoderLM
 from executors.registry import Method, MethodConfig, register_method
 
 
@@ -31,7 +32,7 @@ def quantize_int8_dynamic(model: nn.Module, config: Int8DynamicConfig) -> nn.Mod
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     quantized = copy.deepcopy(model)
-    if config.include_head and quantized.config.tie_embeddings:
+    if config.include_head and isinstance(quantized, DecoderLM) and quantized.config.tie_embeddings:
         quantized.output.weight = nn.Parameter(quantized.output.weight.detach().clone())  # untie before packing
     qconfig = per_channel_dynamic_qconfig if config.per_channel else default_dynamic_qconfig
     names = {

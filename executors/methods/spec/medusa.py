@@ -69,10 +69,11 @@ class MedusaHeads(nn.Module):
     def __init__(self, output_weight: torch.Tensor, heads: int, own_projection: bool):
         super().__init__()
         dim = output_weight.shape[1]
-        self.blocks = nn.ModuleList(nn.Linear(dim, dim) for _ in range(heads))
-        for block in self.blocks:
-            nn.init.zeros_(block.weight)
-            nn.init.zeros_(block.bias)
+        linears = [nn.Linear(dim, dim) for _ in range(heads)]
+        for linear in linears:
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+        self.blocks = nn.ModuleList(linears)
         self.projections = (
             nn.ParameterList(nn.Parameter(output_weight.detach().clone()) for _ in range(heads))
             if own_projection
@@ -175,7 +176,7 @@ def build_tree(accuracy: list[list[float]], nodes: int) -> tuple[TokenTree, list
     heads, top_k = len(accuracy), len(accuracy[0])
     chosen: dict[tuple[int, ...], int] = {(): 0}
     parents, depths, ranks = [-1], [0], [0]
-    frontier = [(-accuracy[0][i], (i,)) for i in range(top_k)]
+    frontier: list[tuple[float, tuple[int, ...]]] = [(-accuracy[0][i], (i,)) for i in range(top_k)]
     heapq.heapify(frontier)
     while frontier and len(parents) <= nodes:
         negative, path = heapq.heappop(frontier)
