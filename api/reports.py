@@ -11,9 +11,9 @@ and source are the zoo's (the zoo is the registry of built-in models), the numbe
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlmodel import Session
 
 from api.errors import Forbidden, Unprocessable
@@ -29,7 +29,7 @@ class ReportedArchitecture(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    family: Literal["decoder-lm", "encoder", "vit", "cnn", "diffusion"] = "decoder-lm"
+    family: str = Field(default="decoder-lm", max_length=64)  # an architecture some executor family loads
     params: Size = 0
     layers: Dim | None = None
     width: Dim | None = None
@@ -38,6 +38,17 @@ class ReportedArchitecture(BaseModel):
     vocab: Dim | None = None
     context: Dim | None = None
     descriptors: BoundedJson = Field(default_factory=dict)
+
+    @field_validator("family")
+    @classmethod
+    def _loaded_architecture(cls, architecture: str) -> str:
+        from executors.families import family_of_architecture
+
+        try:
+            family_of_architecture(architecture)
+        except KeyError as exc:  # pydantic turns only ValueErrors into validation errors (a 422 below)
+            raise ValueError(exc.args[0]) from None
+        return architecture
 
 
 def _model_row(session: Session, model_id: str, reported: object) -> dict:
