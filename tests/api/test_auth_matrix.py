@@ -22,7 +22,8 @@ def _protected_routes():
         if scopes:
             for method in route.methods:
                 # Any id a route takes that SAMPLE does not name is "x": these calls never reach an object.
-                out.append((method, "/v1" + route.path.format_map(defaultdict(lambda: "x", SAMPLE)), scopes[0]))
+                path = route.path.replace(":path}", "}")  # {model_id:path}: an id with slashes
+                out.append((method, "/v1" + path.format_map(defaultdict(lambda: "x", SAMPLE)), scopes[0]))
     return sorted(out)
 
 

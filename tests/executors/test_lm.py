@@ -1,4 +1,4 @@
-"""DecoderLM: cached decoding equals a full forward; loading HF Llama folders matches transformers."""
+"""DecoderLM: cached decoding equals a full forward; loading an HF Llama folder matches transformers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from executors.families.lm.checkpoints import load_hf_llama, load_lm, save_lm
+from executors.families.lm.checkpoints import load_lm, save_lm
+from executors.families.lm.hf_decoders import load_hf_decoder
 from executors.families.lm.model import DecoderLM, LMConfig
 
 CONFIG = LMConfig(vocab_size=97, dim=48, n_layers=3, n_heads=6, n_kv_heads=2, ffn_dim=96, max_seq_len=64)
@@ -87,19 +88,19 @@ def test_hf_llama_folder_loads_and_matches_transformers(tmp_path):
     torch.manual_seed(1)
     reference = transformers.LlamaForCausalLM(hf_config).eval()
     reference.save_pretrained(tmp_path, safe_serialization=True)
-    ours = load_hf_llama(tmp_path)
+    ours = load_hf_decoder(tmp_path)
     assert ours.config.n_kv_heads == 2 and ours.config.rope_theta == 5000.0 and not ours.config.tie_embeddings
     tokens = torch.randint(0, 101, (2, 9))
     with torch.inference_mode():
         torch.testing.assert_close(ours(tokens), reference(tokens).logits, atol=1e-4, rtol=1e-4)
 
 
-def test_non_llama_and_pickled_checkpoints_are_refused(tmp_path):
+def test_other_decoders_and_pickled_checkpoints_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(
-        json.dumps({"model_type": "gpt2", "hidden_size": 8, "architectures": ["GPT2LMHeadModel"]})
+        json.dumps({"model_type": "t5", "hidden_size": 8, "architectures": ["T5ForConditionalGeneration"]})
     )
-    with pytest.raises(ValueError, match="Llama"):
-        load_hf_llama(tmp_path)
+    with pytest.raises(ValueError, match="t5"):
+        load_hf_decoder(tmp_path)
     (tmp_path / "config.json").write_text(
         json.dumps(
             {
@@ -114,4 +115,4 @@ def test_non_llama_and_pickled_checkpoints_are_refused(tmp_path):
     )
     torch.save({"x": torch.zeros(1)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(FileNotFoundError, match="pickled"):
-        load_hf_llama(tmp_path)
+        load_hf_decoder(tmp_path)

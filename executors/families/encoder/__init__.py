@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from executors.families import Family, WorkloadKind, ZooEntry, register_family
+from executors.families import ConfigReader, Family, WorkloadKind, ZooEntry, register_family
+from executors.families.encoder import hf_encoders
 from executors.families.encoder.harness import Embedder, EmbedHarness, observe
 from executors.families.encoder.model import (
+    BERT_TYPES,
     MINILM,
     distillation_loss,
     distillation_windows,
@@ -61,7 +63,7 @@ EMBED = WorkloadKind(
 register_family(
     Family(
         name="encoder",
-        description="BERT-style sentence encoders embedding text (all-MiniLM-L6-v2, BERT folders)",
+        description="BERT-style sentence encoders embedding text (all-MiniLM-L6-v2, BERT / RoBERTa folders)",
         runner_protocol="embed",
         runner=lambda model, stats=None: Embedder(model, dict(stats or {})),
         kinds=(EMBED,),
@@ -78,6 +80,12 @@ register_family(
         architectures=("encoder",),
         fixture=fixture,
         local_loader=load_local,
+        config_reader=ConfigReader(
+            model_types=BERT_TYPES,
+            describe=hf_encoders.describe,
+            needs=("tokenizer.json", "model.safetensors"),  # one weights file, and the tokenizer its inputs come from
+            check_weights=hf_encoders.check_weights,
+        ),
         hooks={"recovery": recovery_objective, "calibration": distillation_windows, "observe": observe},
     )
 )

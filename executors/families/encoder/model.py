@@ -13,6 +13,7 @@ decoder's linears apply unchanged. Weights come from `model.safetensors`, the to
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from executors.registry import BlockList
 
 MINILM = "minilm-l6"
+BERT_TYPES: tuple[str, ...] = ("bert", "roberta", "xlm-roberta")
 SENTENCE_MAX_TOKENS = 256  # sentence_bert_config.json's max_seq_length: what the model sees in use
 
 
@@ -41,6 +43,7 @@ class EncoderConfig:
     max_seq_len: int = 512  # learned position embeddings
     type_vocab_size: int = 2
     norm_eps: float = 1e-12
+    position_offset: int = 0  # RoBERTa numbers positions from its padding index + 1
 
     @property
     def head_dim(self) -> int:
@@ -111,7 +114,7 @@ class SentenceEncoder(nn.Module):
         )
 
     def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + self.config.position_offset
         x = (
             self.tok_embeddings(input_ids)
             + self.pos_embeddings(positions)
@@ -149,9 +152,11 @@ _BERT_NAMES = {
 }
 
 
-def _rename_bert(name: str) -> str | None:
-    """HF BertModel key → ours; None for what the sentence pipeline never uses (pooler, position ids)."""
-    if name.startswith("pooler.") or name.endswith("position_ids"):
+def bert_tensor_name(name: str) -> str | None:
+    """HF BertModel / RobertaModel key → ours; None for what the sentence pipeline never uses (a
+    pooler, position ids, the heads of a masked-LM or classifier checkpoint)."""
+    name = re.sub(r"^(bert|roberta)\.", "", name)
+    if name.startswith(("pooler.", "cls.", "lm_head.", "classifier.")) or name.endswith("position_ids"):
         return None
     if name.startswith("encoder.layer."):
         index, rest = name[len("encoder.layer.") :].split(".", 1)
@@ -162,16 +167,25 @@ def _rename_bert(name: str) -> str | None:
 
 
 def is_bert_folder(folder: Path) -> bool:
+    """A BERT-family encoder folder (BERT, RoBERTa, XLM-RoBERTa) with safetensors weights."""
     config_path = Path(folder) / "config.json"
     if not config_path.exists() or not (Path(folder) / "model.safetensors").exists():
         return False
-    return json.loads(config_path.read_text()).get("model_type") == "bert"
+    return json.loads(config_path.read_text()).get("model_type") in BERT_TYPES
 
 
-def bert_config(folder: Path) -> EncoderConfig:
-    data = json.loads((Path(folder) / "config.json").read_text())
+def bert_config(data: dict) -> EncoderConfig:
+    """The EncoderConfig of a BERT-family config.json; a layout SentenceEncoder does not compute is refused."""
+    model_type = data.get("model_type")
+    if model_type not in BERT_TYPES:
+        raise ValueError(f"model type {model_type!r} is not a BERT-family encoder ({', '.join(BERT_TYPES)})")
+    if "auto_map" in data:
+        raise ValueError("this checkpoint asks for its own code (auto_map); remote code is never run")
     if data.get("hidden_act", "gelu") != "gelu" or data.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"{folder}: only BERT with exact GELU and absolute positions is supported")
+        raise ValueError("only BERT-family encoders with exact GELU and absolute positions are supported")
+    if data.get("is_decoder") or data.get("add_cross_attention"):
+        raise ValueError("a BERT configured as a decoder is not a sentence encoder")
+    roberta = model_type != "bert"
     return EncoderConfig(
         vocab_size=data["vocab_size"],
         dim=data["hidden_size"],
@@ -179,21 +193,34 @@ def bert_config(folder: Path) -> EncoderConfig:
         n_heads=data["num_attention_heads"],
         ffn_dim=data["intermediate_size"],
         max_seq_len=data["max_position_embeddings"],
-        type_vocab_size=data["type_vocab_size"],
-        norm_eps=data["layer_norm_eps"],
+        type_vocab_size=data.get("type_vocab_size", 2),
+        norm_eps=data.get("layer_norm_eps", 1e-12),
+        position_offset=int(data.get("pad_token_id") or 1) + 1 if roberta else 0,
     )
 
 
 def load_bert(folder: Path) -> SentenceEncoder:
     """Weights only, from safetensors; every parameter must be present exactly once."""
-    model = SentenceEncoder(bert_config(folder))
+    model = SentenceEncoder(bert_config(json.loads((Path(folder) / "config.json").read_text())))
     state = {}
     for name, tensor in load_file(str(Path(folder) / "model.safetensors")).items():
-        ours = _rename_bert(name)
+        ours = bert_tensor_name(name)
         if ours is not None:
             state[ours] = tensor.float()
     model.load_state_dict(state, strict=True)
     return model.eval().requires_grad_(False)
+
+
+def _special_tokens(folder: Path) -> dict[str, str]:
+    """The special tokens a tokenizer folder names (tokenizer_config.json, special_tokens_map.json)."""
+    named: dict[str, str] = {}
+    for file in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (folder / file).exists():
+            for key, value in json.loads((folder / file).read_text()).items():
+                value = value.get("content") if isinstance(value, dict) else value
+                if key.endswith("_token") and isinstance(value, str):
+                    named[key] = value
+    return named
 
 
 class EncoderTokenizer:
@@ -209,7 +236,11 @@ class EncoderTokenizer:
         self._tok.enable_truncation(max_tokens)
         self.max_tokens = max_tokens
         self.vocab_size = self._tok.get_vocab_size()
-        self.cls_id, self.sep_id, self.pad_id = (self._special_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+        named = _special_tokens(Path(folder))  # BERT's [CLS] [SEP] [PAD]; RoBERTa's <s> </s> <pad>
+        self.cls_id, self.sep_id, self.pad_id = (
+            self._special_id(named.get(key, default))
+            for key, default in (("cls_token", "[CLS]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]"))
+        )
 
     def _special_id(self, token: str) -> int:
         found = self._tok.token_to_id(token)

@@ -1,7 +1,8 @@
-"""The `lm` family: decoder LMs (the zoo's byte-level LMs, SmolLM2, a user's Llama folder)
-generating after held-out prompts (`lm-generate`, the default workload kind).
+"""The `lm` family: decoder LMs (the zoo's byte-level LMs, SmolLM2, a user's Llama, Qwen2, Mistral
+or GPT-2 folder) generating after held-out prompts (`lm-generate`, the default workload kind).
 
-model.py the decoder · checkpoints.py/tokenizers.py/corpus.py loading and text · zoo.py the zoo
+model.py the decoder · checkpoints.py/hf_decoders.py/tokenizers.py/corpus.py loading and text
+· zoo.py the zoo
 · workloads.py the workload and its inputs · decoding.py the runner protocol and plain decoding
 · harness.py the protocol hook and quality (perplexity, greedy match, sampled-distribution check).
 """
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from executors.families import Family, WorkloadKind, ZooEntry, register_family
-from executors.families.lm import zoo
+from executors.families import ConfigReader, Family, WorkloadKind, ZooEntry, register_family
+from executors.families.lm import hf_decoders, zoo
 from executors.families.lm.decoding import PlainDecoder
 from executors.families.lm.harness import GenerateHarness, observe
 from executors.families.lm.workloads import (
@@ -63,7 +64,7 @@ GENERATE = WorkloadKind(
 register_family(
     Family(
         name="lm",
-        description="decoder LMs generating tokens after held-out prompts (zoo byte LMs, SmolLM2, Llama folders)",
+        description="decoder LMs generating tokens after held-out prompts (zoo byte LMs, SmolLM2, HF decoder folders)",
         runner_protocol="generate",
         runner=lambda model, stats=None: PlainDecoder(model, stats=dict(stats or {})),
         kinds=(GENERATE,),
@@ -72,6 +73,12 @@ register_family(
         architectures=("decoder-lm",),
         fixture=fixture,
         local_loader=zoo.load_local,
+        config_reader=ConfigReader(
+            model_types=tuple(hf_decoders.MODEL_TYPES),
+            describe=hf_decoders.describe,
+            needs=("tokenizer.json",),  # prompts and held-out text are tokenized with it
+            check_weights=hf_decoders.check_weights,
+        ),
         hooks={
             "recovery": recovery_objective,
             "observe": observe,

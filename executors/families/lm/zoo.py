@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from executors.families.lm.checkpoints import convert_smollm2, is_hf_llama_folder, load_hf_llama, load_lm, save_lm
+from executors.families.lm.checkpoints import convert_smollm2, load_lm, save_lm
 from executors.families.lm.corpus import chunks, load_corpus
+from executors.families.lm.hf_decoders import is_hf_decoder_folder, load_hf_decoder
 from executors.families.lm.model import DecoderLM, LMConfig, count_parameters
 from executors.families.lm.tokenizers import BYTE_TOKENIZER_VOCAB, ByteTokenizer, LocalHFTokenizer
 from executors.registry import ModelBundle, ModelSpec
@@ -30,6 +31,14 @@ log = logging.getLogger(__name__)
 # the serving engine, sparse attention), linear layers (quantisers), transformer blocks with the
 # shared module names (ABQ, PERP) and a next-token objective (recovery and QAT training).
 LM_CAPABILITIES = frozenset({"kv_cache", "linear_layers", "transformer_blocks", "next_token_loss", "tied_head"})
+# The zoo's plain layout (RoPE, RMSNorm, SwiGLU, no biases, no window), which the methods that
+# re-run the decoder's layers themselves or cut its SwiGLU rows assume; a Hugging Face decoder
+# of another layout (Qwen2's biases, GPT-2, scaled RoPE, Mistral's window) does not offer it.
+PLAIN_LAYOUT = "llama_layout"
+
+
+def lm_capabilities(config: LMConfig) -> frozenset[str]:
+    return LM_CAPABILITIES | ({PLAIN_LAYOUT} if config.plain else set())
 
 
 @dataclass(frozen=True)
@@ -145,7 +154,7 @@ def build_byte_lm(name: str):
 def build_smollm2(folder: Path, _root: Path | None) -> dict:
     started = time.perf_counter()
     check = convert_smollm2(folder)
-    model = load_hf_llama(folder)
+    model = load_hf_decoder(folder)
     return {
         "name": SMOLLM2,
         "source": f"zoo:{SMOLLM2}",
@@ -180,17 +189,17 @@ def lm_bundle(model: DecoderLM, tokenizer, source: str, name: str) -> ModelBundl
         family="lm",
         spec=spec,
         tokenizer=tokenizer,
-        capabilities=LM_CAPABILITIES,
+        capabilities=lm_capabilities(config),
         calibration_texts=chunks(corpus.train),
         heldout_texts=chunks(corpus.heldout),
     )
 
 
 def load_folder(folder: Path, source: str, name: str | None = None) -> ModelBundle:
-    """An HF Llama-format folder (config.json, *.safetensors, tokenizer.json) or a zoo-format one."""
+    """An HF decoder folder (config.json, *.safetensors, tokenizer.json) or a zoo-format one."""
     tokenizer: LocalHFTokenizer | ByteTokenizer
-    if is_hf_llama_folder(folder):
-        model, tokenizer = load_hf_llama(folder), LocalHFTokenizer(folder)
+    if is_hf_decoder_folder(folder):
+        model, tokenizer = load_hf_decoder(folder), LocalHFTokenizer(folder)
     else:
         model, tokenizer = load_lm(folder), ByteTokenizer()
     return lm_bundle(model, tokenizer, source, name or folder.name)
@@ -207,4 +216,4 @@ def is_zoo_folder(folder: Path) -> bool:
 
 def load_local(folder: Path, source: str) -> ModelBundle | None:
     """A user's folder, if it is a decoder this family loads."""
-    return load_folder(folder, source) if is_hf_llama_folder(folder) or is_zoo_folder(folder) else None
+    return load_folder(folder, source) if is_hf_decoder_folder(folder) or is_zoo_folder(folder) else None
