@@ -75,6 +75,37 @@ class ZooEntry:
 
 
 @dataclass(frozen=True)
+class ConfigReader:
+    """How a family reads a Hugging Face checkpoint's `config.json`, without loading any weight."""
+
+    model_types: tuple[str, ...]  # the config's "model_type" values the family loads
+    # config → the store's ModelSpec fields (family = the architecture, params, layers, width, heads,
+    # kv_heads, vocab, context, descriptors); ValueError naming what it cannot load
+    describe: Callable[[dict], dict]
+    needs: tuple[str, ...] = ()  # files a weights folder must hold besides config.json and the weights
+    # (config, {tensor name: shape} of the safetensors headers) → ValueError where they do not fit
+    check_weights: Callable[[dict, dict[str, list[int]]], None] | None = None
+
+
+def check_fit(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]) -> None:
+    """A ConfigReader's `check_weights` verdict: ValueError naming the tensors missing, unexpected or
+    of the wrong shape, where a checkpoint's tensors do not fill the model its config describes."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if tuple(found[k]) != tuple(expected[k]))
+    problems = [
+        f"{what}: {', '.join(names[:4])}{' …' if len(names) > 4 else ''}"
+        for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+        if names
+    ]
+    if problems:
+        raise ValueError(f"the weights do not fit the config ({'; '.join(problems)})")
+
+
+class UnsupportedArchitecture(ValueError):
+    """A checkpoint no family loads; the message lists the model types that are loaded."""
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     description: str
@@ -88,6 +119,7 @@ class Family:
     zoo: tuple[ZooEntry, ...] = ()
     fixture: Callable[[Path], ModelBundle] | None = None  # the tiny model of its tests and the registry suite
     local_loader: Callable[[Path, str], ModelBundle | None] | None = None  # a user's folder, if of this family
+    config_reader: ConfigReader | None = None  # a user's Hugging Face config.json, for registering it
     # Family-specific helpers methods call generically (e.g. "recovery": the objective a
     # transformed copy is retrained with), so a method never branches on the family itself.
     hooks: Mapping[str, Callable] = field(default_factory=dict)
@@ -213,6 +245,24 @@ def family_of_architecture(architecture: str) -> Family:
             return family
     known = sorted(a for f in _FAMILIES.values() for a in f.architectures)
     raise KeyError(f"no family loads {architecture!r} models (known: {', '.join(known)})")
+
+
+def supported_model_types() -> dict[str, str]:
+    """Every Hugging Face model type some family loads → that family."""
+    return {t: f.name for f in _FAMILIES.values() if f.config_reader for t in f.config_reader.model_types}
+
+
+def config_reader_for(config: Mapping) -> tuple[Family, ConfigReader]:
+    """The family that loads checkpoints of this config.json, or UnsupportedArchitecture listing those loaded."""
+    model_type = config.get("model_type")
+    owner = supported_model_types().get(model_type) if isinstance(model_type, str) else None
+    if owner is None:
+        loaded = ", ".join(sorted(supported_model_types()))
+        said = f"model type {short_repr(model_type)}" if model_type is not None else "a config.json without model_type"
+        raise UnsupportedArchitecture(f"{said} is not an architecture this installation loads (supported: {loaded})")
+    family = _FAMILIES[owner]
+    assert family.config_reader is not None  # supported_model_types lists only families with one
+    return family, family.config_reader
 
 
 def family_hook(bundle: ModelBundle, name: str) -> Callable | None:
