@@ -153,7 +153,7 @@ def run(args) -> dict:
     device, added, measured = torch.device("cpu"), 0, 0
     cache = get_settings().cache_dir
     with out.open("a") as sink:
-        for (source, threads, _), task in sorted(tasks.items(), key=lambda item: (item[0][0], item[0][1])):
+        for (source, threads, _), task in ordered(tasks, args.max_call_seconds):
             torch.set_num_threads(threads)
             node = node_row(fingerprint("cpu", cache))
             workload = task["workload"]
@@ -180,6 +180,27 @@ def run(args) -> dict:
             measured += 1
             log.info("%s t%d %s: %d records so far", source, threads, workload.id, added)
     return {"tasks": len(tasks), "measured": measured, "added": added, "out": str(out)}
+
+
+def ordered(tasks: dict[tuple, dict], max_call_seconds: float | None) -> list[tuple[tuple, dict]]:
+    """Per model, the cheapest workloads first with every thread count of one workload together (so
+    a run cut short still covers both hardware classes); without `max_call_seconds` the stored
+    order (model, threads). Workloads estimated slower per call than `max_call_seconds` are left out."""
+    if max_call_seconds is None:
+        return sorted(tasks.items(), key=lambda item: (item[0][0], item[0][1]))
+    from executors.families import kind_of
+    from executors.zoo import load_bundle
+
+    params = {source: load_bundle(source).spec.params for source in {key[0] for key in tasks}}
+
+    def seconds(item) -> float:
+        (source, _, _), task = item
+        estimate = kind_of(task["workload"]).call_seconds
+        return estimate(params[source], task["workload"]) if estimate else 1.0
+
+    kept = [item for item in tasks.items() if seconds(item) <= max_call_seconds]
+    log.info("%d of %d tasks estimated at most %.1f s per call", len(kept), len(tasks), max_call_seconds)
+    return sorted(kept, key=lambda item: (item[0][0], seconds(item), item[0][2], item[0][1]))
 
 
 def _json(config) -> dict:
@@ -222,6 +243,9 @@ def main() -> None:
     runner.add_argument("--workloads", default="batch=1 prompt=32 gen=32")
     runner.add_argument("--threads", default="1,2")
     runner.add_argument("--out", required=True)
+    runner.add_argument(
+        "--max-call-seconds", type=float, default=None, help="cheapest workloads first; skip those estimated slower"
+    )
     merger = commands.add_parser("merge")
     merger.add_argument("parts", nargs="+")
     commands.add_parser("mark", help="flag stored records whose per-round ratios scatter beyond the bound")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -103,6 +105,24 @@ def test_a8_quantizes_activations_and_reports_bits(tiny):
     assert runner.model.layers[0].attention.wq.a_bits == 8
     with pytest.raises(ValueError, match="w_bits"):
         get_method("quant.abq_arbitrary_bit").apply(tiny, ABQConfig(w_bits=9))
+
+
+def abq_stats(bundle, config: ABQConfig) -> dict:
+    """The stats of ABQ's runner (a PlainDecoder), typed loosely as the tests read them."""
+    runner: Any = get_method("quant.abq_arbitrary_bit").apply(bundle, config)
+    return runner.stats
+
+
+@pytest.mark.slow
+def test_w2_figures_say_five_levels_in_three_bits(tiny):
+    """ABQ's "W2" with bit balance is five levels stored as 3-bit codes: its records say so."""
+    balanced = abq_stats(tiny, ABQConfig(w_bits=2, group_size=32, epochs=0))
+    assert (balanced["levels"], balanced["storage_bits"]) == (5, 3)
+    assert balanced["effective_bits"] == pytest.approx(2.322, abs=1e-3)
+    assert 3 < balanced["bits_per_weight"] < 3 + 32 / 32 + 1e-6  # codes + fp16 scale and zero per 32 weights
+    plain = abq_stats(tiny, ABQConfig(w_bits=2, group_size=32, epochs=0, bit_balance=False))
+    assert (plain["levels"], plain["storage_bits"], plain["effective_bits"]) == (4, 2, 2.0)
+    assert plain["bits_per_weight"] < balanced["bits_per_weight"]
 
 
 def test_the_same_calibration_applies_to_the_minilm_encoder():

@@ -14,6 +14,7 @@ from executors.caching import cache_file
 from executors.families.lm.decoding import PlainDecoder
 from executors.families.lm.model import DecoderLM, LMConfig
 from executors.families.lm.tokenizers import ByteTokenizer
+from executors.families.lm.workloads import calibration_windows
 from executors.families.lm.zoo import lm_bundle
 from executors.methods.spec.jacobi import JacobiConfig
 from executors.methods.spec.medusa import (
@@ -27,13 +28,8 @@ from executors.methods.spec.swift import LayerSetSearch, SwiftConfig
 from executors.registry import ModelBundle, config_from_json, config_to_json, get_method
 
 CALIBRATION = tuple(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(300))
-FAST_MEDUSA: dict[str, Any] = {
-    "train_windows": 8,
-    "train_seq_len": 48,
-    "train_steps": 30,
-    "train_batch": 64,
-    "lr": 1e-2,
-}
+FAST_MEDUSA: dict[str, Any] = {"train_prompts": 12, "train_prompt_len": 12, "train_gen_len": 24, "train_steps": 30,
+                               "train_batch": 64, "lr": 1e-2, "eval_every": 10}  # fmt: skip
 
 
 def byte_lm(layers: int = 4, seed: int = 0) -> DecoderLM:
@@ -163,8 +159,12 @@ def test_medusa_heads_learn_and_are_cached():
     trained = apply("lm.spec.medusa", bundle_of(model), config)
     assert not trained.cached and trained.setup_s > 0
     assert cache_file("medusa", model, training_knobs(config)).exists()
-    # self-distillation must beat the starting point (each head a copy of the next-token head)
-    hidden, targets = distillation_set(model, ByteTokenizer(), CALIBRATION[150:], config)
+    curve = trained.training["curve"]
+    assert [point["step"] for point in curve] == [10, 20, 30] and len(curve[0]["top1"]) == config.heads
+    # self-distillation must beat the starting point (each head a copy of the next-token head),
+    # scored on the model's continuations of prompts the heads were not trained on
+    other = dataclasses.replace(bundle_of(model), calibration_texts=CALIBRATION[150:])
+    hidden, targets, _ = distillation_set(other, config)
     for k in range(config.heads):
         inputs, labels = head_examples(hidden, targets, k)
         with torch.no_grad():
@@ -173,6 +173,7 @@ def test_medusa_heads_learn_and_are_cached():
         assert after < before - 0.1
     again = apply("lm.spec.medusa", bundle_of(model), config)
     assert again.cached and again.setup_s == 0.0 and again.accuracy == trained.accuracy
+    assert again.training["curve"] == curve and again.training["build_s"] == trained.training["build_s"]
     for name, tensor in trained.heads.state_dict().items():
         assert again.heads.state_dict()[name].equal(tensor)
 
@@ -182,6 +183,31 @@ def test_medusa_heads_learn_and_are_cached():
 
     assert key(MedusaConfig(**FAST_MEDUSA, tree_nodes=3)) == key(config)
     assert key(MedusaConfig(**{**FAST_MEDUSA, "lr": 3e-2})) != key(config)
+    assert key(MedusaConfig(**{**FAST_MEDUSA, "distill_from": "text"})) != key(config)
+
+
+def test_medusa_distils_the_models_own_continuations_not_the_corpus():
+    """The defect SmolLM2 showed (head acceptance 0.03-0.07): heads trained on teacher-forced corpus
+    text learn the corpus's next tokens, which the model itself would not produce. Self-distillation
+    (the paper's) continues calibration prompts greedily and trains head k at t on the token the
+    model generated at t+2+k — exactly what greedy verification accepts."""
+    model = byte_lm(seed=4)
+    bundle = bundle_of(model)
+    config = MedusaConfig(**FAST_MEDUSA)
+    hidden, targets, seconds = distillation_set(bundle, config)
+    prompts = calibration_windows(bundle, config.train_prompts, config.train_prompt_len)
+    continuation = PlainDecoder(model).generate(prompts, config.train_gen_len).tokens
+    assert hidden.shape[:2] == targets.shape == (len(prompts), config.train_gen_len + 1) and seconds > 0
+    # position 0 is the last prompt token: its argmax is the first generated token, and so on
+    torch.testing.assert_close(targets[:, :-1], continuation)
+    with torch.no_grad():  # the states a teacher-forced (verify) forward computes at the same positions
+        _, teacher_forced = model(torch.cat((prompts, continuation), 1), return_hidden=True)
+    torch.testing.assert_close(hidden, teacher_forced[:, config.train_prompt_len - 1 :], rtol=1e-4, atol=1e-4)
+    for k in range(config.heads):
+        _, labels = head_examples(hidden, targets, k)
+        assert torch.equal(labels.view(len(prompts), -1)[:, :-1], continuation[:, 1 + k :])
+    held_out = set(bundle.heldout_texts)
+    assert not held_out & set(bundle.calibration_texts[: config.train_prompts])
 
 
 def test_supports_gives_reasons():

@@ -8,6 +8,7 @@ folder loads as `local:/path` (weights only, never remote code).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -17,12 +18,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from executors.activations import linear_input_stats, outlier_ratio
 from executors.families.lm.checkpoints import convert_smollm2, load_lm, save_lm
 from executors.families.lm.corpus import chunks, load_corpus
 from executors.families.lm.hf_decoders import is_hf_decoder_folder, load_hf_decoder
 from executors.families.lm.model import DecoderLM, LMConfig, count_parameters
 from executors.families.lm.tokenizers import BYTE_TOKENIZER_VOCAB, ByteTokenizer, LocalHFTokenizer
-from executors.registry import ModelBundle, ModelSpec
+from executors.families.lm.workloads import calibration_windows
+from executors.registry import ModelBundle, ModelSpec, context_length
 from executors.training import Schedule, train
 
 log = logging.getLogger(__name__)
@@ -184,7 +187,7 @@ def lm_bundle(model: DecoderLM, tokenizer, source: str, name: str) -> ModelBundl
         context=config.max_seq_len,
         extra={"ffn_dim": config.ffn_dim},
     )
-    return ModelBundle(
+    bundle = ModelBundle(
         model=model,
         family="lm",
         spec=spec,
@@ -193,6 +196,18 @@ def lm_bundle(model: DecoderLM, tokenizer, source: str, name: str) -> ModelBundl
         calibration_texts=chunks(corpus.train),
         heldout_texts=chunks(corpus.heldout),
     )
+    extra = {**spec.extra, "activation_outlier_ratio": measured_outlier_ratio(bundle)}
+    return dataclasses.replace(bundle, spec=dataclasses.replace(spec, extra=extra))
+
+
+def measured_outlier_ratio(bundle: ModelBundle) -> float:
+    """How far one token's linear inputs exceed the median token's on two calibration windows
+    (executors.activations): the descriptor that tells the advisor and plain int8's `supports()`
+    whether per-tensor activation scales will wreck the model."""
+    windows = calibration_windows(bundle, 2, min(128, context_length(bundle.model)))
+    if len(windows) == 0:
+        return 1.0
+    return round(outlier_ratio(linear_input_stats(bundle.model, windows)), 1)
 
 
 def load_folder(folder: Path, source: str, name: str | None = None) -> ModelBundle:

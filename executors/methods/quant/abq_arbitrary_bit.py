@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -299,6 +300,13 @@ def quantize_abq(
     return quantized, found
 
 
+def stored_bits_per_weight(model: nn.Module) -> float:
+    """Bits the low-bit layers store per weight: packed codes plus their fp16 scales and zero points."""
+    layers = [m for m in model.modules() if isinstance(m, LowBitLinear)]
+    stored = sum(8 * (m.packed.numel() + 2 * m.scales.numel() + 2 * m.zeros.numel()) for m in layers)
+    return stored / max(1, sum(m.in_features * m.out_features for m in layers))
+
+
 def calibration_tokens(bundle, config: ABQConfig) -> torch.Tensor:
     """Training-split windows from the bundle's family (next-token text, [CLS] … [SEP] windows, …)."""
     length = min(config.calibration_len, bundle.model.config.max_seq_len)
@@ -361,7 +369,8 @@ class ABQArbitraryBit(Method):
             raise ValueError("quant.abq_arbitrary_bit: w_bits must be 2..8 and a_bits 8 or 16")
         quantized, calibration_s, cached = prepare_abq(bundle, config)  # own windows: size is a knob
         backend, reason = backend_for(bundle.model.tok_embeddings.weight.device)
-        storage_bits = max(2, levels(config.w_bits, config.bit_balance).bit_length())
+        codes = levels(config.w_bits, config.bit_balance) + 1
+        storage_bits = max(2, (codes - 1).bit_length())
         return default_runner(
             bundle,
             quantized,
@@ -369,6 +378,11 @@ class ABQArbitraryBit(Method):
                 "w_bits": config.w_bits,
                 "a_bits": config.a_bits,
                 "storage_bits": storage_bits,
+                # what the figures mean by "W2": bit balance gives INT2 five levels, log2(5) ≈ 2.32 bits
+                # of information stored in 3-bit codes; bits_per_weight adds the fp16 scale and zero per group
+                "levels": codes,
+                "effective_bits": round(math.log2(codes), 3),
+                "bits_per_weight": round(stored_bits_per_weight(quantized), 3),
                 "group_size": config.group_size,
                 "calibration_s": round(calibration_s, 3),
                 "calibration_cached": cached,

@@ -7,11 +7,17 @@ paper's: one residual block h + SiLU(W1 h + b1) with W1 = 0 at start, then a voc
 projection initialised from the model's output layer, so an untrained head starts as a copy
 of the model's next-token head.
 
-Medusa-1 keeps the backbone frozen. Heads are trained here by self-distillation: on the
-bundle's calibration text (never its held-out text) the frozen model's own argmax at t+k is
-head k's target, so the heads learn what greedy verification will accept. Training time is
-setup time (`setup_s`); heads are cached as safetensors keyed by the model's weights and the
-training config, so profiling the same model again does not retrain.
+Medusa-1 keeps the backbone frozen. Heads are trained by self-distillation (paper §2.3.2): the
+frozen model continues calibration prompts greedily (`distill_from="generations"`, the default;
+never held-out text) and on those continuations its own argmax at t+1+k is head k's target, so
+the heads learn exactly what greedy verification accepts. `distill_from="text"` instead trains
+on teacher-forced calibration text, where the next tokens are the corpus's rather than the
+model's: on SmolLM2 that capped head 1 at top-1 0.09 (docs/speculative.md). Training time —
+generating the data included — is setup time (`setup_s`); heads are cached as safetensors keyed
+by the model's weights and the training config, so profiling the same model again does not retrain.
+The held-back quarter of the data is scored every `eval_every` steps (the training curve, kept
+with the heads) and the best-scoring heads are kept (early stop once `patience` scores in a
+row do not improve).
 
 Verification: a tree of candidates (paper §2.1.2): a node at depth d takes one of head d's
 top-k tokens; the tree keeps the `tree_nodes` paths with the highest estimated chance of
@@ -34,6 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from executors.caching import cached_tensors
+from executors.families.lm.workloads import calibration_stream
+from executors.methods.spec.distill import self_generations
 from executors.methods.spec.engine import (
     Draft,
     SpeculativeMethod,
@@ -46,6 +54,7 @@ from executors.registry import MethodConfig, bounded, register_method
 from executors.training import Schedule, train
 
 log = logging.getLogger(__name__)
+DISTILL_SOURCES = ("generations", "text")
 
 
 @dataclass(frozen=True)
@@ -53,16 +62,24 @@ class MedusaConfig(MethodConfig):
     heads: int = bounded(3, 1, 8)
     tree_nodes: int = bounded(12, 0, 64)  # non-root nodes in the verification tree; 0 verifies a chain of top-1s
     top_k: int = bounded(4, 1, 16)  # candidates per head the tree may branch into
-    train_windows: int = bounded(32, 1, 4096)  # calibration windows the frozen model distils into the heads
+    distill_from: str = "generations"  # the model's own continuations (paper) or "text" (teacher-forced corpus)
+    train_prompts: int = bounded(192, 1, 4096)  # calibration prompts the model continues ("generations")
+    train_prompt_len: int = bounded(32, 4, 4096)
+    train_gen_len: int = bounded(96, 4, 4096)
+    train_windows: int = bounded(32, 1, 4096)  # calibration windows ("text")
     train_seq_len: int = bounded(128, 8, 4096)
-    train_steps: int = bounded(
-        50, 0, 100_000
-    )  # few: with a few thousand positions more steps overfit (docs/speculative.md)
+    train_steps: int = bounded(600, 0, 100_000)
     train_batch: int = bounded(256, 1, 65_536)  # positions per optimiser step
     lr: float = bounded(1e-3, 0.0, 1.0)
+    eval_every: int = bounded(50, 1, 100_000)  # steps between scores of the held-back quarter
+    patience: int = bounded(3, 1, 1000)  # scores without improvement before training stops
     train_vocab_projection: bool = False
     seed: int = 0
     version: int = 1
+
+    def __post_init__(self):
+        if self.distill_from not in DISTILL_SOURCES:
+            raise ValueError(f"distill_from must be one of {DISTILL_SOURCES}, not {self.distill_from!r}")
 
 
 class MedusaHeads(nn.Module):
@@ -100,17 +117,17 @@ def output_weight(model: nn.Module) -> torch.Tensor:
     return weight().dequantize() if callable(weight) else weight
 
 
-def distillation_set(model, tokenizer, texts: tuple[str, ...], config: MedusaConfig):
-    """Hidden states [N, T, D] and the frozen model's argmax [N, T] on calibration windows."""
-    ids = [
-        t
-        for text in texts
-        for t in tokenizer.encode(text) + ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
-    ]
+def distillation_set(bundle, config: MedusaConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Hidden states [N, T, D], the frozen model's argmax [N, T] and the seconds generating took."""
+    model = bundle.model
+    if config.distill_from == "generations":
+        data = self_generations(bundle, config.train_prompts, config.train_prompt_len, config.train_gen_len, batch=16)
+        # from the last prompt token on, every next token is the model's own greedy choice
+        return data.hidden, data.argmax, data.seconds
+    stream = calibration_stream(bundle)
     length = config.train_seq_len
-    if len(ids) < length + 1:
-        raise ValueError(f"lm.spec.medusa: calibration text has {len(ids)} tokens, needs > {length}")
-    stream = torch.tensor(ids)
+    if len(stream) < length + 1:
+        raise ValueError(f"lm.spec.medusa: calibration text has {len(stream)} tokens, needs > {length}")
     stride = max(1, (len(stream) - length) // config.train_windows)
     windows = torch.stack(
         [stream[i : i + length] for i in range(0, stride * config.train_windows, stride) if i + length <= len(stream)]
@@ -121,7 +138,7 @@ def distillation_set(model, tokenizer, texts: tuple[str, ...], config: MedusaCon
             logits, hidden = model(chunk, return_hidden=True)
             hiddens.append(hidden.float())
             targets.append(logits.argmax(-1))
-    return torch.cat(hiddens), torch.cat(targets)
+    return torch.cat(hiddens), torch.cat(targets), 0.0
 
 
 def head_examples(hidden: torch.Tensor, targets: torch.Tensor, head: int):
@@ -130,16 +147,33 @@ def head_examples(hidden: torch.Tensor, targets: torch.Tensor, head: int):
     return hidden[:, :-shift].reshape(-1, hidden.shape[-1]), targets[:, shift:].reshape(-1)
 
 
-def train_heads(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor, config: MedusaConfig) -> list[float]:
-    """Self-distillation with the paper's per-head loss weights 0.8^k; returns the last losses.
+EVAL_POSITIONS = 2048  # held-back positions per head scored for the training curve (full vocabulary)
 
-    The softmax runs over the tokens the model actually predicts on the calibration text (every
-    label is among them), not the whole vocabulary: for SmolLM2 that is ~1-2k of 49 152 ids and
-    makes training minutes instead of an hour on a 2-core CPU. Byte LMs lose nothing by it.
+
+def train_heads(
+    heads: MedusaHeads,
+    training_set: tuple[torch.Tensor, torch.Tensor],
+    held_back: tuple[torch.Tensor, torch.Tensor],
+    config: MedusaConfig,
+) -> list[dict]:
+    """Self-distillation with the paper's per-head loss weights 0.8^k; returns the training curve
+    (held-back top-1 per head every `eval_every` steps) and leaves the best-scoring heads in place.
+
+    The softmax runs over the tokens the model actually predicts on the training data (every
+    label is among them), not the whole vocabulary: for SmolLM2 that is a few thousand of 49 152
+    ids and makes training minutes instead of an hour on a 2-core CPU. Byte LMs lose nothing by it.
+    The curve is scored with the whole vocabulary.
     """
+    hidden, targets = training_set
     vocab = targets.unique()  # sorted, so labels map to their rank by searchsorted
     examples = [head_examples(hidden, targets, k) for k in range(len(heads.blocks))]
-    losses = [0.0] * len(examples)
+    probe = torch.Generator().manual_seed(config.seed + 1)
+    scored = [
+        tuple(t[:EVAL_POSITIONS] for t in _shuffled(head_examples(held_back[0], held_back[1], k), probe))
+        for k in range(len(heads.blocks))
+    ]
+    curve: list[dict] = []
+    best: dict = {"score": -1.0, "state": None}
 
     def step_loss(step: int, generator: torch.Generator) -> torch.Tensor:
         total = torch.zeros(())
@@ -147,13 +181,36 @@ def train_heads(heads: MedusaHeads, hidden: torch.Tensor, targets: torch.Tensor,
             pick = torch.randint(len(labels), (config.train_batch,), generator=generator)
             loss = F.cross_entropy(heads.head(inputs[pick], k, vocab), torch.searchsorted(vocab, labels[pick]))
             total = total + 0.8**k * loss
-            losses[k] = loss.item()
         return total
+
+    def evaluate(step: int, loss: float) -> bool:
+        if (step + 1) % config.eval_every and step + 1 < config.train_steps:
+            return False
+        top1 = [_top1(heads, inputs, labels, k) for k, (inputs, labels) in enumerate(scored)]
+        curve.append({"step": step + 1, "loss": round(loss, 4), "top1": [round(a, 4) for a in top1]})
+        score = sum(0.8**k * a for k, a in enumerate(top1))
+        if score > best["score"]:
+            best.update(score=score, state={k: v.clone() for k, v in heads.state_dict().items()}, stale=0)
+            return False
+        best["stale"] += 1
+        return best["stale"] >= config.patience
 
     params = [p for p in heads.parameters() if p.requires_grad]
     train(params, step_loss, Schedule(config.lr, config.train_steps, decay="constant"), seed=config.seed,
-          modules=[heads], name="medusa")  # fmt: skip
-    return losses
+          modules=[heads], name="medusa", on_step=evaluate)  # fmt: skip
+    if best["state"] is not None:
+        heads.load_state_dict(best["state"])
+    return curve
+
+
+def _shuffled(pair: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator):
+    order = torch.randperm(len(pair[1]), generator=generator)
+    return pair[0][order], pair[1][order]
+
+
+@torch.no_grad()
+def _top1(heads: MedusaHeads, inputs: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    return (heads.head(inputs, k).argmax(-1) == labels).float().mean().item() if len(labels) else 0.0
 
 
 @torch.inference_mode()
@@ -224,6 +281,7 @@ class MedusaRunner:
     accuracy: list[list[float]]
     setup_s: float  # head training (0 when the cached heads were loaded)
     cached: bool
+    training: dict  # the training curve and the cost of generating the distillation data
 
     @property
     def extra_modules(self) -> tuple[nn.Module, ...]:
@@ -259,6 +317,9 @@ class MedusaRunner:
             tree_nodes=tree.size - 1 if tree and sampling == "greedy" else 0,
             heads_cached=self.cached,
             setup_s=self.setup_s,
+            heads_build_s=self.training.get("build_s"),  # generating + training, when they were made
+            heads_generate_s=self.training.get("generate_s"),
+            heads_train_steps=(self.training.get("curve") or [{}])[-1].get("step"),
         )
         return generation
 
@@ -268,7 +329,7 @@ def training_knobs(config: MedusaConfig) -> dict:
     return {k: v for k, v in asdict(config).items() if k not in ("tree_nodes", "top_k")}
 
 
-def prepare_heads(bundle, config: MedusaConfig) -> tuple[MedusaHeads, list[list[float]], float, bool]:
+def prepare_heads(bundle, config: MedusaConfig) -> tuple[MedusaHeads, list[list[float]], float, bool, dict]:
     """Cached heads for this model and config, or freshly distilled ones (then cached)."""
     model = bundle.model
     heads = MedusaHeads(output_weight(model), config.heads, config.train_vocab_projection)
@@ -276,17 +337,21 @@ def prepare_heads(bundle, config: MedusaConfig) -> tuple[MedusaHeads, list[list[
     def build():
         torch.manual_seed(config.seed)
         with torch.inference_mode(False), torch.enable_grad():  # a caller may hold inference mode
-            hidden, targets = distillation_set(model, bundle.tokenizer, bundle.calibration_texts, config)
-            split = max(1, len(hidden) * 3 // 4)  # the last quarter measures accuracy for the tree
-            train_heads(heads, hidden[:split], targets[:split], config)
-        accuracy = topk_accuracy(heads, hidden[split:], targets[split:], config.top_k)
+            hidden, targets, generate_s = distillation_set(bundle, config)
+            split = max(1, len(hidden) * 3 // 4)  # the last quarter scores the heads and builds the tree
+            held_back = (hidden[split:], targets[split:])
+            curve = train_heads(heads, (hidden[:split], targets[:split]), held_back, config)
+        accuracy = topk_accuracy(heads, *held_back, config.top_k)
         log.info("medusa: %d heads, top-1 accuracy %s", config.heads, [round(row[0], 3) for row in accuracy])
-        return heads.state_dict(), {"accuracy": accuracy}
+        training = {"curve": curve, "generate_s": round(generate_s, 1), "positions": int(split * hidden.shape[1])}
+        return heads.state_dict(), {"accuracy": accuracy, "training": training}
 
     cached = cached_tensors("medusa", model, training_knobs(config), build)
     if cached.hit:
         heads.load_state_dict(cached.tensors)
-    return heads.eval(), cached.meta["accuracy"], 0.0 if cached.hit else cached.build_s, cached.hit
+    setup_s = 0.0 if cached.hit else cached.build_s
+    training = {**cached.meta.get("training", {}), "build_s": cached.build_s}
+    return heads.eval(), cached.meta["accuracy"], setup_s, cached.hit, training
 
 
 @register_method(
@@ -310,5 +375,5 @@ class Medusa(SpeculativeMethod):
     def apply(self, bundle, config):
         if config.heads < 1 or config.top_k < 1 or config.tree_nodes < 0:
             raise ValueError("lm.spec.medusa: heads and top_k must be ≥ 1, tree_nodes ≥ 0")
-        heads, accuracy, setup_s, cached = prepare_heads(bundle, config)
-        return MedusaRunner(bundle.model, config, heads, accuracy, setup_s, cached)
+        heads, accuracy, setup_s, cached, training = prepare_heads(bundle, config)
+        return MedusaRunner(bundle.model, config, heads, accuracy, setup_s, cached, training)
