@@ -129,6 +129,7 @@ def evaluate(
     probes: Annotated[
         str, typer.Option(help="landmark probe counts for unseen models (profile tables), e.g. 0,1,2,4; '' for none")
     ] = "0,1,2,4",
+    jobs: Annotated[int, typer.Option(min=1, help="folds fitted in parallel processes (same figures for any N)")] = 1,
 ) -> None:
     """Cross-validate the learner and every baseline side by side (and, on profiles, with landmark probes)."""
     from advisor.evaluate import SPLITS, evaluate_table
@@ -151,12 +152,18 @@ def evaluate(
             splits = tuple(s for s in SPLITS if s in table.groups)
         else:
             splits = (split,)
-        report = evaluate_table(table, splits=splits, seeds=seeds, n_folds=folds, size=size)
+        report = evaluate_table(table, splits=splits, seeds=seeds, n_folds=folds, size=size, jobs=jobs)
         if records is not None and "model" in splits and [k for k in counts if k]:
             from advisor.evaluate import evaluate_landmarks
 
             report["landmarks"] = evaluate_landmarks(
-                table, records, counts=tuple(k for k in counts if k), seeds=seeds, n_folds=folds, size=size
+                table,
+                records,
+                counts=tuple(k for k in counts if k),
+                seeds=seeds,
+                n_folds=folds,
+                size=size,
+                jobs=jobs,
             )
         reports.append(report)
     if out is not None:

@@ -120,14 +120,32 @@ def cv_folds(table: PerfTable, split: str, seed: int, n_folds: int = 5) -> list[
     return [(np.flatnonzero(assigned != f), np.flatnonzero(assigned == f)) for f in np.unique(assigned)]
 
 
+def _fold_scores(table: PerfTable, train: np.ndarray, test: np.ndarray, names: tuple[str, ...], size: str, seed: int):
+    """Every named selector fitted on one training fold, scoring its test fold (a worker process's unit)."""
+    factories = selector_factories(size, ablations=True)
+    train_table, test_table = table.subset(train), table.subset(test)
+    return {name: factories[name](seed).fit(train_table).scores(test_table) for name in names}
+
+
 def _out_of_fold_scores(
-    table: PerfTable, factories: dict, split: str, seed: int, n_folds: int
+    table: PerfTable, names: tuple[str, ...], split: str, seed: int, n_folds: int, size: str, jobs: int = 1
 ) -> dict[str, np.ndarray]:
-    scores = {name: np.zeros(table.values.shape) for name in factories}
-    for train, test in cv_folds(table, split, seed, n_folds):
-        train_table, test_table = table.subset(train), table.subset(test)
-        for name, make in factories.items():
-            scores[name][test] = make(seed).fit(train_table).scores(test_table)
+    """Out-of-fold scores of every selector; with ``jobs`` > 1 the folds run in that many processes
+    (each fold is fitted from its own seed, so the figures are the same for any ``jobs``)."""
+    folds = cv_folds(table, split, seed, n_folds)
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(folds)), mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_fold_scores, table, tr, te, names, size, seed) for tr, te in folds]
+            found = [f.result() for f in futures]
+    else:
+        found = [_fold_scores(table, tr, te, names, size, seed) for tr, te in folds]
+    scores = {name: np.zeros(table.values.shape) for name in names}
+    for (_, test), fold in zip(folds, found, strict=True):
+        for name in names:
+            scores[name][test] = fold[name]
     return scores
 
 
@@ -179,8 +197,9 @@ def evaluate_table(
     selectors: tuple[str, ...] | None = None,
     size: str = "full",
     with_coverage: bool = True,
+    jobs: int = 1,
 ) -> dict:
-    """The report: per split, per selector, each metric's mean and spread over seeds."""
+    """The report: per split, per selector, each metric's mean and spread over seeds (folds in ``jobs`` processes)."""
     factories = selector_factories(size, ablations=selectors is not None)
     if selectors is not None:
         unknown = set(selectors) - set(factories)
@@ -212,7 +231,7 @@ def evaluate_table(
         )
         for seed in range(n_seeds):
             log.info("%s: split %s, seed %d", table.name, split, seed)
-            scores = _out_of_fold_scores(table, factories, split, seed, n_folds)
+            scores = _out_of_fold_scores(table, tuple(factories), split, seed, n_folds, size, jobs)
             per_seed.append(_seed_metrics(table, scores))
             for kind, found in per_kind_seed.items():  # the same out-of-fold choices, scored per workload kind
                 rows = np.flatnonzero(kinds == kind)
@@ -246,6 +265,7 @@ def evaluate_landmarks(
     n_folds: int = 5,
     size: str = "full",
     selectors: tuple[str, ...] | None = None,
+    jobs: int = 1,
 ) -> dict:
     """Unseen models with 0, 1, 2, 4 probes: every selector given the same probe features, and the probes' cost."""
     from advisor.landmarks import PROBES, landmarks, probe_cost_fraction
@@ -262,6 +282,7 @@ def evaluate_landmarks(
             selectors=selectors,
             size=size,
             with_coverage=False,
+            jobs=jobs,
         )
         out["by_count"][str(k)] = {
             "probes": list(probes),

@@ -96,6 +96,7 @@ class MetaLearner:
         return values
 
     def fit(self, table: PerfTable) -> MetaLearner:
+        # keep_training_booster below: lgb.train would otherwise copy each booster through its model text.
         import lightgbm as lgb
 
         if self.objective not in OBJECTIVES:
@@ -113,15 +114,22 @@ class MetaLearner:
             groups = (~np.isnan(target)).sum(axis=1)
             data = lgb.Dataset(features, labels, group=groups[groups > 0], feature_name=names, free_raw_data=False)
             params = self._params("lambdarank", label_gain=list(range(RANK_LEVELS + 1)), eval_at=[1, 3])
-            self.boosters_["point"] = lgb.train(params, data, num_boost_round=self.n_estimators)
+            self.boosters_["point"] = lgb.train(
+                params, data, num_boost_round=self.n_estimators, keep_training_booster=True
+            )
             return self
         weight = None if table.weights is None else table.weights.ravel()[observed]  # noisy cells count less
         data = lgb.Dataset(features, target.ravel()[observed], weight=weight, feature_name=names, free_raw_data=False)
         if self.with_point:
-            self.boosters_["point"] = lgb.train(self._params("regression"), data, num_boost_round=self.n_estimators)
+            self.boosters_["point"] = lgb.train(
+                self._params("regression"), data, num_boost_round=self.n_estimators, keep_training_booster=True
+            )
         for q in self.quantiles:
             self.boosters_[f"q{q:g}"] = lgb.train(
-                self._params("quantile", alpha=q), data, num_boost_round=self.quantile_rounds or self.n_estimators
+                self._params("quantile", alpha=q),
+                data,
+                num_boost_round=self.quantile_rounds or self.n_estimators,
+                keep_training_booster=True,
             )
         return self
 

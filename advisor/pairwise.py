@@ -10,9 +10,9 @@ from __future__ import annotations
 from itertools import combinations
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 
+from advisor.baselines import small_table_trees
 from advisor.metrics import TIE_TOLERANCE
 from advisor.table import PerfTable
 
@@ -38,10 +38,21 @@ class PairwiseVoting:
             if a_wins.all() or not a_wins.any():
                 self.pairs_.append((a, b, float(a_wins[0])))  # one side always won: a fixed vote
                 continue
-            model = RandomForestClassifier(
-                n_estimators=self.n_estimators, min_samples_leaf=2, random_state=self.seed, n_jobs=1
+            # A random forest (bootstrap-like row samples, √features per split, deep trees, votes averaged).
+            model = small_table_trees(
+                features[rows],
+                a_wins.astype(float),
+                self.n_estimators,
+                self.seed,
+                weight=np.abs(difference) + 1e-3,  # a tie still counts a little (LightGBM needs a hessian)
+                objective="binary",
+                boosting="rf",
+                bagging_fraction=0.632,
+                bagging_freq=1,
+                feature_fraction_bynode=max(1, int(np.sqrt(features.shape[1]))) / features.shape[1],
+                num_leaves=64,
+                min_data_in_leaf=2,
             )
-            model.fit(features[rows], a_wins, sample_weight=np.abs(difference) + 1e-6)
             self.pairs_.append((a, b, model))
         return self
 
@@ -50,7 +61,7 @@ class PairwiseVoting:
         available = table.available
         votes = np.zeros(table.values.shape)
         for a, b, model in self.pairs_:
-            p_a = np.full(len(features), model) if isinstance(model, float) else model.predict_proba(features)[:, 1]
+            p_a = np.full(len(features), model) if isinstance(model, float) else model.predict(features, num_threads=1)
             both = available[:, a] & available[:, b]
             votes[:, a] += p_a * both
             votes[:, b] += (1 - p_a) * both

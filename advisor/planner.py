@@ -18,7 +18,7 @@ the grid's measuring time spent; random and round-robin order are the baselines.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -178,11 +178,22 @@ def reached(curve: Sequence[Mapping], target: float) -> float | None:
     return next((point["fraction"] for point in curve if point["regret"] <= target), None)
 
 
-def plan_next(records: Sequence[Mapping], n: int = 10, seed: int = 0) -> list[dict]:
+def plan_next(
+    records: Sequence[Mapping],
+    n: int = 10,
+    seed: int = 0,
+    *,
+    models: Collection[str] | None = None,
+    hardware_classes: Collection[str] | None = None,
+    methods: Collection[str] | None = None,
+    workload_ids: Collection[str] | None = None,
+) -> list[dict]:
     """The ``n`` unmeasured (task, method) cells with the highest expected improvement per second.
 
     A cell is a candidate where its method ran on some task of the same workload kind and was
     never tried (in any status) on this task; its node is any node of the task's hardware class.
+    ``models``, ``hardware_classes``, ``methods`` (method ids, composites as ``a+b``) and
+    ``workload_ids`` restrict the cells (None: any); the whole store still trains the learner.
     """
     table = table_from_records(records)
     tried = {(task_key(r), candidate_key(r["method_id"], r.get("config"))) for r in records}
@@ -194,18 +205,34 @@ def plan_next(records: Sequence[Mapping], n: int = 10, seed: int = 0) -> list[di
         kinds_of_cand.setdefault(cand, set()).add(r["workload"].get("kind") or "lm-generate")
         example.setdefault(task_key(r), r)
         example.setdefault(cand, r)
+
+    def wanted_task(t: str) -> bool:
+        task = example[t]
+        return (
+            (models is None or task["model_id"] in models)
+            and (hardware_classes is None or task["hardware_class"] in hardware_classes)
+            and (workload_ids is None or task["workload_id"] in workload_ids)
+        )
+
+    def wanted_method(c: str) -> bool:
+        return c != BASELINE and (methods is None or example[c]["method_id"] in methods)
+
     known = ~np.isnan(table.values)
     true_cost = cell_costs(records, table)
     estimate = estimated_costs(np.where(known, true_cost, np.nan), known)
+    tasks_wanted = [wanted_task(t) for t in table.tasks]
+    cands_wanted = [wanted_method(c) for c in table.candidates]
     candidate = np.array(
         [
             [
-                j > 0 and (t, c) not in tried and kinds_of_task[t] in kinds_of_cand.get(c, ())
+                tasks_wanted[i] and cands_wanted[j] and (t, c) not in tried and kinds_of_task[t] in kinds_of_cand[c]
                 for j, c in enumerate(table.candidates)
             ]
-            for t in table.tasks
+            for i, t in enumerate(table.tasks)
         ]
     )
+    if not candidate.any():
+        return []
     fallback = float(np.nanmedian(estimate)) if not np.isnan(estimate).all() else 1.0
     cost = np.where(candidate, np.nan_to_num(estimate, nan=fallback), np.nan)
     scores = plan_scores(table, known, cost, seed)
@@ -215,15 +242,28 @@ def plan_next(records: Sequence[Mapping], n: int = 10, seed: int = 0) -> list[di
         if not np.isfinite(scores[i, j]):
             break
         task, method = example[table.tasks[i]], example[table.candidates[j]]
+        config = method.get("config") or {}
         out.append(
             {
                 "model": task["model_id"],
                 "workload": {k: v for k, v in task["workload"].items() if k not in ("id", "params") and v is not None},
+                "workload_id": task["workload_id"],
                 "hardware_class": task["hardware_class"],
                 "method": method["method_id"],
                 "config": method.get("config") or {},
+                "method_entry": method_entry(method["method_id"], config),
                 "expected_gain_per_s": float(scores[i, j]),
                 "estimated_seconds": float(cost[i, j]),
             }
         )
     return out
+
+
+def method_entry(method_id: str, config: Mapping) -> dict | list:
+    """What a profiling job's ``methods`` takes for a stored candidate: a composite as its parts' configs."""
+    if "steps" in config:
+        return list(config["steps"])
+    if config:
+        return dict(config)
+    parts = method_id.split("+")
+    return [{"method": p} for p in parts] if len(parts) > 1 else {"method": method_id}

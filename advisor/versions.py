@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from sqlmodel import Session, select
 
-from advisor.evaluate import SPLITS, cv_folds, evaluate_table
+from advisor.evaluate import PLAIN, SPLITS, cv_folds, evaluate_table
 from advisor.gate import compare_on_same_folds
 from advisor.intervals import coverage
 from advisor.model import QUANTILE_ROUNDS, AdvisorModel, fit_advisor
@@ -52,7 +52,7 @@ def train_advisor(
     artefact_root: Path | None = None,
     text_embedding: bool = False,
     records: list[dict] | None = None,
-    selectors: tuple[str, ...] | None = None,
+    selectors: tuple[str, ...] | None = (PLAIN,),
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> AdvisorVersion:
     """Trains on every stored profile, evaluates it, gates it against the active version and stores it.
@@ -60,7 +60,8 @@ def train_advisor(
     ``activate``: "if-not-worse" (default; True means the same), "force", or "never" (False).
     A caller that passes ``records`` (read in an earlier, short transaction) keeps ``session``
     idle until the version is written, so a SQLite store is not locked for the whole training.
-    ``selectors``: which to evaluate beside the SBS and the oracle (None: every one). The evaluation,
+    ``selectors``: which to evaluate beside the SBS and the oracle (default: the deployed learner, whose
+    scores a version carries; None: every one, as ``advisor evaluate`` does). The evaluation,
     the gate and the interval calibration judge at most MAX_JUDGED_TASKS tasks (a fixed sample, the
     same for both versions the gate compares), so a retrain on 100 k records stays within a minute
     or two; the advisor itself is fitted on every record.
@@ -77,7 +78,7 @@ def train_advisor(
     evaluation: dict = {}
     judged = sampled(table, MAX_JUDGED_TASKS)
     if evaluate_splits:
-        on_stage("evaluating every selector on held-out models")
+        on_stage("evaluating on held-out models")
         usable = tuple(s for s in evaluate_splits if len(set(judged.groups[s])) >= 2)
         evaluation = evaluate_table(judged, splits=usable, seeds=seeds, size=size, selectors=selectors)
         evaluation["judged_tasks"] = len(judged.tasks)

@@ -45,7 +45,7 @@ def test_training_twice_is_reproducible_and_keeps_one_active_version(store, tmp_
         assert [v.id for v in active] == [second_id]
         stored = session.get(AdvisorVersion, first_id)
         assert stored.n_profiles == 5 * 3 * 2 * 7
-        assert {"sbs", "lightgbm", "vbs"} <= set(stored.evaluation["splits"]["model"])
+        assert {"sbs", "lightgbm_plain", "vbs"} <= set(stored.evaluation["splits"]["model"])
         activate_version(session, first_id)
     with session_scope(store) as session:
         found = active_advisor(session)
