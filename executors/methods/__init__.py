@@ -3,7 +3,7 @@
 from executors.methods import baseline  # noqa: F401
 from executors.methods.attn import double_sparsity  # noqa: F401
 from executors.methods.prune import adapt_pruner, perp  # noqa: F401
-from executors.methods.quant import abq_arbitrary_bit, edgeqat, int8_dynamic, weight_only_int4  # noqa: F401  # noqa: F401
+from executors.methods.quant import abq_arbitrary_bit, edgeqat, int8_dynamic, int8_outlier, weight_only_int4  # noqa: F401
 from executors.methods.serve import chunked_prefill, continuous_batching, prefix_caching, static_batching  # noqa: F401
 from executors.methods.spec import (  # noqa: F401
     jacobi,
