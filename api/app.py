@@ -18,14 +18,21 @@ from api.errors import install_error_handlers
 from api.jobs import active_jobs, online_nodes, waiting_targets
 from api.openapi import Operations, document_errors
 from api.reaper import start_background
-from api.routes import access, advise, catalog, jobs, workers
+from api.routes import access, advise, catalog, jobs, models, workers
 from api.training import train_if_untrained
 from api.ui.routes import install_ui
 from profiles.db import default_engine, read_scope
 from profiles.migrate import current_revision
 from profiles.settings import get_settings
 
-ROUTERS = (access.router, workers.router, catalog.router, jobs.router, advise.router)  # mounted under /v1
+ROUTERS = (
+    access.router,
+    workers.router,
+    catalog.router,
+    models.router,
+    jobs.router,
+    advise.router,
+)  # mounted under /v1
 
 
 def _refuse_odd_urls(app: FastAPI) -> None:
@@ -69,18 +76,23 @@ class BodyLimit:
     """Refuses request bodies above ``limit`` bytes with 413 before the app reads any of it.
 
     A declared Content-Length is checked at once; a chunked body is read up to the limit, then
-    handed to the app whole, so no route ever sees a body larger than the limit.
+    handed to the app whole, so no route ever sees a body larger than the limit. The paths in
+    ``streamed`` (uploads) have limits of their own and are passed through as they arrive, counted:
+    once over, the app's answer is dropped and the 413 sent instead.
     """
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, streamed: dict[str, int] | None = None):
+        self.app, self.limit, self.streamed = app, limit, streamed or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.streamed.get(scope.get("path", ""), self.limit)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await self._refuse(send, limit)
+        if scope.get("path", "") in self.streamed:
+            return await self._counted(scope, receive, send, limit)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -88,15 +100,39 @@ class BodyLimit:
                 return await self.app(scope, _replay([message], receive), send)
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.limit:
-                return await self._refuse(send)
+            if size > limit:
+                return await self._refuse(send, limit)
             if not message.get("more_body"):
                 break
         body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         return await self.app(scope, _replay([body], receive), send)
 
-    async def _refuse(self, send) -> None:
-        payload = json.dumps({"detail": f"request body larger than {self.limit} bytes", "code": "too_large"}).encode()
+    async def _counted(self, scope, receive, send, limit: int) -> None:
+        state = {"size": 0, "over": False}
+
+        async def counted_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                state["size"] += len(message.get("body", b""))
+                if state["size"] > limit:
+                    state["over"] = True
+                    return {"type": "http.disconnect"}  # the app stops reading; its answer is replaced
+            return message
+
+        async def guarded_send(message):
+            if not state["over"]:
+                await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not state["over"]:
+                raise
+        if state["over"]:
+            await self._refuse(send, limit)
+
+    async def _refuse(self, send, limit: int) -> None:
+        payload = json.dumps({"detail": f"request body larger than {limit} bytes", "code": "too_large"}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -157,7 +193,9 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.state.operations = Operations(app, ROUTERS, prefix="/v1")
     _refuse_odd_urls(app)
-    app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
+    settings = get_settings()
+    uploads = {"/v1/models/upload": settings.max_upload_bytes}
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, streamed=uploads)
     _install_metrics(app)  # outermost: refused bodies and queries are counted too
     for router in ROUTERS:
         app.include_router(router, prefix="/v1")

@@ -46,6 +46,12 @@ def resolve_models(session: Session, names: list[str]) -> list[str]:
     unknown = [n for n in names if n not in allowed]
     if unknown:
         raise Unprocessable(f"unknown models: {', '.join(unknown)}; known: {', '.join(sorted(allowed | zoo))}")
+    described = [n for n in names if n.startswith("config:")]  # registered from a config.json alone
+    if described:
+        raise Unprocessable(
+            f"{', '.join(described)}: described by a config.json alone, with no weights to run or measure; "
+            "register its folder (POST /v1/models with a path) or upload it (POST /v1/models/upload)"
+        )
     return list(dict.fromkeys(names))
 
 

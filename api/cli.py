@@ -11,6 +11,7 @@ from rich.logging import RichHandler
 from advisor.cli import advisor_app
 from api import __version__
 from api.access_cli import keys_app, tokens_app
+from api.models_cli import models_app
 from executors.cli import executors_app, zoo_app
 from profiles.cli import db_app, profiles_app
 
@@ -20,6 +21,7 @@ app.add_typer(profiles_app, name="profiles")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(advisor_app, name="advisor")
+app.add_typer(models_app, name="models")
 app.add_typer(executors_app)  # no name: `profile` and `methods` are top-level commands
 app.add_typer(zoo_app, name="zoo")
 

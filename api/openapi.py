@@ -246,7 +246,8 @@ class Operations:
                     methods[method] = _query_names(route.dependant)
         compiled = []
         for template, methods in by_template.items():
-            pattern = re.sub(r"\\\{[^/]+\\\}", "[^/]+", re.escape(template))
+            pattern = re.sub(r"\\\{[^/]+:path\\\}", ".+", re.escape(template))  # {id:path}: an id with slashes
+            pattern = re.sub(r"\\\{[^/]+\\\}", "[^/]+", pattern)
             compiled.append((re.compile(f"^{pattern}$"), template, methods))
         return compiled
 

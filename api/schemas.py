@@ -274,14 +274,48 @@ class RunCreate(StrictModel):
     budget: Budget | None = None
 
 
+ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+
+
 class ModelRegister(StrictModel):
-    path: str = Field(
+    """One of: a folder under the model root, or a config.json alone (descriptors only). An uploaded
+    folder goes to POST /v1/models/upload as multipart files."""
+
+    path: str | None = Field(
+        default=None,
         min_length=1,
         max_length=1000,
-        description="a local safetensors checkpoint folder under the configured model root (ACCEL_MODEL_ROOT), "
-        "absolute or relative to it",
+        description="a Hugging Face checkpoint folder (config.json, *.safetensors) under the configured model root "
+        "(ACCEL_MODEL_ROOT), absolute or relative to it; its id is local:<folder>",
     )
-    family: Literal["decoder-lm", "encoder"] = "decoder-lm"
+    config: BoundedJson | None = Field(
+        default=None,
+        description="a checkpoint's config.json alone: the model is described (advice) but has no weights to run; "
+        "its id is config:<name>",
+    )
+    name: ModelName | None = Field(
+        default=None, description="the name in a config-only model's id (default: its model type and a hash)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelRegister:
+        if (self.path is None) == (self.config is None):
+            raise ValueError("give either path (a folder under the model root) or config (a config.json alone)")
+        if self.name is not None and self.config is None:
+            raise ValueError("name is for a config-only model; a folder's id is its path")
+        return self
+
+
+class ModelProfile(StrictModel):
+    """The profiling job that turns a registered model's advice from predicted into measured."""
+
+    workload: WorkloadShape | None = Field(
+        default=None, description="the task to make sure of (default: the model family's cheapest workload)"
+    )
+    node: NodeId | None = None
+    hardware_class: ClassName | None = None
+    top_k: int = Field(default=3, ge=1, le=8, description="how many of the advisor's best candidates to measure")
+    reps: int = Field(default=5, ge=5, le=50)
 
 
 class ModelPublic(BaseModel):

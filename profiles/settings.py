@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     max_job_items: int = 2000  # items one profiling job may plan (models × workloads × targets)
     # Local checkpoints may be registered only from under here.
     model_root: Path = Field(default_factory=lambda fields: fields["data_dir"] / "models")
+    # Uploaded checkpoint folders are stored here (one folder per weights hash), at most this large each.
+    upload_dir: Path = Field(default_factory=lambda fields: fields["data_dir"] / "uploads")
+    max_upload_bytes: int = 4 * 2**30
     sqlite_busy_timeout_ms: int = 30_000
 
     @field_validator("data_dir")
@@ -65,6 +68,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         self.model_root = self.model_root.expanduser().resolve()
+        self.upload_dir = self.upload_dir.expanduser().resolve()
         if self.mode == "distributed" and not self.broker_url:
             raise ConfigError("distributed mode needs ACCEL_BROKER_URL (e.g. redis://host:6379/0)")
         return self

@@ -8,6 +8,7 @@ from functools import lru_cache
 from fastapi import APIRouter
 from sqlmodel import Session, col, select
 
+from api import model_profiling
 from api.auth import AdminKey, ClientKey
 from api.catalog import resolve_methods, resolve_models, resolve_workloads
 from api.dispatch import dispatch
@@ -99,11 +100,15 @@ def recommend_for(
     from advisor.api import DEFAULT_QUALITY_FLOOR, recommend
     from executors.families import workload_from_json
 
-    workload = workload_from_json(resolve_workloads([shape])[0]["shape"]).row()  # bad input first: a 422 either way
+    resolved = resolve_workloads([shape])[0]["shape"]
+    workload = workload_from_json(resolved).row()  # bad input first: a 422 either way
     version, advisor = _active(session)
     model = session.get(ModelSpec, model_id)
     if model is None:
-        raise Unprocessable(f"no descriptors for model {model_id!r}: profile it or import profiles that include it")
+        raise Unprocessable(
+            f"no descriptors for model {model_id!r}: register it (POST /v1/models), profile it, "
+            "or import profiles that include it"
+        )
     nodes = _nodes(session, node_id, hardware_class)
     by_id = {n["id"]: n for n in nodes}
     try:
@@ -128,13 +133,14 @@ def recommend_for(
         }
         for r in result.recommendations
     ]
-    return {
+    answer = {
         "advisor_version": version.id,
         "model": model_id,
         "workload": workload,
         "candidates": candidates,
         "excluded": [_plain(e) for e in result.excluded],
     }
+    return {**answer, **model_profiling.what_is_known(model, advisor, answer, resolved)}
 
 
 @router.post("/recommendations")

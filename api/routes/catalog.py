@@ -9,12 +9,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from sqlmodel import func, select
 
-from api.auth import AdminKey, ClientKey
-from api.deps import ReadSessionDep, SessionDep
-from api.local_models import register_local_model
-from api.schemas import ModelPublic, ModelRegister, Page
+from api.auth import ClientKey
+from api.deps import ReadSessionDep
+from api.schemas import ModelPublic, Page
 from profiles.models import Method, ModelSpec, ProfileRun
-from profiles.settings import get_settings
 from profiles.transfer import iter_records, write_records
 
 router = APIRouter(tags=["catalogue"])
@@ -28,12 +26,6 @@ def list_methods(session: ReadSessionDep, _key: ClientKey) -> list[dict]:
 @router.get("/models", response_model=list[ModelPublic])
 def list_models(session: ReadSessionDep, _key: ClientKey) -> list[ModelSpec]:
     return list(session.exec(select(ModelSpec).order_by(ModelSpec.id)))
-
-
-@router.post("/models", status_code=201, response_model=ModelPublic)
-def register_model(body: ModelRegister, session: SessionDep, _admin: AdminKey) -> ModelSpec:
-    """Registers a local safetensors checkpoint from under ACCEL_MODEL_ROOT; its id is `local:<folder>`."""
-    return register_local_model(session, get_settings().model_root, body.path, body.family)
 
 
 def _filtered(model_id, method_id, hardware_class, workload_id, status, job_id=None):

@@ -13,6 +13,7 @@ from api.catalog import resolve_methods, resolve_models, resolve_workloads
 from api.dispatch import dispatch
 from api.errors import NotFound, Unprocessable
 from api.jobs import cancel_job, claim_item, complete_item, item_queue, job_public, new_job, report_progress, sends_of
+from api.model_profiling import retrain_if_finished
 from api.routes.workers import own_node
 from api.schemas import ItemClaim, ItemProgress, ItemReport, ItemResult, JobPublic, ProfilingJobCreate
 from api.training import maybe_retrain
@@ -179,6 +180,8 @@ def report(job_id: str, index: ItemIndex, body: ItemResult, key: WorkerKey) -> d
         )
         sends = [(job_id, index, item_queue(session.get_one(Job, job_id).spec["items"][index]))] if requeue else []
     dispatch(sends)
-    if answer.get("added"):
-        maybe_retrain(get_settings().retrain_every_n)
+    with session_scope() as session:
+        retrain = retrain_if_finished(session, job_id)  # a model's own profiling job asks for it
+    if answer.get("added") or retrain:
+        maybe_retrain(0 if retrain else get_settings().retrain_every_n)
     return answer

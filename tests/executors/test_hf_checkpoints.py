@@ -92,14 +92,18 @@ def test_pickled_weights_are_never_loaded(tmp_path):
 
 @pytest.mark.parametrize("name", ["qwen2", "gpt2"])
 def test_a_decoder_folder_loads_as_a_bundle_and_generates(name, tmp_path):
+    import executors.methods  # noqa: F401  (registers every method)
     from executors.families import default_runner
+    from executors.registry import get_method
     from executors.zoo import load_bundle
 
     reference = save_decoder(name, tmp_path)
     bundle = load_bundle(f"local:{tmp_path}")
     assert bundle.family == "lm" and bundle.spec.architecture == "decoder-lm"
     assert bundle.spec.params == sum(p.numel() for p in {id(p): p for p in reference.parameters()}.values())
-    assert "llama_layout" not in bundle.capabilities  # methods that assume the zoo's plain layout say no
+    assert "llama_layout" not in bundle.capabilities  # methods that assume the zoo's plain layout say no:
+    for method_id in ("serve.continuous_batching", "attn.double_sparsity", "prune.perp", "prune.struct.adapt_pruner"):
+        assert "layout" in (get_method(method_id).supports(bundle, torch.device("cpu")) or "")
     prompt = torch.tensor([bundle.tokenizer.encode("def fibonacci(n):")])
     ours = default_runner(bundle, bundle.model).generate(prompt, 6).tokens  # type: ignore[attr-defined]
     with torch.inference_mode():

@@ -242,6 +242,8 @@ class DoubleSparsity(Method):
         model = bundle.model
         if "kv_cache" not in bundle.capabilities:
             return "needs a decoder LM with per-layer attention and a KV cache (executors.families.lm)"
+        if "llama_layout" not in bundle.capabilities:  # its attention re-runs the layers with plain RoPE
+            return "re-runs attention in the plain Llama layout; this decoder's positions, biases or window differ"
         defaults = DoubleSparsityConfig()
         if model.config.max_seq_len <= defaults.min_tokens:
             return (

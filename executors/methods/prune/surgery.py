@@ -69,12 +69,20 @@ def require_recovery(bundle: ModelBundle) -> str | None:
     """For methods whose recovery goes through `recovery_objective`."""
     if family_hook(bundle, "recovery") is None or "transformer_blocks" not in bundle.capabilities:
         return "prunes transformer blocks and retrains them; this model's family has no recovery objective"
+    if "kv_cache" in bundle.capabilities and "llama_layout" not in bundle.capabilities:
+        return PLAIN_DECODERS_ONLY
     return None if bundle.calibration_texts else "needs calibration text for recovery training"
+
+
+# The slices rebuild SwiGLU rows and bias-free projections: a decoder of another layout would lose weights.
+PLAIN_DECODERS_ONLY = "slices decoders of the plain Llama layout (SwiGLU, no biases); this one differs"
 
 
 def require_decoder(bundle: ModelBundle) -> str | None:
     if not {"kv_cache", "next_token_loss"} <= bundle.capabilities:
         return "slices and retrains a decoder LM with next-token loss; this model is not one"
+    if "llama_layout" not in bundle.capabilities:
+        return PLAIN_DECODERS_ONLY
     return None if bundle.calibration_texts else "needs calibration text for recovery training"
 
 

@@ -27,6 +27,8 @@ class ServingMethod(Method):
     def supports(self, bundle, device):
         if "kv_cache" not in bundle.capabilities:
             return "the serving engine pages an LM's KV cache (executors.families.lm); this model has none"
+        if "llama_layout" not in bundle.capabilities:  # it re-runs the layers with plain RoPE over the whole context
+            return "the serving engine computes the plain Llama layout; this decoder's positions or window differ"
         return None
 
 
