@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -93,7 +94,7 @@ def main() -> None:
     for table in tables:
         if wanted and table.name not in wanted:
             continue
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         report = evaluate_table(
             table, splits=tuple(s for s in ("model", "random") if s in table.groups), seeds=args.seeds
         )
@@ -107,6 +108,8 @@ def main() -> None:
                 "tasks": len(table.tasks),
                 "candidates": len(table.candidates),
                 "seconds": round(time.perf_counter() - started, 1),
+                "cpu_seconds": round(time.process_time() - cpu, 1),  # the wall time on a shared machine is the load's
+                "load_average_1min": round(os.getloadavg()[0], 1),
                 "gap_closed": summary,
             }
         )

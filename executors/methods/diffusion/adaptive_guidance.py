@@ -2,9 +2,10 @@
 
 Classifier-free guidance evaluates the network twice per step (conditional and unconditional).
 AG observes that the guided update becomes aligned with the plain conditional one as denoising
-proceeds: per sample, once the cosine similarity between the conditional prediction and the
-guided prediction exceeds γ̄ (`threshold`), every later step of that sample uses the
-conditional prediction alone, saving its unconditional evaluations. Samples of a batch truncate
+proceeds: per sample, once the cosine similarity γ_t between the conditional and the
+unconditional predictions exceeds γ̄ (`threshold`) — the two branches agree, so guidance adds
+nothing — every later step of that sample uses the conditional prediction alone, saving its
+unconditional evaluations. Samples of a batch truncate
 independently; the still-guided ones share one batched evaluation with the conditional rows.
 """
 
@@ -22,8 +23,8 @@ from executors.registry import Method, MethodConfig, bounded, register_method
 
 @dataclass(frozen=True)
 class AdaptiveGuidanceConfig(MethodConfig):
-    threshold: float = bounded(0.99, 0.0, 1.0)  # γ̄: cos(ε_cond, ε_cfg) above which guidance stops
-    version: int = 1
+    threshold: float = bounded(0.99, 0.0, 1.0)  # γ̄: cos(ε_cond, ε_uncond) above which guidance stops
+    version: int = 2  # 2: the paper's criterion, cos(ε_cond, ε_uncond)
 
 
 class TruncatedGuidance:
@@ -57,7 +58,7 @@ class TruncatedGuidance:
         guided = combine(cond[rows], uncond, run.settings.guidance_scale)
         out = cond.clone()
         out[rows] = guided
-        converged = rows[cosine(cond[rows], guided) > self.threshold]
+        converged = rows[cosine(cond[rows], uncond) > self.threshold]
         self.active[converged] = False
         self.stopped_at[converged] = step + 1
         run.stats["guided_steps_mean"] = round(self.stopped_at.float().mean().item(), 2)
