@@ -116,6 +116,17 @@ def test_nodes_stored_before_validation_no_longer_break_the_pool(client, keys):
         ("/v1/recommendations", '{"model": "zoo:lm-tiny", "workload": {"batch_size": 1000000000}}', "client"),
         ("/v1/recommendations", '{"model": "zoo:lm-tiny", "workload": {}, "budget": NaN}', "client"),
         ("/v1/recommendations", '{"model": "zoo:lm-tiny", "workload": {}, "top_k": 5.0}', "client"),
+        # Found by the fuzz: an empty list of lengths to draw from was a 500 (mean of no data).
+        (
+            "/v1/recommendations",
+            '{"model": "zoo:lm-tiny", "workload": {"kind": "lm-stream", "gen_lens": []}}',
+            "client",
+        ),
+        (
+            "/v1/recommendations",
+            '{"model": "zoo:lm-tiny", "workload": {"kind": "lm-stream", "prompt_lens": []}}',
+            "client",
+        ),
         ("/v1/join-tokens", '{"max_uses": 1' + "0" * 400 + "}", "admin"),
         ("/v1/join-tokens", '{"ttl_hours": NaN}', "admin"),
         ("/v1/join-tokens", '{"labels": {"k": 5}}', "admin"),

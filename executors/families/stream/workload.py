@@ -44,6 +44,8 @@ class StreamWorkload:
     def __post_init__(self):
         object.__setattr__(self, "prompt_lens", tuple(self.prompt_lens))
         object.__setattr__(self, "gen_lens", tuple(self.gen_lens))
+        if not self.prompt_lens or not self.gen_lens:  # both are drawn from: an empty list has nothing to draw
+            raise ValueError("prompt_lens and gen_lens need at least one length each")
         if min(self.requests, self.max_batch, self.prefixes, *self.prompt_lens, *self.gen_lens) < 1:
             raise ValueError("requests, max_batch, prefixes and every prompt/gen length must be positive")
         if self.rate < 0 or self.load < 0 or not (self.rate or self.load):
