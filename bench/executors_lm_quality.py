@@ -11,6 +11,8 @@ and ABQ's round-to-nearest at W4). Prints JSON lines.
 
     PYTHONPATH=. python bench/executors_lm_quality.py --models zoo:smollm2-135m,zoo:lm-8m --sets int8
     PYTHONPATH=. python bench/executors_lm_quality.py --models zoo:lm-8m --sets edgeqat
+    PYTHONPATH=. python bench/executors_lm_quality.py --models zoo:smollm2-135m --sets edgeqat-paper \
+        --edgeqat-params '{"steps": 10, "batch": 2, "train_windows": 8, "train_len": 64}'
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ SETS: dict[str, list[dict]] = {
         {"method": "quant.abq_arbitrary_bit", "params": {"w_bits": 4, "a_bits": 8, "epochs": 0}},  # RTN W4A8
     ],
 }
+SETS["edgeqat-paper"] = SETS["edgeqat"][:4]  # W4A8 and the paper's A8/A4 + KV8/4 mix, PTQ and QAT
+SETS["edgeqat-w4a4"] = SETS["edgeqat"][4:6]  # W4A4 PTQ and QAT (with --edgeqat-params: the loss ablation)
 STATS = ("fp32_layers", "int8_layers", "activation_scales", "smooth_alpha", "train_s", "train_cached", "bits",
          "final_train_losses", "calibration_s", "storage_bits")  # fmt: skip
 
@@ -109,7 +113,7 @@ def main() -> None:
         for name in args.sets.split(","):
             for entry in SETS[name]:
                 if entry["method"] == EDGEQAT:
-                    entry = {**entry, "params": {**entry["params"], **extra}}
+                    entry = {**entry, "params": {**extra, **entry["params"]}}  # PTQ entries keep steps=0
                 print(json.dumps({"model": source, "set": name, **quality(bundle, entry, windows, reference)}),
                       flush=True)  # fmt: skip
 
