@@ -71,13 +71,18 @@ def selected(records: list[dict], selections: set[str]) -> list[dict]:
 
 def mark(args) -> dict:
     """Annotates every stored record with the spread of its per-round ratios and the noisy flag
-    the protocol gives new records, from the ratios it already holds (no figure is changed)."""
+    the protocol gives new records, from the ratios it already holds (no figure is changed), and
+    marks the quality of `sys.compile` records not yet re-measured as uninformative."""
     from executors.protocol import NOISE_BOUND
 
     records = read_seed()
-    flagged = 0
+    flagged = unmeasured = 0
     for record in records:
         metrics = record.get("metrics") or {}
+        if record["status"] == "ok" and copied_quality(record):
+            metrics.update(quality_informative=False, quality_note=COPIED)
+            record["metrics"] = metrics
+            unmeasured += 1
         if record["status"] != "ok" or "ratio_spread" in metrics or not metrics.get("pairwise_speedups"):
             continue
         value = spread(record)
@@ -86,7 +91,17 @@ def mark(args) -> dict:
         )
         flagged += value > NOISE_BOUND
     write_seed(records)
-    return {"records": len(records), "newly_flagged_noisy": flagged}
+    return {"records": len(records), "newly_flagged_noisy": flagged, "compile_quality_marked_unmeasured": unmeasured}
+
+
+COPIED = "quality copied from the reference by the pre-protocol harness, not measured (regrid.py run --select compile)"
+
+
+def copied_quality(record: dict) -> bool:
+    """A `sys.compile` record of the old harness: its quality is the reference's, copied. Records of
+    the protocol carry `quality_informative` (measured through the compiled model)."""
+    metrics = record.get("metrics") or {}
+    return "sys.compile" in record["method_id"].split("+") and "quality_informative" not in metrics
 
 
 def _shape(record: dict) -> dict:

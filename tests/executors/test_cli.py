@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from api.cli import app
+from executors.families import families_catalogue
 from executors.registry import method_ids
 
 runner = CliRunner()
@@ -30,12 +31,15 @@ def test_families_json_lists_kinds_references_harnesses_quality_and_zoo():
     result = runner.invoke(app, ["families", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert set(rows) == {"lm", "longctx", "stream", "encoder"}
+    assert set(rows) >= {"lm", "longctx", "stream", "encoder", "training"}
+    assert set(rows) == {family["name"] for family in families_catalogue()}
     kinds = {k["name"]: (family, k) for family, row in rows.items() for k in row["kinds"]}
-    assert {name: kinds[name][1]["reference"] for name in kinds} == {
+    ours = ("lm-generate", "lm-longctx", "lm-stream", "encoder-embed")
+    assert {name: kinds[name][1]["reference"] for name in ours} == {
         "lm-generate": "baseline", "lm-longctx": "baseline", "lm-stream": "serve.static_batching",
         "encoder-embed": "baseline",
     }  # fmt: skip
+    assert all(kind["reference"] and kind["harness"] for _, kind in kinds.values())
     assert kinds["lm-stream"][1]["harness"].endswith("StreamHarness") and kinds["lm-stream"][1]["models"] == ["lm"]
     assert (
         "sampled_tv_distance" in rows["lm"]["quality_metrics"]
