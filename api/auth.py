@@ -11,11 +11,14 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import event
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import Forbidden, NotFound, Unauthorized, Unprocessable
 from profiles.models import ApiKey, JoinToken, utcnow
@@ -60,6 +63,7 @@ def revoke_api_key(session: Session, key_id: str) -> ApiKey:
         raise NotFound(f"no API key {key_id!r}")
     row.revoked_at = row.revoked_at or utcnow()
     session.add(row)
+    forget_verified_keys(session)
     return row
 
 
@@ -141,26 +145,64 @@ def flush_key_use(session: Session) -> int:
     return len(pending)
 
 
+# Keys verified recently: the presented key's hash → (the key's row, detached; when it was read). A request
+# whose key is here needs neither the store nor a worker thread. A revocation in this process clears
+# it at once; one made elsewhere (another API process, the CLI) is seen within VERIFIED_TTL_S.
+VERIFIED_TTL_S = 2.0
+_verified: dict[str, tuple[ApiKey, float]] = {}
+
+
+def forget_verified_keys(session: Session | None = None) -> None:
+    """Drops every cached verification, now and (with ``session``) again once its revocation commits,
+    so a request that read the row before the commit cannot keep the key alive."""
+    _verified.clear()
+    if session is not None:
+        event.listen(session, "after_commit", lambda _s: _verified.clear(), once=True)
+
+
+def _verify_in_store(presented: str) -> ApiKey | None:
+    from profiles.db import read_scope
+
+    with read_scope() as session:
+        key = verify_api_key(session, presented)
+        if key is not None:
+            session.expunge(key)
+    return key
+
+
+async def _verified_key(presented: str) -> ApiKey | None:
+    digest = _hash(presented)  # the plaintext is not kept
+    cached = _verified.get(digest)
+    if cached is not None and time.monotonic() - cached[1] < VERIFIED_TTL_S:
+        return cached[0]
+    read_at = time.monotonic()
+    key = await run_in_threadpool(_verify_in_store, presented)  # a store read: off the event loop
+    if key is None:
+        _verified.pop(digest, None)
+    else:
+        if len(_verified) >= 10_000:  # bounded: a flood of distinct valid keys only costs store reads
+            _verified.clear()
+        _verified[digest] = (key, read_at)
+    return key
+
+
 def require(*scopes: str):
     """Dependency: the caller's key must exist, be unrevoked and have one of ``scopes`` (admin always may).
 
     Verifying reads only: on SQLite a write per request would serialise every request on the
     store's one write lock, so the last-use time is noted in memory and flushed in the background.
+    A key verified in the last VERIFIED_TTL_S is taken from memory (the rows are shared: read-only).
     """
 
-    def dependency(request: Request) -> ApiKey:
-        from profiles.db import read_scope
-
+    async def dependency(request: Request) -> ApiKey:
         presented = presented_key(request)
         if not presented:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        with read_scope() as session:
-            key = verify_api_key(session, presented)
-            if key is None:
-                raise Unauthorized("invalid or revoked API key")
-            if key.scope != "admin" and key.scope not in scopes:
-                raise Forbidden(f"a {key.scope!r} key may not do this; needs {' or '.join(scopes)}")
-            session.expunge(key)
+        key = await _verified_key(presented)
+        if key is None:
+            raise Unauthorized("invalid or revoked API key")
+        if key.scope != "admin" and key.scope not in scopes:
+            raise Forbidden(f"a {key.scope!r} key may not do this; needs {' or '.join(scopes)}")
         note_key_use(key.id)
         return key
 

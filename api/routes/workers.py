@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import APIRouter
 from sqlmodel import Session, col, func, select
 
-from api.auth import AdminKey, WorkerKey, create_api_key, redeem_join_token, verify_api_key
+from api.auth import AdminKey, WorkerKey, create_api_key, forget_verified_keys, redeem_join_token, verify_api_key
 from api.deps import SessionDep
 from api.dispatch import dispatch
 from api.errors import Conflict, Forbidden, NotFound
@@ -48,6 +48,7 @@ def _revoke_node_keys(session: Session, node_id: str) -> None:
     for old in session.exec(select(ApiKey).where(ApiKey.node_id == node_id, col(ApiKey.revoked_at).is_(None))):
         old.revoked_at = utcnow()
         session.add(old)
+    forget_verified_keys(session)
 
 
 @router.post("/workers/join", status_code=201, response_model=WorkerJoined)
@@ -114,6 +115,7 @@ def leave(key: WorkerKey) -> Node:
         stored_key = session.get_one(ApiKey, key.id)
         stored_key.revoked_at = utcnow()
         session.add(stored_key)
+        forget_verified_keys(session)
         resend = requeue_running(session, [node.id], reason="node left")
         session.flush()
         session.expunge(node)

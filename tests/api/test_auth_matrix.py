@@ -8,6 +8,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from api.app import ROUTERS
+from profiles.db import session_scope
 
 SAMPLE = {"key_id": "0000", "token_id": "0000", "run_id": "x", "job_id": "x", "index": 0, "node_id": "ghost"}
 
@@ -70,3 +71,22 @@ def test_a_revoked_key_stops_working(client, keys):
     assert client.get("/v1/methods", headers={"X-API-Key": made["key"]}).status_code == 200
     assert client.delete(f"/v1/keys/{made['id']}", headers=headers).status_code == 200
     assert client.get("/v1/methods", headers={"X-API-Key": made["key"]}).status_code == 401
+
+
+def test_a_key_revoked_elsewhere_stops_working_within_the_ttl(client, keys, monkeypatch):
+    """A revocation this process did not make (the CLI, another API process) is seen once the
+    remembered verification is older than VERIFIED_TTL_S; until then the key is served from memory."""
+    from api import auth
+    from profiles.models import ApiKey, utcnow
+
+    headers = {"Authorization": f"Bearer {keys['client']}"}
+    assert client.get("/v1/methods", headers=headers).status_code == 200
+    key_id = keys["client"].split("_")[1]
+    with session_scope() as session:  # revoked behind this process's back
+        row = session.get_one(ApiKey, key_id)
+        row.revoked_at = utcnow()
+        session.add(row)
+    monkeypatch.setattr(auth, "VERIFIED_TTL_S", 3600.0)
+    assert client.get("/v1/methods", headers=headers).status_code == 200  # remembered: no store read
+    monkeypatch.setattr(auth, "VERIFIED_TTL_S", 0.0)
+    assert client.get("/v1/methods", headers=headers).status_code == 401
