@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import text
 
@@ -16,6 +15,7 @@ from api.dispatch import Sender, set_sender
 from api.embedded import local_worker_state
 from api.errors import install_error_handlers
 from api.jobs import active_jobs, online_nodes, waiting_targets
+from api.middleware import RequestMetrics, StrictUrls
 from api.openapi import Operations, document_errors
 from api.reaper import start_background
 from api.routes import access, advise, catalog, jobs, models, workers
@@ -36,16 +36,7 @@ ROUTERS = (
 
 
 def _refuse_odd_urls(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def _strict_query(request: Request, call_next):
-        if "\x00" in request.url.path or any("\x00" in k + v for k, v in request.query_params.multi_items()):
-            # PostgreSQL text cannot hold NUL: refused here, for every route and store alike.
-            return JSONResponse({"detail": "NUL characters are not allowed in a URL", "code": "invalid_request"}, 422)
-        unknown = app.state.operations.unknown_query(request.url.path, request.method, list(request.query_params))
-        if unknown:
-            names = ", ".join(n[:40] for n in unknown[:5])
-            return JSONResponse({"detail": f"unknown query parameters: {names}", "code": "invalid_request"}, 422)
-        return await call_next(request)
+    app.add_middleware(StrictUrls, unknown_query=app.state.operations.unknown_query)
 
 
 def _install_metrics(app: FastAPI) -> None:
@@ -53,19 +44,15 @@ def _install_metrics(app: FastAPI) -> None:
     requests = Counter("accel_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry)
     latency = Histogram("accel_http_request_seconds", "HTTP request latency", ["route"], registry=registry)
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next):
-        start = time.perf_counter()
-        status = 500  # an exception escaping the app becomes a 500 outside this middleware
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            found = app.state.operations.match(request.url.path)
-            path = found[0] if found else getattr(request.scope.get("route"), "path", "unmatched")
-            requests.labels(request.method, path, str(status)).inc()
-            latency.labels(path).observe(time.perf_counter() - start)
+    def route_of(scope) -> str:
+        found = app.state.operations.match(scope["path"])
+        return found[0] if found else getattr(scope.get("route"), "path", "unmatched")
+
+    def observe(method: str, route: str, status: int, seconds: float) -> None:
+        requests.labels(method, route, str(status)).inc()
+        latency.labels(route).observe(seconds)
+
+    app.add_middleware(RequestMetrics, route_of=route_of, observe=observe)
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:
