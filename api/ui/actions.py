@@ -22,7 +22,7 @@ from api.schemas import (
 from api.ui import views
 from api.ui.session import UiKey
 from api.ui.words import reason
-from profiles.db import session_scope
+from profiles.db import read_scope, session_scope
 from profiles.models import Job
 
 router = APIRouter(prefix="/ui/api", include_in_schema=False)
@@ -60,7 +60,18 @@ def cancel_profiling_job(job_id: str, key: UiKey) -> dict:
 @router.post("/recommendations")
 def recommendations(body: RecommendationRequest, key: UiKey) -> dict:
     """The REST answer, plus each candidate's reasons in words (the raw pairs stay beside them)."""
-    result = advise.recommendations(body, key)
+    with read_scope() as session:
+        result = advise.recommend_for(
+            session,
+            body.model,
+            body.workload,
+            body.node,
+            body.hardware_class,
+            body.objective,
+            body.quality_floor,
+            body.budget,
+            body.top_k,
+        )
     for candidate in result["candidates"]:
         candidate["reasons"] = [reason(feature, effect) for feature, effect in candidate["contributions"]]
     return result
