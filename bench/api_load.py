@@ -11,6 +11,11 @@ the first answer (nothing cached for that pool yet), then ``requests`` answers o
 question at ``concurrency`` (the steady state a UI or client polling the same task sees), then
 ``distinct`` questions (a new workload shape each, so every one is computed). Both servers are
 uvicorn processes with one worker each; the bare route is measured between the pool sizes.
+Each load also reports ``server_cpu_ms_per_request`` (the server process's CPU time over the
+requests, from /proc): on a machine other work keeps busy, wall-clock figures measure the machine,
+while CPU per request still measures the route; ``share_of_bare_cpu_per_request`` is the bare
+route's over the API's, the throughput share the API would have on a core of its own. The same
+question is also asked one at a time (``repeated_question_one_at_a_time``: latency without queueing).
 """
 
 from __future__ import annotations
@@ -113,8 +118,20 @@ def _set_pool(pool: list[str], size: int) -> None:
             session.add(node)
 
 
-async def _load(url: str, bodies: list[dict], headers: dict, concurrency: int) -> dict:
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux), or None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _load(url: str, bodies: list[dict], headers: dict, concurrency: int, pid: int | None = None) -> dict:
+    """Latency and throughput at ``concurrency``; with ``pid``, also the server's CPU time per request,
+    which a loaded machine distorts far less than wall-clock figures (other work takes cores, not cycles)."""
     latencies, errors = [], 0
+    cpu_before = _cpu_s(pid) if pid else None
     async with httpx.AsyncClient(timeout=120) as client:
         queue: asyncio.Queue[dict] = asyncio.Queue()
         for body in bodies:
@@ -125,15 +142,19 @@ async def _load(url: str, bodies: list[dict], headers: dict, concurrency: int) -
             while not queue.empty():
                 body = queue.get_nowait()
                 start = time.perf_counter()
-                response = await client.post(url, json=body, headers=headers)
+                try:
+                    response = await client.post(url, json=body, headers=headers)
+                    errors += response.status_code != 200
+                except httpx.TransportError:  # e.g. a keep-alive connection the server closed: counted
+                    errors += 1
                 latencies.append(time.perf_counter() - start)
-                errors += response.status_code != 200
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
+    cpu_after = _cpu_s(pid) if pid else None
     latencies.sort()
-    return {
+    result = {
         "requests": len(bodies),
         "concurrency": concurrency,
         "errors": errors,
@@ -141,6 +162,9 @@ async def _load(url: str, bodies: list[dict], headers: dict, concurrency: int) -
         "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2),
         "throughput_rps": round(len(bodies) / wall, 1),
     }
+    if cpu_before is not None and cpu_after is not None:
+        result["server_cpu_ms_per_request"] = round(1000 * (cpu_after - cpu_before) / len(bodies), 2)
+    return result
 
 
 async def _first(url: str, body: dict, headers: dict) -> float:
@@ -149,6 +173,13 @@ async def _first(url: str, body: dict, headers: dict) -> float:
         response = await client.post(url, json=body, headers=headers)
         response.raise_for_status()
         return round(1000 * (time.perf_counter() - start), 1)
+
+
+def _cpu_share(bare: dict, api: dict) -> float | None:
+    """Bare route's CPU per request over the API's: the throughput share one core would give."""
+    if not bare.get("server_cpu_ms_per_request") or not api.get("server_cpu_ms_per_request"):
+        return None
+    return round(bare["server_cpu_ms_per_request"] / api["server_cpu_ms_per_request"], 3)
 
 
 def _distinct(query: dict, n: int, pool_size: int) -> list[dict]:
@@ -195,15 +226,18 @@ def main() -> None:
             for size in args.pools:
                 _set_pool(pool, size)
                 first = asyncio.run(_first(url, meta["query"], headers))
-                steady = asyncio.run(_load(url, repeated, headers, args.concurrency))
-                bare.append(asyncio.run(_load(bare_url, repeated, headers, args.concurrency)))
+                steady = asyncio.run(_load(url, repeated, headers, args.concurrency, servers[0].pid))
+                bare.append(asyncio.run(_load(bare_url, repeated, headers, args.concurrency, servers[1].pid)))
+                single = asyncio.run(_load(url, repeated[: args.requests // 4], headers, 1, servers[0].pid))
                 fresh = asyncio.run(_load(url, _distinct(meta["query"], args.distinct, size), headers, 1))
                 results.append(
                     {
                         "pool_size": size,
                         "first_ms": first,
                         "repeated_question": steady,
+                        "repeated_question_one_at_a_time": single,
                         "share_of_bare_throughput": round(steady["throughput_rps"] / bare[-1]["throughput_rps"], 3),
+                        "share_of_bare_cpu_per_request": _cpu_share(bare[-1], steady),
                         "distinct_questions": fresh,
                     }
                 )
