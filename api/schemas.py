@@ -259,7 +259,14 @@ class RecommendationRequest(StrictModel):
 
 class RunCreate(StrictModel):
     model: str = Field(min_length=1, max_length=500)
-    prompts: list[Annotated[str, Field(min_length=1, max_length=8000)]] = Field(min_length=1, max_length=16)
+    prompts: list[Annotated[str, Field(min_length=1, max_length=8000)]] | None = Field(
+        default=None, min_length=1, max_length=16, description="texts to continue (a model that generates text)"
+    )
+    workload: WorkloadShape | None = Field(
+        default=None,
+        description="a training workload (kind train-to-target) for a training recipe: the run trains it and "
+        "returns the trained checkpoint's id and its figures",
+    )
     method: Literal["auto"] | MethodEntry = Field(
         default="auto", description='"auto" (the advisor picks), or a method id, a config or a composite'
     )
@@ -272,6 +279,12 @@ class RunCreate(StrictModel):
     objective: Objective = "latency"
     quality_floor: Fraction | None = None
     budget: Budget | None = None
+
+    @model_validator(mode="after")
+    def _prompts_or_workload(self) -> RunCreate:
+        if (self.prompts is None) == (self.workload is None):
+            raise ValueError("give either prompts (a model that generates text) or workload (a training recipe)")
+        return self
 
 
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]

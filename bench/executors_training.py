@@ -2,9 +2,9 @@
 
     python bench/executors_training.py targets            # calibrate each workload's target (JSON file)
     OMP_WAIT_POLICY=PASSIVE nice python bench/executors_training.py grid --threads 1,2 \\
-        --out profiles/data/parts/training.jsonl           # resumable: tasks already in --out are skipped
-    python bench/executors_training.py summary profiles/data/parts/training.jsonl
-    python bench/regrid.py merge profiles/data/parts/training.jsonl
+        --out var/training/grid-1.jsonl   # resumable; processes with their own --out in one folder share tasks
+    python bench/executors_training.py summary var/training/*.jsonl
+    python bench/regrid.py merge var/training/*.jsonl
 
 `targets` runs the reference recipe (AdamW + warm-up + cosine, its learning rate × 1) on
 report seeds 1-3 of every grid workload and sets the target to the worst of their held-out
@@ -114,21 +114,22 @@ def grid(args) -> dict:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)["run_id"] for line in out.read_text().splitlines()} if out.exists() else set()
     methods = [m for m in method_ids() if m.startswith("train.") and m != "train.reference"]
     if args.methods:
         methods = [m for m in methods if m in args.methods.split(",")]
     device, added, skipped = torch.device("cpu"), 0, 0
     bundles: dict[str, ModelBundle] = {}
+    chosen = [int(i) for i in args.only.split(",")] if args.only else range(len(GRID))
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         node = node_row(fingerprint("cpu", get_settings().cache_dir))
-        for source, workload in workloads():
+        for number, (source, workload) in enumerate(workloads()):
             ids = [
                 run_id_for(source, workload.id, m, Prepared((default_config(m),)).config_json, node["id"])
                 for m in ["train.reference", *methods]
             ]
-            if all(i in done for i in ids):
+            done = _done(out.parent)
+            if number not in chosen or all(i in done for i in ids) or not _claim(out.parent, ids):
                 skipped += 1
                 continue
             bundles.setdefault(source, load_bundle(source))
@@ -144,6 +145,31 @@ def grid(args) -> dict:
                         done.add(record["run_id"])
                         added += 1
     return {"added": added, "skipped_tasks": skipped, "out": str(out)}
+
+
+def _done(folder: Path) -> set[str]:
+    """The run ids already written by any grid process sharing the folder (each writes its own file)."""
+    return {json.loads(line)["run_id"] for part in folder.glob("*.jsonl") for line in part.read_text().splitlines()}
+
+
+def _claim(folder: Path, ids: list[str]) -> bool:
+    """Claims a task for this process: a marker holding its pid; a live process's marker makes the others
+    skip the task, a dead one's (a stopped grid) is taken over, so a rerun resumes."""
+    import hashlib
+    import os
+
+    marker = folder / "claims" / hashlib.sha256(" ".join(sorted(ids)).encode()).hexdigest()[:24]
+    marker.parent.mkdir(exist_ok=True)
+    if marker.exists():
+        holder = int(marker.read_text() or 0)
+        try:
+            if holder > 0:
+                os.kill(holder, 0)
+                return holder == os.getpid()
+        except (ProcessLookupError, PermissionError):
+            pass
+    marker.write_text(str(os.getpid()))
+    return True
 
 
 def summary(args) -> dict:
@@ -208,7 +234,10 @@ def main() -> None:
     runner.add_argument("--threads", default="1,2")
     runner.add_argument("--reps", type=int, default=5)
     runner.add_argument("--methods", default="", help="a comma list of training methods (default: all)")
-    runner.add_argument("--out", required=True)
+    runner.add_argument("--only", default="", help="a comma list of GRID positions (default: all)")
+    runner.add_argument(
+        "--out", required=True, help="this process's JSON lines; processes sharing its folder split the tasks"
+    )
     summarise = commands.add_parser("summary")
     summarise.add_argument("parts", nargs="+")
     args = parser.parse_args()

@@ -142,19 +142,28 @@ def profile_item(ctx: WorkerContext, item: dict) -> dict:
 
 
 def run_item(ctx: WorkerContext, item: dict) -> dict:
-    """A client's run: apply the chosen method, generate for its prompts, measure when asked."""
+    """A client's run: apply the chosen method, generate for its prompts (or, for a family with a `run`
+    hook, run its workload: a training recipe trained to a checkpoint), measure when asked."""
     import torch
 
-    from executors.families import get_family, measure, workload_from_json
+    from executors.families import family_hook, get_family, measure, workload_from_json
     from executors.protocol import prepare
 
     bundle, device = _bundle(ctx, item["model"]), torch.device(ctx.device)
-    if get_family(bundle.family).runner_protocol != "generate":
+    run_hook = family_hook(bundle, "run")
+    if run_hook is None and get_family(bundle.family).runner_protocol != "generate":
         raise RuntimeError(f"a run generates text; {item['model']} is a {bundle.spec.architecture} model")
     ctx.stage("calibrating", item["method"].get("method"))
     prepared = prepare(bundle, _configs(item["method"]), device)
     if prepared.status != "ok":
         raise RuntimeError(f"{prepared.method_id} {prepared.status}: {prepared.reason}")
+    if run_hook is not None:
+        outputs = run_hook(bundle, prepared.applied_runner, item, ctx.stage)
+        records = []
+        if item.get("measure"):
+            ctx.stage("measuring", "seeds against the reference")
+            records = measure(bundle, workload_from_json(item["workload"]), [prepared], ctx.node, device=device, reps=5)
+        return {"records": records, "outputs": {**outputs, "method": prepared.method_id}}
     limit = bundle.model.config.max_seq_len - item["max_new_tokens"]
     texts = []
     for number, prompt in enumerate(item["prompts"], start=1):

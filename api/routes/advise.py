@@ -163,7 +163,8 @@ def _estimated_shape(session: Session, body: RunCreate) -> dict:
     """The workload shape of a run, for the advisor and the measurement (batch 1 per prompt)."""
     model = session.get(ModelSpec, body.model)
     byte_level = model is None or (model.vocab or 0) <= 512
-    longest = max(len(p.encode()) for p in body.prompts)
+    prompts = body.prompts or []  # a run without prompts trains a recipe and never gets here
+    longest = max(len(p.encode()) for p in prompts)
     prompt_len = longest if byte_level else max(1, longest // 4)  # ~4 bytes per BPE token
     context = (model.context if model and model.context else 2048) - body.max_new_tokens
     return {
@@ -181,6 +182,32 @@ def generates_text(architecture: str) -> bool:
         return family_of_architecture(architecture).runner_protocol == "generate"
     except KeyError:
         return False
+
+
+def trains(session: Session, model_id: str) -> bool:
+    """Whether a model's family runs it by training it (a family with a `run` hook: a recipe trained to a
+    target), known from its stored descriptors or, for a zoo recipe never profiled, from the zoo."""
+    from executors.families import family_of_architecture, get_family, zoo_entry
+
+    spec = session.get(ModelSpec, model_id)
+    try:
+        family = family_of_architecture(spec.family) if spec else get_family(zoo_entry(model_id[4:]).family)
+    except KeyError:
+        return False
+    return "run" in family.hooks
+
+
+def _training_shape(model_id: str, body: RunCreate) -> dict:
+    """A training run's workload, checked against the recipe's family (a 422 names what is wrong)."""
+    from executors.families import kind_of, workload_from_json, zoo_entry
+
+    if body.workload is None:
+        raise Unprocessable(f"a run of {model_id} trains it: give a workload (kind train-to-target), not prompts")
+    shape = resolve_workloads([body.workload])[0]["shape"]
+    kind = kind_of(workload_from_json(shape))
+    if model_id.startswith("zoo:") and zoo_entry(model_id[4:]).family not in kind.model_families:
+        raise Unprocessable(f"a {kind.name} workload does not run on {model_id}")
+    return shape
 
 
 def _run_target(session: Session, body: RunCreate, chosen_node: str | None) -> dict:
@@ -202,9 +229,15 @@ def create_run(body: RunCreate, _key: ClientKey) -> dict:
     with session_scope() as session:
         model = resolve_models(session, [body.model])[0]
         spec = session.get(ModelSpec, model)
-        if spec is not None and not generates_text(spec.family):
+        training = trains(session, model)
+        if training:
+            shape = _training_shape(model, body)
+        elif body.prompts is None:
+            raise Unprocessable(f"a run of {model} generates text: give prompts, not a workload")
+        elif spec is not None and not generates_text(spec.family):
             raise Unprocessable(f"a run generates text from prompts; {model} is a {spec.family} model")
-        shape = _estimated_shape(session, body)
+        else:
+            shape = _estimated_shape(session, body)
         chosen = None
         if body.method == "auto":
             found = recommend_for(
@@ -230,13 +263,13 @@ def create_run(body: RunCreate, _key: ClientKey) -> dict:
         item = {
             "kind": "run",
             "model": model,
-            "prompts": body.prompts,
+            "prompts": body.prompts or [],
             "method": method["config"],
             "max_new_tokens": body.max_new_tokens,
             "sampling": body.sampling,
             "seed": body.seed,
             "measure": body.measure,
-            "workload": resolve_workloads([shape])[0]["shape"],
+            "workload": shape if training else resolve_workloads([shape])[0]["shape"],
             "target": target,
         }
         job = new_job(session, "run", [item], {"recommendation": chosen, "method_id": method["id"]})

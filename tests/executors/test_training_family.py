@@ -196,6 +196,10 @@ def test_a_client_run_saves_a_checkpoint_with_its_figures(lm, isolated_data_dir)
     assert checkpoint["id"].startswith("ckpt-") and stages == ["tuning", "training"]
     weights = load_file(f"{checkpoint['path']}/model.safetensors")
     assert "layers.0.attention.wq.weight" in weights and answer["figures"]["reached_target"]
+    model = lm.data.new_model(0)  # the saved weights are the trained model: its held-out metric comes back
+    model.load_state_dict({**weights, "output.weight": weights["tok_embeddings.weight"]})
+    assert lm.data.evaluate(model.eval(), FIXTURE_WORKLOAD) == pytest.approx(answer["figures"]["final_metric"])
+    assert lm.data.evaluate(lm.data.new_model(0).eval(), FIXTURE_WORKLOAD) > answer["figures"]["final_metric"]
     assert answer["figures"]["steps"] == FIXTURE_WORKLOAD.budget_steps  # a client's run goes to its budget
 
 
@@ -210,3 +214,16 @@ def test_a_calibrated_target_is_the_references_metric_half_way_on_the_tuning_see
     curve = runner.train_to_target(workload, seed=0, target=-math.inf, stop_at_target=False, extrapolate=False).curve
     assert target == round(next(m for step, _, m in curve if step >= workload.budget_steps / 2), 4)
     assert curve[-1][2] < target < curve[0][2]
+
+
+def test_the_worker_runs_a_training_item_to_a_checkpoint(lm, isolated_data_dir):
+    from executors.registry import config_to_json
+    from executors.worker import WorkerContext, run_item
+
+    context = WorkerContext(server="http://unused", key="unused", node=NODE, bundles={"fixture:lm": lm})
+    method = config_to_json(default_config("train.optim.exadam"))
+    workload = {**FIXTURE_WORKLOAD.shape(), "target": 5.4, "tuning_lrs": 1}
+    item = {"kind": "run", "model": "fixture:lm", "method": method, "workload": workload, "seed": 1, "prompts": []}
+    answer = run_item(context, item)
+    assert answer["records"] == [] and answer["outputs"]["method"] == "train.optim.exadam"
+    assert answer["outputs"]["checkpoint"]["id"].startswith("ckpt-") and answer["outputs"]["figures"]["seed"] == 2
