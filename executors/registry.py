@@ -37,6 +37,7 @@ EFFECTS = {
     "forward_passes": "another number of full-model forward passes for the same output",
     "schedule": "the serving schedule differs (iterations, prefill chunks, prefix-cache hits)",
     "graph": "the model runs as a compiled graph",
+    "train_memory": "training keeps fewer bytes (weights, gradients, optimizer state, saved activations)",
 }
 
 

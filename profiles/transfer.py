@@ -148,8 +148,10 @@ def _validate(row: int, raw: dict) -> tuple[ProfileRun, dict[str, NestedRow]]:
     run = _build(row, ProfileRun, fields, "run")
     if run.status not in RUN_STATUSES:
         raise ImportRejected(row, f"status {run.status!r} is not one of {', '.join(RUN_STATUSES)}")
-    if run.status == "ok" and (run.speedup is None or not run.speedup > 0):
-        raise ImportRejected(row, "an 'ok' run needs a positive speedup")
+    # A training run where the method or the reference missed the target has no speed-up: a miss, not a number.
+    missed = run.speedup is None and "reached_target" in (raw.get("metrics") or {})
+    if run.status == "ok" and not missed and (run.speedup is None or not run.speedup > 0):
+        raise ImportRejected(row, "an 'ok' run needs a positive speedup (or, for a training run, a missed target)")
     if run.status != "ok" and not run.reason:
         raise ImportRejected(row, f"a {run.status!r} run needs a reason")
     for key in ("model_id", "workload_id", "node_id"):

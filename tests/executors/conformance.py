@@ -93,6 +93,9 @@ def observe(family: str, runner: Runner, bundle: ModelBundle) -> dict:
     return seen
 
 
+SMALLER = ("weight_bytes", "params", "train_memory")  # effects that claim a smaller figure, not just another
+
+
 def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return a.shape == b.shape and torch.equal(a, b)
@@ -108,9 +111,9 @@ def claim_failures(method: Method, family: str, runner: Runner, reference: Runne
             failures.append(f"{effect}: the {family} family cannot observe it")
         elif effect == "graph" and not mine["graph"]:
             failures.append("graph: the runner's model is not compiled")
-        elif effect in ("weight_bytes", "params") and not mine[effect] < base[effect]:
+        elif effect in SMALLER and not mine[effect] < base[effect]:
             failures.append(f"{effect}: {mine[effect]} is not below the reference's {base[effect]}")
-        elif effect not in ("graph", "weight_bytes", "params") and _same(mine[effect], base[effect]):
+        elif effect not in ("graph", *SMALLER) and _same(mine[effect], base[effect]):
             failures.append(f"{effect}: identical to the reference's")
     if method.lossless and "tokens" in mine and not _same(mine["tokens"], base["tokens"]):
         failures.append("lossless: its greedy tokens differ from the reference's")

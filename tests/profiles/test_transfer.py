@@ -129,3 +129,14 @@ def test_imported_nodes_are_history_not_live_pool_members(engine, records):
     _store(engine, records)  # a later file never rewrites a node this store already knows
     with Session(engine) as session:
         assert session.get(Node, live_id).status == "online"
+
+
+def test_a_training_run_that_missed_its_target_imports_without_a_speedup(engine, records, tmp_path):
+    missed = dict(records[0], speedup=None, metrics={**(records[0].get("metrics") or {}), "reached_target": False})
+    path = tmp_path / "missed.jsonl"
+    path.write_text(json.dumps(missed) + "\n")
+    with Session(engine) as session:
+        assert import_file(session, path).added == 1
+        session.commit()
+    with Session(engine) as session:
+        assert session.exec(select(ProfileRun)).one().speedup is None

@@ -65,7 +65,11 @@ def observe(runner, bundle) -> dict:
             outputs = kept[0](windows[:, :-1])
         else:
             outputs = kept[0](task.images.heldout_x[:32])
-    return {"outputs": outputs, "schedule": (tuple(outcome.lrs), tuple(outcome.shapes), tuple(outcome.stages))}
+    return {
+        "outputs": outputs,
+        "schedule": (tuple(outcome.lrs), tuple(outcome.shapes), tuple(outcome.stages)),
+        "train_memory": outcome.peak_bytes,
+    }
 
 
 def _run(bundle, runner, item: dict, stage) -> dict:

@@ -60,6 +60,10 @@ class Plan:
     stages: Callable[[Any, Any], list[Stage]] | None = None  # (task, workload) → growth stages
     controller: Callable[[], Controller] | None = None
     weight_decay: float | None = None  # None: the recipe's
+    groups: Callable[[nn.Module], list[dict]] | None = None  # model → parameter groups with per-group options
+    # What autograd keeps for backward, as (pack, unpack) of saved_tensors_hooks (FP8 activations);
+    # the activation memory is measured on what `pack` returns
+    saved: tuple[Callable[[torch.Tensor], Any], Callable[[Any], torch.Tensor]] | None = None
     notes: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -107,18 +111,34 @@ def _tensor_bytes(tensors) -> int:
     return total
 
 
-def _with_saved_bytes(compute: Callable[[], torch.Tensor], model: nn.Module) -> tuple[torch.Tensor, int]:
-    """The loss, and the bytes of the tensors autograd saves for its backward pass (weights excluded)."""
-    saved: list[torch.Tensor] = []
+def _kept(packed: Any) -> list[torch.Tensor]:
+    return [packed] if isinstance(packed, torch.Tensor) else [t for t in packed if isinstance(t, torch.Tensor)]
 
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        saved.append(tensor)
-        return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+def _with_saved_bytes(
+    compute: Callable[[], torch.Tensor], model: nn.Module, saved_as: tuple[Callable, Callable] | None
+) -> tuple[torch.Tensor, int]:
+    """The loss, and the bytes of what autograd keeps for its backward pass (weights excluded): the
+    saved tensors themselves, or what the plan's `saved` pack turns them into."""
+    pack_as, unpack_as = saved_as or (lambda tensor: tensor, lambda packed: packed)
+    kept: list[torch.Tensor] = []
+
+    def pack(tensor: torch.Tensor) -> Any:
+        packed = pack_as(tensor)
+        kept.extend(_kept(packed))
+        return packed
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack_as):
         loss = compute()
     owned = {p.data_ptr() for p in model.parameters()}
-    return loss, _tensor_bytes(t for t in saved if t.data_ptr() not in owned)
+    return loss, _tensor_bytes(t for t in kept if t.data_ptr() not in owned)
+
+
+def _saving(compute: Callable[[], torch.Tensor], saved_as: tuple[Callable, Callable] | None) -> torch.Tensor:
+    if saved_as is None:
+        return compute()
+    with torch.autograd.graph.saved_tensors_hooks(*saved_as):
+        return compute()
 
 
 class _Monitor:
@@ -261,6 +281,7 @@ class Trainer:
             monitor.new_stage(model)
             outcome.stages.append(f"{stage.name}@{offset}")
             params = [p for p in model.parameters() if p.requires_grad]
+            groups = plan.groups(model) if plan.groups else params
             outcome.memory["weights"] = max(
                 outcome.memory.get("weights", 0), _tensor_bytes(model.state_dict().values())
             )
@@ -273,10 +294,10 @@ class Trainer:
                 batch = task.batch(source, gen, workload, offset + step, shape)
                 outcome.examples += task.examples(batch)
                 if step == 0:  # what the backward pass keeps: the activation memory of a step
-                    loss, kept_bytes = _with_saved_bytes(lambda: loss_of(task, model, batch), model)
+                    loss, kept_bytes = _with_saved_bytes(lambda: loss_of(task, model, batch), model, plan.saved)
                     outcome.memory["activations"] = max(outcome.memory.get("activations", 0), kept_bytes)
                     return loss
-                return loss_of(task, model, batch)
+                return _saving(lambda: loss_of(task, model, batch), plan.saved)
 
             def stage_factor(s: int, offset: int = offset) -> float:
                 return factor(offset + s)
@@ -288,7 +309,7 @@ class Trainer:
                 lr, stage.steps, weight_decay=weight_decay, betas=task.recipe.betas, clip=task.recipe.clip
             )
             result = train(
-                params,
+                groups,
                 step_loss,
                 schedule,
                 seed=seed,
