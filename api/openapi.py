@@ -81,7 +81,7 @@ def document_errors(app: FastAPI, routers: tuple[APIRouter, ...], prefix: str) -
             "apiKey": {"type": "http", "scheme": "bearer", "description": "ak_<id>_<secret>"}
         }
         protected = {
-            (prefix + route.path, method.lower()): _scopes(route)
+            (prefix + route.path.replace(":path}", "}"), method.lower()): _scopes(route)  # as the schema names it
             for router in routers
             for route in router.routes
             if isinstance(route, APIRoute)

@@ -40,6 +40,8 @@ CONFIG = {
             "/v1/runs",
             "/v1/recommendations",
             "/v1/models",
+            "/v1/models/upload",  # file names and contents are checked as a checkpoint's
+            "/v1/models/{model_id}/profile",
             "/v1/jobs/{job_id}/items/{index}/result",
         )
     ],
