@@ -7,8 +7,10 @@ from functools import lru_cache
 
 from fastapi import APIRouter
 from sqlmodel import Session, col, select
+from starlette.responses import Response
 
 from api import model_profiling
+from api.answers import ANSWERS
 from api.auth import AdminKey, ClientKey
 from api.catalog import resolve_methods, resolve_models, resolve_workloads
 from api.dispatch import dispatch
@@ -16,7 +18,7 @@ from api.errors import Conflict, NotFound, Unprocessable
 from api.jobs import job_public, new_job, sends_of
 from api.schemas import JobPublic, RecommendationRequest, RunCreate
 from api.training import start_training
-from profiles.db import session_scope
+from profiles.db import read_scope, session_scope
 from profiles.models import AdvisorVersion, Job, ModelSpec, Node, ProfileRun
 
 router = APIRouter(tags=["advisor"])
@@ -143,9 +145,9 @@ def recommend_for(
     return {**answer, **model_profiling.what_is_known(model, advisor, answer, resolved)}
 
 
-@router.post("/recommendations")
-def recommendations(body: RecommendationRequest, _key: ClientKey) -> dict:
-    with session_scope() as session:
+def recommendation(body: RecommendationRequest) -> dict:
+    """The active advisor's answer to one question (the route serves repeats from api.answers)."""
+    with read_scope() as session:
         return recommend_for(
             session,
             body.model,
@@ -157,6 +159,11 @@ def recommendations(body: RecommendationRequest, _key: ClientKey) -> dict:
             body.budget,
             body.top_k,
         )
+
+
+@router.post("/recommendations", response_model=dict)
+def recommendations(body: RecommendationRequest, _key: ClientKey) -> Response:
+    return ANSWERS.answer(body.model_dump_json(), body.model, lambda: recommendation(body))
 
 
 def _estimated_shape(session: Session, body: RunCreate) -> dict:
