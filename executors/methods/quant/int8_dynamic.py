@@ -62,7 +62,7 @@ def quantize_int8_dynamic(model: nn.Module, config: Int8DynamicConfig) -> nn.Mod
     "quant.int8_dynamic",
     Int8DynamicConfig,
     category="quantization",
-    families=("lm", "longctx", "encoder"),
+    families=("lm", "longctx", "encoder", "vision"),
     changes=("weights", "weight_bytes", "outputs"),
     paper="EdgeQAT: Entropy and Distribution Guided Quantization-Aware Training for the "
     "Acceleration of Lightweight LLMs on the Edge (PTQ W8A8 core)",

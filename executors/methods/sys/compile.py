@@ -31,7 +31,7 @@ class CompileConfig(MethodConfig):
     "sys.compile",
     CompileConfig,
     category="system",
-    families=("lm", "encoder"),
+    families=("lm", "encoder", "vision"),
     changes=("graph",),
     paper="PyTorch 2: Faster Machine Learning Through Dynamic Python Bytecode "
     "Transformation and Graph Compilation (torch.compile)",

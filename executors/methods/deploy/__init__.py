@@ -1,0 +1,1 @@
+"""Deployment runtimes and precision recipes: ONNX Runtime, OpenVINO, AMP, QAT int8."""

@@ -1,0 +1,1 @@
+"""Knowledge distillation: the shared fine-tuning loop and the training-free student search."""

@@ -1,0 +1,1 @@
+"""Classifier heads that change how much of the model a prediction needs."""

@@ -1,0 +1,1 @@
+"""Token reduction inside a ViT: dropping, merging and view-guided retention of patch tokens."""
