@@ -2,6 +2,17 @@
 
 from executors.methods import baseline  # noqa: F401
 from executors.methods.attn import double_sparsity  # noqa: F401
+from executors.methods.diffusion import (  # noqa: F401
+    adaptive_guidance,
+    adaspa,
+    autodiffusion,
+    dpm_solver,
+    harmonica,
+    linear_ag,
+    ptq4dm,
+    speedupnet,
+    static_cache,
+)
 from executors.methods.prune import adapt_pruner, perp  # noqa: F401
 from executors.methods.quant import abq_arbitrary_bit, edgeqat, int8_dynamic, int8_outlier, weight_only_int4  # noqa: F401
 from executors.methods.serve import chunked_prefill, continuous_batching, prefix_caching, static_batching  # noqa: F401
@@ -15,9 +26,13 @@ from executors.methods.sys import compile  # noqa: F401
 from executors.methods.train import (  # noqa: F401
     accelat,
     adabelief,
+    amp,
+    coat,
     cpt_subset_mix,
     efficienttrain,
     exadam,
+    fira,
+    galore,
     ghost_bn,
     gstack,
     multigrid,

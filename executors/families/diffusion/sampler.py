@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from torch import nn
 
 from executors.families.diffusion.networks import Control, Denoiser, FeatureCache, mac_profile, skipped_fraction
@@ -118,6 +117,8 @@ def diffusion_model(model: nn.Module) -> DiffusionModel:
 
 
 def make_scheduler(name: str):
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler  # imports transformers: lazily
+
     common = {"num_train_timesteps": TRAIN_TIMESTEPS, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
     if name == "ddim":
         return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=True)

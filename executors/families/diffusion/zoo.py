@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import DiTTransformer2DModel, UNet2DModel
 from safetensors.torch import load_file
 
 from executors.families.diffusion.data import ImageSet, image_set
@@ -102,6 +101,8 @@ RECIPES: dict[str, Recipe] = {
 
 
 def build_net(architecture: str, config: dict):
+    from diffusers import DiTTransformer2DModel, UNet2DModel  # diffusers imports transformers: not at import time
+
     cls = {"unet": UNet2DModel, "dit": DiTTransformer2DModel}[architecture]
     return cls.from_config(config)
 
