@@ -115,12 +115,11 @@ def summary(args) -> list[dict]:
     vision = [r for r in records if r["workload"]["kind"] == "vision-classify"]
     ok = [r for r in vision if r["status"] == "ok" and r["workload"]["params"]["crops"] == 1]
     largest = {
-        m: max(r["workload"]["image_size"] for r in ok if r["model"]["name"] == m)
-        for m in {r["model"]["name"] for r in ok}
+        m: max(r["workload"]["image_size"] for r in ok if r["model_id"] == m) for m in {r["model_id"] for r in ok}
     }
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for record in ok:
-        name, workload = record["model"]["name"], record["workload"]
+        name, workload = record["model_id"], record["workload"]
         if workload["image_size"] == largest[name] and record["method_id"] != "baseline":
             cells[(name, record["method_id"], workload["batch_size"])].append(record)
     lines = []

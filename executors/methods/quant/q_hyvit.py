@@ -110,7 +110,7 @@ def fp_trace(classifier, pixels: torch.Tensor, labels: torch.Tensor, chunk: int 
     return joined[0], joined[1], fisher
 
 
-def choose_scheme(layer: nn.Module, samples: torch.Tensor, config: QHyVitConfig) -> tuple[bool, bool]:
+def choose_scheme(layer: Layer, samples: torch.Tensor, config: QHyVitConfig) -> tuple[bool, bool]:
     """The input quantizer (asymmetric?, per channel?) with the smallest layer-output error."""
     axis = 1 if isinstance(layer, nn.Conv2d) else -1
     reference = layer(samples)
