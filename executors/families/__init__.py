@@ -353,7 +353,8 @@ from executors.families import lm  # noqa: E402, I001
 from executors.families import longctx  # noqa: E402
 from executors.families import stream  # noqa: E402
 from executors.families import encoder  # noqa: E402
+from executors.families import vision  # noqa: E402
 from executors.families import diffusion  # noqa: E402
 from executors.families import training  # noqa: E402
 
-__all__ = ["lm", "longctx", "stream", "encoder", "training", "diffusion"]
+__all__ = ["lm", "longctx", "stream", "encoder", "vision", "training", "diffusion"]
