@@ -3,6 +3,8 @@ bad combinations are a 422 with nothing written; the worker trains it to a check
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlmodel import func, select
 
@@ -34,7 +36,7 @@ def test_a_training_run_queues_its_workload_for_the_pool(client, keys):
 
 def test_bad_training_runs_are_refused_and_write_nothing(client, keys):
     headers = {"Authorization": f"Bearer {keys['client']}"}
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"model": "zoo:train-lm-code", "prompts": ["x"]}, "trains it"),
         ({"model": "zoo:train-lm-code", "prompts": ["x"], "workload": WORKLOAD}, "either prompts"),
         ({"model": "zoo:lm-tiny", "workload": WORKLOAD}, "generates text"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ def lm():
 
 
 def _run(bundle, method_id: str, config=None):
-    runner = get_method(method_id).apply(bundle, config or default_config(method_id))
+    runner: Any = get_method(method_id).apply(bundle, config or default_config(method_id))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -94,7 +95,8 @@ def test_range_expansion_lowers_the_fp8_error_of_a_narrow_group():
 def test_mixed_precision_keeps_fewer_activation_bytes_and_trains_alike(lm):
     reference = _run(lm, "train.reference")
     for dtype in ("bfloat16", "float16"):
-        config = replace(default_config("train.precision.amp"), dtype=dtype)
+        amp: Any = default_config("train.precision.amp")
+        config = replace(amp, dtype=dtype)
         mine = _run(lm, "train.precision.amp", config)
         assert mine.memory["activations"] < reference.memory["activations"], dtype
         assert mine.memory["optimizer_state"] == reference.memory["optimizer_state"]  # float32 master state
