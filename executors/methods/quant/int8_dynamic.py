@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from executors.families import default_runner
-from executors.families.lm.model import DecoderLM
 from executors.registry import Method, MethodConfig, register_method
 
 # Above this `activation_outlier_ratio` (a model descriptor, executors.activations) the median
@@ -41,18 +41,27 @@ class Int8DynamicConfig(MethodConfig):
     version: int = 1
 
 
+def _untie(model: nn.Module, names: set[str]) -> None:
+    """A linear to be packed whose weight another module shares (a head tied to the embedding) gets
+    its own copy first: packing replaces the weight, and the sharer must keep its float one."""
+    sharers = Counter(id(p) for m in model.modules() for p in m.parameters(recurse=False))
+    for name in names:
+        linear = model.get_submodule(name)
+        if isinstance(linear, nn.Linear) and sharers[id(linear.weight)] > 1:
+            linear.weight = nn.Parameter(linear.weight.detach().clone())
+
+
 def quantize_int8_dynamic(model: nn.Module, config: Int8DynamicConfig) -> nn.Module:
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     quantized = copy.deepcopy(model)
-    if config.include_head and isinstance(quantized, DecoderLM) and quantized.config.tie_embeddings:
-        quantized.output.weight = nn.Parameter(quantized.output.weight.detach().clone())  # untie before packing
     qconfig = per_channel_dynamic_qconfig if config.per_channel else default_dynamic_qconfig
     names = {
         name
         for name, module in quantized.named_modules()
         if isinstance(module, nn.Linear) and (config.include_head or name != "output")
     }
+    _untie(quantized, names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # eager-mode quantization warns it is deprecated; it still works
         return quantize_dynamic(quantized, dict.fromkeys(names, qconfig), dtype=torch.qint8)
