@@ -52,7 +52,7 @@ def train_advisor(
     artefact_root: Path | None = None,
     text_embedding: bool = False,
     records: list[dict] | None = None,
-    selectors: tuple[str, ...] | None = (PLAIN,),
+    selectors: tuple[str, ...] | None = (PLAIN, "knn", "isac"),
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> AdvisorVersion:
     """Trains on every stored profile, evaluates it, gates it against the active version and stores it.
@@ -61,7 +61,8 @@ def train_advisor(
     A caller that passes ``records`` (read in an earlier, short transaction) keeps ``session``
     idle until the version is written, so a SQLite store is not locked for the whole training.
     ``selectors``: which to evaluate beside the SBS and the oracle (default: the deployed learner, whose
-    scores a version carries; None: every one, as ``advisor evaluate`` does). The evaluation,
+    scores a version carries, and two cheap classic selectors, nearest neighbours and ISAC, so the
+    Advisor page sets it against more than the SBS; None: every one, as ``advisor evaluate`` does). The evaluation,
     the gate and the interval calibration judge at most MAX_JUDGED_TASKS tasks (a fixed sample, the
     same for both versions the gate compares), so a retrain on 100 k records stays within a minute
     or two; the advisor itself is fitted on every record.

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import executors.methods  # noqa: F401  (registers every method)
+from accel_kernels import dispatch
 from executors.families.lm.decoding import PlainDecoder
 from executors.families.lm.workloads import perplexity
 from executors.families.longctx.workload import (
@@ -34,7 +35,6 @@ from executors.families.longctx.workload import (
 from executors.methods.attn.double_sparsity import DoubleSparsityConfig, token_budget
 from executors.registry import get_method
 from executors.zoo import load_bundle
-from kernels import dispatch
 
 
 def _median_interleaved(functions: dict, reps: int) -> dict:

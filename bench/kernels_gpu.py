@@ -1,4 +1,4 @@
-"""GPU benchmark of the kernels in ``kernels/``; prints (and with --out writes) one JSON document.
+"""GPU benchmark of the kernels in ``accel_kernels/``; prints (and with --out writes) one JSON document.
 
     python bench/kernels_gpu.py --out kernels_h100.json          # needs CUDA + triton
     python bench/kernels_gpu.py --only lowbit,anybit --out a.json  # a part, for short GPU leases
@@ -104,9 +104,9 @@ def figures(ms: float, baseline_ms: float, nbytes: int, copy_gbs: float, **extra
 
 
 def bench_gemm(group: str, shapes: dict, device: str, dtype, measure, copy_gbs: float):
-    from kernels.anybit_gemm import anybit_matmul
-    from kernels.lowbit_gemm import lowbit_matmul, lowbit_matmul_reference
-    from kernels.quant_pack import quantize_weight
+    from accel_kernels.anybit_gemm import anybit_matmul
+    from accel_kernels.lowbit_gemm import lowbit_matmul, lowbit_matmul_reference
+    from accel_kernels.quant_pack import quantize_weight
 
     kernel = lowbit_matmul if group == "lowbit" else anybit_matmul
     layout = "stream" if group == "lowbit" else "planes"
@@ -146,7 +146,7 @@ def bench_gemm(group: str, shapes: dict, device: str, dtype, measure, copy_gbs: 
 
 
 def bench_double_sparsity(shapes: dict, device: str, dtype, measure, copy_gbs: float):
-    from kernels import double_sparsity as ds
+    from accel_kernels import double_sparsity as ds
 
     dim, r = shapes["dim"], shapes["r"]
     for batch, heads, kv_heads in shapes["bhk"]:
@@ -216,7 +216,7 @@ def bench_double_sparsity(shapes: dict, device: str, dtype, measure, copy_gbs: f
 
 
 def bench_block_sparse(shapes: dict, device: str, dtype, measure, copy_gbs: float):
-    from kernels import block_sparse_attn as bsa
+    from accel_kernels import block_sparse_attn as bsa
 
     (batch, heads), dim, block = shapes["bh"], shapes["dim"], shapes["block"]
     generator = torch.Generator(device=device).manual_seed(0)

@@ -23,7 +23,7 @@ PROBE = textwrap.dedent("""
     safetensors.safe_open = forbidden("safetensors.safe_open")
 
     imported = []
-    for name in ("profiles", "executors", "kernels", "advisor", "api"):
+    for name in ("profiles", "executors", "accel_kernels", "advisor", "api"):
         package = importlib.import_module(name)
         imported.append(name)
         for info in pkgutil.walk_packages(package.__path__, prefix=name + "."):
@@ -41,3 +41,14 @@ def test_importing_every_module_initialises_no_cuda_and_loads_no_model():
     result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout.strip().splitlines()[-1]) >= 10  # it really walked the packages
+
+
+def test_no_installed_distribution_shares_a_top_level_name_with_ours():
+    """A package name another distribution also installs shadows it or is shadowed: transformers 5
+    depends on Hugging Face's ``kernels``, which a package of ours named ``kernels`` once hid."""
+    import importlib.metadata
+
+    owners = importlib.metadata.packages_distributions()
+    ours = ("profiles", "executors", "accel_kernels", "advisor", "api")
+    shared = {name: sorted(set(owners.get(name, [])) - {"accel-advisor"}) for name in ours}
+    assert not any(shared.values()), shared

@@ -8,7 +8,10 @@ from sqlmodel import Session, col, func, select
 from api.ui.words import METRICS, SELECTORS, selector_name, split_name
 from profiles.models import AdvisorVersion, Job, ProfileRun, utcnow
 
-ADVISOR_SELECTOR = "lightgbm"  # the selector the shipped advisor uses, as named in the evaluation report
+# The selector a version deploys, as its evaluation report names it (advisor.evaluate.PLAIN, spelled
+# out so a page does not load scikit-learn): the guarded learner; versions evaluated before retrains
+# judged it alone carry only the inner-CV choice, "lightgbm".
+DEPLOYED = ("lightgbm_plain", "lightgbm")
 SCORE_METRICS = ("gap_closed", "top1_tol", "top1", "mean_regret", "ndcg3")
 
 
@@ -16,12 +19,12 @@ def scores(version: AdvisorVersion | None) -> dict:
     """The advisor's own selector on each evaluated split: split → metric → mean."""
     if version is None:
         return {}
-    splits = (version.evaluation or {}).get("splits", {})
-    return {
-        split: {m: selectors[ADVISOR_SELECTOR][m]["mean"] for m in SCORE_METRICS if m in selectors[ADVISOR_SELECTOR]}
-        for split, selectors in splits.items()
-        if ADVISOR_SELECTOR in selectors
-    }
+    found = {}
+    for split, selectors in (version.evaluation or {}).get("splits", {}).items():
+        own = next((selectors[name] for name in DEPLOYED if name in selectors), None)
+        if own is not None:
+            found[split] = {m: own[m]["mean"] for m in SCORE_METRICS if m in own}
+    return found
 
 
 def active_score(version: AdvisorVersion | None) -> list[dict]:
@@ -37,9 +40,11 @@ def evaluation_tables(version: AdvisorVersion | None) -> dict[str, list[dict]]:
     order = {name: i for i, name in enumerate(SELECTORS)}
     tables = {}
     for split, selectors in ((version.evaluation or {}).get("splits", {}) if version else {}).items():
+        deployed = next((name for name in DEPLOYED if name in selectors), None)
         rows = [
             {
                 "key": name,
+                "ours": name == deployed,
                 "name": selector_name(name),
                 "about": SELECTORS.get(name, ("", ""))[1],
                 **{m: sel[m]["mean"] for m in SCORE_METRICS if m in sel},
@@ -114,7 +119,8 @@ def compare(session: Session, first: str, second: str) -> dict | None:
     for split in splits:
         theirs = {r["key"]: r for r in tables_b[split]}
         side_by_side[split] = [
-            {"name": r["name"], "key": r["key"], "a": r, "b": theirs.get(r["key"], {})} for r in tables_a[split]
+            {"name": r["name"], "key": r["key"], "ours": r["ours"], "a": r, "b": theirs.get(r["key"], {})}
+            for r in tables_a[split]
         ]
     same_data = (a.params or {}).get("data_hash") == (b.params or {}).get("data_hash")
     same_folds = same_data and (a.evaluation or {}).get("n_folds") == (b.evaluation or {}).get("n_folds")

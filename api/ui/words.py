@@ -18,12 +18,15 @@ METRICS = {
     "ndcg3": ("NDCG@3", "how well the top three of the ranking match the measured order; 1 is perfect"),
 }
 SELECTORS = {
-    "lightgbm": (
+    "lightgbm_plain": (
         "This advisor",
+        "the LightGBM learner the advisor deploys, on the task and method features, with the training-range guard",
+    ),
+    "lightgbm": (
+        "Inner-CV choice",
         "the guarded LightGBM learner, the pairwise vote or the single best method: whichever an inner "
         "cross-validation on the training folds found best",
     ),
-    "lightgbm_plain": ("LightGBM, guarded", "LightGBM on the task and method features, with the training-range guard"),
     "lightgbm_unguarded": ("LightGBM, unguarded", "the same learner without the training-range guard"),
     "lightgbm_rank": ("LightGBM ranker", "LambdaRank: learns the order of methods per task"),
     "lightgbm_risk": ("LightGBM, risk-averse", "ranks by a pessimistic quantile of the predicted speed-up"),

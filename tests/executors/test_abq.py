@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 import torch
 
+from accel_kernels.anybit_gemm import anybit_matmul_reference
+from accel_kernels.dispatch import lowbit_linear
+from accel_kernels.quant_pack import dequantize_weight, quantize_weight, to_layout
 from executors.families.lm.decoding import PlainDecoder
 from executors.families.lm.workloads import heldout_windows, perplexity
 from executors.methods.quant.abq_arbitrary_bit import (
@@ -19,9 +22,6 @@ from executors.methods.quant.abq_arbitrary_bit import (
 from executors.methods.quant.fakequant import fake_quant_weight, pack_grid, weight_grid
 from executors.protocol import model_bytes
 from executors.registry import get_method
-from kernels.anybit_gemm import anybit_matmul_reference
-from kernels.dispatch import lowbit_linear
-from kernels.quant_pack import dequantize_weight, quantize_weight, to_layout
 
 
 @pytest.mark.parametrize(("bits", "group_size", "in_features"), [(2, 32, 64), (3, 32, 72), (5, 16, 48), (8, 64, 64)])

@@ -20,7 +20,7 @@ def test_methods_json_lists_the_registry():
     assert set(rows) == set(method_ids())
     assert rows["quant.weight_only_int4"]["config_schema"]["group_size"] == {"type": "int", "default": 128}
     assert rows["quant.int8_dynamic"]["arxiv"] == "2402.10787" and rows["baseline"]["lossless"]
-    assert rows["quant.int8_dynamic"]["families"] == ["lm", "longctx", "encoder"]
+    assert rows["quant.int8_dynamic"]["families"] == ["lm", "longctx", "encoder", "vision"]
     assert rows["serve.chunked_prefill"]["families"] == ["stream"] and rows["serve.chunked_prefill"]["changes"] == [
         "schedule"
     ]

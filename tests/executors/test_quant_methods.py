@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from accel_kernels.dispatch import lowbit_linear
+from accel_kernels.quant_pack import dequantize_weight, quantize_weight
 from executors.methods.quant.int8_dynamic import Int8DynamicConfig, quantize_int8_dynamic
 from executors.methods.quant.weight_only_int4 import Int4Linear, WeightOnlyInt4Config, quantize_int4
-from kernels.dispatch import lowbit_linear
-from kernels.quant_pack import dequantize_weight, quantize_weight
 
 
 @pytest.mark.parametrize(("in_features", "group_size", "symmetric"), [(64, 32, True), (72, 32, False), (48, 128, True)])

@@ -26,6 +26,7 @@ from executors.registry import (
     config_from_json,
     config_to_json,
     default_config,
+    field_limits,
     get_method,
     method_ids,
     register_method,
@@ -172,7 +173,8 @@ def test_config_round_trips_through_json(method_id):
         if field.name != "version" and isinstance(value, bool):
             changed[field.name] = not value
         elif field.name != "version" and isinstance(value, int):
-            changed[field.name] = value + 1
+            high = field_limits(field).get("max")
+            changed[field.name] = value - 1 if high is not None and value + 1 > high else value + 1
     if changed:
         rebuilt = config_from_json({**data, "params": changed})
         assert all(getattr(rebuilt, k) == v for k, v in changed.items())

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import block_sparse_attn as bsa
+from accel_kernels import block_sparse_attn as bsa
 
 # (batch, heads, kv_heads, q_len, kv_len, dim, block, dtype): lengths off the block size,
 # q and kv of different lengths, GQA, a dim that needs padding to a power of two.

@@ -17,7 +17,7 @@ PROBE = textwrap.dedent("""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, compile
 
-    from kernels import anybit_gemm, block_sparse_attn, double_sparsity, lowbit_gemm
+    from accel_kernels import anybit_gemm, block_sparse_attn, double_sparsity, lowbit_gemm
 
     def signature(kernel, pointers, floats=(), **constexprs):
         sig = {}

@@ -6,9 +6,9 @@ import textwrap
 
 import torch
 
-from kernels import block_sparse_attn, dispatch, double_sparsity
-from kernels.lowbit_gemm import lowbit_matmul_reference
-from kernels.quant_pack import quantize_weight
+from accel_kernels import block_sparse_attn, dispatch, double_sparsity
+from accel_kernels.lowbit_gemm import lowbit_matmul_reference
+from accel_kernels.quant_pack import quantize_weight
 
 
 def test_cpu_uses_the_reference_and_says_why():
@@ -52,8 +52,8 @@ def test_cpu_path_needs_no_triton():
         import sys
         sys.modules["triton"] = None  # any `import triton` now raises ImportError
         import torch
-        from kernels import dispatch
-        from kernels.quant_pack import quantize_weight
+        from accel_kernels import dispatch
+        from accel_kernels.quant_pack import quantize_weight
         y = dispatch.lowbit_linear(torch.randn(2, 32), quantize_weight(torch.randn(8, 32), 3, 16))
         assert y.shape == (2, 8)
         q = torch.randn(1, 1, 8, 8)

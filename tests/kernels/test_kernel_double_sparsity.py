@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import double_sparsity as ds
+from accel_kernels import double_sparsity as ds
 
 # (batch, heads, kv_heads, seq, dim, label channels r, top_k): ragged lengths, GQA, top_k past
 # the sequence length, dims that are not powers of two.

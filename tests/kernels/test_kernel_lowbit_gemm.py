@@ -3,14 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.anybit_gemm import anybit_matmul, anybit_matmul_reference
-from kernels.lowbit_gemm import (
+from accel_kernels.anybit_gemm import anybit_matmul, anybit_matmul_reference
+from accel_kernels.lowbit_gemm import (
     gemm_autotune_configs,
     lowbit_matmul,
     lowbit_matmul_reference,
     prune_configs_for_groups,
 )
-from kernels.quant_pack import dequantize_weight, quantize_weight
+from accel_kernels.quant_pack import dequantize_weight, quantize_weight
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 # (M, N, K, group_size): decode rows, prefill-like rows, sizes off the 16/64-tiles, a ragged last

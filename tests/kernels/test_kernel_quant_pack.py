@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.quant_pack import (
+from accel_kernels.quant_pack import (
     dequantize_weight,
     pack_bit_planes,
     pack_bits,

@@ -9,7 +9,7 @@ share a KV head add their scores, since one label cache serves the group.
 
 At decode, a *label cache* holds the r chosen channels of every key, contiguously, beside the
 KV cache. Each step scores all tokens approximately by q[channels] · label, keeps the top-k
-and runs exact softmax attention over those tokens only (kernels/dispatch.py: the Triton
+and runs exact softmax attention over those tokens only (accel_kernels/dispatch.py: the Triton
 kernel on CUDA, the grouped PyTorch reference elsewhere). Prefill stays dense, as in the
 paper's serving system. The model's plain forward (no cache: held-out perplexity) applies the
 same selection to every position, the paper's offline evaluation. Not lossless.
@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from accel_kernels import dispatch
 from executors.families import default_runner
 from executors.families.lm.model import DecoderLM, KVCache, _attention_mask, apply_rotary, rotary
 from executors.registry import Method, MethodConfig, register_method
-from kernels import dispatch
 
 CRITERIA = ("qk", "q", "k")
 SIMULATION_ROWS = 256  # query rows per chunk when every position is sparse (bounds the score matrix)

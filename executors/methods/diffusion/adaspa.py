@@ -1,7 +1,7 @@
 """`attn.adaspa_block_sparse`: AdaSpa (Xia et al., arXiv 2502.21079, catalogue row 13) on a long-token DiT.
 
 Training-free sparse attention for diffusion transformers, as the paper builds it:
-- **blockified pattern**: attention is cut into block×block tiles (`kernels/block_sparse_attn.py`);
+- **blockified pattern**: attention is cut into block×block tiles (`accel_kernels/block_sparse_attn.py`);
   a query block attends only to its kept key blocks;
 - **adaptive, head-specific sparsity**: per (sample, head, query block) the fewest key blocks
   whose exact attention mass reaches `coverage` are kept, so every head keeps what it needs;
@@ -10,7 +10,7 @@ Training-free sparse attention for diffusion transformers, as the paper builds i
   `searches − 1` evenly spaced later steps, the pattern is searched from that step's own exact
   attention and then reused by the steps in between — the pattern of a sample changes slowly
   along its trajectory.
-The attention itself goes through `kernels.dispatch.block_sparse_attention`: the Triton
+The attention itself goes through `accel_kernels.dispatch.block_sparse_attention`: the Triton
 block-sparse flash-attention kernel on CUDA, its PyTorch reference (dense attention with the
 block mask applied) elsewhere — on CPU that reference is slower than dense attention, so this
 method measures quality there, and its speed only where the kernel runs.
@@ -26,12 +26,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from accel_kernels import dispatch
+from accel_kernels.block_sparse_attn import BlockSparseLayout, block_layout, select_block_mask
 from executors.families import default_runner
 from executors.families.diffusion.sampler import Run
 from executors.methods.diffusion.engine import base_of
 from executors.registry import Method, MethodConfig, bounded, register_method
-from kernels import dispatch
-from kernels.block_sparse_attn import BlockSparseLayout, block_layout, select_block_mask
 
 KERNEL_BLOCKS = (128, 64, 32, 16)
 

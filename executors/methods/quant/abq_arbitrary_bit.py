@@ -23,8 +23,8 @@ encoder (post-LN BERT blocks, bidirectional attention maps). Deviation: the rank
 compensation's left factor is learned in units of its row's mean |w| (with the authors' absolute
 units and lr, Adam's first steps wrecked MiniLM's small weights: embedding cosine 0.36).
 
-Deployed weights are packed in `kernels.quant_pack`'s format (bit planes for 3/5/6/7 bits,
-byte-aligned streams for 2/4/8). On CUDA `kernels.dispatch.lowbit_linear` runs the Triton
+Deployed weights are packed in `accel_kernels.quant_pack`'s format (bit planes for 3/5/6/7 bits,
+byte-aligned streams for 2/4/8). On CUDA `accel_kernels.dispatch.lowbit_linear` runs the Triton
 any-bit GEMM; on CPU each call dequantises the packed codes and does an fp32 matmul — exact in
 quality, slower than fp32 (expect a speed-up below 1; this is a quality/memory method on CPU).
 A8 activations are fake-quantised on both devices (the kernels read fp16 activations).
@@ -42,6 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from accel_kernels.dispatch import backend_for, lowbit_linear
+from accel_kernels.lowbit_gemm import ALIGNED_BITS
+from accel_kernels.quant_pack import PackedWeight
 from executors.caching import cached_tensors
 from executors.families import default_runner, family_hook
 from executors.methods.quant.fakequant import (
@@ -53,9 +56,6 @@ from executors.methods.quant.fakequant import (
 )
 from executors.registry import Method, MethodConfig, TransformerBlock, register_method, transformer_blocks
 from executors.training import Schedule, train
-from kernels.dispatch import backend_for, lowbit_linear
-from kernels.lowbit_gemm import ALIGNED_BITS
-from kernels.quant_pack import PackedWeight
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ and the authors' training code (`modeling_llama_qat_distribution_guide.py`, `…
   trained fake-quant codes), activations quantised per batch by that kernel — or per token
   (`per_token_activations`: each row scaled to its own range first, as `quant.int8_outlier`
   does) — and training fake-quantises activations the same way. Every other setting deploys the
-  trained grid exactly: weights packed at `w_bits` (`kernels.quant_pack`, unpacked per call),
+  trained grid exactly: weights packed at `w_bits` (`accel_kernels.quant_pack`, unpacked per call),
   activations fake-quantised per token or tensor with the token-adaptive widths. There is no CPU
   kernel for those, so they are a quality and memory result, not a speed one. q/k/v keep their
   learned grids, applied in fp32: the KV cache holds low-bit values in fp32 storage.

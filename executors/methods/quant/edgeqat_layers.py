@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from accel_kernels.lowbit_gemm import ALIGNED_BITS
 from executors.families.lm.model import Attention, DecoderLM, apply_rotary
 from executors.methods.quant.abq_arbitrary_bit import LowBitLinear
 from executors.methods.quant.fakequant import SCALE_DTYPE, WeightGrid, absmax_step, lsq, pack_grid
 from executors.methods.quant.int8_outlier import OutlierInt8Linear
 from executors.methods.quant.token_bits import TokenBits, importance, mixed_fake_quant
-from kernels.lowbit_gemm import ALIGNED_BITS
 
 if TYPE_CHECKING:
     from executors.methods.quant.edgeqat import EdgeQATConfig

@@ -1,7 +1,7 @@
 """Exact fake quantisation shared by the low-bit methods (ABQ-LLM, EdgeQAT).
 
 "Exact" means the quantise-dequantise here produces bit for bit the weights that
-`kernels.quant_pack` stores and `kernels.quant_pack.dequantize_weight` (hence every low-bit
+`accel_kernels.quant_pack` stores and `accel_kernels.quant_pack.dequantize_weight` (hence every low-bit
 kernel) reads back: codes in ``[0, qmax]``, one fp16 scale and one integer zero point per
 (output row, group of input columns), ``w = (q - zero) * scale``. Calibration and training
 run on these functions (rounding passes gradients straight through), and the deployed model
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.quant_pack import PackedWeight, pack_bit_planes, pack_bits
+from accel_kernels.quant_pack import PackedWeight, pack_bit_planes, pack_bits
 
-SCALE_DTYPE = torch.float16  # what kernels.quant_pack stores
+SCALE_DTYPE = torch.float16  # what accel_kernels.quant_pack stores
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ def levels(bits: int, bit_balance: bool) -> int:
 
 def grouped(weight: torch.Tensor, group_size: int) -> torch.Tensor:
     """[N, K] → [N, groups, group_size]; a ragged last group is padded with its edge value
-    (as kernels.quant_pack does, so min/max and therefore the grid are unchanged)."""
+    (as accel_kernels.quant_pack does, so min/max and therefore the grid are unchanged)."""
     n, k = weight.shape
     groups = -(-k // group_size)
     pad = groups * group_size - k

@@ -2,8 +2,8 @@
 
 GLM-130B (arXiv 2210.02414) quantizes only the weights of the transformer's linear layers to
 4 bits with symmetric absmax scales, activations stay in floating point (W4A16), and reports
-almost no quality loss. Weights are stored packed (two codes per byte, `kernels.quant_pack`
-format). On CUDA the matmul runs the Triton low-bit GEMM (`kernels.dispatch.lowbit_linear`);
+almost no quality loss. Weights are stored packed (two codes per byte, `accel_kernels.quant_pack`
+format). On CUDA the matmul runs the Triton low-bit GEMM (`accel_kernels.dispatch.lowbit_linear`);
 on CPU each call unpacks the nibbles and dequantizes before an fp32 matmul — correct and
 4-bit in memory, but extra work per call, so no speed-up is expected on CPU.
 """
@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from accel_kernels.dispatch import backend_for, lowbit_linear
+from accel_kernels.quant_pack import PackedWeight, quantize_weight
 from executors.families import default_runner
 from executors.registry import Method, MethodConfig, register_method, transformer_blocks
-from kernels.dispatch import backend_for, lowbit_linear
-from kernels.quant_pack import PackedWeight, quantize_weight
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from kernels.lowbit_gemm import interpreting
+from accel_kernels.lowbit_gemm import interpreting
 
 
 def calibrate_channels(q_samples: torch.Tensor, k_samples: torch.Tensor, r: int) -> torch.Tensor:

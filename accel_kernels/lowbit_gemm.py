@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from kernels.quant_pack import PackedWeight, dequantize_weight
+from accel_kernels.quant_pack import PackedWeight, dequantize_weight
 
 ALIGNED_BITS = (2, 4, 8)  # widths whose codes never straddle a byte
 
@@ -181,7 +181,7 @@ def lowbit_matmul(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
     """Triton ``x[M, K] @ W.T`` for a 2-, 4- or 8-bit :class:`PackedWeight`; returns ``[M, N]``."""
     check_matmul_args(x, pw)
     if pw.bits not in ALIGNED_BITS or pw.layout != "stream":
-        raise ValueError(f"{pw.bits}-bit {pw.layout} codes: use kernels.anybit_gemm (bit planes)")
+        raise ValueError(f"{pw.bits}-bit {pw.layout} codes: use accel_kernels.anybit_gemm (bit planes)")
     triton, kernel, tuned = _kernels()
     M, K = x.shape
     y = torch.empty((M, pw.out_features), device=x.device, dtype=x.dtype)

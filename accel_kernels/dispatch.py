@@ -6,8 +6,8 @@ so a profile always says which code produced its figures. The CPU path never use
 interpreter: it is a correctness tool, hundreds of times slower than the reference.
 
 Low-bit routing on CUDA: a ``"stream"`` weight of 2, 4 or 8 bits goes to the fused-dequant
-kernel (:mod:`kernels.lowbit_gemm`); a ``"planes"`` weight of any width to the bit-plane kernel
-(:mod:`kernels.anybit_gemm`); a 3/5/6/7-bit ``"stream"`` weight is re-packed per call, with a
+kernel (:mod:`accel_kernels.lowbit_gemm`); a ``"planes"`` weight of any width to the bit-plane kernel
+(:mod:`accel_kernels.anybit_gemm`); a 3/5/6/7-bit ``"stream"`` weight is re-packed per call, with a
 warning, because that belongs at load time.
 """
 
@@ -18,7 +18,7 @@ import logging
 
 import torch
 
-from kernels.quant_pack import PackedWeight, to_layout
+from accel_kernels.quant_pack import PackedWeight, to_layout
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def lowbit_linear(x: torch.Tensor, pw: PackedWeight, bias: torch.Tensor | None =
         raise ValueError(f"x has {x.shape[-1]} features, the weight expects {pw.in_features}")
     x2d = x.reshape(-1, pw.in_features)
     if _use_triton(x):
-        from kernels.anybit_gemm import anybit_matmul
-        from kernels.lowbit_gemm import ALIGNED_BITS, lowbit_matmul
+        from accel_kernels.anybit_gemm import anybit_matmul
+        from accel_kernels.lowbit_gemm import ALIGNED_BITS, lowbit_matmul
 
         if pw.layout == "stream" and pw.bits in ALIGNED_BITS:
             y = lowbit_matmul(x2d, pw)
@@ -78,7 +78,7 @@ def lowbit_linear(x: torch.Tensor, pw: PackedWeight, bias: torch.Tensor | None =
                 pw = to_layout(pw, "planes")
             y = anybit_matmul(x2d, pw)
     else:
-        from kernels.lowbit_gemm import lowbit_matmul_reference
+        from accel_kernels.lowbit_gemm import lowbit_matmul_reference
 
         y = lowbit_matmul_reference(x2d, pw)
     if bias is not None:
@@ -96,8 +96,8 @@ def double_sparsity_decode(
     seq_lens: torch.Tensor | None = None,
     sm_scale: float | None = None,
 ) -> torch.Tensor:
-    """One decode step of Double Sparsity attention; see :mod:`kernels.double_sparsity`."""
-    from kernels import double_sparsity
+    """One decode step of Double Sparsity attention; see :mod:`accel_kernels.double_sparsity`."""
+    from accel_kernels import double_sparsity
 
     fn = double_sparsity.double_sparsity_decode if _use_triton(q) else double_sparsity.double_sparsity_decode_reference
     return fn(q, k_cache, v_cache, label_cache, channels, top_k, seq_lens=seq_lens, sm_scale=sm_scale)
@@ -111,8 +111,8 @@ def block_sparse_attention(
     block_size: int,
     sm_scale: float | None = None,
 ) -> torch.Tensor:
-    """Attention restricted to the blocks ``block_mask`` keeps; see :mod:`kernels.block_sparse_attn`."""
-    from kernels import block_sparse_attn
+    """Attention restricted to the blocks ``block_mask`` keeps; see :mod:`accel_kernels.block_sparse_attn`."""
+    from accel_kernels import block_sparse_attn
 
     fn = (
         block_sparse_attn.block_sparse_attention

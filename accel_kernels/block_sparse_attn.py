@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.lowbit_gemm import interpreting
+from accel_kernels.lowbit_gemm import interpreting
 
 
 @dataclass(frozen=True)

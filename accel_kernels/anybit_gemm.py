@@ -2,12 +2,12 @@
 
 ABQ-LLM (arXiv 2408.08554) writes a b-bit code as ``q = sum_i 2**i * P_i`` with binary planes
 ``P_i`` and multiplies plane by plane, so any width reuses the same binary matmul. With group
-scales ``s`` and zero points ``z`` (same storage as :mod:`kernels.quant_pack`):
+scales ``s`` and zero points ``z`` (same storage as :mod:`accel_kernels.quant_pack`):
 
     y[m, n] = sum_g s[n, g] * ( sum_i 2**i * (x_g @ P_i,g.T)[m, n]  -  z[n, g] * sum_k x_g[m, k] )
 
 so the zero point costs one row sum of x per group instead of a subtraction per weight. The
-weight is stored in the ``"planes"`` layout of :mod:`kernels.quant_pack` (convert once with
+weight is stored in the ``"planes"`` layout of :mod:`accel_kernels.quant_pack` (convert once with
 ``to_layout(pw, "planes")``): each plane is a 1-bit stream, so a K step loads
 ``BLOCK_K / 8`` whole bytes per plane and row (vectorised loads for any width) and spreads them
 into 0/1 values with broadcast shifts; 3-, 5-, 6- and 7-bit weights take exactly ``bits/8``
@@ -22,13 +22,13 @@ import functools
 
 import torch
 
-from kernels.lowbit_gemm import (
+from accel_kernels.lowbit_gemm import (
     check_matmul_args,
     gemm_autotune_configs,
     launch_gemm,
     prune_configs_for_groups,
 )
-from kernels.quant_pack import PackedWeight, packed_row_bytes, unpack_bit_planes
+from accel_kernels.quant_pack import PackedWeight, packed_row_bytes, unpack_bit_planes
 
 
 def anybit_matmul_reference(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
