@@ -179,8 +179,15 @@ Target = Literal["class", "node", "pool"]
 
 class ProfilingJobCreate(StrictModel):
     models: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = Field(min_length=1, max_length=50)
-    methods: list[MethodEntry] = Field(min_length=1, max_length=50)
-    workloads: list[WorkloadShape] = Field(min_length=1, max_length=200)
+    plan: Literal["grid", "auto"] = Field(
+        default="grid",
+        description='"grid": every method × workload named here; "auto": the profiling planner picks the '
+        "max_cells unmeasured (task, method) cells of these models with the highest expected improvement "
+        "of the recommendation per second of profiling (methods and workloads, if given, restrict it)",
+    )
+    methods: list[MethodEntry] = Field(default_factory=list, max_length=50)
+    workloads: list[WorkloadShape] = Field(default_factory=list, max_length=200)
+    max_cells: int = Field(default=10, ge=1, le=200, description="plan auto: how many cells to measure")
     hardware_classes: list[ClassName] | None = Field(
         default=None,
         max_length=50,
@@ -189,6 +196,12 @@ class ProfilingJobCreate(StrictModel):
     nodes: list[NodeId] | None = Field(default=None, max_length=100)
     pool: bool = Field(default=False, description="any node may take any item (measured on whichever runs it)")
     reps: int = Field(default=5, ge=5, le=50)
+
+    @model_validator(mode="after")
+    def _grid_names_its_cells(self) -> ProfilingJobCreate:
+        if self.plan == "grid" and not (self.methods and self.workloads):
+            raise ValueError('plan "grid" needs at least one method and one workload (or use plan "auto")')
+        return self
 
 
 class JobPublic(BaseModel):

@@ -16,7 +16,7 @@ from api.jobs import cancel_job, claim_item, complete_item, item_queue, job_publ
 from api.model_profiling import retrain_if_finished
 from api.routes.workers import own_node
 from api.schemas import ItemClaim, ItemProgress, ItemReport, ItemResult, JobPublic, ProfilingJobCreate
-from api.training import maybe_retrain
+from api.training import maybe_retrain, planned_items
 from profiles.db import read_scope, session_scope
 from profiles.models import Job, Node, ProfileRun
 from profiles.settings import get_settings
@@ -82,6 +82,10 @@ def plan_items(session: Session, body: ProfilingJobCreate) -> list[dict]:
     methods = resolve_methods(body.methods)
     workloads = resolve_workloads(body.workloads)
     targets = _targets(session, body)
+    if body.plan == "auto":
+        method_ids = {m["id"] for m in methods} or None
+        workload_ids = {w["id"] for w in workloads} or None
+        return planned_items(session, models, method_ids, workload_ids, targets, body.max_cells, body.reps)
     limit = get_settings().max_job_items
     if len(models) * len(workloads) * len(targets) > limit:
         raise Unprocessable(

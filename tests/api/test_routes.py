@@ -168,3 +168,33 @@ def test_enough_new_records_retrain_the_advisor(client, keys, monkeypatch):
     assert len(versions) == 1 and versions[0]["active"]
     evaluation = client.get("/v1/advisor/evaluation", headers=headers).json()
     assert evaluation["advisor_version"] == versions[0]["id"]
+
+
+def test_plan_auto_job_holds_the_planners_cells_and_a_grid_must_name_its_cells(client, keys):
+    from advisor.synthetic import synthetic_records
+    from profiles.transfer import add_records
+
+    model, hidden = "syn-lm-000", "sys.compile"  # hidden: the one method never measured on the model
+    records = [
+        r
+        for r in synthetic_records(n_models=4, n_workloads=3, n_hardware=2, seed=4)
+        if not (r["model_id"] == model and r["method_id"] == hidden)
+    ]
+    classes = sorted({r["hardware_class"] for r in records})
+    with session_scope() as session:
+        add_records(session, enumerate(records, start=1))
+        for n, hardware_class in enumerate(classes):
+            session.add(Node(id=f"w{n}", hardware_class=hardware_class, last_heartbeat=utcnow()))
+    headers = {"Authorization": f"Bearer {keys['client']}"}
+    body = {"models": [model], "plan": "auto", "max_cells": 3, "hardware_classes": classes}
+    job = client.post("/v1/profiling-jobs", json=body, headers=headers)
+    assert job.status_code == 201, job.text
+    with session_scope() as session:
+        items = session.get(Job, job.json()["id"]).spec["items"]
+    assert items and sum(len(i["methods"]) for i in items) <= 3
+    assert {m["method"] for i in items for m in i["methods"]} == {hidden}
+    assert {i["target"]["name"] for i in items} <= set(classes) and all(i["model"] == model for i in items)
+    nothing = client.post("/v1/profiling-jobs", json={**body, "methods": ["lm.spec.swift"]}, headers=headers)
+    assert nothing.status_code == 422 and "no unmeasured cell" in nothing.json()["detail"]
+    bare_grid = client.post("/v1/profiling-jobs", json={"models": [model], "methods": ["baseline"]}, headers=headers)
+    assert bare_grid.status_code == 422 and 'plan "grid" needs' in bare_grid.json()["detail"]
