@@ -15,14 +15,11 @@ kernels in our check) — compare `deploy.onnxruntime_int8` for the CPU int8 spe
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import torch
-
-from executors.caching import cached_tensors
 from executors.families import default_runner
-from executors.methods.distill.kd import distil, training_images
-from executors.methods.quant.layers import FakeQuant, QuantLayer, init_inputs, input_axis, weight_quantizer, wrap_layers
+from executors.methods.distill.kd import distilled_student
+from executors.methods.quant.layers import FakeQuant, QuantLayer, input_axis, weight_quantizer, wrap_layers
 from executors.registry import Method, MethodConfig, bounded, register_method
 
 CACHE_FORMAT = 1
@@ -48,12 +45,6 @@ def int8_layer(bits: int):
     return make
 
 
-def calibrate(model, bundle, layers, batches: int, batch: int, seed: int) -> None:
-    images = training_images(bundle)
-    generator = torch.Generator().manual_seed(seed)
-    init_inputs(model, layers, [images(batch, step, generator)[0] for step in range(batches)])
-
-
 @register_method(
     "deploy.qat_int8",
     QatInt8Config,
@@ -77,24 +68,15 @@ class QatInt8(Method):
         teacher = bundle.model
         student, layers = wrap_layers(teacher, int8_layer(config.bits))
 
-        def build():
-            calibrate(student, bundle, layers, config.calibration_batches, config.batch, config.seed)
-            result = distil(
-                student,
-                teacher,
-                bundle,
-                student.parameters(),
-                steps=config.steps,
-                batch=config.batch,
-                lr=config.lr,
-                seed=config.seed,
-                name="qat-int8",
-            )
-            return student.state_dict(), {"last_loss": result.last_loss, "train_s": round(result.seconds, 1)}
-
-        cached = cached_tensors(f"qat-int8-v{CACHE_FORMAT}", teacher, asdict(config), build)
-        if cached.hit:
-            student.load_state_dict(cached.tensors)
+        cached = distilled_student(
+            f"qat-int8-v{CACHE_FORMAT}",
+            student,
+            teacher,
+            bundle,
+            layers,
+            config,
+            calibration_batches=config.calibration_batches,
+        )
         stats = {
             "bits": config.bits,
             "quantized_layers": len(layers),

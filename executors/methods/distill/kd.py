@@ -7,17 +7,24 @@ regulariser). Batches come from the family's `calibration` hook (training distri
 the held-out split), cycling through the resolutions the model was trained at, on the shared
 seeded loop (`executors/training.py`). The student trains in eval mode: batch-norm statistics
 stay those of the trained model, and the zoo's models have no dropout.
+
+`distilled_student` is the recipe the fake-quantised students share (QAT int8, GPUSQ-ViT, QFX):
+calibrate the input quantisers, distil, cache the student's weights by teacher and config.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from executors.caching import Cached, cached_tensors
 from executors.families import family_hook
+from executors.methods.quant.layers import QuantLayer, init_inputs
 from executors.registry import ModelBundle
 from executors.training import Schedule, TrainResult, frozen, train
 
@@ -82,3 +89,51 @@ def distil(
     student.eval()  # batch-norm statistics stay the trained model's (small mixed-resolution batches would skew them)
     with frozen(teacher):
         return train(params, step_loss, schedule, seed=seed, name=name, log_every=0)
+
+
+def calibrate_inputs(
+    model: nn.Module, bundle: ModelBundle, layers: list[QuantLayer], batches: int, batch: int, seed: int
+) -> None:
+    """Sets the input quantisers' ranges from `batches` training batches, run unquantised."""
+    images = training_images(bundle)
+    generator = torch.Generator().manual_seed(seed)
+    init_inputs(model, layers, [images(batch, step, generator)[0] for step in range(batches)])
+
+
+def distilled_student(
+    cache_key: str,
+    student: nn.Module,
+    teacher: nn.Module,
+    bundle: ModelBundle,
+    layers: list[QuantLayer],
+    config: Any,
+    *,
+    calibration_batches: int,
+    params: Callable[[], Iterable[nn.Parameter] | Iterable[dict]] | None = None,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> Cached:
+    """Calibrates `layers`' inputs, distils `student` from `teacher` with the config's steps, batch,
+    lr and seed (`params()`: what to train, default every parameter; `loss`: a method's own mix), and
+    caches the trained weights under `cache_key` by teacher and config; on a hit they are loaded
+    instead. The entry carries the build time and the last training loss."""
+
+    def build():
+        calibrate_inputs(student, bundle, layers, calibration_batches, config.batch, config.seed)
+        result = distil(
+            student,
+            teacher,
+            bundle,
+            student.parameters() if params is None else params(),
+            steps=config.steps,
+            batch=config.batch,
+            lr=config.lr,
+            seed=config.seed,
+            loss=loss,
+            name=cache_key,
+        )
+        return student.state_dict(), {"last_loss": result.last_loss, "train_s": round(result.seconds, 1)}
+
+    cached = cached_tensors(cache_key, teacher, asdict(config), build)
+    if cached.hit:
+        student.load_state_dict(cached.tensors)
+    return cached

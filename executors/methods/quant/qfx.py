@@ -18,14 +18,12 @@ Training distils from the fp32 model (KL + cross-entropy), seeded and cached (se
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from executors.caching import cached_tensors
 from executors.families import default_runner
-from executors.methods.deploy.qat_int8 import calibrate
-from executors.methods.distill.kd import distil, training_images
+from executors.methods.distill.kd import distilled_student, training_images
 from executors.methods.quant.layers import FakeQuant, QuantLayer, input_axis, layer_macs, weight_quantizer, wrap_layers
 from executors.registry import Method, MethodConfig, bounded, register_method
 
@@ -91,27 +89,14 @@ class Qfx(Method):
         teacher = bundle.model
         student, layers = wrap_layers(teacher, fixed_point_layer(config))
 
-        def build():
-            calibrate(student, bundle, layers, 4, config.batch, config.seed)
+        def groups():  # the binary points learn at their own rate
             points = [q.frac for layer in layers for q in layer.quantizers()]
             others = [p for name, p in student.named_parameters() if not name.endswith(".frac")]
-            groups = [{"params": others}, {"params": points, "lr": config.binary_point_lr}]
-            result = distil(
-                student,
-                teacher,
-                bundle,
-                groups,
-                steps=config.steps,
-                batch=config.batch,
-                lr=config.lr,
-                seed=config.seed,
-                name="qfx",
-            )
-            return student.state_dict(), {"last_loss": result.last_loss}
+            return [{"params": others}, {"params": points, "lr": config.binary_point_lr}]
 
-        cached = cached_tensors(f"qfx-v{CACHE_FORMAT}", teacher, asdict(config), build)
-        if cached.hit:
-            student.load_state_dict(cached.tensors)
+        cached = distilled_student(
+            f"qfx-v{CACHE_FORMAT}", student, teacher, bundle, layers, config, calibration_batches=4, params=groups
+        )
         fractional = [int(q.frac.detach().round().mean()) for layer in layers if (q := layer.weight_quant) is not None]
         stats = {
             "weight_bits": config.weight_bits,

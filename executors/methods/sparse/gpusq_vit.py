@@ -20,15 +20,13 @@ every record). Training is seeded and cached (setup time).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from executors.caching import cached_tensors
 from executors.families import default_runner
-from executors.methods.deploy.qat_int8 import calibrate
-from executors.methods.distill.kd import distil, kd_loss
+from executors.methods.distill.kd import distilled_student, kd_loss
 from executors.methods.quant.layers import (
     FakeQuant,
     QuantLayer,
@@ -115,25 +113,16 @@ class GpusqVit(Method):
         teacher = bundle.model
         student, layers = wrap_layers(teacher, sparse_layer(config.bits))
 
-        def build():
-            calibrate(student, bundle, layers, 4, config.batch, config.seed)
-            result = distil(
-                student,
-                teacher,
-                bundle,
-                student.parameters(),
-                steps=config.steps,
-                batch=config.batch,
-                lr=config.lr,
-                seed=config.seed,
-                loss=mixed_distillation(student, teacher, config),
-                name="gpusq",
-            )
-            return student.state_dict(), {"last_loss": result.last_loss}
-
-        cached = cached_tensors(f"gpusq-v{CACHE_FORMAT}", teacher, asdict(config), build)
-        if cached.hit:
-            student.load_state_dict(cached.tensors)
+        cached = distilled_student(
+            f"gpusq-v{CACHE_FORMAT}",
+            student,
+            teacher,
+            bundle,
+            layers,
+            config,
+            calibration_batches=4,
+            loss=mixed_distillation(student, teacher, config),
+        )
         masks = [layer.mask for layer in layers if layer.mask is not None]
         zeros = sum(int((~mask).sum()) for mask in masks)
         total = sum(layer.layer.weight.numel() for layer in layers)
