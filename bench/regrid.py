@@ -9,7 +9,8 @@
 thread count), measures each task once through `executors.families.measure` — the reference
 and the cell's methods interleaved in this process — and appends the records to `--out` as JSON
 lines (resumable: run ids already in the file are skipped). Selections: `compile` (every
-sys.compile record, whose quality the old harness copied from the baseline), `noisy` (records
+sys.compile record), `copied` (the sys.compile records whose quality the old harness copied from
+the baseline and `mark` flagged as not measured), `noisy` (records
 whose per-round ratio spread exceeds the protocol's bound). `merge` replaces records of the
 shipped grid by run id and adds new ones; `mark` flags the stored records whose per-round ratios
 scatter beyond the bound (from the ratios they hold). Selections also take `worst:N` (the N
@@ -63,8 +64,9 @@ def selected(records: list[dict], selections: set[str]) -> list[dict]:
     chosen = []
     for record in candidates:
         compiled = "compile" in selections and "sys.compile" in record["method_id"].split("+")
+        copied = "copied" in selections and (record.get("metrics") or {}).get("quality_note") == COPIED
         noisy = "noisy" in selections and spread(record) > NOISE_BOUND
-        if compiled or noisy or id(record) in noisiest:
+        if compiled or copied or noisy or id(record) in noisiest:
             chosen.append(record)
     return chosen
 
@@ -252,7 +254,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     runner = commands.add_parser("run")
-    runner.add_argument("--select", default="", help="compile,noisy: records of the shipped grid to measure again")
+    runner.add_argument("--select", default="", help="compile,copied,noisy,worst:N: records of the shipped grid to measure again")
     runner.add_argument("--add", default="", help="model sources to measure new workloads on")
     runner.add_argument("--methods", default="baseline")
     runner.add_argument("--workloads", default="batch=1 prompt=32 gen=32")
