@@ -254,7 +254,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     runner = commands.add_parser("run")
-    runner.add_argument("--select", default="", help="compile,copied,noisy,worst:N: records of the shipped grid to measure again")
+    runner.add_argument(
+        "--select", default="", help="compile,copied,noisy,worst:N: records of the shipped grid to measure again"
+    )
     runner.add_argument("--add", default="", help="model sources to measure new workloads on")
     runner.add_argument("--methods", default="baseline")
     runner.add_argument("--workloads", default="batch=1 prompt=32 gen=32")
