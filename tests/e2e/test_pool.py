@@ -1,19 +1,23 @@
 """The worker pool end to end with real processes, over Redis and over the embedded SQLite broker:
 join with a token, a profiling job across two hardware classes, `method: "auto"` with outputs,
 and a worker killed with SIGKILL mid-job while the other finishes it — nothing lost, nothing
-duplicated."""
+duplicated; and a user's own model, registered, advised zero-shot and profiled in one call, whose
+answer after the retrain that follows is what the worker measured."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 from e2e_stack import credentials, make_stack, wait_for
+from hf_fixtures import save_decoder
 from sqlmodel import func, select
 
 from profiles.db import session_scope
 from profiles.models import Node, ProfileRun
+from profiles.settings import get_settings
 
 MODEL = "zoo:lm-tiny"
+INT8 = "quant.int8_dynamic"
 
 
 def _get(stack, path, headers):
@@ -164,6 +168,102 @@ def test_pool_end_to_end(broker, tmp_path, zoo_cache, monkeypatch, request):
     stack = make_stack(tmp_path, zoo_cache, broker_url, monkeypatch)
     try:
         _scenario(stack)
+    except AssertionError:
+        print({name: stack.log(name) for name in stack.procs})
+        raise
+    finally:
+        stack.stop()
+
+
+def _store_with_an_advisor_to_train() -> None:
+    """A generated int8 grid (4 models, 2 workloads, 2 hardware classes), its configs as a worker
+    writes them, in the store before the API starts: so `serve` imports no shipped grid and trains
+    its first advisor in seconds, and the only candidate is a method a 2-core worker measures fast."""
+    from advisor.synthetic import synthetic_records
+    from api.catalog import resolve_methods
+    from profiles.transfer import add_records
+
+    int8 = resolve_methods([INT8])[0]["config"]
+    records = [{**r, "config": int8} for r in synthetic_records(n_models=4, n_workloads=2, n_hardware=2)]
+    with session_scope() as session:
+        add_records(session, enumerate((r for r in records if r["method_id"] == INT8), start=1))
+
+
+def _your_model_scenario(stack) -> None:
+    headers, token = credentials()
+    admin, client = headers["admin"], headers["client"]
+    stack.start_api()
+    first = wait_for(
+        lambda: [v for v in _get(stack, "/v1/advisor/versions", admin) if v["active"]], 300, "the first advisor"
+    )[0]
+    stack.start_worker("w1", 1, token)
+    (worker,) = wait_for(
+        lambda: [n for n in _get(stack, "/v1/workers", admin) if n["status"] == "online"], 120, "w1 to join"
+    )
+
+    folder = get_settings().model_root / "my-llama"
+    save_decoder("llama", folder)
+    model_id = _post(stack, "/v1/models", client, {"path": "my-llama"})["id"]
+    assert model_id == f"local:{folder.resolve()}"
+    question = {"model": model_id, "workload": {"batch_size": 1, "prompt_len": 16, "gen_len": 8}}
+    before = _post(stack, "/v1/recommendations", client, question)
+    assert before["advisor_version"] == first["id"] and before["zero_shot"] is True
+    offer = before["make_sure"]
+    assert offer is not None and offer["path"] == f"/v1/models/{model_id}/profile"
+    assert offer["measures"] == ["baseline", INT8] and offer["hardware_classes"] == [worker["hardware_class"]]
+    predicted = {c["method_id"]: c for c in before["candidates"] if c["node_id"] == "w1"}
+    assert INT8 in predicted and predicted[INT8]["basis"] in ("guarded", "interpolated"), before
+
+    job = _post(stack, offer["path"], client, {**offer["body"], "top_k": 1})
+    assert job["total"] == 1  # one workload on the one class a run could go to
+    done = wait_for(lambda: _finished(stack, f"/v1/profiling-jobs/{job['id']}", client), 480, "the job", every=1)
+    assert (done["state"], done["done"], done["failures"]) == ("succeeded", 1, 0), done
+    stored = _get(stack, f"/v1/profiles?limit=100&job_id={job['id']}", client)["items"]
+    assert sorted(r["method_id"] for r in stored) == ["baseline", INT8]
+    by_the_worker = (model_id, "w1", worker["hardware_class"], "ok")
+    assert all((r["model_id"], r["node_id"], r["hardware_class"], r["status"]) == by_the_worker for r in stored), stored
+    (measured,) = [r for r in stored if r["method_id"] == INT8]
+    assert measured["speedup"] > 0 and measured["latency_p50_s"] > 0
+
+    # ACCEL_RETRAIN_EVERY_N is 100000: only the job's own purpose retrains the advisor now.
+    def retrained():
+        versions = _get(stack, "/v1/advisor/versions", admin)
+        return versions[0] if versions[0]["id"] != first["id"] else None
+
+    version = wait_for(retrained, 300, "the retrain after the job", every=1)
+    assert version["n_profiles"] == first["n_profiles"] + len(stored)
+    gate = version["scores"]["gate"]
+    assert gate["against"] == first["id"]  # judged against the version that answered before the job
+    if version["active"]:
+        assert gate["not_worse"] is True and gate["reason"].startswith("not worse"), gate
+    else:  # the gate refused it and says why; an admin may still activate it
+        assert gate["not_worse"] is False and gate["reason"].startswith(f"worse than {first['id']}"), gate
+        assert _post(stack, f"/v1/advisor/versions/{version['id']}/activate", admin, {}) == {
+            "id": version["id"],
+            "active": True,
+        }
+    assert [v["id"] for v in _get(stack, "/v1/advisor/versions", admin) if v["active"]] == [version["id"]]
+
+    # Any quality floor: the answer is asked about int8's cell whatever quality loss was measured.
+    after = _post(stack, "/v1/recommendations", client, {**question, "quality_floor": -1})
+    assert after["advisor_version"] == version["id"] and after["zero_shot"] is False
+    answered = {c["method_id"]: c for c in after["candidates"] if c["node_id"] == "w1"}
+    assert INT8 in answered and answered[INT8]["basis"] == "measured", after
+    assert answered[INT8]["speedup"] == pytest.approx(measured["speedup"], rel=1e-9)
+    assert after["make_sure"] is None  # every top candidate is measured now
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # a real worker measures, then the advisor retrains, on a busy 2-core machine
+def test_the_real_pool_measures_a_registered_model_and_the_answer_becomes_the_measurement(
+    tmp_path, monkeypatch, redis_url
+):
+    """A user's own random Llama, registered, advised zero-shot, profiled in one call by a real
+    worker over Redis; the retrain that follows makes the answer the worker's measurement."""
+    stack = make_stack(tmp_path, tmp_path / "cache", redis_url, monkeypatch)
+    _store_with_an_advisor_to_train()
+    try:
+        _your_model_scenario(stack)
     except AssertionError:
         print({name: stack.log(name) for name in stack.procs})
         raise
