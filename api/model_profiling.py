@@ -76,10 +76,17 @@ def unmeasured(answer: dict, chosen: list[dict]) -> list[dict]:
     return [c for c in answer["candidates"] if repr(entry(c)) in keys and c["basis"] != "measured"]
 
 
+def has_weights(model: ModelSpec) -> bool:
+    """Whether a worker has something to load: a registered folder or upload, a zoo model (built on
+    demand) or a local path. A config.json alone, or a model known only from imported profiles of
+    elsewhere (synthetic, another store's), has none."""
+    return model.descriptors.get("origin") in ("folder", "upload") or model.source.startswith(("zoo:", "local:"))
+
+
 def offer(model: ModelSpec | None, answer: dict, shape: dict, top_k: int = 3) -> dict | None:
     """What a recommendation offers to make itself sure: the profiling call, when a top candidate is
     not measured yet and the model has weights to measure."""
-    if model is None or model.descriptors.get("origin") == "config":
+    if model is None or not has_weights(model):
         return None
     chosen = top_candidates(answer, top_k)
     if not chosen or not unmeasured(answer, chosen):

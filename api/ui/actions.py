@@ -9,23 +9,27 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from api.errors import ApiError, NotFound
+from api.errors import ApiError, NotFound, Unprocessable
 from api.jobs import job_public, locked_job
-from api.routes import access, advise, catalog, jobs
+from api.model_profiling import cheapest_workload
+from api.routes import access, advise, catalog, jobs, models
 from api.schemas import (
     ApiKeyCreate,
     JoinTokenCreate,
+    ModelProfile,
+    ModelRegister,
     ProfilingJobCreate,
     RecommendationRequest,
     RunCreate,
 )
 from api.ui import views
 from api.ui.session import UiKey
-from api.ui.words import reason
+from api.ui.words import basis_words, reason, workload_words
 from profiles.db import read_scope, session_scope
-from profiles.models import Job
+from profiles.models import Job, ModelSpec
 
 router = APIRouter(prefix="/ui/api", include_in_schema=False)
+ADVICE_TOP_K = 8  # enough to see past the top three that "Profile it" measures
 
 
 @router.get("/dashboard")
@@ -75,6 +79,37 @@ def recommendations(body: RecommendationRequest, key: UiKey) -> dict:
     for candidate in result["candidates"]:
         candidate["reasons"] = [reason(feature, effect) for feature, effect in candidate["contributions"]]
     return result
+
+
+@router.post("/models", status_code=201)
+def register_model(body: ModelRegister, key: UiKey) -> dict:
+    with session_scope() as session:
+        return models.register_model(body, session, key).model_dump(mode="json")
+
+
+@router.get("/models/{model_id:path}/advice")
+def model_advice(model_id: str, _key: UiKey) -> dict:
+    """The REST answer for a registered model on its family's cheapest workload (the one its profiling
+    job measures by default), with the workload, the reasons and each candidate's basis in words."""
+    with read_scope() as session:
+        model = session.get(ModelSpec, model_id)
+        if model is None:
+            raise NotFound(f"no registered model {model_id!r}")
+        try:
+            shape = cheapest_workload(model)
+        except KeyError as exc:  # a family only imported profiles know: no workload of its own to ask about
+            raise Unprocessable(str(exc.args[0])) from None
+        result = advise.recommend_for(session, model_id, shape, None, None, "latency", None, None, ADVICE_TOP_K)
+    result["workload_words"] = workload_words(result["workload"].get("kind") or "", result["workload"])
+    for candidate in result["candidates"]:
+        candidate["reasons"] = [reason(feature, effect) for feature, effect in candidate["contributions"]]
+        candidate["basis_words"] = basis_words(candidate["basis"])
+    return result
+
+
+@router.post("/models/{model_id:path}/profile", status_code=201)
+def profile_model(model_id: str, body: ModelProfile, key: UiKey) -> dict:
+    return models.profile_model(model_id, body, key)
 
 
 @router.post("/runs", status_code=202)

@@ -138,6 +138,19 @@ def playground_page(request: Request, ui: PageSession) -> Response:
     return render(request, "playground", ui, models=models, nodes=nodes, training=training)
 
 
+@router.get("/models")
+def models_page(request: Request, ui: PageSession) -> Response:
+    with session_scope() as session:
+        return render(request, "models", ui, models=views.models_page(session))
+
+
+@router.get("/partials/models")
+def models_partial(request: Request, ui: PageSession) -> Response:
+    """The list, re-fetched after a registration and every few seconds (a profile count changes)."""
+    with session_scope() as session:
+        return render(request, "_models", ui, models=views.models_page(session))
+
+
 @router.get("/jobs")
 def jobs_page(request: Request, ui: PageSession) -> Response:
     from executors.zoo import zoo_names

@@ -28,6 +28,7 @@ PAGES = (
     ("profiles", "/ui/profiles", "Profiles"),
     ("advisor", "/ui/advisor", "Advisor"),
     ("playground", "/ui/playground", "Playground"),
+    ("models", "/ui/models", "Models"),
     ("jobs", "/ui/jobs", "Jobs"),
     ("access", "/ui/access", "Access"),
 )

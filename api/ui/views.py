@@ -13,10 +13,11 @@ from pathlib import Path
 from sqlmodel import Session, col, func, select
 
 from api.jobs import FINISHED, job_public
+from api.model_profiling import has_weights
 from api.routes.workers import mark_lost_nodes
 from api.ui.advisor_views import active_score, training_status
 from api.ui.words import workload_words
-from profiles.models import AdvisorVersion, Job, Method, Node, ProfileRun, utcnow
+from profiles.models import AdvisorVersion, Job, Method, ModelSpec, Node, ProfileRun, utcnow
 from profiles.settings import get_settings
 
 CATALOGUE = Path(__file__).with_name("static") / "catalogue.json"
@@ -276,3 +277,29 @@ def methods_page(session: Session) -> tuple[list[dict], list[dict]]:
         for m in outside
     ]
     return rows, extra
+
+
+def model_name(model: ModelSpec) -> str:
+    """What a person calls a registered model: its folder's name, a config-only model's own name,
+    else its id (a local id is a whole path, too long to read in a list)."""
+    if model.id.startswith("local:"):
+        return Path(model.id.removeprefix("local:")).name or model.id
+    return model.descriptors.get("name") or model.id
+
+
+def models_page(session: Session) -> list[dict]:
+    """Every registered model, newest first (a model just registered is on top), with its stored
+    profile count: none means the advisor can only answer for it zero-shot."""
+    counts = dict(session.exec(select(ProfileRun.model_id, func.count()).group_by(ProfileRun.model_id)).all())
+    return [
+        {
+            "id": model.id,
+            "name": model_name(model),
+            "family": model.family,
+            "params": model.params,
+            "weights": has_weights(model),  # the rule the API's make_sure follows
+            "config_only": model.descriptors.get("origin") == "config",
+            "profiles": counts.get(model.id, 0),
+        }
+        for model in session.exec(select(ModelSpec).order_by(col(ModelSpec.created_at).desc(), ModelSpec.id))
+    ]

@@ -77,6 +77,18 @@ QUALITY = {
     "retrieval_accuracy": "passkey retrieval accuracy",
 }
 
+# Where a candidate's figures come from (advisor/recommend.py), as the Models page explains it.
+BASIS = {
+    "measured": "measured: this task was profiled with it",
+    "interpolated": "predicted by the learner, inside what it was trained on",
+    "guarded": "outside what the learner was trained on: the method's median over profiled tasks of this kind",
+    "reference": "no acceleration: what the others are measured against",
+}
+
+
+def basis_words(basis: str) -> str:
+    return BASIS.get(basis, basis)
+
 
 def quality_words(metric: str | None) -> str:
     return QUALITY.get(metric or "", (metric or "").replace("_", " "))
@@ -95,31 +107,15 @@ def split_name(key: str) -> str:
 
 
 def workload_words(kind: str, shape: dict) -> str:
-    """A workload as a person would say it ("batch 1 · 32-token prompt · 32 new tokens")."""
-    params = shape.get("params") or {}
-    batch = shape.get("batch_size") or 1
-    if kind == "lm-stream":
-        parts = [f"stream of {params.get('requests', '?')} requests", f"load {params.get('load', '?')}"]
-        if params.get("shared"):
-            parts.append(f"{params['shared']:.0%} share a prefix")
-        return " · ".join([*parts, f"batch ≤ {batch}"])
-    if kind == "encoder-embed":
-        return f"embed · batch {batch} · {params.get('seq_len') or shape.get('prompt_len')} tokens"
-    if kind == "lm-longctx":
-        context = params.get("context_len") or shape.get("prompt_len")
-        return f"long context · {context} tokens · {params.get('probes', '?')} passkey probes"
-    parts = [f"batch {batch}"]
-    if shape.get("prompt_len"):
-        parts.append(f"{shape['prompt_len']}-token prompt")
-    if shape.get("gen_len"):
-        parts.append(f"{shape['gen_len']} new tokens")
-    if shape.get("image_size"):
-        parts.append(f"{shape['image_size']} px images")
-    if shape.get("steps"):
-        parts.append(f"{shape['steps']} steps")
-    if shape.get("sampling") and shape["sampling"] != "greedy":
-        parts.append(shape["sampling"])
-    return " · ".join(parts)
+    """A workload as a person would say it ("batch 1 · 32-token prompt · 32 new tokens"), in its
+    family's words (no kind: the default kind); a kind no family registers here (imported records)
+    in the common columns'."""
+    from executors.families import default_kind, get_kind, row_words
+
+    try:
+        return (get_kind(kind) if kind else default_kind()).words(shape)
+    except ValueError:
+        return row_words(shape)
 
 
 def feature_words(name: str) -> str:

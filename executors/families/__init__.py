@@ -35,6 +35,23 @@ from executors.registry import (
 )
 
 
+def row_words(row: Mapping[str, Any]) -> str:
+    """The wording of a workload row from its common columns ("batch 1 · 32-token prompt · 32 new
+    tokens"): what a kind without words of its own is called."""
+    parts = [f"batch {row.get('batch_size') or 1}"]
+    if row.get("prompt_len"):
+        parts.append(f"{row['prompt_len']}-token prompt")
+    if row.get("gen_len"):
+        parts.append(f"{row['gen_len']} new tokens")
+    if row.get("image_size"):
+        parts.append(f"{row['image_size']} px images")
+    if row.get("steps"):
+        parts.append(f"{row['steps']} steps")
+    if row.get("sampling") and row["sampling"] != "greedy":
+        parts.append(str(row["sampling"]))
+    return " · ".join(parts)
+
+
 @dataclass(frozen=True)
 class WorkloadKind:
     """One shape of task a family's models run, and how it is measured."""
@@ -48,7 +65,9 @@ class WorkloadKind:
     keyword: str | None = None  # the CLI grid keyword (`embed batch=1,8`); None for the default kind
     parse: Callable[[str], list] | None = None  # the CLI grid text after the keyword → workloads
     default: bool = False  # the kind a workload without "kind" has
-    describe: Callable[[Any], str] = repr  # a short label (progress lines, UI)
+    describe: Callable[[Any], str] = repr  # a short label (progress lines, CLI)
+    # A stored workload row (kind, batch_size, prompt_len, …, params) as a person would say it (UI)
+    words: Callable[[Mapping[str, Any]], str] = row_words
     call_seconds: Callable[[int, Any], float] | None = None  # rough cost of one call, params × workload
 
     @property

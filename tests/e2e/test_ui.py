@@ -3,7 +3,8 @@
 each page at 1440×900 and at 390×844: login and logout, the dashboard, a profiling grid followed
 on its job page and cancelled, the playground to a finished run and its run page (measured beside
 predicted), the leaderboard on the shipped grid (sorted, searched, through its URL), retraining
-with live stages, two versions compared and a roll back, keys and tokens with confirmations.
+with live stages, two versions compared and a roll back, keys and tokens with confirmations, a model
+of one's own registered from its folder with its zero-shot advice and "Profile it".
 Each test leaves screenshots in test-artifacts/screenshots/."""
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ui_fixtures import (  # noqa: F401  (fixtures)
 )
 
 pytestmark = pytest.mark.slow
+LM_DEFAULT = {"batch_size": 1, "prompt_len": 32, "gen_len": 32}  # the decoder family's cheapest workload
 RAW_KEYS = re.compile(r"\b(top1_tol|ndcg3|sbs|isac|lightgbm_rank|gap_closed)\b")
 
 
@@ -273,6 +275,117 @@ def test_access_confirmations_copy_and_token_states(ui_service, page):
     short_lived = page.locator("#tokens tbody tr", has_text="ui-short-lived")
     expect(short_lived).to_have_attribute("data-state", "expired", timeout=60_000)  # live, without a reload
     expect(short_lived.get_by_role("button", name=re.compile("^Revoke"))).to_have_count(0)  # nothing to revoke
+
+
+def test_models_register_a_folder_get_zero_shot_advice_and_profile_it(ui_service, page):
+    from hf_fixtures import save_decoder
+
+    folder = ui_service.data_dir / "models" / "ui-llama"  # under the service's default model root
+    reference = save_decoder("llama", folder)  # a random Llama with its tokenizer.json: never profiled
+    model_id = f"local:{folder.resolve()}"
+    registered = {m["id"] for m in ui_service.get("/v1/models")}
+    log_in(page, ui_service)
+    page.get_by_role("link", name="Models", exact=True).click()
+    expect(page.get_by_role("alert")).to_have_count(0)  # the empty alert region is not announced
+    # A path out of the root: the API's own refusal in the alert region, and nothing registered.
+    page.get_by_label("Folder under the model root", exact=True).fill("../etc")
+    page.get_by_role("button", name="Register", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("may be registered only from under the model root")
+    assert {m["id"] for m in ui_service.get("/v1/models")} == registered
+    expect(page.locator("#advice")).to_be_hidden()
+
+    page.get_by_label("Folder under the model root", exact=True).fill("ui-llama")
+    page.get_by_role("button", name="Register", exact=True).click()
+    # The first registration loads the families' config readers in the service: seconds on a busy machine.
+    expect(page.locator("#status")).to_have_text(f"Registered {model_id}.", timeout=60_000)
+    expect(page.get_by_role("alert")).to_have_count(0)  # the earlier refusal is cleared
+    rows = page.locator("#models tbody tr")
+    expect(rows.first).to_have_attribute("data-model", model_id)  # newest first, without a reload
+    row = page.locator(f'#models tbody tr[data-model="{model_id}"]')
+    expect(row.locator('[data-label="Family"]')).to_have_text("decoder-lm")
+    params = sum(p.numel() for p in reference.parameters())
+    expect(row.locator('[data-label="Parameters"]')).to_have_attribute("data-value", str(params))
+    expect(row.locator('[data-label="Weights"]')).to_have_text("yes")
+    expect(row.locator('[data-label="Profiled"]')).to_have_text("not profiled")
+    tiny_profiles = ui_service.get("/v1/profiles", model_id=TINY, limit=1)["total"]
+    tiny = page.locator(f'#models tbody tr[data-model="{TINY}"]')
+    expect(tiny.locator('[data-label="Profiled"]')).to_have_text(f"{tiny_profiles} profiles")
+
+    # Its advice at once, on the family's default workload: the REST answer, flagged zero-shot.
+    rest = ui_service.post("/v1/recommendations", {"model": model_id, "workload": LM_DEFAULT, "top_k": 8})
+    assert rest["zero_shot"] is True and rest["make_sure"] is not None
+    advice = page.locator("#advice")
+    expect(advice.locator("#advice-model")).to_have_text("ui-llama", timeout=30_000)
+    expect(advice.locator("#zero-shot")).to_be_visible()
+    expect(advice.locator("#zero-shot")).to_contain_text("zero-shot: no record of this model")
+    expect(advice.locator("#advice-task")).to_contain_text("batch 1 · 32-token prompt · 32 new tokens")
+    candidates = advice.locator("#advice-candidates tbody tr")
+    expect(candidates).to_have_count(len(rest["candidates"]))
+    predicted = next(i for i, c in enumerate(rest["candidates"]) if c["basis"] in ("guarded", "interpolated"))
+    shown, expected = candidates.nth(predicted), rest["candidates"][predicted]
+    expect(shown.locator("th")).to_contain_text(expected["method_id"])
+    expect(shown.locator('[data-label="Speed-up"]')).to_have_text(re.compile(rf"^{expected['speedup']:.2f}× \("))
+    expect(shown.locator('[data-label="Basis"]')).to_have_attribute("data-basis", expected["basis"])
+    expect(candidates.first.locator("th")).to_contain_text(rest["candidates"][0]["method_id"])  # in the API's order
+    expect(page.locator("#make-sure-what")).to_contain_text(", ".join(rest["make_sure"]["measures"]))
+    on_phone(page, "models")
+    page.set_viewport_size({"width": 390, "height": 844})  # a candidate's key figures on a phone's screen
+    for label in ("Method", "Speed-up", "Basis"):
+        assert on_screen(page, candidates.first.locator(f'[data-label="{label}"]')), label
+    page.set_viewport_size({"width": 1440, "height": 900})
+
+    page.get_by_role("button", name="Profile it").click()
+    link = page.locator("#profile-job-link")
+    expect(link).to_be_visible(timeout=30_000)  # the job is planned from a fresh recommendation
+    job_id = link.get_attribute("title")
+    job = ui_service.get(f"/v1/profiling-jobs/{job_id}")
+    assert job["kind"] == "profiling" and job["state"] in ("queued", "running") and job["total"] >= 1
+    # Cancelled before any item finishes: the local worker is free for what follows, and no retrain starts.
+    cancelled = httpx.delete(f"{ui_service.url}/v1/profiling-jobs/{job_id}", headers=ui_service.headers(), timeout=30)
+    assert cancelled.status_code == 200, cancelled.text
+    link.click()
+    expect(page).to_have_url(f"{ui_service.url}/ui/jobs/{job_id}")
+    items = page.locator("#items tbody tr[data-item]")
+    expect(items).to_have_count(job["total"])
+    expect(items.first.locator('[data-label="Task"]')).to_contain_text(model_id)
+    methods = items.first.locator('[data-label="Methods"]').inner_text().split(", ")
+    assert sorted(methods) == sorted(rest["make_sure"]["measures"])  # the baseline and the offered top candidates
+
+    # A config.json alone: listed without weights, advice zero-shot, and nothing to profile.
+    page.goto(ui_service.url + "/ui/models")
+    page.get_by_role("radio", name=re.compile("^a config.json")).check()
+    expect(page.get_by_label("Folder under the model root", exact=True)).to_be_hidden()
+    page.get_by_label("config.json file", exact=True).set_input_files(str(folder / "config.json"))
+    page.get_by_label("Name (optional)").fill("ui-config-llama")
+    page.get_by_role("button", name="Register", exact=True).click()
+    expect(page.locator("#status")).to_have_text("Registered config:ui-config-llama.", timeout=30_000)
+    config_row = page.locator('#models tbody tr[data-model="config:ui-config-llama"]')
+    expect(config_row.locator('[data-label="Weights"]')).to_have_text("no: config.json only")
+    expect(page.locator("#advice-model")).to_have_text("ui-config-llama")
+    expect(page.locator("#zero-shot")).to_be_visible()
+    expect(page.locator("#advice-candidates tbody tr").first).to_be_visible()
+    expect(page.get_by_role("button", name="Profile it")).to_have_count(0)  # no weights: no job to offer
+    # A model the advisor was trained on: its advice carries no zero-shot flag.
+    listed = [m["id"] for m in ui_service.get("/v1/models")]
+    known = next(
+        m
+        for m in listed
+        if m not in (model_id, "config:ui-config-llama")
+        and not ui_service.post("/v1/recommendations", {"model": m, "workload": LM_DEFAULT})["zero_shot"]
+    )
+    known_row = page.locator(f'#models tbody tr[data-model="{known}"]')
+    known_row.get_by_role("button", name=re.compile("^Advice for")).click()
+    expect(page.locator("#advice")).to_have_attribute("data-model", known)
+    expect(page.locator("#advice-candidates tbody tr").first).to_be_visible()
+    expect(page.locator("#zero-shot")).to_be_hidden()
+    # A file that is not JSON is refused in the alert region, and nothing is registered.
+    bad = folder.parent / "not-a-config.json"
+    bad.write_text("{not json")
+    page.get_by_label("config.json file", exact=True).set_input_files(str(bad))
+    page.get_by_label("Name (optional)").fill("ui-broken")
+    page.get_by_role("button", name="Register", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("not-a-config.json is not valid JSON")
+    assert "config:ui-broken" not in {m["id"] for m in ui_service.get("/v1/models")}
 
 
 # Last in the module: it imports the shipped grid, which would make the retraining above ten times slower.

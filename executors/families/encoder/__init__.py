@@ -48,6 +48,11 @@ def load_local(folder: Path, source: str):
     return load_encoder_bundle(folder, source) if is_bert_folder(folder) else None
 
 
+def embed_words(row) -> str:
+    params = row.get("params") or {}
+    return f"embed · batch {row.get('batch_size') or 1} · {params.get('seq_len') or row.get('prompt_len')} tokens"
+
+
 EMBED = WorkloadKind(
     name=EmbedWorkload.kind,
     family="encoder",
@@ -57,6 +62,7 @@ EMBED = WorkloadKind(
     keyword="embed",
     parse=parse_grid,
     describe=describe,
+    words=embed_words,
     call_seconds=call_seconds,
 )
 

@@ -29,6 +29,12 @@ def build_long(name: str):
     return build
 
 
+def longctx_words(row) -> str:
+    params = row.get("params") or {}
+    context = params.get("context_len") or row.get("prompt_len")
+    return f"long context · {context} tokens · {params.get('probes', '?')} passkey probes"
+
+
 LONGCTX = WorkloadKind(
     name=LongContextWorkload.kind,
     family="longctx",
@@ -39,6 +45,7 @@ LONGCTX = WorkloadKind(
     keyword="longctx",
     parse=parse_grid,
     describe=describe,
+    words=longctx_words,
     call_seconds=GENERATE.call_seconds,
 )
 

@@ -13,6 +13,15 @@ from executors.families.lm.workloads import call_seconds as generate_call_second
 from executors.families.stream.harness import StreamHarness, observe
 from executors.families.stream.workload import KIND, STATIC_ID, StreamWorkload, describe, parse_grid
 
+
+def stream_words(row) -> str:
+    params = row.get("params") or {}
+    parts = [f"stream of {params.get('requests', '?')} requests", f"load {params.get('load', '?')}"]
+    if params.get("shared"):
+        parts.append(f"{params['shared']:.0%} share a prefix")
+    return " · ".join([*parts, f"batch ≤ {row.get('batch_size') or 1}"])
+
+
 STREAM = WorkloadKind(
     name=KIND,
     family="stream",
@@ -23,6 +32,7 @@ STREAM = WorkloadKind(
     keyword="stream",
     parse=parse_grid,
     describe=describe,
+    words=stream_words,
     call_seconds=lambda params, w: generate_call_seconds(params, w) * w.requests / w.max_batch,
 )
 
