@@ -14,7 +14,7 @@ from api.answers import ANSWERS
 from api.auth import AdminKey, ClientKey
 from api.catalog import resolve_methods, resolve_models, resolve_workloads
 from api.dispatch import dispatch
-from api.errors import Conflict, NotFound, Unprocessable
+from api.errors import ApiError, Conflict, NotFound, Unprocessable
 from api.jobs import job_public, new_job, sends_of
 from api.schemas import JobPublic, RecommendationRequest, RunCreate
 from api.training import start_training
@@ -279,10 +279,30 @@ def create_run(body: RunCreate, _key: ClientKey) -> dict:
             "workload": shape if training else resolve_workloads([shape])[0]["shape"],
             "target": target,
         }
-        job = new_job(session, "run", [item], {"recommendation": chosen, "method_id": method["id"]})
+        spec = {"recommendation": chosen, "method_id": method["id"]}
+        if chosen is None:  # a named method: keep what the advisor predicts for it, to set beside the measurement
+            spec["prediction"] = predicted_for(session, item, body, method["id"])
+        job = new_job(session, "run", [item], spec)
         public, sends = run_public(session, job), sends_of(job)
     dispatch(sends)  # after commit: the worker must find the item
     return public
+
+
+def predicted_for(session: Session, item: dict, body: RunCreate, method_id: str) -> dict | None:
+    """The active advisor's prediction for the run's method on its task and target, or None where
+    there is no advisor, none that knows the model, or the method is not among its candidates."""
+    node = item["target"]["name"] if item["target"]["kind"] == "node" else None
+    try:
+        found = recommend_for(
+            session, item["model"], item["workload"], node, body.hardware_class, body.objective, None, None, top_k=100
+        )
+    except ApiError:
+        return None
+    match = next((c for c in found["candidates"] if c["method_id"] == method_id), None)
+    if match is None:
+        return None
+    keep = ("method_id", "node_id", "speedup", "speedup_interval", "quality_delta", "quality_interval", "runtime_s")
+    return {**{k: match[k] for k in keep}, "advisor_version": found["advisor_version"]}
 
 
 def run_public(session: Session, job: Job) -> dict:

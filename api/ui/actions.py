@@ -1,7 +1,7 @@
 """JSON for the pages' scripts under /ui/api: the session stands in for the API key, and every
 handler calls the REST route's own function, so the UI adds no second copy of any rule. What the
-UI adds is words and context: reasons in words beside the raw contributions, and the advisor's
-prediction kept with a run of a named method, so its page can put the measurement beside it."""
+UI adds is words and context: reasons in words beside the raw contributions, a model's advice on
+its family's cheapest workload."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from api.errors import ApiError, NotFound, Unprocessable
-from api.jobs import job_public, locked_job
+from api.errors import NotFound, Unprocessable
+from api.jobs import job_public
 from api.model_profiling import cheapest_workload
 from api.routes import access, advise, catalog, jobs, models
 from api.schemas import (
@@ -114,36 +114,8 @@ def profile_model(model_id: str, body: ModelProfile, key: UiKey) -> dict:
 
 @router.post("/runs", status_code=202)
 def create_run(body: RunCreate, key: UiKey) -> dict:
-    """The REST run; the active advisor's prediction for the named method is kept with it, so the
-    run's page can put the measurement beside it (an "auto" run keeps its recommendation anyway)."""
-    run = advise.create_run(body, key)
-    if isinstance(body.method, str) and body.method == "auto":
-        return run
-    with session_scope() as session:
-        prediction = _prediction(session, run, body)
-        if prediction is not None:
-            job = locked_job(session, run["id"])
-            job.spec = {**job.spec, "prediction": prediction}
-            session.add(job)
-    return run
-
-
-def _prediction(session, run: dict, body: RunCreate) -> dict | None:
-    job = session.get(Job, run["id"])
-    item = job.spec["items"][0]
-    node = item["target"]["name"] if item["target"]["kind"] == "node" else None
-    try:
-        found = advise.recommend_for(
-            session, item["model"], item["workload"], node, body.hardware_class, body.objective, None, None, top_k=100
-        )
-    except ApiError:  # no advisor yet, or none that knows this model: the run goes on without a prediction
-        return None
-    wanted = job.spec.get("method_id")
-    match = next((c for c in found["candidates"] if c["method_id"] == wanted), None)
-    if match is None:
-        return None
-    keep = ("method_id", "node_id", "speedup", "speedup_interval", "quality_delta", "quality_interval", "runtime_s")
-    return {**{k: match[k] for k in keep}, "advisor_version": found["advisor_version"]}
+    """The REST run (which keeps the advisor's prediction for a named method beside it)."""
+    return advise.create_run(body, key)
 
 
 @router.post("/advisor/train", status_code=202)

@@ -198,3 +198,31 @@ def test_plan_auto_job_holds_the_planners_cells_and_a_grid_must_name_its_cells(c
     assert nothing.status_code == 422 and "no unmeasured cell" in nothing.json()["detail"]
     bare_grid = client.post("/v1/profiling-jobs", json={"models": [model], "methods": ["baseline"]}, headers=headers)
     assert bare_grid.status_code == 422 and 'plan "grid" needs' in bare_grid.json()["detail"]
+
+
+def test_a_run_of_a_named_method_keeps_the_advisors_prediction_for_it(client, keys):
+    from advisor.synthetic import synthetic_records
+    from advisor.versions import train_advisor
+    from profiles.transfer import add_records
+
+    records = list(synthetic_records(n_models=4, n_workloads=2, n_hardware=1))
+    with session_scope() as session:
+        add_records(session, enumerate(records, start=1))
+        train_advisor(session, size="small", evaluate_splits=())
+        session.add(Node(id="w1", hardware_class=records[0]["hardware_class"], last_heartbeat=utcnow()))
+    headers = {"Authorization": f"Bearer {keys['client']}"}
+    body = {"model": "syn-lm-000", "prompts": ["def f():"], "method": "quant.int8_dynamic", "node": "w1"}
+    run = client.post("/v1/runs", json=body, headers=headers)
+    assert run.status_code == 202, run.text
+    with session_scope() as session:
+        spec = session.get(Job, run.json()["id"]).spec
+    workload = spec["items"][0]["workload"]
+    answer = client.post(
+        "/v1/recommendations",
+        json={"model": "syn-lm-000", "workload": workload, "node": "w1", "top_k": 50},
+        headers=headers,
+    ).json()
+    predicted = next(c for c in answer["candidates"] if c["method_id"] == "quant.int8_dynamic")
+    assert spec["prediction"]["method_id"] == "quant.int8_dynamic" and spec["recommendation"] is None
+    assert spec["prediction"]["speedup"] == predicted["speedup"]
+    assert spec["prediction"]["speedup_interval"] == predicted["speedup_interval"]
