@@ -252,6 +252,16 @@ def _your_model_scenario(stack) -> None:
     assert answered[INT8]["speedup"] == pytest.approx(measured["speedup"], rel=1e-9)
     assert after["make_sure"] is None  # every top candidate is measured now
 
+    # Running it: the advisor's pick applied to the user's folder by the worker, outputs and figures back.
+    body = {"model": model_id, "prompts": ["def main():"], "method": "auto", "max_new_tokens": 4, "measure": True}
+    run = _post(stack, "/v1/runs", client, {**body, "quality_floor": -1})
+    finished = wait_for(lambda: _finished(stack, f"/v1/runs/{run['id']}", client), 300, "the auto run of the model")
+    result = _get(stack, f"/v1/runs/{run['id']}", client)
+    assert finished["state"] == "succeeded", result
+    assert result["node"] == "w1" and result["method"] == result["recommendation"]["method_id"]
+    assert len(result["outputs"]["texts"]) == 1 and isinstance(result["outputs"]["texts"][0], str)
+    assert result["figures"] and all(f["node_id"] == "w1" for f in result["figures"])
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # a real worker measures, then the advisor retrains, on a busy 2-core machine
