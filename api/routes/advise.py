@@ -279,10 +279,10 @@ def create_run(body: RunCreate, _key: ClientKey) -> dict:
             "workload": shape if training else resolve_workloads([shape])[0]["shape"],
             "target": target,
         }
-        spec = {"recommendation": chosen, "method_id": method["id"]}
+        job_spec = {"recommendation": chosen, "method_id": method["id"]}
         if chosen is None:  # a named method: keep what the advisor predicts for it, to set beside the measurement
-            spec["prediction"] = predicted_for(session, item, body, method["id"])
-        job = new_job(session, "run", [item], spec)
+            job_spec["prediction"] = predicted_for(session, item, body, method["id"])
+        job = new_job(session, "run", [item], job_spec)
         public, sends = run_public(session, job), sends_of(job)
     dispatch(sends)  # after commit: the worker must find the item
     return public
