@@ -57,7 +57,6 @@ APP = create_app()
 schema = schemathesis.openapi.from_dict(APP.openapi(), config=schemathesis.Config.from_dict(CONFIG))
 schema.app = APP
 CALLS = {"stateless": 0, "stateful": 0}
-SCENARIO_ROOT: str | None = None  # where each stateful scenario's store is made
 STATELESS_EXAMPLES = 60  # × 26 operations; hypothesis stops early where a schema has fewer distinct inputs
 FUZZ = settings(
     deadline=None,
@@ -115,11 +114,13 @@ def test_every_operation_answers_as_documented(case, store):
 class Scenarios(schema.as_state_machine()):  # type: ignore[misc]
     """Create → read → cancel/revoke/remove sequences, as the links in the OpenAPI describe them."""
 
+    stores: str | None = None  # the folder each scenario's store is made in (set by the test)
+
     def setup(self) -> None:
         """Each scenario on a store of its own: hypothesis replays a scenario to confirm and shrink
         it, and a store that kept the first run's writes answers the replay differently (a name
         taken, a job already cancelled), so the next step would draw different data."""
-        os.environ["ACCEL_DATA_DIR"] = tempfile.mkdtemp(prefix="scenario-", dir=SCENARIO_ROOT)
+        os.environ["ACCEL_DATA_DIR"] = tempfile.mkdtemp(prefix="scenario-", dir=self.stores)
         get_settings.cache_clear()
         default_engine.cache_clear()
         _pool()
@@ -132,8 +133,7 @@ class Scenarios(schema.as_state_machine()):  # type: ignore[misc]
 
 @pytest.mark.slow
 def test_stateful_sequences_answer_as_documented(isolated_data_dir):
-    global SCENARIO_ROOT
-    SCENARIO_ROOT = str(isolated_data_dir.parent)  # under the test's tmp dir (its env is restored after)
+    Scenarios.stores = str(isolated_data_dir.parent)  # under the test's tmp dir (its env is restored after)
     Scenarios.run(settings=settings(FUZZ, max_examples=40, stateful_step_count=10))
     assert CALLS["stateful"] >= 200
 
