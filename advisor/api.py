@@ -6,7 +6,14 @@ from advisor.evaluate import SPLITS, evaluate_table
 from advisor.model import AdvisorModel, Candidate, fit_advisor
 from advisor.recommend import DEFAULT_QUALITY_FLOOR, Excluded, Recommendation, RecommendationResult, recommend
 from advisor.table import PerfTable, table_from_records
-from advisor.versions import activate_version, active_advisor, rollback, train_advisor
+from advisor.versions import (
+    activate_version,
+    active_advisor,
+    compare_versions,
+    keep_comparison,
+    rollback,
+    train_advisor,
+)
 from advisor.versions import scores as version_scores
 
 
@@ -37,9 +44,11 @@ __all__ = [
     "RecommendationResult",
     "activate_version",
     "active_advisor",
+    "compare_versions",
     "evaluate",
     "evaluate_table",
     "fit_advisor",
+    "keep_comparison",
     "recommend",
     "rollback",
     "table_from_records",

@@ -58,32 +58,8 @@ def compare_on_same_folds(
     groups = table.groups.get(SPLIT)
     if groups is None or len(set(groups.tolist())) < 2:
         return {"against": active_id, "not_worse": True, "reason": "fewer than 2 models: nothing to hold out"}
-    old = table if snapshot is None else restricted(table, records, snapshot)
-    make = selector_factories(size)[PLAIN]  # what the trained advisor deploys
-    losses: dict[str, list[float]] = {"candidate": [], "active": [], "sbs": [], "vbs": []}
-    for seed in range(seeds):
-        chosen = {name: np.zeros(len(table.tasks), dtype=int) for name in losses}
-        for train, test in cv_folds(table, SPLIT, seed):
-            test_table = table.subset(test)
-            chosen["candidate"][test] = _choices(make(seed), table.subset(train), test_table)
-            old_train = old.subset(train)
-            seen = old_train.available[:, 1:].any(axis=1)  # tasks the active version had measured at all
-            old_seen = old_train.subset(np.flatnonzero(seen)) if seen.any() else None
-            # An active version that measured none of the training tasks can only say "no acceleration".
-            chosen["active"][test] = (
-                np.zeros(len(test), dtype=int) if old_seen is None else _choices(make(seed), old_seen, test_table)
-            )
-            chosen["sbs"][test] = _choices(SingleBest(), table.subset(train), test_table)
-            chosen["vbs"][test] = _choices(Oracle(), table.subset(train), test_table)
-        for name, picked in chosen.items():
-            losses[name].append(float(task_losses(table, picked).mean()))
-    mean = {name: float(np.mean(v)) for name, v in losses.items()}
-    figures = {
-        name: {"mean_regret": mean[name], "gap_closed": gap_closed(mean[name], mean["sbs"], mean["vbs"])}
-        for name in ("candidate", "active")
-    }
-    not_worse = mean["candidate"] <= mean["active"] * (1 + TOLERANCE)
-    verdict = "not worse" if not_worse else "worse"
+    figures = same_fold_figures(table, records, {"candidate": None, "active": snapshot}, size, seeds)
+    not_worse = figures["candidate"]["mean_regret"] <= figures["active"]["mean_regret"] * (1 + TOLERANCE)
     return {
         "against": active_id,
         "split": SPLIT,
@@ -91,11 +67,94 @@ def compare_on_same_folds(
         "n_tasks": len(table.tasks),
         **figures,
         "not_worse": bool(not_worse),
-        "reason": (
-            f"{verdict} than {active_id} on the same folds: mean regret {mean['candidate']:.4f} vs "
-            f"{mean['active']:.4f} on held-out models"
-        ),
+        "reason": _verdict(not_worse, active_id, figures["candidate"], figures["active"]),
     }
+
+
+def compare_snapshots(
+    table: PerfTable,
+    records: Sequence[Mapping],
+    newer: tuple[str, set[str] | None],
+    older: tuple[str, set[str] | None],
+    size: str = "full",
+    seeds: int = 1,
+) -> dict:
+    """Any two versions, each by (id, snapshot), on identical folds of today's table, and the verdict.
+
+    The gate compares a retrain with the version active when it was trained; this compares any
+    pair an admin picks, later, on the profiles stored now (which may hold more than either saw).
+    """
+    (newer_id, newer_snapshot), (older_id, older_snapshot) = newer, older
+    groups = table.groups.get(SPLIT)
+    if groups is None or len(set(groups.tolist())) < 2:
+        raise ValueError("the stored profiles hold fewer than 2 models: there is nothing to hold out")
+    figures = same_fold_figures(table, records, {"newer": newer_snapshot, "older": older_snapshot}, size, seeds)
+    not_worse = figures["newer"]["mean_regret"] <= figures["older"]["mean_regret"] * (1 + TOLERANCE)
+    return {
+        "newer_id": newer_id,
+        "older_id": older_id,
+        "split": SPLIT,
+        "seeds": seeds,
+        "n_tasks": len(table.tasks),
+        "n_profiles": len(records),
+        **figures,
+        "not_worse": bool(not_worse),
+        "reason": _verdict(not_worse, older_id, figures["newer"], figures["older"]),
+    }
+
+
+def same_fold_figures(
+    table: PerfTable,
+    records: Sequence[Mapping],
+    snapshots: Mapping[str, set[str] | None],
+    size: str,
+    seeds: int,
+) -> dict[str, dict[str, float]]:
+    """Mean regret and gap closed per named snapshot, all chosen for the same held-out tasks.
+
+    Within each fold each side is fitted on the training tasks as its snapshot had them (None: every
+    cell of today's table); every choice is scored by today's true values, so the sides differ only
+    in what they were trained on.
+    """
+    make = selector_factories(size)[PLAIN]  # what the trained advisor deploys
+    restricted_tables = {
+        name: table if known is None else restricted(table, records, known) for name, known in snapshots.items()
+    }
+    losses: dict[str, list[float]] = {name: [] for name in (*snapshots, "sbs", "vbs")}
+    for seed in range(seeds):
+        chosen = {name: np.zeros(len(table.tasks), dtype=int) for name in losses}
+        for train, test in cv_folds(table, SPLIT, seed):
+            test_table = table.subset(test)
+            for name, known in restricted_tables.items():
+                chosen[name][test] = _fitted_choices(make(seed), known, train, test_table, full=known is table)
+            chosen["sbs"][test] = _choices(SingleBest(), table.subset(train), test_table)
+            chosen["vbs"][test] = _choices(Oracle(), table.subset(train), test_table)
+        for name, picked in chosen.items():
+            losses[name].append(float(task_losses(table, picked).mean()))
+    mean = {name: float(np.mean(v)) for name, v in losses.items()}
+    return {
+        name: {"mean_regret": mean[name], "gap_closed": gap_closed(mean[name], mean["sbs"], mean["vbs"])}
+        for name in snapshots
+    }
+
+
+def _fitted_choices(selector, known: PerfTable, train: np.ndarray, test: PerfTable, full: bool) -> np.ndarray:
+    if full:
+        return _choices(selector, known.subset(train), test)
+    known_train = known.subset(train)
+    seen = known_train.available[:, 1:].any(axis=1)  # tasks the snapshot had measured at all
+    # A version that measured none of the training tasks can only say "no acceleration".
+    if not seen.any():
+        return np.zeros(len(test.tasks), dtype=int)
+    return _choices(selector, known_train.subset(np.flatnonzero(seen)), test)
+
+
+def _verdict(not_worse: bool, other_id: str, mine: Mapping[str, float], theirs: Mapping[str, float]) -> str:
+    verdict = "not worse" if not_worse else "worse"
+    return (
+        f"{verdict} than {other_id} on the same folds: mean regret {mine['mean_regret']:.4f} vs "
+        f"{theirs['mean_regret']:.4f} on held-out models"
+    )
 
 
 def _choices(selector, train: PerfTable, test: PerfTable) -> np.ndarray:

@@ -10,6 +10,8 @@ A new version is activated only if it is not worse than the active one **on the 
 within every training fold, and compared by the deployed selector's mean regret on the
 held-out models. An admin may force it; the comparison is stored with the version either way.
 Every activation is stamped in the version's params, so ``rollback`` returns to the one before.
+Any two versions can be compared the same way later (``compare_versions``), on the profiles stored
+then; the result is kept in the newer version's evaluation under ``same_folds``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import numpy as np
 from sqlmodel import Session, select
 
 from advisor.evaluate import PLAIN, SPLITS, cv_folds, evaluate_table
-from advisor.gate import compare_on_same_folds
+from advisor.gate import compare_on_same_folds, compare_snapshots
 from advisor.intervals import coverage
 from advisor.model import QUANTILE_ROUNDS, AdvisorModel, fit_advisor
-from advisor.table import PerfTable
+from advisor.table import PerfTable, table_from_records
 from profiles.models import AdvisorVersion, utcnow
 from profiles.settings import get_settings
 from profiles.transfer import iter_records
@@ -153,6 +155,39 @@ def _active_snapshot(session: Session) -> tuple[str, set[str] | None] | None:
         return read(session)
     with Session(session.get_bind()) as peek:
         return read(peek)
+
+
+def compare_versions(records: list[dict], first: AdvisorVersion, second: AdvisorVersion, seeds: int = 1) -> dict:
+    """Two stored versions on the same folds of ``records`` (the profiles stored now), newer against older.
+
+    Both are fitted with the newer one's learner size, as the gate fits a retrain and the version it
+    would replace. Pure computation: the caller reads the records and versions in one short
+    transaction and keeps the result (``keep_comparison``) in another, so no store lock is held
+    through the cross-validation.
+    """
+    if first.id == second.id:
+        raise ValueError("a version compared with itself: pick two different versions")
+    newer, older = sorted((first, second), key=lambda v: v.created_at, reverse=True)
+    size = (newer.params or {}).get("size", "full")
+    ordered = sorted(records, key=lambda r: r["run_id"])
+    judged = sampled(table_from_records(ordered, name="stored"), MAX_JUDGED_TASKS)
+    result = compare_snapshots(
+        judged, ordered, (newer.id, _snapshot(newer)), (older.id, _snapshot(older)), size=size, seeds=seeds
+    )
+    return {**result, "scored_at": utcnow().isoformat()}
+
+
+def keep_comparison(session: Session, comparison: dict) -> None:
+    """Stores a comparison in the newer version's evaluation, replacing an earlier one of the same pair."""
+    newer = session.get(AdvisorVersion, comparison["newer_id"])
+    if newer is None:
+        raise KeyError(f"no advisor version {comparison['newer_id']!r}")
+    evaluation = dict(newer.evaluation or {})
+    # A new dict, so the JSON column is written (SQLAlchemy does not see in-place changes).
+    evaluation["same_folds"] = {**evaluation.get("same_folds", {}), comparison["older_id"]: comparison}
+    newer.evaluation = evaluation
+    session.add(newer)
+    session.flush()
 
 
 def _snapshot(version: AdvisorVersion) -> set[str] | None:

@@ -393,6 +393,31 @@ def rollback_advisor(_admin: AdminKey) -> dict:
         return {"id": version.id, "active": version.active}
 
 
+@router.post("/advisor/versions/{version_id}/compare/{other_id}")
+def compare_advisor_versions(version_id: str, other_id: str, _admin: AdminKey) -> dict:
+    """Scores two stored versions on the same folds of the profiles stored now, newer against older.
+
+    Admin only: it cross-validates both (seconds of CPU on the shipped grid). The result is kept in
+    the newer version's evaluation (``same_folds``), where the admin UI's comparison reads it.
+    """
+    from advisor.api import compare_versions, keep_comparison
+    from profiles.transfer import iter_records
+
+    with read_scope() as session:
+        first, second = session.get(AdvisorVersion, version_id), session.get(AdvisorVersion, other_id)
+        if first is None or second is None:
+            raise NotFound(f"no advisor version {version_id if first is None else other_id!r}")
+        records = list(iter_records(session))
+        session.expunge_all()  # the versions kept as read: the cross-validation below runs outside any transaction
+    try:
+        comparison = compare_versions(records, first, second)
+    except ValueError as exc:
+        raise Unprocessable(str(exc)) from None
+    with session_scope() as session:
+        keep_comparison(session, comparison)
+    return comparison
+
+
 @router.get("/advisor/evaluation")
 def advisor_evaluation(_key: ClientKey) -> dict:
     with session_scope() as session:

@@ -128,6 +128,11 @@ def activate(version_id: str, key: UiKey) -> dict:
     return advise.activate_advisor_version(version_id, key)
 
 
+@router.post("/advisor/versions/{version_id}/compare/{other_id}")
+def compare(version_id: str, other_id: str, key: UiKey) -> dict:
+    return advise.compare_advisor_versions(version_id, other_id, key)
+
+
 @router.post("/advisor/rollback")
 def rollback(key: UiKey) -> dict:
     return advise.rollback_advisor(key)

@@ -125,7 +125,7 @@ def compare(session: Session, first: str, second: str) -> dict | None:
     same_data = (a.params or {}).get("data_hash") == (b.params or {}).get("data_hash")
     same_folds = same_data and (a.evaluation or {}).get("n_folds") == (b.evaluation or {}).get("n_folds")
     return {
-        "gate": _gate_between(a, b, na, nb),
+        "paired": _paired(session, a, b, na, nb),
         "a": version_row(a, na, active),
         "b": version_row(b, nb, active),
         "splits": {s: split_name(s) for s in splits},
@@ -136,13 +136,21 @@ def compare(session: Session, first: str, second: str) -> dict | None:
     }
 
 
-def _gate_between(a: AdvisorVersion, b: AdvisorVersion, na: int, nb: int) -> dict | None:
-    """The gate's same-fold comparison, when one of the two was trained while the other was active."""
-    for newer, older, n_new, n_old in ((b, a, nb, na), (a, b, na, nb)):
-        gate = (newer.evaluation or {}).get("gate")
-        if gate and gate.get("against") == older.id and "candidate" in gate:
-            return {**gate, "new": n_new, "old": n_old}
-    return None
+def _paired(session: Session, a: AdvisorVersion, b: AdvisorVersion, na: int, nb: int) -> dict:
+    """The two versions on the same folds: scored later by an admin (on the profiles stored then) or,
+    failing that, the gate's comparison when one was trained while the other was active."""
+    (n_new, newer), (n_old, older) = sorted(((na, a), (nb, b)), key=lambda pair: pair[1].created_at, reverse=True)
+    pair = {"new": n_new, "old": n_old, "newer_id": newer.id, "older_id": older.id}
+    evaluation = newer.evaluation or {}
+    scored = evaluation.get("same_folds", {}).get(older.id)
+    if scored:
+        stored_now = session.exec(select(func.count()).select_from(ProfileRun)).one()
+        stale = scored["n_profiles"] != stored_now
+        return {**pair, **scored, "how": "scored", "stale": stale, "stored_now": stored_now}
+    gate = evaluation.get("gate")
+    if gate and gate.get("against") == older.id and "candidate" in gate:
+        return {**pair, **gate, "how": "gate", "newer": gate["candidate"], "older": gate["active"]}
+    return {**pair, "how": None}
 
 
 def training_status(session: Session) -> dict | None:

@@ -7,11 +7,11 @@ import pytest
 from sqlmodel import select
 
 from advisor.synthetic import synthetic_records
-from advisor.versions import active_advisor, rollback, scores, train_advisor
+from advisor.versions import active_advisor, compare_versions, keep_comparison, rollback, scores, train_advisor
 from profiles.db import default_engine, session_scope
 from profiles.migrate import upgrade
 from profiles.models import AdvisorVersion, run_id_for
-from profiles.transfer import add_records
+from profiles.transfer import add_records, iter_records
 
 
 def _records():
@@ -65,3 +65,28 @@ def test_a_worse_retrain_is_kept_inactive_until_forced_and_rollback_returns(stor
     with session_scope() as session:
         assert active_advisor(session)[0].id == same
         assert [v.id for v in session.exec(select(AdvisorVersion).where(AdvisorVersion.active))] == [same]
+
+
+def test_any_two_versions_compare_on_the_same_folds_as_the_gate_compares_them(store):
+    first, _, _ = _train()
+    with session_scope() as session:
+        add_records(session, enumerate(_noisy_twin(_records(), np.random.default_rng(0)), start=10_000))
+    never, active, gate = _train(activate="never")
+    assert not active and gate is None  # nothing compared it with anything
+    gated, active, gate = _train()  # the same profiles as `never`, gated against `first`
+    assert not active and gate["against"] == first
+    with session_scope() as session:
+        records = list(iter_records(session))
+        by_id = {v.id: v for v in session.exec(select(AdvisorVersion))}
+        result = compare_versions(records, by_id[first], by_id[never])  # either order: newer against older
+        assert (result["newer_id"], result["older_id"]) == (never, first)
+        assert result["newer"] == pytest.approx(gate["candidate"]) and result["older"] == pytest.approx(gate["active"])
+        assert result["not_worse"] is False and result["n_profiles"] == len(records)
+        twins = compare_versions(records, by_id[gated], by_id[never])  # the same snapshot on both sides
+        assert twins["newer"] == twins["older"] and twins["not_worse"] is True
+        with pytest.raises(ValueError, match="itself"):
+            compare_versions(records, by_id[first], by_id[first])
+        keep_comparison(session, result)
+    with session_scope() as session:
+        evaluation = session.get_one(AdvisorVersion, never).evaluation
+        assert evaluation["same_folds"][first]["newer"] == result["newer"] and "gate" not in evaluation

@@ -3,8 +3,8 @@
 each page at 1440×900 and at 390×844: login and logout, the dashboard, a profiling grid followed
 on its job page and cancelled, the playground to a finished run and its run page (measured beside
 predicted), the leaderboard on the shipped grid (sorted, searched, through its URL), retraining
-with live stages, two versions compared and a roll back, keys and tokens with confirmations, a model
-of one's own registered from its folder with its zero-shot advice and "Profile it".
+with live stages, two versions compared (and scored on the same folds) and a roll back, keys and
+tokens with confirmations, a model of one's own registered from its folder with its zero-shot advice and "Profile it".
 Each test leaves screenshots in test-artifacts/screenshots/."""
 
 from __future__ import annotations
@@ -201,8 +201,14 @@ def test_retrain_with_stages_then_compare_and_roll_back(ui_service, page):
     on_phone(page, "advisor")
     page.get_by_role("link", name="Compare two versions side by side").click()
     expect(page.locator("#compare-versions tbody tr")).to_have_count(2)
-    expect(page.locator("#gate")).to_contain_text("On the same folds")
+    expect(page.locator("#gate")).to_contain_text("was trained, both it and")  # the gate's comparison
     expect(page.locator("table.side-by-side").first.locator("tbody tr.ours")).to_contain_text("This advisor")
+    # Any pair can be scored on today's profiles; the page then shows that result and says when.
+    page.get_by_role("button", name="Score both on today's profiles").click()
+    expect(page.locator("#gate")).to_contain_text("Scored", timeout=120_000)
+    expect(page.locator("#paired tbody tr")).to_have_count(2)
+    expect(page.locator("#paired")).to_contain_text("(newer)")
+    expect(page.get_by_role("button", name="Score both again")).to_have_count(0)  # nothing stored since
     on_phone(page, "compare")
     page.get_by_role("link", name="← advisor").click()
     rollback = page.get_by_role("button", name=re.compile(r"^Roll back to v\d+$"))

@@ -76,9 +76,22 @@ async function activate(button) {
   } catch (error) { say(error.message, true); }
 }
 
+// Cross-validates both versions on the profiles stored now; the page shows the kept result.
+async function scorePair(button) {
+  button.disabled = true;
+  say("Scoring both versions on the same folds…");
+  try {
+    const path = `/ui/api/advisor/versions/${encodeURIComponent(button.dataset.newer)}/compare/${encodeURIComponent(button.dataset.older)}`;
+    const result = await api("POST", path);
+    say(`Scored on ${result.n_tasks} tasks: ${result.not_worse ? "not worse" : "worse"}.`);
+    window.location.reload();
+  } catch (error) { say(error.message, true); button.disabled = false; }
+}
+
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-activate], button[data-rollback]");
   if (button) { activate(button); }
+  if (event.target.closest("#score-pair")) { scorePair(event.target.closest("#score-pair")); }
 });
 
 pages.advisor = () => {
