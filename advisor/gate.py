@@ -59,16 +59,7 @@ def compare_on_same_folds(
     if groups is None or len(set(groups.tolist())) < 2:
         return {"against": active_id, "not_worse": True, "reason": "fewer than 2 models: nothing to hold out"}
     figures = same_fold_figures(table, records, {"candidate": None, "active": snapshot}, size, seeds)
-    not_worse = figures["candidate"]["mean_regret"] <= figures["active"]["mean_regret"] * (1 + TOLERANCE)
-    return {
-        "against": active_id,
-        "split": SPLIT,
-        "seeds": seeds,
-        "n_tasks": len(table.tasks),
-        **figures,
-        "not_worse": bool(not_worse),
-        "reason": _verdict(not_worse, active_id, figures["candidate"], figures["active"]),
-    }
+    return {"against": active_id, **_verdict(table, seeds, figures, "candidate", "active", active_id)}
 
 
 def compare_snapshots(
@@ -89,18 +80,8 @@ def compare_snapshots(
     if groups is None or len(set(groups.tolist())) < 2:
         raise ValueError("the stored profiles hold fewer than 2 models: there is nothing to hold out")
     figures = same_fold_figures(table, records, {"newer": newer_snapshot, "older": older_snapshot}, size, seeds)
-    not_worse = figures["newer"]["mean_regret"] <= figures["older"]["mean_regret"] * (1 + TOLERANCE)
-    return {
-        "newer_id": newer_id,
-        "older_id": older_id,
-        "split": SPLIT,
-        "seeds": seeds,
-        "n_tasks": len(table.tasks),
-        "n_profiles": len(records),
-        **figures,
-        "not_worse": bool(not_worse),
-        "reason": _verdict(not_worse, older_id, figures["newer"], figures["older"]),
-    }
+    verdict = _verdict(table, seeds, figures, "newer", "older", older_id)
+    return {"newer_id": newer_id, "older_id": older_id, "n_profiles": len(records), **verdict}
 
 
 def same_fold_figures(
@@ -149,12 +130,22 @@ def _fitted_choices(selector, known: PerfTable, train: np.ndarray, test: PerfTab
     return _choices(selector, known_train.subset(np.flatnonzero(seen)), test)
 
 
-def _verdict(not_worse: bool, other_id: str, mine: Mapping[str, float], theirs: Mapping[str, float]) -> str:
+def _verdict(table: PerfTable, seeds: int, figures: dict, mine: str, theirs: str, other_id: str) -> dict:
+    """The comparison's fields: both sides' figures, whether ``mine`` is not worse, and why, in words."""
+    not_worse = figures[mine]["mean_regret"] <= figures[theirs]["mean_regret"] * (1 + TOLERANCE)
     verdict = "not worse" if not_worse else "worse"
-    return (
-        f"{verdict} than {other_id} on the same folds: mean regret {mine['mean_regret']:.4f} vs "
-        f"{theirs['mean_regret']:.4f} on held-out models"
+    reason = (
+        f"{verdict} than {other_id} on the same folds: mean regret {figures[mine]['mean_regret']:.4f} vs "
+        f"{figures[theirs]['mean_regret']:.4f} on held-out models"
     )
+    return {
+        "split": SPLIT,
+        "seeds": seeds,
+        "n_tasks": len(table.tasks),
+        **figures,
+        "not_worse": bool(not_worse),
+        "reason": reason,
+    }
 
 
 def _choices(selector, train: PerfTable, test: PerfTable) -> np.ndarray:
