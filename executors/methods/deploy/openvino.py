@@ -32,7 +32,13 @@ def openvino_compiled(graph: bytes, hint: str):
         raise ValueError(f"hint must be one of {HINTS}, not {hint!r}")
     core = ov.Core()
     model = core.read_model(model=graph)
-    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": hint}
+    # fp32 said explicitly: on a CPU with AVX-512 BF16 or AMX the plugin would otherwise run in bf16,
+    # so the same method would change precision (and outputs, by ~1e-3) with the node it lands on.
+    config = {
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "PERFORMANCE_HINT": hint,
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
     compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
 
