@@ -18,6 +18,12 @@ unless the caller sets another; -1 allows anything, with a warning on large loss
 predicted cost (runtime × node price) over the budget. The top ``explain`` interpolated answers
 carry the features that moved their speed-up prediction most (LightGBM SHAP contributions).
 Predictions are cached per advisor and task, so a repeated question costs no model evaluation.
+
+A pool's nodes are predicted together: each booster is evaluated once for all of them, and only
+for the nodes its splits tell apart. Two tasks whose features fall on the same side of every
+threshold a booster compares them with reach the same leaves, so they get the same figures, bit
+for bit (``_same_decisions``); nodes of one hardware type measured a few per cent apart usually
+do. Tasks that every booster treats alike also share the figures derived from the predictions.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,7 +41,6 @@ import numpy as np
 
 from advisor.features import BASELINE, _log2_size, task_features
 from advisor.guard import DEFAULT_MARGIN, unsupported
-from advisor.learner import pair_matrix
 from advisor.model import AdvisorModel, Candidate
 from advisor.table import OBJECTIVES
 
@@ -52,6 +58,8 @@ EXPLAINED = 3  # SHAP contributions cost ~25 ms a row: only the top recommendati
 CACHE_SIZE = 4096
 EVERY_NODE = "*"  # the node id of an exclusion that holds on every node
 QUANTILES = ("point", "q0.1", "q0.9")
+# LightGBM reads a feature within this of zero as zero (its kZeroThreshold, a float32 1e-35).
+ZERO_THRESHOLD = float(np.float32(1e-35))
 
 
 @dataclass(frozen=True)
@@ -94,22 +102,73 @@ class _LRU:
         self.size, self.lock = size, threading.Lock()
         self.items: OrderedDict[Any, Any] = OrderedDict()
 
-    def get(self, key, make):
+    def peek(self, key):
+        """The value kept for ``key`` (now the most recently used), or None (no value kept is None)."""
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
                 return self.items[key]
-        value = make()  # outside the lock: two threads may compute the same value once each
+        return None
+
+    def put(self, key, value):
         with self.lock:
             self.items[key] = value
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
         return value
 
+    def get(self, key, make):
+        value = self.peek(key)
+        # make() runs outside the lock: two threads may compute the same value once each
+        return self.put(key, make()) if value is None else value
 
-_PREDICTIONS = _LRU(CACHE_SIZE)
+
+_PREDICTIONS = _LRU(CACHE_SIZE)  # one task's _Prediction
 _ANSWERS = _LRU(CACHE_SIZE)  # one node's kept and dropped candidates for one question
 _CONTRIBUTIONS = _LRU(CACHE_SIZE)
+_CANDIDATE_ROWS = _LRU(64)  # the candidates' feature matrix, per advisor and candidate list
+# booster → the task columns its splits read and their thresholds (None: linear leaves, which read values)
+_SPLITS: weakref.WeakKeyDictionary[Any, _Splits | None] = weakref.WeakKeyDictionary()
+_SPLITS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class _Question:
+    """What every node's answer to one question shares."""
+
+    model: Mapping
+    workload: Mapping
+    kind: str
+    candidates: tuple[Candidate, ...]  # the allowed ones, in the advisor's order
+    scored: tuple[Candidate, ...]  # the baseline, the candidates and the parts of composites not among them
+    objective: str
+    quality_floor: float | None
+    budget: float | None
+
+    @property
+    def candidate_keys(self) -> tuple[str, ...]:
+        return tuple(c.key for c in self.candidates)
+
+
+@dataclass(frozen=True, eq=False)
+class _Prediction:
+    """Every figure for every scored candidate of one task."""
+
+    figures: Mapping  # (figure, "point" | "q0.1" | "q0.9") → one value per scored candidate
+    task_key: tuple
+    task_row: np.ndarray
+    candidate_rows: np.ndarray
+
+    def row(self, j: int) -> np.ndarray:
+        """The learner's input row for scored candidate ``j`` (what its contributions explain)."""
+        return np.concatenate([self.task_row, self.candidate_rows[j]])
+
+
+@dataclass(frozen=True)
+class _Splits:
+    columns: np.ndarray  # task columns compared with thresholds
+    thresholds: tuple[np.ndarray, ...]  # each column's thresholds, sorted
+    exact: np.ndarray  # task columns a categorical split reads: only equal values go the same way
 
 
 def recommend(
@@ -143,9 +202,20 @@ def recommend(
             allowed.append(c)
         else:
             excluded.append(Excluded(c.method_id, EVERY_NODE, reason))
+    question = _Question(
+        model,
+        workload,
+        kind,
+        tuple(allowed),
+        # Parts of composites are predicted too, so "worse than its part" can be checked; the baseline row
+        # gives the baseline's runtime.
+        (Candidate(BASELINE, {}), *allowed, *_parts_missing(allowed)),
+        objective,
+        quality_floor,
+        budget,
+    )
     results: list[tuple[Recommendation, tuple | None]] = []
-    for node in nodes:
-        kept, dropped = _for_node(advisor, model, workload, node, allowed, figure, objective, quality_floor, budget)
+    for kept, dropped in _for_nodes(advisor, question, nodes):
         results += kept
         excluded += dropped
     results.sort(key=lambda pair: -pair[0].objective_ratio)  # stable: "no acceleration" first on a tie
@@ -165,20 +235,106 @@ def _task_key(advisor: AdvisorModel, features: Mapping) -> tuple:
     return (advisor.params.get("data_hash"), json.dumps(features, sort_keys=True, default=str))
 
 
-def _predictions(advisor: AdvisorModel, features: dict, scored: Sequence[Candidate]) -> dict:
-    """Every figure for every scored candidate of one task: computed once per advisor and task."""
+def _predictions(advisor: AdvisorModel, question: _Question, tasks: Sequence[dict]) -> list[_Prediction]:
+    """Every figure for every scored candidate of each task: computed once per advisor and task, the
+    tasks not seen before all together."""
+    scored_keys = tuple(c.key for c in question.scored)
+    task_keys = [_task_key(advisor, features) for features in tasks]
+    found = [_PREDICTIONS.peek((*key, scored_keys)) for key in task_keys]
+    missing = [i for i, prediction in enumerate(found) if prediction is None]
+    if missing:
+        task_x = advisor.task_matrix([tasks[i] for i in missing])
+        cand_x = _CANDIDATE_ROWS.get(
+            (advisor.params.get("data_hash"), scored_keys), lambda: advisor.candidate_matrix(question.scored)
+        )
+        for i, row, figures in zip(missing, task_x, _predicted(advisor, task_x, cand_x), strict=True):
+            found[i] = _PREDICTIONS.put((*task_keys[i], scored_keys), _Prediction(figures, task_keys[i], row, cand_x))
+    return found
 
-    def compute() -> dict:
-        task_x = advisor.task_matrix([features])
-        cand_x = advisor.candidate_matrix(scored)
-        out: dict[str | tuple[str, str], np.ndarray] = {"rows": pair_matrix(task_x, cand_x)}
-        for name, learner in advisor.learners.items():
-            for which in QUANTILES:
-                if which in learner.boosters_:
-                    out[(name, which)] = learner.predict(task_x, cand_x, which)[0]
-        return out
 
-    return _PREDICTIONS.get((*_task_key(advisor, features), tuple(c.key for c in scored)), compute)
+def _predicted(advisor: AdvisorModel, task_x: np.ndarray, cand_x: np.ndarray) -> list[dict]:
+    """Each task's figures: every booster evaluated once, on one task of each group it cannot tell
+    apart. Tasks that no booster tells apart get the same dict."""
+    values: dict[tuple[str, str], np.ndarray] = {}
+    groups = []
+    for name, learner in advisor.learners.items():
+        for which in QUANTILES:
+            if which in learner.boosters_:
+                first, group = _same_decisions(learner.boosters_[which], task_x)
+                values[(name, which)] = learner.predict(task_x[first], cand_x, which)[group]
+                groups.append(group)
+    _, representatives, alike = np.unique(np.stack(groups, axis=1), axis=0, return_index=True, return_inverse=True)
+    shared = [{key: figure[t] for key, figure in values.items()} for t in representatives]
+    return [shared[a] for a in alike.reshape(-1)]
+
+
+def _same_decisions(booster: Any, task_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of tasks the booster cannot tell apart: the first task of each group, and each task's group.
+
+    A numerical split sends a value left when it is at most the threshold; a missing value (NaN, or
+    one within ZERO_THRESHOLD of zero, by the split's missing type) goes a fixed way. So the number
+    of thresholds below a value, whether it is NaN and whether it counts as zero decide every
+    numerical split on that column (whether or not LightGBM reads a value that close to zero as zero:
+    two such values below the same thresholds go the same way either way); categorical splits are
+    decided by equal values.
+    """
+    everyone = np.arange(len(task_x))
+    splits = _task_splits(booster, task_x.shape[1])
+    if splits is None:
+        return everyone, everyone
+    compared = task_x[:, splits.columns]
+    codes = np.empty(compared.shape, dtype=np.int64)
+    for k, thresholds in enumerate(splits.thresholds):
+        codes[:, k] = 2 * np.searchsorted(thresholds, compared[:, k], side="left")
+    codes += np.abs(compared) <= ZERO_THRESHOLD
+    codes[np.isnan(compared)] = -1
+    exact = task_x[:, splits.exact]
+    exact = np.where(np.isnan(exact), np.nan, exact).view(np.int64)  # one bit pattern for every NaN
+    _, first, group = np.unique(np.hstack([codes, exact]), axis=0, return_index=True, return_inverse=True)
+    return first, group.reshape(-1)
+
+
+def _task_splits(booster: Any, n_task_columns: int) -> _Splits | None:
+    """The task columns the booster's splits read, from its model text (read once per booster)."""
+    with _SPLITS_LOCK:
+        if booster in _SPLITS:
+            return _SPLITS[booster]
+    features: list[int] = []
+    thresholds: list[float] = []
+    decisions: list[int] = []
+    linear = False
+    for line in booster.model_to_string().splitlines():
+        if line == "end of trees":
+            break
+        name, _, value = line.partition("=")
+        if name == "split_feature":
+            features += map(int, value.split())
+        elif name == "threshold":
+            thresholds += map(float, value.split())
+        elif name == "decision_type":
+            decisions += map(int, value.split())
+        elif name == "is_linear":
+            linear = linear or value.strip() != "0"
+    splits = None
+    if not linear:  # linear leaves read the values themselves: no two different tasks are sure to agree
+        compared: dict[int, set[float]] = {}
+        exact: set[int] = set()
+        for feature, threshold, decision in zip(features, thresholds, decisions, strict=True):
+            if feature >= n_task_columns:
+                continue  # a candidate column: the same for every task
+            if decision & 1:  # categorical: the threshold indexes a category set
+                exact.add(feature)
+            else:
+                compared.setdefault(feature, set()).add(threshold)
+        columns = sorted(compared)
+        splits = _Splits(
+            np.array(columns, dtype=np.intp),
+            tuple(np.array(sorted(compared[c])) for c in columns),
+            np.array(sorted(exact), dtype=np.intp),
+        )
+    with _SPLITS_LOCK:
+        _SPLITS[booster] = splits
+    return splits
 
 
 def _explained(advisor: AdvisorModel, results: list, explain: int) -> tuple[Recommendation, ...]:
@@ -189,10 +345,10 @@ def _explained(advisor: AdvisorModel, results: list, explain: int) -> tuple[Reco
             out.append(recommendation)
             continue
         budget -= 1
-        cache_key, row = source
+        cache_key, prediction, j = source
 
-        def compute(row=row):
-            return advisor.learners["log_speedup"].contributions(row[None, :])[0]
+        def compute(prediction=prediction, j=j):
+            return advisor.learners["log_speedup"].contributions(prediction.row(j)[None, :])[0]
 
         effects = _CONTRIBUTIONS.get(cache_key, compute)
         top = np.argsort(-np.abs(effects[:-1]))[:N_CONTRIBUTIONS]  # the last column is the bias
@@ -228,11 +384,11 @@ def guarded_reason(advisor: AdvisorModel, model: Mapping, kind: str) -> str | No
     return None
 
 
-def _regime(advisor: AdvisorModel, model: Mapping, node: Mapping) -> str:
+def _regime(advisor: AdvisorModel, model: Mapping, hardware_class: str | None) -> str:
     """Which evaluation split a task resembles: it picks the interval calibration (advisor.intervals)."""
     if model.get("id") not in advisor.facts.get("models", ()):
         return "model"
-    if node.get("hardware_class") not in advisor.facts.get("hardware_classes", ()):
+    if hardware_class not in advisor.facts.get("hardware_classes", ()):
         return "hardware"
     return "random"
 
@@ -248,48 +404,67 @@ def _interval(advisor: AdvisorModel, preds: dict, figure: str, j: int, regime: s
     return point, min(point, low, high), max(point, low, high)
 
 
-def _for_node(advisor, model, workload, node, candidates, figure, objective, quality_floor, budget):
-    features = task_features({"model": model, "workload": workload, "node": node})
-    question = (
-        *_task_key(advisor, features),
-        tuple(c.key for c in candidates),
-        objective,
-        quality_floor,
-        budget,
-        json.dumps([model.get("id"), workload.get("id"), node["id"], node.get("hardware_class")], default=str),
-        node.get("price_per_hour"),
-    )
-    return _ANSWERS.get(
-        question,
-        lambda: _answer(advisor, model, workload, node, features, candidates, figure, objective, quality_floor, budget),
-    )
+def _for_nodes(advisor: AdvisorModel, question: _Question, nodes: Sequence[Mapping]) -> list[tuple[list, list]]:
+    """Each node's kept and dropped candidates, in the nodes' order; those not answered before are
+    predicted together (_predictions), and nodes with the same predictions and hardware class share
+    the figures derived from them."""
+    model, workload = question.model, question.workload
+    tasks: list[dict] = [task_features({"model": model, "workload": workload, "node": node}) for node in nodes]
+    keys = [
+        (
+            *_task_key(advisor, features),
+            question.candidate_keys,
+            question.objective,
+            question.quality_floor,
+            question.budget,
+            json.dumps([model.get("id"), workload.get("id"), node["id"], node.get("hardware_class")], default=str),
+            node.get("price_per_hour"),
+        )
+        for node, features in zip(nodes, tasks, strict=True)
+    ]
+    answers = [_ANSWERS.peek(key) for key in keys]
+    todo = [i for i, answer in enumerate(answers) if answer is None]
+    if todo:
+        if advisor.params.get("text_embedding"):
+            from advisor.embedding import task_description, text_features
+
+            for i in todo:
+                description = task_description({"model": model, "workload": workload, "node": nodes[i]})
+                tasks[i] = tasks[i] | text_features(description)
+        predictions = _predictions(advisor, question, [tasks[i] for i in todo])
+        guard = guarded_reason(advisor, model, question.kind)
+        derived: dict[tuple[int, str | None], tuple] = {}  # (id of the predictions, hardware class) → figures
+        for i, prediction in zip(todo, predictions, strict=True):
+            hardware_class = nodes[i].get("hardware_class")
+            shared = (id(prediction.figures), hardware_class)
+            if shared not in derived:
+                derived[shared] = _task_figures(advisor, question, guard, hardware_class, prediction.figures)
+            answers[i] = _ANSWERS.put(keys[i], _answer(advisor, question, guard, nodes[i], prediction, derived[shared]))
+    return answers
 
 
-def _answer(advisor, model, workload, node, features, candidates, figure, objective, quality_floor, budget):
-    # Parts of composites are predicted too, so "worse than its part" can be checked; the baseline row
-    # gives the baseline's runtime.
-    scored = [Candidate(BASELINE, {}), *candidates, *_parts_missing(candidates)]
-    if advisor.params.get("text_embedding"):
-        from advisor.embedding import task_description, text_features
-
-        features = features | text_features(task_description({"model": model, "workload": workload, "node": node}))
-    preds = _predictions(advisor, features, scored)
-    kind = workload.get("kind") or "lm-generate"
-    guard = guarded_reason(advisor, model, kind)
-    regime = _regime(advisor, model, node)
-    task_id = "|".join((str(model.get("id")), str(workload.get("id")), str(node.get("hardware_class"))))
+def _task_figures(advisor, question: _Question, guard, hardware_class, preds) -> tuple[dict, dict, float | None]:
+    """Every scored candidate's figures on one task, the parts' speed-ups and the baseline's runtime."""
+    model, workload, scored = question.model, question.workload, question.scored
+    regime = _regime(advisor, model, hardware_class)
+    task_id = "|".join((str(model.get("id")), str(workload.get("id")), str(hardware_class)))
     measured = advisor.facts.get("measured", {}).get(task_id, {})
-    zero_shot = advisor.facts.get("zero_shot", {}).get(kind, {})
+    zero_shot = advisor.facts.get("zero_shot", {}).get(question.kind, {})
     runtime = None
     if "log_baseline_latency" in advisor.learners:
         runtime = float(np.exp(preds[("log_baseline_latency", "point")][0]))
-    price = float(node.get("price_per_hour") or 0.0)
     figures = {
         c.key: _figures(advisor, preds, j, c, measured, zero_shot, guard, regime) for j, c in enumerate(scored) if j
     }
     speed_of = {c.method_id: figures[c.key]["speedup"] for c in scored[1:] if not c.config and figures[c.key]}
+    return figures, speed_of, runtime
+
+
+def _answer(advisor, question: _Question, guard, node, prediction: _Prediction, task_figures: tuple):
+    figures, speed_of, runtime = task_figures
+    objective, quality_floor, budget, kind = question.objective, question.quality_floor, question.budget, question.kind
+    price = float(node.get("price_per_hour") or 0.0)
     never_applied = set(advisor.inapplicable.get(node.get("hardware_class", ""), ()))
-    cache_key = _task_key(advisor, features)
     reference = _reference(node, objective, runtime, price, guard)
     kept: list[tuple[Recommendation, tuple | None]] = []
     dropped = []
@@ -297,7 +472,7 @@ def _answer(advisor, model, workload, node, features, candidates, figure, object
         dropped.append(Excluded(BASELINE, node["id"], "running without acceleration exceeds the budget"))
     else:
         kept.append((reference, None))
-    for j, c in enumerate(candidates, start=1):
+    for j, c in enumerate(question.candidates, start=1):
         f = figures[c.key]
         reason = _exclusion(c, f, never_applied, node, quality_floor, budget, runtime, price)
         if reason:
@@ -332,7 +507,7 @@ def _answer(advisor, model, workload, node, features, candidates, figure, object
             memory_interval=f.get("memory_interval"),
             warnings=tuple(warnings),
         )
-        source = ((*cache_key, c.key), preds["rows"][j]) if f["basis"] == "interpolated" else None
+        source = ((*prediction.task_key, c.key), prediction, j) if f["basis"] == "interpolated" else None
         kept.append((recommendation, source))
     return kept, dropped
 

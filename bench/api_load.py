@@ -14,7 +14,8 @@ uvicorn processes with one worker each; the bare route is measured between the p
 Each load also reports ``server_cpu_ms_per_request`` (the server process's CPU time over the
 requests, from /proc): on a machine other work keeps busy, wall-clock figures measure the machine,
 while CPU per request still measures the route; ``share_of_bare_cpu_per_request`` is the bare
-route's over the API's, the throughput share the API would have on a core of its own. The same
+route's over the API's, the throughput share the API would have on a core of its own (the distinct
+questions report theirs too: what computing an answer costs, whatever the machine's load). The same
 question is also asked one at a time (``repeated_question_one_at_a_time``: latency without queueing).
 """
 
@@ -229,7 +230,8 @@ def main() -> None:
                 steady = asyncio.run(_load(url, repeated, headers, args.concurrency, servers[0].pid))
                 bare.append(asyncio.run(_load(bare_url, repeated, headers, args.concurrency, servers[1].pid)))
                 single = asyncio.run(_load(url, repeated[: args.requests // 4], headers, 1, servers[0].pid))
-                fresh = asyncio.run(_load(url, _distinct(meta["query"], args.distinct, size), headers, 1))
+                never_asked = _distinct(meta["query"], args.distinct, size)
+                fresh = asyncio.run(_load(url, never_asked, headers, 1, servers[0].pid))
                 results.append(
                     {
                         "pool_size": size,

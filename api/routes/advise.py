@@ -145,25 +145,24 @@ def recommend_for(
     return {**answer, **model_profiling.what_is_known(model, advisor, answer, resolved)}
 
 
-def recommendation(body: RecommendationRequest) -> dict:
+def recommendation(session: Session, body: RecommendationRequest) -> dict:
     """The active advisor's answer to one question (the route serves repeats from api.answers)."""
-    with read_scope() as session:
-        return recommend_for(
-            session,
-            body.model,
-            body.workload,
-            body.node,
-            body.hardware_class,
-            body.objective,
-            body.quality_floor,
-            body.budget,
-            body.top_k,
-        )
+    return recommend_for(
+        session,
+        body.model,
+        body.workload,
+        body.node,
+        body.hardware_class,
+        body.objective,
+        body.quality_floor,
+        body.budget,
+        body.top_k,
+    )
 
 
 @router.post("/recommendations", response_model=dict)
-def recommendations(body: RecommendationRequest, _key: ClientKey) -> Response:
-    return ANSWERS.answer(body.model_dump_json(), body.model, lambda: recommendation(body))
+async def recommendations(body: RecommendationRequest, _key: ClientKey) -> Response:
+    return await ANSWERS.respond(body.model_dump_json(), body.model, lambda session: recommendation(session, body))
 
 
 def _estimated_shape(session: Session, body: RunCreate) -> dict:
