@@ -159,7 +159,7 @@ def small_table_trees(features: np.ndarray, target: np.ndarray, rounds: int, see
         "min_sum_hessian_in_leaf": 1e-6,
         "num_threads": 1,
         "deterministic": True,
-        "force_col_wise": True,
+        "force_row_wise": True,  # the same trees as column-wise histograms (advisor.learner), a little faster
         "seed": seed,
         "verbosity": -1,
         **params,

@@ -56,21 +56,59 @@ GAP_DIRECTION = (
 )
 
 
-def selector_factories(size: str = "full", ablations: bool = False) -> dict[str, Callable[[int], Any]]:
+class FitOnce:
+    """A selector that several rows of one fold fit alike on the same training table, fitted once.
+
+    The guarded and the bare learner are one booster, and the inner-CV choice refits the learner or
+    the pairwise vote on the training fold where their own rows have fitted them already. LightGBM
+    runs deterministic on one thread, so the shared fit is the model a second fit would give.
+    """
+
+    def __init__(self, key: tuple, make: Callable[[], Any], fitted: dict):
+        self.key = key
+        self.make = make
+        self.fitted = fitted  # (key, id(table)) → (table, fitted selector), one fold's worth
+
+    def fit(self, table: PerfTable) -> FitOnce:
+        # Keyed by identity: the table is kept beside its fit, so no other table can take its id meanwhile.
+        found = self.fitted.get((self.key, id(table)))
+        if found is None:
+            found = self.fitted[(self.key, id(table))] = (table, self.make().fit(table))
+        self.selector_ = found[1]
+        return self
+
+    def scores(self, table: PerfTable) -> np.ndarray:
+        return self.selector_.scores(table)
+
+
+def selector_factories(
+    size: str = "full", ablations: bool = False, fitted: dict | None = None
+) -> dict[str, Callable[[int], Any]]:
     """Name → (seed → unfitted selector). "small" trades accuracy for speed (tests, CI).
 
     ``lightgbm`` is the advisor's selector: the pooled learner (range-guarded), the pairwise vote or
     the SBS, whichever an inner CV on the training folds found best (advisor.robust);
     ``lightgbm_plain`` is the guarded learner alone, ``lightgbm_unguarded`` the bare learner. With
-    ``ablations``, two learner variants measured earlier (docs/advisor.md) come too.
+    ``ablations``, two learner variants measured earlier (docs/advisor.md) come too. With ``fitted``
+    (an empty dict per training fold), the rows that fit the same learner or pairwise vote on the
+    same table share one fit (FitOnce); without it every row fits its own.
     """
-    trees, rounds, rate = (200, 300, 0.1) if size == "full" else (40, 300, 0.1)
+    # A pair forest has half the trees it had (40 in full): one is fitted per pair of candidates, four
+    # times per fold with the inner CV, and on a 1 000-task table they were most of the evaluation's
+    # time; its figures on the seed grid and LCDB stayed within the spread over seeds (docs/advisor.md).
+    trees, pair_trees, rounds, rate = (200, 20, 300, 0.1) if size == "full" else (40, 8, 300, 0.1)
+
+    def shared(key: tuple, make: Callable[[], Any]):
+        return make() if fitted is None else FitOnce(key, make, fitted)
+
+    def bare(s):
+        return shared(("learner", s), lambda: MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s))
 
     def plain(s):
-        return RangeGuard(MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s))
+        return RangeGuard(bare(s))
 
     def pairwise(s):
-        return PairwiseVoting(n_estimators=trees // 5, seed=s)
+        return shared(("pairwise", s), lambda: PairwiseVoting(n_estimators=pair_trees, seed=s))
 
     factories: dict[str, Callable[[int], Any]] = {
         "random": lambda s: RandomSelector(seed=s),
@@ -85,7 +123,7 @@ def selector_factories(size: str = "full", ablations: bool = False) -> dict[str,
             {"learner": lambda: plain(s), "pairwise": lambda: pairwise(s), "sbs": SingleBest}, seed=s
         ),
         PLAIN: plain,
-        "lightgbm_unguarded": lambda s: MetaLearner(n_estimators=rounds, learning_rate=rate, seed=s),
+        "lightgbm_unguarded": bare,
         "vbs": lambda s: Oracle(),
     }
     if ablations:
@@ -122,7 +160,7 @@ def cv_folds(table: PerfTable, split: str, seed: int, n_folds: int = 5) -> list[
 
 def _fold_scores(table: PerfTable, train: np.ndarray, test: np.ndarray, names: tuple[str, ...], size: str, seed: int):
     """Every named selector fitted on one training fold, scoring its test fold (a worker process's unit)."""
-    factories = selector_factories(size, ablations=True)
+    factories = selector_factories(size, ablations=True, fitted={})
     train_table, test_table = table.subset(train), table.subset(test)
     return {name: factories[name](seed).fit(train_table).scores(test_table) for name in names}
 

@@ -72,6 +72,8 @@ class MetaLearner:
         # Extremely randomised split points and feature subsampling: hardware and model features
         # take few distinct values, and exact thresholds between them extrapolate badly to an
         # unseen machine (measured: SBS→VBS gap closed on unseen hardware 0.81 → 0.99, docs/advisor.md).
+        # Row-wise histograms: each bin still sums its rows' gradients in row order, so the trees are
+        # the ones column-wise histograms give (checked on the seed grid and LCDB), ~20 % faster here.
         return {
             "objective": objective,
             "learning_rate": self.learning_rate,
@@ -84,7 +86,7 @@ class MetaLearner:
             "seed": self.seed,
             "num_threads": 1,
             "deterministic": True,
-            "force_col_wise": True,
+            "force_row_wise": True,
             "verbosity": -1,
             **extra,
         }

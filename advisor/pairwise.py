@@ -16,9 +16,17 @@ from advisor.baselines import small_table_trees
 from advisor.metrics import TIE_TOLERANCE
 from advisor.table import PerfTable
 
+# Caps on each pair forest's trees. Their cost per split grows with every feature's bins (LightGBM builds
+# the histograms of all features, not only the node's sampled ones), and on the 1 000-task LCDB table
+# the pair forests were most of the evaluation's time. Neither binds on the profile grids (no feature
+# there takes more than 13 distinct values; pair trees grow at most 17 leaves): their figures are the
+# same with and without the caps (measured, docs/advisor.md).
+MAX_BINS = 63
+MAX_LEAVES = 32
+
 
 class PairwiseVoting:
-    def __init__(self, n_estimators: int = 40, min_pair_tasks: int = 6, max_candidates: int = 12, seed: int = 0):
+    def __init__(self, n_estimators: int = 20, min_pair_tasks: int = 6, max_candidates: int = 12, seed: int = 0):
         self.n_estimators = n_estimators
         self.min_pair_tasks = min_pair_tasks
         self.max_candidates = max_candidates  # pairs only among these many competitive candidates
@@ -50,7 +58,8 @@ class PairwiseVoting:
                 bagging_fraction=0.632,
                 bagging_freq=1,
                 feature_fraction_bynode=max(1, int(np.sqrt(features.shape[1]))) / features.shape[1],
-                num_leaves=64,
+                num_leaves=MAX_LEAVES,
+                max_bin=MAX_BINS,
                 min_data_in_leaf=2,
             )
             self.pairs_.append((a, b, model))

@@ -1,6 +1,6 @@
 """Every selector on every table we can build or import, timed; prints JSON.
 
-    python bench/advisor_tables.py [--lcdb DIR] [--seeds 1] [--out DIR]
+    python bench/advisor_tables.py [--lcdb DIR] [--tables NAME,...] [--seeds 1] [--out FILE]
 
 Tables:
 - ``lcdb``: the Learning Curve Database (Mohr et al., 2022; MIT; the ``lcdb`` package on PyPI,
@@ -11,7 +11,8 @@ Tables:
   The ~1 000 × 10 table: the 10 learners with the most instances, sizes ≥ 256, ≤ 1 000 instances.
 - ``synthetic``: advisor.synthetic's generated grid (1 152 tasks × 7 methods + baseline).
 - ``seed-grid`` and one table per workload kind of it: the shipped profiles.
-Each table's report is evaluate_table's (every baseline side by side) with its wall time.
+Each table's report is evaluate_table's (every baseline side by side) with its wall and CPU time;
+``--out`` writes the printed summary with every table's whole report (every metric) to FILE.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import os
+import resource
+import sys
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -34,6 +38,8 @@ from advisor.table import PerfTable, table_from_records
 
 SHIPPED = Path(__file__).resolve().parents[1] / "profiles" / "data" / "seed_profiles.jsonl.gz"
 N_LEARNERS, MIN_SIZE, MAX_INSTANCES = 10, 256, 1000
+LCDB = "lcdb-accuracy"
+log = logging.getLogger("advisor_tables")
 
 
 def lcdb_table(root: Path) -> PerfTable:
@@ -57,7 +63,7 @@ def lcdb_table(root: Path) -> PerfTable:
         i: {**meta.get(i.split("@")[0], {}), "f.log2_train_size": math.log2(int(i.split("@")[1]))} for i in instances
     }
     cells = {(i, m): v for (i, m), v in scores.items() if m in learners and i in set(instances)}
-    table = _build("lcdb-accuracy", sorted(instances), features, learners, cells, "score", True, None)
+    table = _build(LCDB, sorted(instances), features, learners, cells, "score", True, None)
     dataset = np.array([t.split("@")[0] for t in table.tasks])
     return replace(table, groups={"model": dataset, "random": np.array(table.tasks)})
 
@@ -87,13 +93,18 @@ def main() -> None:
     parser.add_argument("--lcdb", type=Path, default=None, help="the unpacked lcdb package folder (has datasets.csv)")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--tables", default="", help="comma-separated table names to run (default: all)")
+    parser.add_argument("--out", type=Path, default=None, help="write the summary and every table's report here")
     args = parser.parse_args()
-    tables = ([lcdb_table(args.lcdb)] if args.lcdb else []) + profile_tables()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     wanted = {t for t in args.tables.split(",") if t}
-    out = []
+    tables = [lcdb_table(args.lcdb)] if args.lcdb else []
+    if not wanted or wanted - {LCDB}:  # building the profile tables reads the whole shipped grid
+        tables += profile_tables()
+    out, reports = [], []
     for table in tables:
         if wanted and table.name not in wanted:
             continue
+        load_before = os.getloadavg()[0]
         started, cpu = time.perf_counter(), time.process_time()
         report = evaluate_table(
             table, splits=tuple(s for s in ("model", "random") if s in table.groups), seeds=args.seeds
@@ -109,12 +120,26 @@ def main() -> None:
                 "candidates": len(table.candidates),
                 "seconds": round(time.perf_counter() - started, 1),
                 "cpu_seconds": round(time.process_time() - cpu, 1),  # the wall time on a shared machine is the load's
+                "load_average_1min_before": round(load_before, 1),
                 "load_average_1min": round(os.getloadavg()[0], 1),
                 "gap_closed": summary,
             }
         )
+        reports.append(report)
         print(json.dumps(out[-1]), flush=True)
-    print(json.dumps({"bench": "advisor_tables", "seeds": args.seeds, "tables": out}, indent=1))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = {
+        "bench": "advisor_tables",
+        "command": " ".join(["python", *sys.argv]),
+        "seeds": args.seeds,
+        "process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),  # with reading and building the tables
+        "tables": out,
+    }
+    print(json.dumps(result, indent=1))
+    if args.out:
+        full = {**result, "tables": [{**row, "report": report} for row, report in zip(out, reports, strict=True)]}
+        args.out.write_text(json.dumps(full, indent=1) + "\n")
+        log.info("wrote %s", args.out)
 
 
 if __name__ == "__main__":
