@@ -65,17 +65,7 @@ def cancel_profiling_job(job_id: str, key: UiKey) -> dict:
 def recommendations(body: RecommendationRequest, key: UiKey) -> dict:
     """The REST answer, plus each candidate's reasons in words (the raw pairs stay beside them)."""
     with read_scope() as session:
-        result = advise.recommend_for(
-            session,
-            body.model,
-            body.workload,
-            body.node,
-            body.hardware_class,
-            body.objective,
-            body.quality_floor,
-            body.budget,
-            body.top_k,
-        )
+        result = advise.recommendation(session, body)
     for candidate in result["candidates"]:
         candidate["reasons"] = [reason(feature, effect) for feature, effect in candidate["contributions"]]
     return result
