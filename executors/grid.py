@@ -101,6 +101,8 @@ def run_grid(
     params = {}
     for source in sources:
         bundles[source] = load_bundle(source)
+        if dev.type != "cpu":  # methods copy and transform the model on the device it will run on
+            bundles[source].model.to(dev)
         params[source] = bundles[source].spec.params
     tasks = plan(sources, workloads, threads, params, max_call_seconds)
     totals = {"tasks": len(tasks), "measured_tasks": 0, "added": 0, "skipped_tasks": 0}

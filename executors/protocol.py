@@ -18,6 +18,8 @@ items a call produces, working memory, quality and the family's own metrics.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 import math
 import os
@@ -26,10 +28,11 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from executors.registry import (
     MethodConfig,
@@ -155,6 +158,9 @@ class KindHarness:
 
 
 def prepare(bundle: ModelBundle, configs: Sequence[MethodConfig], device: torch.device) -> Prepared:
+    """Applies a method for `device`. Off the CPU the method is built (trained, calibrated, searched,
+    loaded from the artefact cache) on a CPU copy of the model, where every method's build code
+    runs, and its runner is then moved to the device; setup time includes the move."""
     prepared = Prepared(tuple(configs))
     for config in prepared.configs:
         reason = method_of(config).supports(bundle, device)
@@ -163,12 +169,57 @@ def prepare(bundle: ModelBundle, configs: Sequence[MethodConfig], device: torch.
             return prepared
     started = time.perf_counter()
     try:
-        prepared.runner = apply_composite(bundle, prepared.configs)
+        if device.type == "cpu":
+            prepared.runner = apply_composite(bundle, prepared.configs)
+        else:
+            prepared.runner = to_device(apply_composite(on_cpu(bundle), prepared.configs), device)
     except Exception as exc:  # a broken method is a failed record, not a crashed grid
         log.warning("%s failed to apply: %s", prepared.method_id, exc)
         prepared.status, prepared.reason = "failed", error_text(exc)
     prepared.apply_s = time.perf_counter() - started
     return prepared
+
+
+def on_cpu(bundle: ModelBundle) -> ModelBundle:
+    """The bundle with a CPU copy of its model (the grid keeps the measured model on the device)."""
+    return replace(bundle, model=copy.deepcopy(bundle.model).cpu())
+
+
+def to_device(runner: Runner, device: torch.device, depth: int = 4) -> Runner:
+    """Moves every module and tensor a runner holds (its model, drafters, heads, cached tensors,
+    a few attribute levels deep) to `device`. The low-bit kernels dispatch per call on the tensor's
+    device, so a kernel label a method took on the CPU copy is taken again for the device."""
+    seen: set[int] = set()
+
+    def move(value: Any, level: int) -> Any:
+        if isinstance(value, (nn.Module, torch.Tensor)):
+            return value.to(device)
+        if level >= depth or id(value) in seen or isinstance(value, (str, bytes, int, float, bool, type, ModelBundle)):
+            return value  # a bundle's data is shared with the grid's own bundle: never moved
+        seen.add(id(value))
+        if isinstance(value, list):
+            value[:] = [move(item, level + 1) for item in value]
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                value[key] = move(item, level + 1)
+        elif isinstance(value, tuple) and not hasattr(value, "_fields"):
+            return tuple(move(item, level + 1) for item in value)
+        elif hasattr(value, "__dict__") and not inspect.isroutine(value):
+            for key, item in vars(value).items():
+                moved = move(item, level + 1)
+                if moved is not item:
+                    object.__setattr__(value, key, moved)  # frozen dataclasses too
+        return value
+
+    move(runner, 0)
+    stats = getattr(runner, "stats", None)
+    if isinstance(stats, dict) and "kernel_backend" in stats:
+        from accel_kernels.dispatch import backend_for
+
+        backend, reason = backend_for(device)
+        stats.update(kernel_backend=backend if backend == "triton" else stats["kernel_backend"])
+        stats.update(kernel_backend_reason=reason)
+    return runner
 
 
 def error_text(exc: BaseException) -> str:
@@ -359,13 +410,27 @@ def measure(
             timings.remeasured |= {p.method_id for p in noisy}
     if progress and runnable:
         progress("quality", {"methods": len(runnable)})
-    quality = {p.method_id: harness.quality(p, baseline, bundle, workload, session, timings.outputs) for p in runnable}
+    quality = _qualities(harness, runnable, baseline, bundle, workload, session, timings)
     context = {
         "bundle": bundle, "workload": workload, "node": node, "device": device, "harness": harness, "session": session,
         "timings": timings, "baseline": baseline, "quality": quality, "calls": timer.calls, "started_at": started_at,
         "finished_at": utcnow(), "load": (load_before, os.getloadavg()[0]), "misfit": misfit, "unfit": unfit,
     }  # fmt: skip
     return [_record(p, **context) for p in everyone]
+
+
+def _qualities(harness: KindHarness, runnable: list[Prepared], baseline: Prepared, bundle: ModelBundle, workload,
+               session, timings: _Timings) -> dict[str, Quality]:  # fmt: skip
+    quality, outputs = {}, timings.outputs
+    for prepared in runnable:
+        try:
+            quality[prepared.method_id] = harness.quality(prepared, baseline, bundle, workload, session, outputs)
+        except Exception as exc:  # a model that cannot be scored is a failed record, not a dead task
+            if prepared is baseline:
+                raise
+            log.warning("%s: quality failed on %s: %s", prepared.method_id, workload, exc)
+            timings.failures[prepared.method_id] = f"quality: {error_text(exc)}"
+    return quality
 
 
 def timing_figures(prepared: Prepared, baseline: Prepared, timings: _Timings, digits: int = 6) -> tuple[dict, dict]:

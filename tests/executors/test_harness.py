@@ -92,3 +92,56 @@ def test_int8_weights_are_counted_as_stored():
     quantized = torch.ao.quantization.quantize_dynamic(linear, {torch.nn.Linear}, dtype=torch.qint8)
     assert model_bytes(linear) == 64 * 64 * 4
     assert 64 * 64 <= model_bytes(quantized) < 64 * 64 * 2
+
+
+def test_a_method_whose_quality_cannot_be_measured_is_a_failed_record_and_the_task_goes_on(tiny, node, monkeypatch):
+    from executors.families import kind_of
+
+    workload = LMWorkload(batch_size=1, prompt_len=16, gen_len=4)
+    harness = type(kind_of(workload).harness)
+    measured = harness.quality
+
+    def quality(self, prepared, *args):
+        if prepared.method_id == "lm.spec.swift":
+            raise RuntimeError("Expected all tensors to be on the same device")
+        return measured(self, prepared, *args)
+
+    monkeypatch.setattr(harness, "quality", quality)
+    methods = [prepare(tiny, [default_config(m)], CPU) for m in ("quant.int8_dynamic", "lm.spec.swift")]
+    records = {r["method_id"]: r for r in measure(tiny, workload, methods, node, device=CPU, reps=5)}
+    assert records["lm.spec.swift"]["status"] == "failed"
+    assert records["lm.spec.swift"]["reason"].startswith("quality: RuntimeError: Expected all tensors")
+    assert records["quant.int8_dynamic"]["status"] == "ok" and records["quant.int8_dynamic"]["quality_value"] > 0
+    assert records["baseline"]["status"] == "ok"
+
+
+def test_off_the_cpu_a_method_is_built_on_a_cpu_copy_and_its_runner_moved_whole(tiny):
+    from dataclasses import dataclass
+
+    from executors.protocol import to_device
+
+    meta = torch.device("meta")  # a device that is not the CPU, present on every machine
+    prepared = prepare(tiny, [default_config("lm.spec.medusa")], meta)
+    assert prepared.status == "ok", prepared.reason
+    held = [p for p in prepared.runner.model.parameters()]
+    held += [
+        p for value in vars(prepared.runner).values() if isinstance(value, torch.nn.Module) for p in value.parameters()
+    ]
+    assert held and all(p.device.type == "meta" for p in held)
+    assert all(p.device.type == "cpu" for p in tiny.model.parameters())  # the grid's own model is not touched
+
+    @dataclass(frozen=True)
+    class Plan:
+        table: torch.Tensor
+
+    class Runner:
+        def __init__(self):
+            self.model, self.heads = torch.nn.Linear(2, 2), [torch.nn.Linear(2, 2)]
+            self.plan, self.cache = Plan(torch.zeros(3)), {"mask": torch.ones(2)}
+            self.bundle, self.stats = tiny, {"kernel_backend": "torch-reference"}
+
+    runner = to_device(Runner(), meta)
+    assert runner.model.weight.is_meta and runner.heads[0].weight.is_meta
+    assert runner.plan.table.is_meta and runner.cache["mask"].is_meta
+    assert runner.bundle is tiny and all(not p.is_meta for p in tiny.model.parameters())
+    assert runner.stats["kernel_backend_reason"].startswith("device is meta")

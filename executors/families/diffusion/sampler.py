@@ -260,7 +260,10 @@ def sample(model: nn.Module, labels: torch.Tensor, settings: Settings, seed: int
     stepper = Stepper(solver, steps, explicit)
     generator = torch.Generator().manual_seed(seed)
     info = base.info
-    x = torch.randn((len(labels), info.channels, info.resolution, info.resolution), generator=generator)
+    # The noise is drawn on the CPU, so every device starts every method from the same images.
+    device = next(iter(base.parameters())).device
+    x = torch.randn((len(labels), info.channels, info.resolution, info.resolution), generator=generator).to(device)
+    labels = labels.to(device)
     run = Run(model, labels, settings, solver, stepper.timesteps, skips)
     guidance = base.plan.guidance.start(run) if base.plan.guidance is not None else PlainGuidance(run)
     for index, t in enumerate(stepper.timesteps):
@@ -268,7 +271,7 @@ def sample(model: nn.Module, labels: torch.Tensor, settings: Settings, seed: int
     stats = {"steps": len(stepper.timesteps), "solver": solver, **run.stats}
     if run.cache is not None:
         stats["cache_bytes"] = run.cache.nbytes
-    return Samples(x.clamp(-1, 1), run.evaluations / run.batch, run.computed / run.batch, stats)
+    return Samples(x.clamp(-1, 1).cpu(), run.evaluations / run.batch, run.computed / run.batch, stats)
 
 
 @dataclass

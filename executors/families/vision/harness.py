@@ -55,13 +55,18 @@ def inputs(bundle: ModelBundle, workload: VisionWorkload, count: int, start: int
 
 
 @torch.inference_mode()
+def model_device(bundle: ModelBundle) -> torch.device:
+    """Where the grid put the model (the held-out images are made on the CPU, then sent there)."""
+    return next(iter(bundle.model.parameters())).device
+
+
 def accuracy(runner, bundle: ModelBundle, workload: VisionWorkload) -> dict:
     """Top-1 accuracy of the runner on the whole held-out split at the workload's resolution and views."""
     images, labels = images_of(bundle).heldout(workload.resolution)
     correct = []
     for start in range(0, len(images), EVAL_BATCH):
-        batch = inputs(bundle, workload, min(EVAL_BATCH, len(images) - start), start)
-        correct.append(runner.classify(batch).argmax(-1) == labels[start : start + len(batch)])
+        batch = inputs(bundle, workload, min(EVAL_BATCH, len(images) - start), start).to(model_device(bundle))
+        correct.append(runner.classify(batch).argmax(-1).cpu() == labels[start : start + len(batch)])
     hits = torch.cat(correct)
     return {"top1": hits.float().mean().item(), "images": len(hits), "correct": hits}
 
@@ -102,7 +107,7 @@ def flops_figures(prepared: Prepared, bundle: ModelBundle, workload: VisionWorkl
         if runner_stats(prepared).get("flops_basis") == "reference" or runs_quantized_kernels(model):
             prepared.quality[key] = {"flops_per_image": None, "flops_basis": "reference"}
         else:
-            flops = count_flops(model, inputs(bundle, workload, 1))
+            flops = count_flops(model, inputs(bundle, workload, 1).to(model_device(bundle)))
             prepared.quality[key] = {"flops_per_image": flops, "flops_basis": "counted (FlopCounterMode)"}
     return prepared.quality[key]
 
