@@ -26,7 +26,7 @@ from advisor.baselines import (
     SingleBest,
 )
 from advisor.guard import RangeGuard
-from advisor.intervals import coverage
+from advisor.intervals import calibration_folds, coverage
 from advisor.learner import MetaLearner
 from advisor.metrics import (
     TIE_TOLERANCE,
@@ -82,7 +82,7 @@ class FitOnce:
 
 
 def selector_factories(
-    size: str = "full", ablations: bool = False, fitted: dict | None = None
+    size: str = "full", ablations: bool = False, fitted: dict | None = None, split: str = "model"
 ) -> dict[str, Callable[[int], Any]]:
     """Name → (seed → unfitted selector). "small" trades accuracy for speed (tests, CI).
 
@@ -91,7 +91,8 @@ def selector_factories(
     ``lightgbm_plain`` is the guarded learner alone, ``lightgbm_unguarded`` the bare learner. With
     ``ablations``, two learner variants measured earlier (docs/advisor.md) come too. With ``fitted``
     (an empty dict per training fold), the rows that fit the same learner or pairwise vote on the
-    same table share one fit (FitOnce); without it every row fits its own.
+    same table share one fit (FitOnce); without it every row fits its own. ``split`` is the outer
+    split's kind, which the inner CV of ``lightgbm`` mirrors.
     """
     # A pair forest has half the trees it had (40 in full): one is fitted per pair of candidates, four
     # times per fold with the inner CV, and on a 1 000-task table they were most of the evaluation's
@@ -120,7 +121,7 @@ def selector_factories(
         "gradient_boosting": lambda s: GradientBoostingSelector(n_estimators=min(rounds, 200), seed=s),
         "pairwise": pairwise,
         LEARNER: lambda s: InnerChoice(
-            {"learner": lambda: plain(s), "pairwise": lambda: pairwise(s), "sbs": SingleBest}, seed=s
+            {"learner": lambda: plain(s), "pairwise": lambda: pairwise(s), "sbs": SingleBest}, seed=s, split=split
         ),
         PLAIN: plain,
         "lightgbm_unguarded": bare,
@@ -158,9 +159,11 @@ def cv_folds(table: PerfTable, split: str, seed: int, n_folds: int = 5) -> list[
     return [(np.flatnonzero(assigned != f), np.flatnonzero(assigned == f)) for f in np.unique(assigned)]
 
 
-def _fold_scores(table: PerfTable, train: np.ndarray, test: np.ndarray, names: tuple[str, ...], size: str, seed: int):
+def _fold_scores(
+    table: PerfTable, train: np.ndarray, test: np.ndarray, names: tuple[str, ...], size: str, seed: int, split: str
+):
     """Every named selector fitted on one training fold, scoring its test fold (a worker process's unit)."""
-    factories = selector_factories(size, ablations=True, fitted={})
+    factories = selector_factories(size, ablations=True, fitted={}, split=split)
     train_table, test_table = table.subset(train), table.subset(test)
     return {name: factories[name](seed).fit(train_table).scores(test_table) for name in names}
 
@@ -176,10 +179,10 @@ def _out_of_fold_scores(
         from multiprocessing import get_context
 
         with ProcessPoolExecutor(max_workers=min(jobs, len(folds)), mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_fold_scores, table, tr, te, names, size, seed) for tr, te in folds]
+            futures = [pool.submit(_fold_scores, table, tr, te, names, size, seed, split) for tr, te in folds]
             found = [f.result() for f in futures]
     else:
-        found = [_fold_scores(table, tr, te, names, size, seed) for tr, te in folds]
+        found = [_fold_scores(table, tr, te, names, size, seed, split) for tr, te in folds]
     scores = {name: np.zeros(table.values.shape) for name in names}
     for (_, test), fold in zip(folds, found, strict=True):
         for name in names:
@@ -277,8 +280,9 @@ def evaluate_table(
         report["splits"][split] = _summary(per_seed, factories)
         if per_kind_seed:
             report["splits"][split]["_per_kind"] = {kind: _summary(v, factories) for kind, v in per_kind_seed.items()}
-        if with_coverage:  # the trained advisor's own quantile models (advisor.model), on the first seed's folds
-            folds = cv_folds(table, split, 0, n_folds)
+        if with_coverage:  # the trained advisor's own quantile models (advisor.model), first seed's balanced folds
+            folding = cv_folds if split == "scenario" else calibration_folds
+            folds = folding(table, split, 0, n_folds)
             report["splits"][split]["_coverage"] = coverage(table, folds, QUANTILE_ROUNDS[size])
         report["splits"][split]["_seeds"] = n_seeds
         report["splits"][split]["_folds"] = len(cv_folds(table, split, 0, n_folds))  # fewer when groups are few

@@ -11,6 +11,13 @@ calibrated interval is measured cross-conformally: the cells of fold f are judge
 offset computed from the other folds' scores only. One offset per split ("regime"): the
 recommendation uses the unseen-model offset for a model the advisor has no run of, the
 unseen-hardware one for a new hardware class, and the random-split one otherwise.
+
+The folds here are balanced by size (calibration_folds): whole groups, the largest first, each
+into the fold with the fewest tasks so far. Cross-conformal calibration assumes every fold's
+model is like the others; with the evaluation's round-robin folds one fold could hold lm-1m and
+lm-8m together (80 of 120 tasks, 662 of 932 memory cells), its quantile models trained on the
+40 tasks left, and the offset from the other folds (models trained on 80–116 tasks) was 0.023
+where that fold needed 0.231: unseen-model memory coverage 0.686 (docs/advisor.md).
 """
 
 from __future__ import annotations
@@ -30,6 +37,31 @@ def conformal_offset(scores: np.ndarray, level: float = NOMINAL) -> float:
     if n == 0:
         return 0.0
     return float(np.quantile(scores, min(1.0, level * (1 + 1 / n)), method="higher"))
+
+
+def calibration_folds(table: PerfTable, split: str, seed: int, n_folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Whole groups of ``split`` per fold (as advisor.evaluate.cv_folds), the folds balanced by task count.
+
+    Groups in the seed's random order, stably sorted largest first, each into the fold with the
+    fewest tasks so far (scikit-learn's GroupKFold rule). With groups of one task (the random
+    split) or two groups (two hardware classes) these are cv_folds' folds.
+    """
+    labels = table.groups.get(split)
+    if labels is None:
+        raise ValueError(f"{table.name} cannot be split by {split!r}; it has {sorted(table.groups)}")
+    groups, counts = np.unique(labels, return_counts=True)
+    if len(groups) < 2:
+        raise ValueError(f"{table.name}: split {split!r} needs at least 2 groups, found {len(groups)}")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    order = order[np.argsort(-counts[order], kind="stable")]
+    sizes = np.zeros(min(n_folds, len(groups)), dtype=int)
+    fold_of = {}
+    for g in order:
+        f = int(np.argmin(sizes))
+        fold_of[groups[g]] = f
+        sizes[f] += counts[g]
+    assigned = np.array([fold_of[g] for g in labels])
+    return [(np.flatnonzero(assigned != f), np.flatnonzero(assigned == f)) for f in np.unique(assigned)]
 
 
 def _out_of_fold(table: PerfTable, figure: str, folds, n_estimators: int, seed: int):

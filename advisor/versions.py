@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from sqlmodel import Session, select
 
-from advisor.evaluate import PLAIN, SPLITS, cv_folds, evaluate_table
+from advisor.evaluate import PLAIN, SPLITS, evaluate_table
 from advisor.gate import compare_on_same_folds, compare_snapshots
-from advisor.intervals import coverage
+from advisor.intervals import calibration_folds, coverage
 from advisor.model import QUANTILE_ROUNDS, AdvisorModel, fit_advisor
 from advisor.table import PerfTable, table_from_records
 from profiles.models import AdvisorVersion, utcnow
@@ -134,7 +134,7 @@ def _calibration(table, size: str, evaluation: dict) -> dict[str, dict[str, floa
             continue
         found = evaluation.get("splits", {}).get(split, {}).get("_coverage")
         if found is None:
-            found = coverage(table, cv_folds(table, split, 0, CALIBRATION_FOLDS), QUANTILE_ROUNDS[size])
+            found = coverage(table, calibration_folds(table, split, 0, CALIBRATION_FOLDS), QUANTILE_ROUNDS[size])
         for figure, figures in found.items():
             offsets.setdefault(figure, {})[split] = figures["offset"]
     return offsets

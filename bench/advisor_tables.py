@@ -1,6 +1,6 @@
 """Every selector on every table we can build or import, timed; prints JSON.
 
-    python bench/advisor_tables.py [--lcdb DIR] [--tables NAME,...] [--seeds 1] [--out FILE]
+    python bench/advisor_tables.py [--lcdb DIR] [--tables NAME,...] [--seeds 1] [--selectors NAME,...] [--out FILE]
 
 Tables:
 - ``lcdb``: the Learning Curve Database (Mohr et al., 2022; MIT; the ``lcdb`` package on PyPI,
@@ -94,6 +94,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--tables", default="", help="comma-separated table names to run (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="write the summary and every table's report here")
+    parser.add_argument(
+        "--selectors", default="", help="comma-separated selectors to run, with sbs and vbs (default: all of them)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     wanted = {t for t in args.tables.split(",") if t}
@@ -107,7 +110,10 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         started, cpu = time.perf_counter(), time.process_time()
         report = evaluate_table(
-            table, splits=tuple(s for s in ("model", "random") if s in table.groups), seeds=args.seeds
+            table,
+            splits=tuple(s for s in ("model", "random") if s in table.groups),
+            seeds=args.seeds,
+            selectors=tuple(s for s in args.selectors.split(",") if s) or None,
         )
         summary = {
             split: {name: round(results[name]["gap_closed"]["mean"], 3) for name in results if not name.startswith("_")}
