@@ -190,7 +190,7 @@ def prebuild(parts: tuple[Part, ...]) -> dict:
                 report[source] = "not built here: skipped"
                 continue
             bundle, started = load_bundle(source), time.monotonic()
-            statuses = Counter()
+            statuses: Counter[str] = Counter()
             for composite in _composites(family_methods(part), None):
                 statuses[prepare(bundle, composite, torch.device("cpu")).status] += 1
             report[source] = {**statuses, "seconds": round(time.monotonic() - started, 1)}

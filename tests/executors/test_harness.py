@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import pytest
 import torch
@@ -123,7 +124,7 @@ def test_off_the_cpu_a_method_is_built_on_a_cpu_copy_and_its_runner_moved_whole(
     meta = torch.device("meta")  # a device that is not the CPU, present on every machine
     prepared = prepare(tiny, [default_config("lm.spec.medusa")], meta)
     assert prepared.status == "ok", prepared.reason
-    held = [p for p in prepared.runner.model.parameters()]
+    held = list(prepared.runner.model.parameters())
     held += [
         p for value in vars(prepared.runner).values() if isinstance(value, torch.nn.Module) for p in value.parameters()
     ]
@@ -134,13 +135,14 @@ def test_off_the_cpu_a_method_is_built_on_a_cpu_copy_and_its_runner_moved_whole(
     class Plan:
         table: torch.Tensor
 
-    class Runner:
+    class Holder:
         def __init__(self):
-            self.model, self.heads = torch.nn.Linear(2, 2), [torch.nn.Linear(2, 2)]
+            self.model: torch.nn.Module = torch.nn.Linear(2, 2)
+            self.heads = [torch.nn.Linear(2, 2)]
             self.plan, self.cache = Plan(torch.zeros(3)), {"mask": torch.ones(2)}
             self.bundle, self.stats = tiny, {"kernel_backend": "torch-reference"}
 
-    runner = to_device(Runner(), meta)
+    runner: Any = to_device(Holder(), meta)
     assert runner.model.weight.is_meta and runner.heads[0].weight.is_meta
     assert runner.plan.table.is_meta and runner.cache["mask"].is_meta
     assert runner.bundle is tiny and all(not p.is_meta for p in tiny.model.parameters())
