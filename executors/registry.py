@@ -122,6 +122,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def model_device(bundle: ModelBundle) -> torch.device:
+    """Where the bundle's model is (the grid moves it to the device it measures on)."""
+    return next(iter(bundle.model.parameters())).device
+
+
 def context_length(model: nn.Module) -> int:
     """The positions a token model takes, from its config. Duck-typed on purpose: a workload's `fits`
     sees any family's model before the protocol turns away one of a family it does not run on."""

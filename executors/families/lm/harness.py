@@ -19,7 +19,7 @@ import torch
 from executors.families.lm.model import decoder_of
 from executors.families.lm.workloads import heldout_prompts, heldout_windows, perplexity
 from executors.protocol import KindHarness, Prepared, Quality
-from executors.registry import ModelBundle
+from executors.registry import ModelBundle, model_device
 
 PPL_WINDOWS, PPL_LENGTH = 8, 257
 # The distribution check: DIST_PROMPTS prompts × DIST_SEEDS seeds × DIST_ROWS rows = samples of
@@ -44,13 +44,9 @@ def heldout_perplexity(prepared: Prepared, bundle: ModelBundle) -> float:
     """Perplexity of the runner's own model on held-out windows (once per prepared model)."""
     if "heldout_perplexity" not in prepared.quality:
         length = min(PPL_LENGTH, decoder_of(bundle.model).config.max_seq_len)
-        windows = heldout_windows(bundle, PPL_WINDOWS, length).to(_device(bundle))
+        windows = heldout_windows(bundle, PPL_WINDOWS, length).to(model_device(bundle))
         prepared.quality["heldout_perplexity"] = perplexity(prepared.applied_runner.model, windows)
     return prepared.quality["heldout_perplexity"]
-
-
-def _device(bundle: ModelBundle) -> torch.device:
-    return next(iter(bundle.model.parameters())).device
 
 
 def sample_histograms(runner, prompts: torch.Tensor, workload, seeds, vocab: int) -> torch.Tensor:
@@ -147,7 +143,7 @@ class GenerateHarness(KindHarness):
 def observe(runner, bundle: ModelBundle, window: int = 65) -> dict:
     """What the registry suite compares with the reference: logits of the runner's model on held-out
     windows, and a greedy generation with its forward passes (tests/executors/conformance.py)."""
-    device = _device(bundle)
+    device = model_device(bundle)
     windows = heldout_windows(bundle, 2, window).to(device)
     generation = runner.generate(heldout_prompts(bundle, 4, 24).to(device), 16)
     with torch.inference_mode():

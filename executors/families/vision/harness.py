@@ -24,7 +24,7 @@ from executors.families.vision.data import ImageSet, to_pixels
 from executors.families.vision.models import bundle_classifier, multi_view
 from executors.families.vision.workload import VisionWorkload
 from executors.protocol import KindHarness, Prepared, Quality
-from executors.registry import ModelBundle, unwrap
+from executors.registry import ModelBundle, model_device, unwrap
 
 EVAL_BATCH = 100
 _ACCURACY: dict[tuple, dict] = {}  # (weights digest, config, resolution, crops) → figures, for this process
@@ -55,11 +55,6 @@ def inputs(bundle: ModelBundle, workload: VisionWorkload, count: int, start: int
 
 
 @torch.inference_mode()
-def model_device(bundle: ModelBundle) -> torch.device:
-    """Where the grid put the model (the held-out images are made on the CPU, then sent there)."""
-    return next(iter(bundle.model.parameters())).device
-
-
 def accuracy(runner, bundle: ModelBundle, workload: VisionWorkload) -> dict:
     """Top-1 accuracy of the runner on the whole held-out split at the workload's resolution and views."""
     images, labels = images_of(bundle).heldout(workload.resolution)
