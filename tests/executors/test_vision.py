@@ -158,7 +158,11 @@ def test_hybrid_and_cnn_classifiers_expose_their_stages():
     with torch.inference_mode():
         staged = mobilevit.head(mobilevit.read_out(mobilevit.run_blocks(mobilevit.embed(pixels))))
         assert torch.allclose(staged, mobilevit(pixels), atol=1e-5)
-    assert len(mobilevit.depth_widths()) == len(mobilevit.blocks())
+        hidden, widths = mobilevit.embed(pixels), []
+        for depth, block in enumerate(mobilevit.blocks(), start=1):
+            hidden = block(hidden)
+            widths.append(mobilevit.read_out(hidden, depth).shape[-1])
+    assert mobilevit.depth_widths() == widths  # what a head at each depth reads (the last: the 1×1 expansion)
     with pytest.raises(ValueError, match="ViT"):
         mobilevit(multi_view(pixels))
 

@@ -161,8 +161,8 @@ class ImageClassifier(nn.Module):
             return [config.hidden_size] * config.num_hidden_layers
         if self.model_type == "resnet":
             return list(config.hidden_sizes)
-        necks = list(config.neck_hidden_sizes)
-        return necks[1:6] if len(necks) > 6 else necks[1:]
+        necks = list(config.neck_hidden_sizes)  # stem, the five stages, the 1×1 expansion
+        return necks[1:5] + [necks[6]]  # after the last stage `read_out` applies the expansion
 
     # ---------------------------------------------------------------- multi-view (ViT)
 
