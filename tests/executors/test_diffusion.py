@@ -17,8 +17,18 @@ from conformance import Case, apply_case, claim_failures
 
 from executors.families import default_runner, get_family, measure, prepare_reference, workload_from_json
 from executors.families.diffusion import fixture as tiny_fixture
+from executors.families.diffusion.data import image_set
 from executors.families.diffusion.networks import Control, FeatureCache, UNetDenoiser
-from executors.families.diffusion.sampler import Sampler, Settings, diffusion_model
+from executors.families.diffusion.quality import image_quality, to_uint8
+from executors.families.diffusion.sampler import (
+    DiffusionModel,
+    ModelInfo,
+    Sampler,
+    Settings,
+    diffusion_model,
+    make_scheduler,
+    sample,
+)
 from executors.families.diffusion.workload import SampleWorkload, parse_grid
 from executors.families.diffusion.zoo import RECIPES, _unet, build_net, load_local
 from executors.hardware import fingerprint, node_row
@@ -130,6 +140,46 @@ def test_records_carry_the_fid_proxy_class_accuracy_and_same_seed_psnr(dit):
     assert base["mse_to_reference"] == 0 and base["psnr_to_reference"] == 100
     assert mine["nfe_per_image"] <= base["nfe_per_image"] == 8
     assert mine["quality_basis"].startswith("250 images")
+
+
+class ExactDenoiser(torch.nn.Module):
+    """The optimal ε-predictor of a finite image set: under the forward process the posterior over
+    x0 is a softmax over the training images (restricted to the class asked for; every image for
+    the null class), and ε̂ = (x_t − √ᾱ·E[x0 | x_t]) / √(1 − ᾱ). No training is involved, so what
+    its samples score measures the sampler and the quality pipeline alone."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, null_class: int):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # the sampler reads the device from a parameter
+        self.images, self.labels, self.null_class = images.flatten(1).double(), labels, null_class
+        self.alphas = make_scheduler("ddpm").alphas_cumprod.double()
+
+    def forward(self, x, t, labels, control=None):
+        alpha, flat = self.alphas[int(t)], x.flatten(1).double()
+        logits = -(torch.cdist(flat, alpha.sqrt() * self.images) ** 2) / (2 * (1 - alpha))
+        allowed = (self.labels[None, :] == labels[:, None]) | (labels == self.null_class)[:, None]
+        x0 = logits.masked_fill(~allowed, float("-inf")).softmax(-1) @ self.images
+        return ((flat - alpha.sqrt() * x0) / (1 - alpha).sqrt()).float().view_as(x)
+
+
+@pytest.mark.slow
+def test_the_sampler_with_the_exact_denoiser_regenerates_digits_and_the_fid_proxy_ranks_a_damaged_one_worse():
+    data = image_set("digits", 16)
+    model = DiffusionModel(ExactDenoiser(data.train_images, data.train_labels, data.classes),
+                           ModelInfo(data.classes, 16, 1, "digits"))  # fmt: skip
+    labels = torch.arange(250) % data.classes
+
+    def quality(steps: int) -> dict:
+        return image_quality(to_uint8(sample(model, labels, Settings(steps, 1.0), seed=0).images), labels, "digits", 16)
+
+    reference, one_step = quality(50), quality(1)
+    assert reference["class_accuracy"] >= 0.9  # a wrong schedule, scaling or label path scores near 0.1
+    assert reference["fid_proxy"] <= 3 * reference["fid_proxy_floor"]
+    # One DDIM step returns each class's posterior mean: recognisable (class accuracy stays high),
+    # but blurred and without diversity, which the FID proxy sees and class accuracy does not.
+    assert one_step["fid_proxy"] - reference["fid_proxy"] > 3 * (
+        one_step["fid_proxy_stderr"] + reference["fid_proxy_stderr"]
+    )
 
 
 @dataclass(frozen=True)
