@@ -3,6 +3,7 @@
     nice python bench/executors_vision.py grid --model zoo:vit-mini-digits \\
         --workloads "classify batch=1,64 res=32,64" --threads 1,2 --out var/vision/vit.jsonl
     python bench/executors_vision.py summary var/vision/*.jsonl
+    python bench/executors_vision.py tokens var/vision/*.jsonl
     python bench/regrid.py merge var/vision/*.jsonl
 
 `grid` measures every vision method (and the composites below) that applies to the model on
@@ -15,7 +16,8 @@ record holds the config it ran.
 
 `summary` prints one JSON line per (model, method, batch) at the model's largest single-view
 resolution: images/s ratio against the reference (median over thread counts), top-1 delta, and
-the token counts, from the records given.
+the token counts, from the records given. `tokens` prints the token methods' ratio by tokens per
+image (65 at 32 px, 257 at 64 px, 1 285 for the multi-view input), batch and method.
 """
 
 from __future__ import annotations
@@ -142,6 +144,33 @@ def summary(args) -> list[dict]:
     return lines
 
 
+def token_scaling(args) -> list[dict]:
+    """Per token method, batch and tokens per image (32 px, 64 px, multi-view): the images/s ratio
+    (median over thread counts and models) — where token reduction starts to pay."""
+    records = [json.loads(line) for part in args.parts for line in Path(part).read_text().splitlines()]
+    cells: dict[tuple, list[dict]] = defaultdict(list)
+    for record in records:
+        if record["workload"]["kind"] != "vision-classify" or record["status"] != "ok":
+            continue
+        if record["method_id"].startswith("tok.") or "+tok." in record["method_id"]:
+            tokens = record["metrics"].get("tokens_per_image")
+            cells[(record["method_id"], record["workload"]["batch_size"], tokens)].append(record)
+    return [
+        {
+            "method": method,
+            "batch": batch,
+            "tokens_per_image": tokens,
+            "images_per_s_ratio": round(statistics.median(r["speedup"] for r in group), 3),
+            "flops_ratio": group[0]["metrics"].get("flops_ratio"),
+            "top1_delta": round(statistics.median(r["quality_delta"] for r in group), 4),
+            "records": len(group),
+        }
+        for (method, batch, tokens), group in sorted(
+            cells.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or 0)
+        )
+    ]
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -154,11 +183,13 @@ def main() -> None:
     runner.add_argument("--out", required=True)
     summariser = commands.add_parser("summary")
     summariser.add_argument("parts", nargs="+")
+    scaling = commands.add_parser("tokens", help="token methods' images/s ratio by tokens per image")
+    scaling.add_argument("parts", nargs="+")
     args = parser.parse_args()
     if args.command == "grid":
         print(json.dumps(grid(args), indent=2))
     else:
-        for line in summary(args):
+        for line in (summary if args.command == "summary" else token_scaling)(args):
             print(json.dumps(line))
 
 
