@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 from sqlmodel import Session, col, select
@@ -14,12 +16,16 @@ from api.answers import ANSWERS
 from api.auth import AdminKey, ClientKey
 from api.catalog import resolve_methods, resolve_models, resolve_workloads
 from api.dispatch import dispatch
-from api.errors import ApiError, Conflict, NotFound, Unprocessable
+from api.errors import Conflict, NotFound, Unprocessable
 from api.jobs import job_public, new_job, sends_of
+from api.run_predictions import run_prediction
 from api.schemas import JobPublic, RecommendationRequest, RunCreate
 from api.training import start_training
 from profiles.db import read_scope, session_scope
 from profiles.models import AdvisorVersion, Job, ModelSpec, Node, ProfileRun
+
+if TYPE_CHECKING:
+    from advisor.api import Candidate
 
 router = APIRouter(tags=["advisor"])
 
@@ -97,8 +103,10 @@ def recommend_for(
     objective: str,
     quality_floor: float | None,
     budget: float | None,
-    top_k: int,
+    top_k: int | None,
+    candidates: Sequence[Candidate] | None = None,
 ) -> dict:
+    """The active advisor's answer: ``candidates`` narrows it to those (a run's own method), all when None."""
     from advisor.api import DEFAULT_QUALITY_FLOOR, recommend
     from executors.families import workload_from_json
 
@@ -119,6 +127,7 @@ def recommend_for(
             model.model_dump(mode="json"),
             workload,
             nodes,
+            candidates=candidates,
             supports=_supported(workload.get("kind") or "lm-generate"),
             quality_floor=DEFAULT_QUALITY_FLOOR if quality_floor is None else quality_floor,
             budget=budget,
@@ -127,7 +136,7 @@ def recommend_for(
         )
     except ValueError as exc:
         raise Unprocessable(str(exc)) from None
-    candidates = [
+    ranked = [
         {
             **_plain(r),
             "hardware_class": by_id[r.node_id]["hardware_class"],
@@ -139,7 +148,7 @@ def recommend_for(
         "advisor_version": version.id,
         "model": model_id,
         "workload": workload,
-        "candidates": candidates,
+        "candidates": ranked,
         "excluded": [_plain(e) for e in result.excluded],
     }
     return {**answer, **model_profiling.what_is_known(model, advisor, answer, resolved)}
@@ -279,29 +288,12 @@ def create_run(body: RunCreate, _key: ClientKey) -> dict:
             "target": target,
         }
         job_spec = {"recommendation": chosen, "method_id": method["id"]}
-        if chosen is None:  # a named method: keep what the advisor predicts for it, to set beside the measurement
-            job_spec["prediction"] = predicted_for(session, item, body, method["id"])
+        if chosen is None:  # a named method: the advisor's prediction for it (or why none), for its page
+            job_spec |= run_prediction(session, item, body.hardware_class, body.objective)
         job = new_job(session, "run", [item], job_spec)
         public, sends = run_public(session, job), sends_of(job)
     dispatch(sends)  # after commit: the worker must find the item
     return public
-
-
-def predicted_for(session: Session, item: dict, body: RunCreate, method_id: str) -> dict | None:
-    """The active advisor's prediction for the run's method on its task and target, or None where
-    there is no advisor, none that knows the model, or the method is not among its candidates."""
-    node = item["target"]["name"] if item["target"]["kind"] == "node" else None
-    try:
-        found = recommend_for(
-            session, item["model"], item["workload"], node, body.hardware_class, body.objective, None, None, top_k=100
-        )
-    except ApiError:
-        return None
-    match = next((c for c in found["candidates"] if c["method_id"] == method_id), None)
-    if match is None:
-        return None
-    keep = ("method_id", "node_id", "speedup", "speedup_interval", "quality_delta", "quality_interval", "runtime_s")
-    return {**{k: match[k] for k in keep}, "advisor_version": found["advisor_version"]}
 
 
 def run_public(session: Session, job: Job) -> dict:
@@ -329,6 +321,8 @@ def run_public(session: Session, job: Job) -> dict:
         **job_public(job, session),
         "method": job.spec.get("method_id"),
         "recommendation": job.spec.get("recommendation"),
+        "prediction": job.spec.get("prediction"),
+        "no_prediction": job.spec.get("no_prediction"),
         "node": job.result.get("node"),
         "outputs": job.result.get("outputs"),
         "figures": figures,

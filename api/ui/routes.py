@@ -80,6 +80,7 @@ templates.env.filters.update(
     metric_name=words.metric_name,
     selector_name=words.selector_name,
     split_name=words.split_name,
+    basis_words=words.basis_words,
 )
 
 

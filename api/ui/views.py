@@ -186,22 +186,24 @@ def run_page(session: Session, job: Job) -> dict:
         "pairs": list(zip(item.get("prompts", []), outputs.get("texts") or [], strict=False)),
         "measured": measured.model_dump() if measured else None,  # plain: the page renders after the session
         "prediction": prediction,
-        "verdicts": verdicts(prediction, measured),
+        "no_prediction": job.spec.get("no_prediction"),
+        "verdicts": verdicts(prediction, measured, job.state in FINISHED),
     }
 
 
-def verdicts(prediction: dict | None, measured: ProfileRun | None) -> list[dict]:
-    """For speed-up and quality: the prediction and its interval, the measurement, hit or miss."""
-    if not prediction or measured is None:
+def verdicts(prediction: dict | None, measured: ProfileRun | None, finished: bool) -> list[dict]:
+    """For speed-up and quality: the prediction and its interval, the measurement, hit or miss (the
+    prediction is shown before a measurement exists, and for a run that does not measure)."""
+    if not prediction:
         return []
     rows = []
     for label, key, interval, value in (
-        ("Speed-up", "speedup", "speedup_interval", measured.speedup),
-        ("Quality change", "quality_delta", "quality_interval", measured.quality_delta),
+        ("Speed-up", "speedup", "speedup_interval", measured.speedup if measured else None),
+        ("Quality change", "quality_delta", "quality_interval", measured.quality_delta if measured else None),
     ):
         low, high = (prediction.get(interval) or (None, None))[:2]
         if value is None or low is None or high is None:
-            verdict = "not measured"
+            verdict = "not measured" if finished else "waiting for the run"
         elif low <= value <= high:
             verdict = "hit"
         else:
