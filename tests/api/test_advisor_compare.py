@@ -28,6 +28,10 @@ def test_two_versions_are_scored_on_the_same_folds_and_the_result_is_kept(client
     admin = {"Authorization": f"Bearer {keys['admin']}"}
     client_key = {"Authorization": f"Bearer {keys['client']}"}
     path = f"/v1/advisor/versions/{older}/compare/{newer}"
+    client.post("/ui/login", data={"key": keys["admin"]})
+    compare_page = f"/ui/advisor/compare?a={older}&b={newer}"
+    before = client.get(compare_page).text
+    assert 'id="unscored"' in before and 'id="paired"' not in before  # neither was gated against the other
     assert client.post(path, headers=client_key).status_code == 403  # it costs CPU: admins only
     answer = client.post(path, headers=admin)
     assert answer.status_code == 200, answer.text
@@ -40,6 +44,13 @@ def test_two_versions_are_scored_on_the_same_folds_and_the_result_is_kept(client
         versions = list(session.exec(select(AdvisorVersion).order_by(col(AdvisorVersion.created_at))))
         assert versions[1].evaluation["same_folds"][older]["newer"] == body["newer"]
         assert "same_folds" not in (versions[0].evaluation or {})
+    # The Compare page now shows both on those folds, newer first, and offers no rescoring (nothing stored since).
+    shown = client.get(compare_page).text
+    assert 'id="unscored"' not in shown and "Score both" not in shown
+    paired = shown[shown.index('id="paired"') :]
+    for side in ("newer", "older"):
+        row = paired[paired.index(f"({side})") :]
+        assert row.index(f"{body[side]['mean_regret']:.3f}") < row.index("</tr>")  # in that version's row
     missing = client.post(f"/v1/advisor/versions/{older}/compare/adv-nope", headers=admin)
     assert missing.status_code == 404 and "adv-nope" in missing.json()["detail"]
     itself = client.post(f"/v1/advisor/versions/{older}/compare/{older}", headers=admin)

@@ -171,6 +171,44 @@ def test_playground_run_and_its_page_measured_beside_predicted(ui_service, page)
     on_phone(page, "run")
 
 
+def test_a_rest_run_of_a_named_method_shows_the_prediction_beside_the_measurement(ui_service, page):
+    method = "quant.int8_dynamic"
+    body = {"model": TINY, "prompts": ["def main():"], "method": method, "node": ui_service.local_node}
+    run = ui_service.post("/v1/runs", {**body, "measure": True, "max_new_tokens": 8})  # over REST, not the UI
+    predicted = run["prediction"]
+    assert predicted is not None and predicted["method_id"] == method, run["no_prediction"]
+    log_in(page, ui_service)
+    page.goto(f"{ui_service.url}/ui/runs/{run['id']}")
+    # While it runs (a measured run takes seconds): its stage, and the prediction already on the page.
+    expect(page.locator("#run-stage .stage")).to_be_visible()
+    expect(page.locator('#verdicts tbody tr[data-key="speedup"] [data-label="Verdict"]')).to_have_text(
+        "waiting for the run"
+    )
+    expect(page.locator("#run-state")).to_have_text("succeeded", timeout=180_000)  # live, without a reload
+    expect(page.locator("#predicted-by code").first).to_have_attribute("title", predicted["advisor_version"])
+    speedup = page.locator('#verdicts tbody tr[data-key="speedup"]')
+    low, high = predicted["speedup_interval"]
+    shown = f"{predicted['speedup']:.2f}× ({low:.2f}–{high:.2f}×)"
+    expect(speedup.locator('[data-label="Predicted"]')).to_have_text(shown)
+    figures = ui_service.get(f"/v1/runs/{run['id']}")["figures"]
+    measured = next(f["speedup"] for f in figures if f["method_id"] == method)  # not its baseline
+    expect(speedup.locator('[data-label="Measured"]')).to_have_text(f"{measured:.2f}×")
+    verdict = "hit" if low <= measured <= high else "miss: above" if measured > high else "miss: below"
+    expect(speedup.locator('[data-label="Verdict"]')).to_have_text(verdict)
+    quality = page.locator('#verdicts tbody tr[data-key="quality_delta"]')
+    expect(quality.locator('[data-label="Predicted"]')).to_contain_text(" %")
+    expect(page.locator("#no-prediction")).to_have_count(0)
+    on_phone(page, "run_rest")
+    # A method the active advisor has no profile of: the page says why there is no prediction.
+    unknown = ui_service.post("/v1/runs", {**body, "method": "quant.weight_only_int4", "max_new_tokens": 4})
+    assert unknown["prediction"] is None
+    page.goto(f"{ui_service.url}/ui/runs/{unknown['id']}")
+    expect(page.locator("#no-prediction")).to_contain_text("trained on no profile of quant.weight_only_int4")
+    expect(page.locator("#verdicts")).to_have_count(0)
+    shot(page, "run_unpredicted")
+    ui_service.finished_job(unknown["id"], 180)  # the local worker is free for the tests that follow
+
+
 def test_retrain_with_stages_then_compare_and_roll_back(ui_service, page):
     log_in(page, ui_service)
     page.get_by_role("link", name="Advisor").click()
@@ -217,6 +255,26 @@ def test_retrain_with_stages_then_compare_and_roll_back(ui_service, page):
     expect(page.locator("#versions tr.ours")).to_contain_text(first[-10:][:8])
     assert ui_service.get("/v1/advisor/evaluation")["advisor_version"] == first
     assert seen  # at least one stage was on screen while it trained
+    # A pair the gate never compared (the newest was trained without a gate): scored on the same folds on request.
+    _cli(ui_service, "advisor", "train", "--size", "small", "--no-evaluate", "--no-activate")
+    versions = [v["id"] for v in reversed(ui_service.get("/v1/advisor/versions"))]  # oldest first: v1, v2, …
+    ungated = versions[-1]
+    page.goto(ui_service.url + "/ui/advisor/compare")
+    page.get_by_label("First version").select_option(first)
+    page.get_by_label("Second version").select_option(ungated)
+    page.get_by_role("button", name="Compare", exact=True).click()
+    expect(page).to_have_url(re.compile(rf"a={first}&b={ungated}$"))
+    expect(page.locator("#unscored")).to_contain_text("Neither version was trained while the other was active")
+    page.get_by_role("button", name="Score both on today's profiles").click()
+    stored = _stored(ui_service)
+    expect(page.locator("#gate")).to_contain_text(f"on the {stored} profiles stored then", timeout=120_000)
+    rows = page.locator("#paired tbody tr")
+    expect(rows).to_have_count(2)
+    for row, version in ((rows.nth(0), ungated), (rows.nth(1), first)):  # newer first
+        expect(row).to_have_attribute("data-version-number", str(versions.index(version) + 1))
+        regret = float(row.locator('[data-label="Mean regret"]').inner_text())
+        assert regret >= 1.0  # a regret ratio: the oracle's choice scores 1
+    shot(page, "compare_ungated")
 
 
 def test_access_confirmations_copy_and_token_states(ui_service, page):
@@ -484,8 +542,13 @@ def _heatmap_fits(page, ui_service) -> None:
 
 
 def _import(service, path) -> None:
+    _cli(service, "profiles", "import", str(path))
+
+
+def _cli(service, *args: str) -> None:
+    """The project's CLI on the service's own store (beside the running server, as an admin would)."""
     env = {**os.environ, "ACCEL_DATA_DIR": str(service.data_dir)}
-    subprocess.run([sys.executable, "-m", "api", "profiles", "import", str(path)], env=env, check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "api", *args], env=env, check=True, timeout=300)
 
 
 def _stored(service) -> int:
