@@ -18,7 +18,7 @@ from conformance import Case, apply_case, claim_failures
 from executors.families import default_runner, get_family, measure, prepare_reference, workload_from_json
 from executors.families.diffusion import fixture as tiny_fixture
 from executors.families.diffusion.data import image_set
-from executors.families.diffusion.networks import Control, FeatureCache, UNetDenoiser
+from executors.families.diffusion.networks import Control, Denoiser, FeatureCache, UNetDenoiser
 from executors.families.diffusion.quality import image_quality, to_uint8
 from executors.families.diffusion.sampler import (
     DiffusionModel,
@@ -142,7 +142,7 @@ def test_records_carry_the_fid_proxy_class_accuracy_and_same_seed_psnr(dit):
     assert mine["quality_basis"].startswith("250 images")
 
 
-class ExactDenoiser(torch.nn.Module):
+class ExactDenoiser(Denoiser):
     """The optimal ε-predictor of a finite image set: under the forward process the posterior over
     x0 is a softmax over the training images (restricted to the class asked for; every image for
     the null class), and ε̂ = (x_t − √ᾱ·E[x0 | x_t]) / √(1 − ᾱ). No training is involved, so what
@@ -173,7 +173,7 @@ def test_the_sampler_with_the_exact_denoiser_regenerates_digits_and_the_fid_prox
         return image_quality(to_uint8(sample(model, labels, Settings(steps, 1.0), seed=0).images), labels, "digits", 16)
 
     reference, one_step = quality(50), quality(1)
-    assert reference["class_accuracy"] >= 0.9  # a wrong schedule, scaling or label path scores near 0.1
+    assert reference["class_accuracy"] >= 0.8  # 0.92 here (the classifier: 0.95); a wrong label path scores 0.004
     assert reference["fid_proxy"] <= 3 * reference["fid_proxy_floor"]
     # One DDIM step returns each class's posterior mean: recognisable (class accuracy stays high),
     # but blurred and without diversity, which the FID proxy sees and class accuracy does not.

@@ -86,10 +86,10 @@ def _dit(width: int, layers: int, classes: int, resolution: int, patch: int = 2)
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        Recipe("diff-unet-digits", "unet", "digits", 32, _unet((4, 8, 16), 2, 10, 32), 600, batch_size=32, lr=3e-3,
-               warmup=30, note="class-conditional UNet (4-8-16 channels, attention at 8×8) on digits 32×32"),
-        Recipe("diff-dit-digits", "dit", "digits", 32, _dit(32, 3, 10, 32), 600, batch_size=16, warmup=30,
-               note="class-conditional DiT (patch 2: 256 tokens, width 32, 3 blocks) on digits 32×32"),
+        Recipe("diff-unet-digits", "unet", "digits", 32, _unet((16, 32, 32), 2, 10, 32, groups=8), 3000, batch_size=32,
+               lr=2e-3, warmup=30, note="class-conditional UNet (16-32-32 channels, attention at 8×8) on digits 32×32"),
+        Recipe("diff-dit-digits", "dit", "digits", 32, _dit(32, 4, 10, 32), 4500, batch_size=32, warmup=30,
+               note="class-conditional DiT (patch 2: 256 tokens, width 32, 4 blocks) on digits 32×32"),
         Recipe("diff-unet-shapes", "unet", "shapes", 64, _unet((4, 8, 16, 16), 3, 5, 64), 500, batch_size=8,
                lr=3e-3, warmup=30, classes=5, note="class-conditional UNet (4-8-16-16 channels) on shapes 64×64"),
         Recipe("diff-dit-shapes-long", "dit", "shapes", 64, _dit(32, 2, 5, 64), 400, batch_size=8, warmup=30,
