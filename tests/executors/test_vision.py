@@ -4,6 +4,8 @@ records the harness writes."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import pytest
@@ -177,3 +179,18 @@ def test_the_harness_records_accuracy_flops_and_tokens(vit):
     assert tome["metrics"]["flops_ratio"] > 1.0, "merging tokens cuts the counted FLOPs"
     assert tome["metrics"]["tokens_per_image"] == 17 and int8["metrics"]["baseline_flops_per_image"] > 0
     assert tome["workload"]["kind"] == "vision-classify" and tome["model"]["family"] == "vit"
+
+
+def test_a_reference_at_chance_marks_its_accuracy_deltas_uninformative(vit):
+    """A classifier that always answers class 0 has no accuracy left to lose: its records say so."""
+    guessing = copy.deepcopy(vit.model)
+    with torch.no_grad():
+        guessing.net.classifier.weight.zero_()
+        guessing.net.classifier.bias.zero_()
+    blind = dataclasses.replace(vit, model=guessing)
+    workload = VisionWorkload(4, 16)
+    for bundle, informative in ((vit, True), (blind, False)):
+        int8 = prepare(bundle, [default_config("quant.int8_dynamic")], CPU)
+        records = {r["method_id"]: r for r in measure(bundle, workload, [int8], NODE, device=CPU)}
+        assert records["quant.int8_dynamic"]["metrics"]["quality_informative"] is informative
+    assert records["baseline"]["quality_value"] < 1 / blind.spec.extra["num_labels"] + 0.1

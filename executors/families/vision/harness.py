@@ -27,6 +27,7 @@ from executors.protocol import KindHarness, Prepared, Quality
 from executors.registry import ModelBundle, model_device, unwrap
 
 EVAL_BATCH = 100
+HEADROOM = 0.1  # top-1 points the reference must stand above guessing for a loss to show
 _ACCURACY: dict[tuple, dict] = {}  # (weights digest, config, resolution, crops) → figures, for this process
 
 
@@ -141,13 +142,16 @@ class ClassifyHarness(KindHarness):
     def quality(self, prepared, baseline, bundle, workload, session, outputs) -> Quality:
         mine, base = accuracy_figures(prepared, bundle, workload), accuracy_figures(baseline, bundle, workload)
         agree = (mine["correct"] == base["correct"]).float().mean().item()
+        classes = bundle.spec.extra["num_labels"]
         figures = {
             "heldout_images": mine["images"],
             "image_set": bundle.spec.extra["dataset"],
             "prediction_agreement": agree,  # share of images both get right or both get wrong
             "quality_basis": "held-out split classified by the runner's own model",
+            "chance_top1": 1 / classes,
         }
-        return Quality("heldout_top1", base["top1"], mine["top1"], mine["top1"] - base["top1"], metrics=figures)
+        delta = mine["top1"] - base["top1"]
+        return Quality("heldout_top1", base["top1"], mine["top1"], delta, above_chance(base["top1"], classes), figures)
 
     def metrics(self, prepared, baseline, bundle, workload, session, outputs) -> dict:
         mine = flops_figures(prepared, bundle, workload)
@@ -163,6 +167,12 @@ class ClassifyHarness(KindHarness):
             "peak_mem_basis": "weights + the reference's widest fp32 activation step (estimate)",
             **stats,
         }
+
+
+def above_chance(reference_top1: float, classes: int) -> bool:
+    """Whether a top-1 delta can show a loss: a reference near guessing (a model that has not
+    learned this resolution) has no accuracy left to lose."""
+    return reference_top1 - 1 / classes >= HEADROOM
 
 
 def tokens_per_image(bundle: ModelBundle, workload: VisionWorkload) -> int | None:
