@@ -195,6 +195,19 @@ def test_harness_records_speedup_and_retrieval_quality(encoder, small_retrieval,
         assert add_records(session, enumerate(records.values(), start=1)).added == 3
 
 
+@pytest.mark.slow
+def test_the_runtimes_embed_through_the_exported_graph_and_their_retrieval_is_measured(encoder, small_retrieval):
+    runtimes = ("deploy.onnxruntime", "deploy.onnxruntime_int8", "deploy.openvino")
+    methods = [prepare(encoder, [default_config(m)], CPU) for m in runtimes]
+    records = {r["method_id"]: r for r in measure(encoder, EmbedWorkload(2, 16), methods, NODE, device=CPU)}
+    for method_id in runtimes:
+        assert records[method_id]["status"] == "ok", records[method_id].get("reason")
+        assert "recall_at_1" in records[method_id]["metrics"]
+    fp32, int8 = records["deploy.onnxruntime"], records["deploy.onnxruntime_int8"]
+    assert fp32["quality_value"] == pytest.approx(1.0, abs=1e-4)  # the same fp32 graph
+    assert 0.9 < int8["quality_value"] < 0.9999, "int8 weights move every embedding a little"
+
+
 def test_an_lm_workload_on_the_encoder_is_recorded_as_not_applicable(encoder):
     records = measure(encoder, LMWorkload(1, 8, 4), [], NODE, device=CPU)
     assert [r["status"] for r in records] == ["not-applicable"] and "encoder" in records[0]["reason"]

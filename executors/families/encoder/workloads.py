@@ -18,7 +18,6 @@ from functools import lru_cache
 
 import torch
 
-from executors.families.encoder.model import encoder_of
 from executors.families.lm.workloads import MAX_BATCH, OBJECTIVES
 from executors.registry import ModelBundle, bounded, context_length
 from profiles.models import workload_id_for
@@ -188,16 +187,16 @@ def embed_inputs(bundle: ModelBundle, workload: EmbedWorkload) -> tuple[torch.Te
 def embed_texts(model: torch.nn.Module, tokenizer, texts: tuple[str, ...], batch: int = 32) -> torch.Tensor:
     """Unit-length embeddings of `texts` in their order, in batches of similar length (as sentence-transformers)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # little padding per batch
-    out = torch.empty(len(texts), model_width(model))
+    out: torch.Tensor | None = None
     for start in range(0, len(texts), batch):
         chosen = order[start : start + batch]
         ids, mask = tokenizer.batch([texts[i] for i in chosen])
-        out[chosen] = model(ids, mask).float()
+        embedded = model(ids, mask).float()
+        if out is None:  # the width from the output: an exported graph has no encoder config to read
+            out = torch.empty(len(texts), embedded.shape[-1])
+        out[chosen] = embedded
+    assert out is not None, "no texts to embed"
     return out
-
-
-def model_width(model: torch.nn.Module) -> int:
-    return encoder_of(model).config.dim
 
 
 def recall_at(queries: torch.Tensor, documents: torch.Tensor, ks=RECALL_AT) -> dict[str, float]:
