@@ -54,10 +54,20 @@ class Candidate:
         return candidate_key(self.method_id, self.config)
 
 
+# The record fields the advisor learns from (advisor.table): a record measured again under its run id
+# (a re-measured cell, a merged part) changes the snapshot, so it must change the hash.
+LEARNED_FIELDS = ("status", "speedup", "quality_delta", "throughput", "baseline_throughput", "peak_mem_mb",
+                  "baseline_peak_mem_mb", "baseline_latency_p50_s")  # fmt: skip
+
+
 def data_hash(records: Sequence[Mapping], params: Mapping) -> str:
-    """Identifies the training snapshot: the same run ids and parameters give the same hash."""
-    run_ids = sorted(r["run_id"] for r in records)
-    return hashlib.sha256(json.dumps([run_ids, dict(params), FEATURE_SCHEMA_VERSION]).encode()).hexdigest()
+    """Identifies the training snapshot: the same records (run ids and the figures learned from) and
+    parameters give the same hash, which keys the predictions kept in memory (advisor.recommend)."""
+    rows = sorted(
+        [r["run_id"], *(r.get(k) for k in LEARNED_FIELDS), (r.get("metrics") or {}).get("quality_informative")]
+        for r in records
+    )
+    return hashlib.sha256(json.dumps([rows, dict(params), FEATURE_SCHEMA_VERSION], default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

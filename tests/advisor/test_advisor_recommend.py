@@ -213,3 +213,22 @@ def test_a_floor_of_minus_one_keeps_a_measured_loss_beyond_minus_one(small_advis
     args = (advisor, record["model"], record["workload"], [record["node"]])
     assert record["method_id"] in {r.method_id for r in recommend(*args, quality_floor=-1).recommendations}
     assert record["method_id"] in {e.method_id for e in recommend(*args, quality_floor=-0.5).excluded}
+
+
+def test_a_retrain_on_records_measured_again_under_their_run_ids_is_not_answered_from_memory(small_records):
+    """Predictions are kept in memory per training snapshot. Re-measured records keep their run ids,
+    so a snapshot is more than its run ids: the retrained advisor must predict the new figures."""
+    lossy = "prune.struct.adapt_pruner"
+    remeasured = [
+        {**r, "quality_delta": -0.3} if r["method_id"] == lossy and r["status"] == "ok" else r for r in small_records
+    ]
+    record = _task(small_records, "cpu-8c-avx2")
+    workload = _unprofiled(record)
+
+    def predicted_quality(records) -> float:
+        advisor, _table = fit_advisor(records, size="small")
+        result = recommend(advisor, record["model"], workload, [record["node"]], quality_floor=-1)
+        return next(r.quality_delta for r in result.recommendations if r.method_id == lossy)
+
+    assert predicted_quality(small_records) > -0.1
+    assert predicted_quality(remeasured) < -0.2
