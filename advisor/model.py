@@ -27,7 +27,7 @@ from advisor.features import (
     to_matrix,
 )
 from advisor.learner import MetaLearner
-from advisor.table import PerfTable, table_from_records
+from advisor.table import PerfTable, learned_figures, table_from_records
 
 INTERVAL = (0.1, 0.9)
 FIGURES = {  # figure → (extras target, quantiles)
@@ -54,20 +54,14 @@ class Candidate:
         return candidate_key(self.method_id, self.config)
 
 
-# The record fields the advisor learns from (advisor.table): a record measured again under its run id
-# (a re-measured cell, a merged part) changes the snapshot, so it must change the hash.
-LEARNED_FIELDS = ("status", "speedup", "quality_delta", "throughput", "baseline_throughput", "peak_mem_mb",
-                  "baseline_peak_mem_mb", "baseline_latency_p50_s")  # fmt: skip
-
-
 def data_hash(records: Sequence[Mapping], params: Mapping) -> str:
     """Identifies the training snapshot: the same records (run ids and the figures learned from) and
-    parameters give the same hash, which keys the predictions kept in memory (advisor.recommend)."""
-    rows = sorted(
-        [r["run_id"], *(r.get(k) for k in LEARNED_FIELDS), (r.get("metrics") or {}).get("quality_informative")]
-        for r in records
-    )
-    return hashlib.sha256(json.dumps([rows, dict(params), FEATURE_SCHEMA_VERSION], default=str).encode()).hexdigest()
+    parameters give the same hash, which keys the predictions kept in memory (advisor.recommend).
+    A record measured again under its run id (a re-measured cell, a merged part) changes it."""
+    digest = hashlib.sha256(json.dumps([dict(params), FEATURE_SCHEMA_VERSION]).encode())
+    for record in sorted(records, key=lambda r: r["run_id"]):
+        digest.update(repr(learned_figures(record)).encode())  # repr: floats exactly, and fast
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

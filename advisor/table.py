@@ -185,6 +185,17 @@ def table_from_records(
     )
 
 
+# The record fields `_add_figures` (and the status filter) learn from: what identifies a snapshot's content.
+LEARNED_FIELDS = ("status", "speedup", "quality_delta", "throughput", "baseline_throughput", "peak_mem_mb",
+                  "baseline_peak_mem_mb", "baseline_latency_p50_s")  # fmt: skip
+
+
+def learned_figures(record: Mapping) -> tuple:
+    """The run id and every figure of a record the advisor learns from."""
+    informative = (record.get("metrics") or {}).get("quality_informative")
+    return (record["run_id"], *(record.get(k) for k in LEARNED_FIELDS), informative)
+
+
 def _add_figures(cell: dict[str, list[float]], record: Mapping, metrics: Mapping, objective: str) -> None:
     value = objective_value(record, objective)
     if value is not None and value > 0:

@@ -112,10 +112,13 @@ def _run_id(model_id: str, workload, prepared, node: dict) -> str:
     return run_id_for(model_id, workload.id, prepared.method_id, prepared.config_json, node["id"])
 
 
+def ok_vision_records(parts: list[str]) -> list[dict]:
+    records = (json.loads(line) for part in parts for line in Path(part).read_text().splitlines())
+    return [r for r in records if r["workload"]["kind"] == "vision-classify" and r["status"] == "ok"]
+
+
 def summary(args) -> list[dict]:
-    records = [json.loads(line) for part in args.parts for line in Path(part).read_text().splitlines()]
-    vision = [r for r in records if r["workload"]["kind"] == "vision-classify"]
-    ok = [r for r in vision if r["status"] == "ok" and r["workload"]["params"]["crops"] == 1]
+    ok = [r for r in ok_vision_records(args.parts) if r["workload"]["params"]["crops"] == 1]
     largest = {
         m: max(r["workload"]["image_size"] for r in ok if r["model_id"] == m) for m in {r["model_id"] for r in ok}
     }
@@ -147,11 +150,8 @@ def summary(args) -> list[dict]:
 def token_scaling(args) -> list[dict]:
     """Per token method, batch and tokens per image (32 px, 64 px, multi-view): the images/s ratio
     (median over thread counts and models) — where token reduction starts to pay."""
-    records = [json.loads(line) for part in args.parts for line in Path(part).read_text().splitlines()]
     cells: dict[tuple, list[dict]] = defaultdict(list)
-    for record in records:
-        if record["workload"]["kind"] != "vision-classify" or record["status"] != "ok":
-            continue
+    for record in ok_vision_records(args.parts):
         if record["method_id"].startswith("tok.") or "+tok." in record["method_id"]:
             tokens = record["metrics"].get("tokens_per_image")
             cells[(record["method_id"], record["workload"]["batch_size"], tokens)].append(record)
